@@ -1,0 +1,239 @@
+//! Configuration: embedded defaults (`config/default.toml`) < a file < `FAULTLINE__`
+//! environment variables < command-line flags. Typed, unknown keys rejected, cross-field
+//! checks at load; every error names its key, and all of it happens before any port is bound.
+
+use crate::correlate::alarm_stage::AlarmPolicy;
+use crate::correlate::incidents::IncidentPolicy;
+use crate::correlate::priority::PriorityPolicy;
+use crate::correlate::CorrelatorConfig;
+use crate::model::state::Effect;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub grpc: GrpcConfig,
+    pub topology: TopologyConfig,
+    pub correlation: CorrelationConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlarmFormat {
+    Protobuf,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputTopic {
+    pub topic: String,
+    pub format: AlarmFormat,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub inputs: Vec<InputTopic>,
+    pub incidents_topic: String,
+    pub dead_letter_topic: String,
+    pub max_message_bytes: usize,
+    pub embedded_partitions: i32,
+    pub max_batch: usize,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    pub fn embedded(&self) -> bool {
+        self.brokers.trim().is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    pub addr: SocketAddr,
+    pub subscriber_buffer: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    pub file: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationConfig {
+    pub hold_down_secs: u64,
+    pub reopen_window_secs: u64,
+    pub tick_millis: u64,
+    pub timeline_limit: usize,
+    #[serde(default)]
+    pub alarm_effects: BTreeMap<String, Effect>,
+    pub priority: PriorityPolicy,
+}
+
+/// Values given on the command line; `None` keeps the layered value.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub brokers: Option<String>,
+    pub topology: Option<PathBuf>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub alarm_format: Option<AlarmFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Layer(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+impl Config {
+    /// Loads and checks the layered configuration.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("FAULTLINE__").split("__"));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded defaults alone, with overrides (for tests and the demo).
+    pub fn defaults(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config: Config = Figment::from(Toml::string(DEFAULT_TOML)).extract().map_err(Box::new)?;
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, overrides: &Overrides) {
+        if let Some(brokers) = &overrides.brokers {
+            self.kafka.brokers.clone_from(brokers);
+        }
+        if let Some(topology) = &overrides.topology {
+            self.topology.file.clone_from(topology);
+        }
+        if let Some(addr) = overrides.grpc_addr {
+            self.grpc.addr = addr;
+        }
+        if let Some(format) = overrides.alarm_format {
+            for input in &mut self.kafka.inputs {
+                input.format = format;
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        if self.kafka.inputs.is_empty() {
+            return invalid("kafka.inputs", "at least one input topic is needed");
+        }
+        if self.kafka.inputs.iter().any(|i| i.topic.trim().is_empty()) {
+            return invalid("kafka.inputs.topic", "topic names must not be empty");
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return invalid("kafka.group_id", "must not be empty");
+        }
+        if self.kafka.incidents_topic.trim().is_empty() {
+            return invalid("kafka.incidents_topic", "must not be empty");
+        }
+        if self.kafka.dead_letter_topic.trim().is_empty() {
+            return invalid("kafka.dead_letter_topic", "must not be empty");
+        }
+        if self.kafka.max_message_bytes == 0 {
+            return invalid("kafka.max_message_bytes", "must be positive");
+        }
+        if self.kafka.embedded_partitions < 1 {
+            return invalid("kafka.embedded_partitions", "must be at least 1");
+        }
+        if self.kafka.max_batch == 0 {
+            return invalid("kafka.max_batch", "must be positive");
+        }
+        if self.grpc.subscriber_buffer == 0 {
+            return invalid("grpc.subscriber_buffer", "must be positive");
+        }
+        if self.correlation.tick_millis == 0 {
+            return invalid("correlation.tick_millis", "must be positive");
+        }
+        if self.correlation.timeline_limit < 2 {
+            return invalid("correlation.timeline_limit", "must be at least 2");
+        }
+        if let Err(message) = self.correlation.priority.validate() {
+            return invalid("correlation.priority.matrix", &message);
+        }
+        Ok(())
+    }
+
+    pub fn correlator(&self) -> CorrelatorConfig {
+        let c = &self.correlation;
+        CorrelatorConfig {
+            alarms: AlarmPolicy::new(c.alarm_effects.clone()),
+            incidents: IncidentPolicy {
+                hold_down_ms: (c.hold_down_secs * 1000) as i64,
+                reopen_window_ms: (c.reopen_window_secs * 1000) as i64,
+                priority: c.priority.clone(),
+                timeline_limit: c.timeline_limit,
+            },
+        }
+    }
+
+    /// The figment layer a test or the demo can merge to change single keys.
+    pub fn with(self, key: &str, value: impl Serialize) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(self))
+            .merge(Serialized::default(key, value))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_errors_name_the_key() {
+        let config = Config::defaults(&Overrides::default()).unwrap();
+        assert!(config.kafka.embedded());
+        assert_eq!(config.grpc.addr.port(), 50051);
+
+        let err = config.clone().with("correlation.priority.matrix", [[1, 2, 3], [2, 3, 4], [3, 4, 9]]).unwrap_err();
+        assert!(err.to_string().contains("correlation.priority.matrix"), "{err}");
+
+        let err = config.with("grpc.addr", "not-an-address").unwrap_err();
+        assert!(err.to_string().contains("grpc.addr"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[kafka]\nbrokerz = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("brokerz"), "{err}");
+    }
+}

@@ -1,0 +1,233 @@
+//! The alarm stage: where a clear is matched to its raise. Keeps every active alarm under
+//! its RFC 8632 identity `(resource, alarm_type, qualifier)`, folds repeats into a tally,
+//! and tells the impact stage whenever a resource's set of active alarms changes.
+
+use crate::model::EpochMillis;
+use crate::model::alarm::{Alarm, AlarmRef, Severity};
+use crate::model::state::{Effect, State};
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+/// Maps an alarm to its effect on the resource: X.733 severity by default, with
+/// per-alarm-type overrides from configuration.
+#[derive(Clone, Debug, Default)]
+pub struct AlarmPolicy {
+    overrides: FxHashMap<String, Effect>,
+}
+
+impl AlarmPolicy {
+    pub fn new(overrides: impl IntoIterator<Item = (String, Effect)>) -> AlarmPolicy {
+        AlarmPolicy { overrides: overrides.into_iter().collect() }
+    }
+
+    pub fn effect(&self, alarm_type: &str, severity: Severity) -> Effect {
+        match self.overrides.get(alarm_type) {
+            Some(&effect) => effect,
+            None => Effect::of_severity(severity),
+        }
+    }
+}
+
+/// What one notification did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlarmOutcome {
+    Raised,
+    /// A repeat of an active alarm at the same severity: tally and last-seen bumped.
+    Repeated,
+    SeverityChanged,
+    Cleared,
+    /// A clear that found no active alarm (already cleared, or raised before we started).
+    ClearWithoutRaise,
+}
+
+/// A resource's active alarms changed: the message from the alarm stage to the impact
+/// stage. Self-contained, so the two stages can later run on different instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceUpdate {
+    pub resource: Arc<str>,
+    /// The resource's own state from its active alarms alone.
+    pub own_state: State,
+    /// Its active alarms, in identity order.
+    pub alarms: Vec<AlarmRef>,
+}
+
+#[derive(Debug)]
+struct ActiveAlarm {
+    alarm: AlarmRef,
+    effect: Effect,
+}
+
+#[derive(Debug, Default)]
+pub struct AlarmStage {
+    /// Active alarms per resource. Most resources carry one or two alarms, so a short
+    /// vector scanned linearly beats a map keyed by the full identity (no key allocation
+    /// when a repeat is looked up).
+    resources: FxHashMap<Arc<str>, Vec<ActiveAlarm>>,
+    policy: AlarmPolicy,
+    active: usize,
+}
+
+impl AlarmStage {
+    pub fn new(policy: AlarmPolicy) -> AlarmStage {
+        AlarmStage { resources: FxHashMap::default(), policy, active: 0 }
+    }
+
+    /// Number of active alarms over all resources.
+    pub fn active_count(&self) -> usize {
+        self.active
+    }
+
+    /// Applies one notification; returns what it did and, when the resource's active
+    /// alarms changed, the update for the impact stage.
+    pub fn apply(&mut self, alarm: &Alarm) -> (AlarmOutcome, Option<ResourceUpdate>) {
+        let position = self
+            .resources
+            .get(alarm.resource.as_str())
+            .and_then(|active| active.iter().position(|a| same_identity(&a.alarm, alarm)));
+
+        let outcome = match (alarm.cleared, position) {
+            (true, None) => return (AlarmOutcome::ClearWithoutRaise, None),
+            (true, Some(i)) => {
+                let active = self.resources.get_mut(alarm.resource.as_str()).expect("looked up above");
+                active.remove(i);
+                self.active -= 1;
+                AlarmOutcome::Cleared
+            }
+            (false, Some(i)) => {
+                let active = self.resources.get_mut(alarm.resource.as_str()).expect("looked up above");
+                let entry = &mut active[i];
+                entry.alarm.tally += 1;
+                entry.alarm.last_seen = entry.alarm.last_seen.max(alarm.event_time);
+                if entry.alarm.severity == alarm.severity {
+                    return (AlarmOutcome::Repeated, None);
+                }
+                entry.alarm.severity = alarm.severity;
+                entry.effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
+                if !alarm.text.is_empty() {
+                    entry.alarm.text = Arc::from(alarm.text.as_str());
+                }
+                AlarmOutcome::SeverityChanged
+            }
+            (false, None) => {
+                let resource = match self.resources.get_key_value(alarm.resource.as_str()) {
+                    Some((key, _)) => key.clone(),
+                    None => Arc::from(alarm.resource.as_str()),
+                };
+                let entry = ActiveAlarm {
+                    alarm: AlarmRef {
+                        resource: resource.clone(),
+                        alarm_type: Arc::from(alarm.alarm_type.as_str()),
+                        qualifier: Arc::from(alarm.qualifier.as_str()),
+                        severity: alarm.severity,
+                        text: Arc::from(alarm.text.as_str()),
+                        raised_at: alarm.event_time,
+                        last_seen: alarm.event_time,
+                        tally: 1,
+                        cleared_at: None,
+                    },
+                    effect: self.policy.effect(&alarm.alarm_type, alarm.severity),
+                };
+                let active = self.resources.entry(resource).or_default();
+                let at = active
+                    .binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity()))
+                    .unwrap_or_else(|at| at);
+                active.insert(at, entry);
+                self.active += 1;
+                AlarmOutcome::Raised
+            }
+        };
+        (outcome, Some(self.update_for(&alarm.resource)))
+    }
+
+    fn update_for(&mut self, resource: &str) -> ResourceUpdate {
+        let (key, active) = self.resources.get_key_value(resource).expect("resource present after a change");
+        let update = ResourceUpdate {
+            resource: key.clone(),
+            own_state: own_state(active),
+            alarms: active.iter().map(|a| a.alarm.clone()).collect(),
+        };
+        if active.is_empty() {
+            self.resources.remove(resource);
+        }
+        update
+    }
+
+    /// The active alarms of one resource, with live tallies.
+    pub fn active_alarms(&self, resource: &str) -> Vec<AlarmRef> {
+        self.resources.get(resource).map(|a| a.iter().map(|a| a.alarm.clone()).collect()).unwrap_or_default()
+    }
+
+    /// The clock of the newest notification on an alarm, if it is active.
+    pub fn last_seen(&self, resource: &str, alarm_type: &str, qualifier: &str) -> Option<EpochMillis> {
+        self.resources.get(resource).and_then(|active| {
+            active
+                .iter()
+                .find(|a| &*a.alarm.alarm_type == alarm_type && &*a.alarm.qualifier == qualifier)
+                .map(|a| a.alarm.last_seen)
+        })
+    }
+}
+
+fn same_identity(active: &AlarmRef, alarm: &Alarm) -> bool {
+    *active.alarm_type == *alarm.alarm_type && *active.qualifier == *alarm.qualifier
+}
+
+fn own_state(active: &[ActiveAlarm]) -> State {
+    active.iter().map(|a| a.effect.state()).max().unwrap_or(State::Up)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_fold_into_a_tally_and_a_clear_finds_its_raise() {
+        let mut stage = AlarmStage::default();
+        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000));
+        assert_eq!(outcome, AlarmOutcome::Raised);
+        assert_eq!(update.unwrap().own_state, State::Down);
+
+        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 2_000));
+        assert_eq!((outcome, update), (AlarmOutcome::Repeated, None));
+        let active = stage.active_alarms("port-1");
+        assert_eq!((active[0].tally, active[0].last_seen, active[0].raised_at), (2, 2_000, 1_000));
+
+        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Minor, 3_000));
+        assert_eq!(outcome, AlarmOutcome::SeverityChanged);
+        assert_eq!(update.unwrap().own_state, State::Degraded);
+
+        let (outcome, update) = stage.apply(&Alarm::clear("port-1", "LOS", 4_000));
+        assert_eq!(outcome, AlarmOutcome::Cleared);
+        let update = update.unwrap();
+        assert_eq!((update.own_state, update.alarms.len()), (State::Up, 0));
+        assert_eq!(stage.active_count(), 0);
+
+        let (outcome, _) = stage.apply(&Alarm::clear("port-1", "LOS", 5_000));
+        assert_eq!(outcome, AlarmOutcome::ClearWithoutRaise);
+    }
+
+    #[test]
+    fn qualifier_separates_alarms_of_one_type() {
+        let mut stage = AlarmStage::default();
+        let mut a = Alarm::raise("dev", "FAN", Severity::Minor, 0);
+        a.qualifier = "fan-1".into();
+        let mut b = a.clone();
+        b.qualifier = "fan-2".into();
+        b.severity = Severity::Critical;
+        stage.apply(&a);
+        let (_, update) = stage.apply(&b);
+        assert_eq!(update.unwrap().own_state, State::Down);
+        let mut clear_b = b.clone();
+        clear_b.cleared = true;
+        let (_, update) = stage.apply(&clear_b);
+        let update = update.unwrap();
+        assert_eq!((update.own_state, update.alarms.len()), (State::Degraded, 1));
+    }
+
+    #[test]
+    fn policy_overrides_the_severity_mapping() {
+        let mut stage = AlarmStage::new(AlarmPolicy::new([("TEMP_HIGH".to_owned(), Effect::None)]));
+        let (_, update) = stage.apply(&Alarm::raise("dev", "TEMP_HIGH", Severity::Critical, 0));
+        assert_eq!(update.unwrap().own_state, State::Up);
+    }
+}

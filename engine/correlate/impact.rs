@@ -1,0 +1,250 @@
+//! The impact stage: where impact propagates. Takes resource updates from the alarm stage,
+//! sets the resource's own state, and propagates through the dependency graph's rules
+//! (`any`, `all`, `quorum k`, `degrade`) to every dependent CI, in rank order so each CI
+//! is recomputed once. Each failed CI knows its root causes: the CIs whose own failure is
+//! not explained by failed dependencies of their own.
+
+use super::alarm_stage::ResourceUpdate;
+use crate::model::alarm::AlarmRef;
+use crate::model::state::State;
+use crate::model::topology::{CiClass, CiIdx, Rule, Topology};
+use rustc_hash::FxHashSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+
+/// The live state of one CI.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CiState {
+    /// From the CI's own active alarms alone.
+    pub own: State,
+    /// After propagation: the worse of `own` and what the rule makes of the dependencies.
+    pub effective: State,
+    /// Root-cause CIs that explain `effective`, sorted; empty when up. Contains the CI
+    /// itself when its own failure is worse than what its dependencies explain.
+    pub roots: Vec<CiIdx>,
+    /// The CI's active alarms, as last reported by the alarm stage.
+    pub alarms: Vec<AlarmRef>,
+}
+
+impl CiState {
+    /// Failed by its own alarms and not explained by its dependencies.
+    pub fn is_root(&self, idx: CiIdx) -> bool {
+        self.roots.binary_search(&idx).is_ok()
+    }
+}
+
+/// Where a resource update landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Landed {
+    Mapped(CiIdx),
+    /// The resource is not in the topology: its alarms are kept and reported, not dropped.
+    Unmapped,
+}
+
+/// One hop-by-hop explanation of why a CI is not up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    pub root: CiIdx,
+    /// From the explained CI down to the root, both included.
+    pub path: Vec<CiIdx>,
+}
+
+#[derive(Debug)]
+pub struct ImpactStage {
+    topology: Arc<Topology>,
+    states: Vec<CiState>,
+    /// Resources with active alarms that the topology does not know.
+    unmapped: BTreeMap<Arc<str>, Vec<AlarmRef>>,
+    /// Propagation worklist, ordered by rank then index (deterministic).
+    queue: BinaryHeap<Reverse<(u32, CiIdx)>>,
+    queued: Vec<bool>,
+}
+
+impl ImpactStage {
+    pub fn new(topology: Arc<Topology>) -> ImpactStage {
+        let n = topology.len();
+        ImpactStage {
+            topology,
+            states: vec![CiState::default(); n],
+            unmapped: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            queued: vec![false; n],
+        }
+    }
+
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    pub fn state(&self, idx: CiIdx) -> &CiState {
+        &self.states[idx as usize]
+    }
+
+    pub fn unmapped(&self) -> &BTreeMap<Arc<str>, Vec<AlarmRef>> {
+        &self.unmapped
+    }
+
+    /// Applies a resource update and propagates it. Every CI whose effective state, roots
+    /// or alarms changed is appended to `changed`, in propagation order.
+    pub fn apply(&mut self, update: &ResourceUpdate, changed: &mut Vec<CiIdx>) -> Landed {
+        let Some(idx) = self.topology.lookup(&update.resource) else {
+            if update.alarms.is_empty() {
+                self.unmapped.remove(&update.resource);
+            } else {
+                self.unmapped.insert(update.resource.clone(), update.alarms.clone());
+            }
+            return Landed::Unmapped;
+        };
+        let state = &mut self.states[idx as usize];
+        state.own = update.own_state;
+        state.alarms.clone_from(&update.alarms);
+        self.propagate_from(idx, changed);
+        Landed::Mapped(idx)
+    }
+
+    fn propagate_from(&mut self, start: CiIdx, changed: &mut Vec<CiIdx>) {
+        self.enqueue(start);
+        let mut start_reported = false;
+        while let Some(Reverse((_, idx))) = self.queue.pop() {
+            self.queued[idx as usize] = false;
+            let (effective, roots) = self.evaluate(idx);
+            let state = &mut self.states[idx as usize];
+            let moved = state.effective != effective || state.roots != roots;
+            if moved {
+                state.effective = effective;
+                state.roots = roots;
+                for i in 0..self.topology.dependents(idx).len() {
+                    let dependent = self.topology.dependents(idx)[i];
+                    self.enqueue(dependent);
+                }
+            }
+            if moved || idx == start {
+                start_reported |= idx == start;
+                changed.push(idx);
+            }
+        }
+        debug_assert!(start_reported);
+    }
+
+    fn enqueue(&mut self, idx: CiIdx) {
+        if !self.queued[idx as usize] {
+            self.queued[idx as usize] = true;
+            self.queue.push(Reverse((self.topology.rank(idx), idx)));
+        }
+    }
+
+    /// The state a CI's rule makes of its dependencies' current states.
+    fn dependency_state(&self, idx: CiIdx) -> State {
+        let deps = self.topology.dependencies(idx);
+        if deps.is_empty() {
+            return State::Up;
+        }
+        let states = deps.iter().map(|&d| self.states[d as usize].effective);
+        match self.topology.ci(idx).rule {
+            Rule::Any => states.max().unwrap_or(State::Up),
+            Rule::Degrade => states.max().unwrap_or(State::Up).min(State::Degraded),
+            Rule::All => combine_redundant(states, deps.len()),
+            Rule::Quorum(k) => {
+                let (mut available, mut worst) = (0usize, State::Up);
+                for s in states {
+                    available += usize::from(s != State::Down);
+                    worst = worst.max(s);
+                }
+                if available < k as usize {
+                    State::Down
+                } else {
+                    worst.min(State::Degraded)
+                }
+            }
+        }
+    }
+
+    fn evaluate(&self, idx: CiIdx) -> (State, Vec<CiIdx>) {
+        let own = self.states[idx as usize].own;
+        let from_deps = self.dependency_state(idx);
+        let effective = own.max(from_deps);
+        if effective.is_up() {
+            return (State::Up, Vec::new());
+        }
+        let mut roots = Vec::new();
+        if own > from_deps {
+            roots.push(idx);
+        }
+        if !from_deps.is_up() {
+            for &d in self.topology.dependencies(idx) {
+                let dep = &self.states[d as usize];
+                if !dep.effective.is_up() {
+                    roots.extend_from_slice(&dep.roots);
+                }
+            }
+        }
+        roots.sort_unstable();
+        roots.dedup();
+        (effective, roots)
+    }
+
+    /// For each root cause of `idx`, a path down the dependency graph that links them.
+    pub fn explain(&self, idx: CiIdx) -> Vec<Explanation> {
+        let state = self.state(idx);
+        state
+            .roots
+            .iter()
+            .map(|&root| {
+                let mut path = vec![idx];
+                let mut at = idx;
+                while at != root {
+                    let next = self.topology.dependencies(at).iter().copied().find(|&d| {
+                        let dep = self.state(d);
+                        !dep.effective.is_up() && dep.roots.binary_search(&root).is_ok()
+                    });
+                    match next {
+                        Some(n) => {
+                            path.push(n);
+                            at = n;
+                        }
+                        None => break,
+                    }
+                }
+                Explanation { root, path }
+            })
+            .collect()
+    }
+
+    /// Services (resource- and customer-facing) that `idx` currently takes down or
+    /// degrades: failed dependents whose failure traces back to `idx`'s own root causes.
+    pub fn impact_of(&self, idx: CiIdx) -> Vec<CiIdx> {
+        let roots: Vec<CiIdx> = self.state(idx).roots.clone();
+        if roots.is_empty() {
+            return Vec::new();
+        }
+        let mut seen: FxHashSet<CiIdx> = FxHashSet::default();
+        seen.insert(idx);
+        let mut stack = vec![idx];
+        let mut services = Vec::new();
+        while let Some(at) = stack.pop() {
+            for &dependent in self.topology.dependents(at) {
+                let state = self.state(dependent);
+                if state.effective.is_up() || !state.roots.iter().any(|r| roots.contains(r)) || !seen.insert(dependent) {
+                    continue;
+                }
+                stack.push(dependent);
+                let ci = self.topology.ci(dependent);
+                if matches!(ci.class, CiClass::Rfs | CiClass::Cfs) || ci.incidents {
+                    services.push(dependent);
+                }
+            }
+        }
+        services.sort_unstable();
+        services
+    }
+}
+
+fn combine_redundant(states: impl Iterator<Item = State>, count: usize) -> State {
+    let (mut down, mut worst) = (0usize, State::Up);
+    for s in states {
+        down += usize::from(s == State::Down);
+        worst = worst.max(s);
+    }
+    if down == count { State::Down } else { worst.min(State::Degraded) }
+}

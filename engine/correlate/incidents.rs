@@ -1,0 +1,488 @@
+//! Incident management: one incident per root-cause group. An impacted service opens an
+//! incident, or joins the one that already owns one of its root causes; the incident follows
+//! the impact as it changes, resolves itself once every impacted service has stayed restored
+//! for a hold-down period, reopens if its root cause fails again within the reopen window,
+//! and closes after it. Operators acknowledge, annotate and resolve.
+
+use super::impact::ImpactStage;
+use super::priority::PriorityPolicy;
+use crate::model::EpochMillis;
+use crate::model::alarm::AlarmRef;
+use crate::model::incident::{
+    Acknowledgement, ChangeKind, ImpactedCustomer, ImpactedService, Incident, IncidentChange, IncidentId,
+    IncidentState, Level, Note, Priority, TimelineEntry, TimelineKind,
+};
+use crate::model::state::State;
+use crate::model::topology::{CiIdx, Topology};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncidentPolicy {
+    /// How long every impacted service must stay restored before auto-resolution.
+    pub hold_down_ms: EpochMillis,
+    /// How long a resolved incident can be reopened by its root cause failing again.
+    pub reopen_window_ms: EpochMillis,
+    pub priority: PriorityPolicy,
+    /// Timeline entries kept per incident (the first, `opened`, is always kept).
+    pub timeline_limit: usize,
+}
+
+impl Default for IncidentPolicy {
+    fn default() -> Self {
+        IncidentPolicy {
+            hold_down_ms: 60_000,
+            reopen_window_ms: 900_000,
+            priority: PriorityPolicy::default(),
+            timeline_limit: 500,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CoreError {
+    #[error("incident `{0}` not found")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IncidentStats {
+    pub opened: u64,
+    pub resolved: u64,
+    pub reopened: u64,
+    pub closed: u64,
+    /// Symptom alarms attached to an incident under its root cause.
+    pub symptoms_attached: u64,
+}
+
+/// An incident with the bookkeeping that is not published.
+#[derive(Debug)]
+struct Tracked {
+    incident: Incident,
+    /// The current root-cause group (the last non-empty set seen on impacted services).
+    roots: BTreeSet<CiIdx>,
+    /// Every root registered in `by_root` for this incident, to unregister on close.
+    registered_roots: BTreeSet<CiIdx>,
+    /// Impacted services with their current state (`Up` once restored).
+    services: BTreeMap<CiIdx, State>,
+    /// Failed CIs with alarms of their own whose failure the roots explain.
+    symptoms: BTreeSet<CiIdx>,
+    /// When every impacted service was last seen restored; cleared by a new impact.
+    restored_since: Option<EpochMillis>,
+}
+
+#[derive(Debug)]
+pub struct IncidentBook {
+    policy: IncidentPolicy,
+    /// Incidents not yet closed. Closed ones leave memory; their last snapshot stays on
+    /// the compacted incidents topic.
+    incidents: BTreeMap<IncidentId, Tracked>,
+    by_root: FxHashMap<CiIdx, IncidentId>,
+    by_service: FxHashMap<CiIdx, IncidentId>,
+    by_symptom: FxHashMap<CiIdx, IncidentId>,
+    next_id: u64,
+    stats: IncidentStats,
+}
+
+impl IncidentBook {
+    pub fn new(policy: IncidentPolicy) -> IncidentBook {
+        IncidentBook {
+            policy,
+            incidents: BTreeMap::new(),
+            by_root: FxHashMap::default(),
+            by_service: FxHashMap::default(),
+            by_symptom: FxHashMap::default(),
+            next_id: 1,
+            stats: IncidentStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> IncidentStats {
+        self.stats
+    }
+
+    pub fn get(&self, id: IncidentId) -> Option<&Incident> {
+        self.incidents.get(&id).map(|t| &t.incident)
+    }
+
+    /// Incidents not yet closed, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Incident> {
+        self.incidents.values().map(|t| &t.incident)
+    }
+
+    /// Follows the CIs the impact stage reports as changed; appends incident changes.
+    pub fn on_changes(&mut self, impact: &ImpactStage, changed: &[CiIdx], now: EpochMillis, out: &mut Vec<IncidentChange>) {
+        let topology = impact.topology().clone();
+        let mut kinds: BTreeMap<IncidentId, ChangeKind> = BTreeMap::new();
+
+        for &ci in changed {
+            if topology.ci(ci).incidents {
+                self.follow_service(&topology, impact, ci, now, &mut kinds);
+            }
+        }
+        for &ci in changed {
+            let state = impact.state(ci);
+            let symptom = !state.alarms.is_empty() && !state.is_root(ci);
+            for root in &state.roots {
+                let Some(&id) = self.by_root.get(root) else { continue };
+                kinds.entry(id).or_insert(ChangeKind::Updated);
+                if symptom && self.by_symptom.get(&ci) != Some(&id) {
+                    self.by_symptom.insert(ci, id);
+                    if let Some(t) = self.incidents.get_mut(&id) {
+                        t.symptoms.insert(ci);
+                    }
+                }
+            }
+            for owner in [self.by_root.get(&ci), self.by_symptom.get(&ci)].into_iter().flatten() {
+                kinds.entry(*owner).or_insert(ChangeKind::Updated);
+            }
+        }
+        for (id, kind) in kinds {
+            if let Some(change) = self.refresh(&topology, impact, id, kind, now) {
+                out.push(change);
+            }
+        }
+    }
+
+    fn follow_service(
+        &mut self,
+        topology: &Topology,
+        impact: &ImpactStage,
+        service: CiIdx,
+        now: EpochMillis,
+        kinds: &mut BTreeMap<IncidentId, ChangeKind>,
+    ) {
+        let state = impact.state(service);
+        let name = &topology.ci(service).name;
+        if state.effective.is_up() {
+            let Some(&id) = self.by_service.get(&service) else { return };
+            if let Some(t) = self.incidents.get_mut(&id) {
+                if t.incident.state.is_active() && t.services.get(&service).is_some_and(|s| !s.is_up()) {
+                    t.services.insert(service, State::Up);
+                    push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, format!("service {name} restored"));
+                    kinds.entry(id).or_insert(ChangeKind::Updated);
+                }
+            }
+            return;
+        }
+
+        let id = match self.choose(service, &state.roots) {
+            Some(id) => id,
+            None => {
+                let id = self.open(now);
+                kinds.insert(id, ChangeKind::Opened);
+                id
+            }
+        };
+        if let Some(previous) = self.by_service.insert(service, id).filter(|&p| p != id) {
+            if let Some(t) = self.incidents.get_mut(&previous) {
+                if t.services.get(&service).is_some_and(|s| !s.is_up()) {
+                    t.services.insert(service, State::Up);
+                    let text = format!("service {name} now impacted under {id}");
+                    push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
+                    kinds.entry(previous).or_insert(ChangeKind::Updated);
+                }
+            }
+        }
+        let Some(t) = self.incidents.get_mut(&id) else { return };
+        if t.incident.state == IncidentState::Resolved {
+            t.incident.state = IncidentState::Open;
+            t.incident.resolved_at = None;
+            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Reopened, "root cause failed again".to_owned());
+            self.stats.reopened += 1;
+            kinds.insert(id, ChangeKind::Reopened);
+        }
+        if t.services.insert(service, state.effective) != Some(state.effective) {
+            let text = format!("service {name} {}", state.effective.as_str());
+            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
+        }
+        t.restored_since = None;
+        for &root in &state.roots {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
+                v.insert(id);
+                t.registered_roots.insert(root);
+            }
+        }
+        kinds.entry(id).or_insert(ChangeKind::Updated);
+    }
+
+    /// The incident an impacted service belongs to: the one it is already impacted under,
+    /// else the oldest one that owns one of its root causes.
+    fn choose(&self, service: CiIdx, roots: &[CiIdx]) -> Option<IncidentId> {
+        if let Some(&id) = self.by_service.get(&service) {
+            let continuing = self.incidents.get(&id).is_some_and(|t| {
+                t.incident.state.is_active() && t.services.get(&service).is_some_and(|s| !s.is_up())
+            });
+            if continuing {
+                return Some(id);
+            }
+        }
+        roots.iter().filter_map(|r| self.by_root.get(r).copied()).min()
+    }
+
+    fn open(&mut self, now: EpochMillis) -> IncidentId {
+        let id = IncidentId(self.next_id);
+        self.next_id += 1;
+        self.stats.opened += 1;
+        let mut incident = Incident {
+            id,
+            title: String::new(),
+            state: IncidentState::Open,
+            priority: Priority(5),
+            impact: Level::Low,
+            urgency: Level::Low,
+            root_causes: Vec::new(),
+            root_cause_alarms: Vec::new(),
+            symptom_alarms: Vec::new(),
+            services: Vec::new(),
+            customers: Vec::new(),
+            timeline: Vec::new(),
+            acknowledgement: None,
+            notes: Vec::new(),
+            opened_at: now,
+            updated_at: now,
+            resolved_at: None,
+            version: 0,
+        };
+        push_timeline(&mut incident, &self.policy, now, TimelineKind::Opened, "incident opened".to_owned());
+        let tracked = Tracked {
+            incident,
+            roots: BTreeSet::new(),
+            registered_roots: BTreeSet::new(),
+            services: BTreeMap::new(),
+            symptoms: BTreeSet::new(),
+            restored_since: None,
+        };
+        self.incidents.insert(id, tracked);
+        id
+    }
+
+    /// Rebuilds an incident's published view from the live CI states; returns the change
+    /// if anything a reader sees moved.
+    fn refresh(
+        &mut self,
+        topology: &Topology,
+        impact: &ImpactStage,
+        id: IncidentId,
+        kind: ChangeKind,
+        now: EpochMillis,
+    ) -> Option<IncidentChange> {
+        let policy = &self.policy;
+        let t = self.incidents.get_mut(&id)?;
+        let before = t.incident.clone();
+
+        let live: BTreeSet<CiIdx> = t
+            .services
+            .iter()
+            .filter(|(_, s)| !s.is_up())
+            .flat_map(|(&s, _)| impact.state(s).roots.iter().copied())
+            .collect();
+        if !live.is_empty() && live != t.roots {
+            for &root in live.difference(&t.roots) {
+                let text = format!("root cause {}", topology.ci(root).name);
+                push_timeline(&mut t.incident, policy, now, TimelineKind::RootCause, text);
+                if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
+                    v.insert(id);
+                    t.registered_roots.insert(root);
+                }
+            }
+            // A former root now explained by another failure becomes one of its symptoms.
+            for &former in t.roots.difference(&live) {
+                if !impact.state(former).alarms.is_empty() && !impact.state(former).is_root(former) {
+                    t.symptoms.insert(former);
+                    self.by_symptom.insert(former, id);
+                }
+            }
+            t.roots = live;
+        }
+        t.symptoms.retain(|s| !t.roots.contains(s));
+
+        t.incident.root_causes = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
+        t.incident.root_cause_alarms = merge_alarms(&t.incident.root_cause_alarms, &t.roots, topology, impact, now);
+        let symptom_alarms = merge_alarms(&t.incident.symptom_alarms, &t.symptoms, topology, impact, now);
+        let attached = symptom_alarms
+            .iter()
+            .filter(|a| !t.incident.symptom_alarms.iter().any(|b| b.identity() == a.identity()))
+            .count();
+        if attached > 0 {
+            self.stats.symptoms_attached += attached as u64;
+            let text = format!("{attached} symptom alarm(s) attached");
+            push_timeline(&mut t.incident, policy, now, TimelineKind::Symptom, text);
+        }
+        t.incident.symptom_alarms = symptom_alarms;
+
+        t.incident.services = t
+            .services
+            .iter()
+            .map(|(&s, &impact)| {
+                let ci = topology.ci(s);
+                ImpactedService {
+                    id: ci.id.clone(),
+                    name: ci.name.clone(),
+                    impact,
+                    customer: ci.customer.map(|c| topology.ci(c).id.clone()),
+                }
+            })
+            .collect();
+        let mut customers: BTreeMap<CiIdx, State> = BTreeMap::new();
+        for (&s, &state) in &t.services {
+            if let Some(c) = topology.ci(s).customer {
+                let worst = customers.entry(c).or_default();
+                *worst = (*worst).max(state);
+            }
+        }
+        t.incident.customers = customers
+            .iter()
+            .map(|(&c, &impact)| {
+                let ci = topology.ci(c);
+                ImpactedCustomer { id: ci.id.clone(), name: ci.name.clone(), sla: ci.sla, impact }
+            })
+            .collect();
+
+        let down = t.services.values().filter(|s| **s == State::Down).count();
+        let degraded = t.services.values().filter(|s| **s == State::Degraded).count();
+        if down + degraded > 0 {
+            let tiers: Vec<_> = customers.iter().map(|(&c, &s)| (topology.ci(c).sla, s)).collect();
+            let (level, urgency, priority) = policy.priority.assess(&tiers, down > 0);
+            t.incident.impact = level;
+            t.incident.urgency = urgency;
+            t.incident.priority = priority;
+            t.incident.title = title(topology, &t.roots, down, degraded);
+        } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
+            t.restored_since = Some(now);
+            let text = format!("all services restored; resolves after {} s unless impacted again", policy.hold_down_ms / 1000);
+            push_timeline(&mut t.incident, policy, now, TimelineKind::Restored, text);
+        }
+
+        if t.incident == before && kind == ChangeKind::Updated {
+            return None;
+        }
+        Some(publish(&mut t.incident, kind, now))
+    }
+
+    /// Advances timers: auto-resolution after the hold-down, closing after the reopen window.
+    pub fn tick(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) {
+        let mut closing = Vec::new();
+        for (&id, t) in self.incidents.iter_mut() {
+            match t.incident.state {
+                IncidentState::Open | IncidentState::Acknowledged => {
+                    let Some(since) = t.restored_since else { continue };
+                    if now - since >= self.policy.hold_down_ms {
+                        t.incident.state = IncidentState::Resolved;
+                        t.incident.resolved_at = Some(now);
+                        t.restored_since = None;
+                        let text = format!("resolved automatically: services restored for {} s", self.policy.hold_down_ms / 1000);
+                        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
+                        self.stats.resolved += 1;
+                        out.push(publish(&mut t.incident, ChangeKind::Resolved, now));
+                    }
+                }
+                IncidentState::Resolved => {
+                    if t.incident.resolved_at.is_some_and(|r| now - r >= self.policy.reopen_window_ms) {
+                        closing.push(id);
+                    }
+                }
+                IncidentState::Closed => closing.push(id),
+            }
+        }
+        for id in closing {
+            let Some(mut t) = self.incidents.remove(&id) else { continue };
+            for root in &t.registered_roots {
+                if self.by_root.get(root) == Some(&id) {
+                    self.by_root.remove(root);
+                }
+            }
+            self.by_service.retain(|_, owner| *owner != id);
+            self.by_symptom.retain(|_, owner| *owner != id);
+            t.incident.state = IncidentState::Closed;
+            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Closed, "reopen window over".to_owned());
+            self.stats.closed += 1;
+            out.push(publish(&mut t.incident, ChangeKind::Closed, now));
+        }
+    }
+
+    pub fn acknowledge(&mut self, id: IncidentId, by: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {
+        let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
+        if t.incident.state != IncidentState::Open {
+            return Err(CoreError::FailedPrecondition(format!(
+                "incident {id} is {}, only an open incident can be acknowledged",
+                t.incident.state.as_str()
+            )));
+        }
+        t.incident.state = IncidentState::Acknowledged;
+        t.incident.acknowledgement = Some(Acknowledgement { by: by.to_owned(), time: now });
+        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Acknowledged, format!("acknowledged by {by}"));
+        Ok(publish(&mut t.incident, ChangeKind::Acknowledged, now))
+    }
+
+    pub fn resolve(&mut self, id: IncidentId, by: &str, reason: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {
+        let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
+        if !t.incident.state.is_active() {
+            return Err(CoreError::FailedPrecondition(format!("incident {id} is already {}", t.incident.state.as_str())));
+        }
+        t.incident.state = IncidentState::Resolved;
+        t.incident.resolved_at = Some(now);
+        t.restored_since = None;
+        let text = if reason.is_empty() { format!("resolved by {by}") } else { format!("resolved by {by}: {reason}") };
+        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
+        self.stats.resolved += 1;
+        Ok(publish(&mut t.incident, ChangeKind::Resolved, now))
+    }
+
+    pub fn add_note(&mut self, id: IncidentId, author: &str, text: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {
+        let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
+        t.incident.notes.push(Note { author: author.to_owned(), text: text.to_owned(), time: now });
+        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Note, format!("note by {author}"));
+        Ok(publish(&mut t.incident, ChangeKind::NoteAdded, now))
+    }
+}
+
+fn publish(incident: &mut Incident, kind: ChangeKind, now: EpochMillis) -> IncidentChange {
+    incident.version += 1;
+    incident.updated_at = now;
+    IncidentChange { kind, incident: incident.clone() }
+}
+
+fn push_timeline(incident: &mut Incident, policy: &IncidentPolicy, now: EpochMillis, kind: TimelineKind, text: String) {
+    if incident.timeline.len() >= policy.timeline_limit.max(2) {
+        incident.timeline.remove(1);
+    }
+    incident.timeline.push(TimelineEntry { time: now, kind, text });
+}
+
+/// The active alarms of `cis`, plus the ones previously listed for them that have since
+/// cleared (kept, marked cleared), in identity order.
+fn merge_alarms(
+    previous: &[AlarmRef],
+    cis: &BTreeSet<CiIdx>,
+    topology: &Topology,
+    impact: &ImpactStage,
+    now: EpochMillis,
+) -> Vec<AlarmRef> {
+    let mut merged: Vec<AlarmRef> = cis.iter().flat_map(|&ci| impact.state(ci).alarms.iter().cloned()).collect();
+    for old in previous {
+        let still_member = topology.lookup(&old.resource).is_some_and(|ci| cis.contains(&ci));
+        if still_member && !merged.iter().any(|a| a.identity() == old.identity()) {
+            let mut cleared = old.clone();
+            cleared.cleared_at = cleared.cleared_at.or(Some(now));
+            merged.push(cleared);
+        }
+    }
+    merged.sort_by(|a, b| a.identity().cmp(&b.identity()));
+    merged
+}
+
+fn title(topology: &Topology, roots: &BTreeSet<CiIdx>, down: usize, degraded: usize) -> String {
+    let what = if down > 0 { "Outage" } else { "Degradation" };
+    let services = down + degraded;
+    let plural = if services == 1 { "" } else { "s" };
+    let mut names = roots.iter().take(2).map(|&r| topology.ci(r).name.to_string()).collect::<Vec<_>>().join(", ");
+    if roots.len() > 2 {
+        names.push_str(&format!(" and {} more", roots.len() - 2));
+    }
+    format!("{what} of {services} service{plural}: root cause {names}")
+}
+

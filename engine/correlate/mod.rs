@@ -1,0 +1,20 @@
+//! The correlation core: pure, synchronous and deterministic. No I/O, no clock, no async;
+//! time is an argument. Data flows through two stages, kept apart so that the alarm stage
+//! can later run per Kafka partition and the impact stage on its much smaller output:
+//!
+//! - [`alarm_stage`]: dedup, raise / severity change / clear on the RFC 8632 identity,
+//!   a resource's own state from its active alarms. Emits [`alarm_stage::ResourceUpdate`].
+//! - [`impact`]: propagation of resource states through the dependency graph's rules and
+//!   root cause versus symptom.
+//! - [`incidents`]: one incident per root-cause group, its lifecycle and [`priority`].
+//!
+//! [`Correlator`] chains them: `apply(alarm, now) -> incident changes`.
+
+pub mod alarm_stage;
+mod correlator;
+pub mod impact;
+pub mod incidents;
+pub mod priority;
+
+pub use correlator::{Correlator, CorrelatorConfig, Outcome, Stats};
+pub use incidents::CoreError;

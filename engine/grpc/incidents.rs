@@ -1,0 +1,189 @@
+//! `faultline.v1.IncidentService`: the live stream (snapshot, then changes), queries, and
+//! operator actions. A subscriber that falls behind is dropped with RESOURCE_EXHAUSTED;
+//! it never slows the pipeline or another subscriber.
+
+use super::filter::IncidentFilter;
+use super::status::{incident_id, required};
+use crate::model::incident::IncidentId;
+use crate::proto::{self, v1};
+use crate::runtime::{EngineHandle, SharedChange};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+
+pub struct IncidentApi {
+    handle: EngineHandle,
+}
+
+impl IncidentApi {
+    pub fn new(handle: EngineHandle) -> IncidentApi {
+        IncidentApi { handle }
+    }
+}
+
+type SubscribeStream = ReceiverStream<Result<v1::SubscribeIncidentsResponse, Status>>;
+
+#[tonic::async_trait]
+impl v1::incident_service_server::IncidentService for IncidentApi {
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(&self, request: Request<v1::SubscribeIncidentsRequest>) -> Result<Response<SubscribeStream>, Status> {
+        let filter = IncidentFilter::from(request.get_ref());
+        let (snapshot, changes) = self
+            .handle
+            .call(|ctx| {
+                let changes = ctx.subscribe();
+                let snapshot: Vec<v1::Incident> = ctx.correlator.incidents().map(proto::incident_to_proto).collect();
+                (snapshot, changes)
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(forward(filter, snapshot, changes, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_incidents(&self, request: Request<v1::ListIncidentsRequest>) -> Result<Response<v1::ListIncidentsResponse>, Status> {
+        let request = request.into_inner();
+        let filter = IncidentFilter::from(&request);
+        let size = match request.page_size {
+            n if n < 0 => return Err(Status::invalid_argument("`page_size` must not be negative")),
+            0 => DEFAULT_PAGE_SIZE,
+            n => (n as usize).min(MAX_PAGE_SIZE),
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<IncidentId>().map_err(|_| Status::invalid_argument("invalid `page_token`"))?),
+        };
+        let response = self
+            .handle
+            .call(move |ctx| {
+                let mut matching = ctx.correlator.incidents().map(proto::incident_to_proto).filter(|i| filter.matches(i));
+                let mut total = 0;
+                let mut page = Vec::new();
+                let mut next_page_token = String::new();
+                for incident in matching.by_ref() {
+                    total += 1;
+                    let id: Option<IncidentId> = incident.id.parse().ok();
+                    if after.is_some_and(|after| id.is_some_and(|id| id <= after)) {
+                        continue;
+                    }
+                    if page.len() == size {
+                        next_page_token = page.last().map(|i: &v1::Incident| i.id.clone()).unwrap_or_default();
+                        continue;
+                    }
+                    page.push(incident);
+                }
+                v1::ListIncidentsResponse { incidents: page, next_page_token, total_size: total }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_incident(&self, request: Request<v1::GetIncidentRequest>) -> Result<Response<v1::Incident>, Status> {
+        let id = incident_id(&request.get_ref().id)?;
+        let incident = self.handle.call(move |ctx| ctx.correlator.incident(id).map(proto::incident_to_proto)).await?;
+        incident.map(Response::new).ok_or_else(|| Status::not_found(format!("incident `{id}` not found")))
+    }
+
+    async fn acknowledge_incident(&self, request: Request<v1::AcknowledgeIncidentRequest>) -> Result<Response<v1::Incident>, Status> {
+        let request = request.into_inner();
+        let id = incident_id(&request.id)?;
+        let by = required("by", &request.by)?.to_owned();
+        let incident = self
+            .handle
+            .call(move |ctx| {
+                let change = ctx.correlator.acknowledge(id, &by, ctx.now)?;
+                Ok::<_, Status>(ctx.publish(&change))
+            })
+            .await??;
+        Ok(Response::new(incident))
+    }
+
+    async fn resolve_incident(&self, request: Request<v1::ResolveIncidentRequest>) -> Result<Response<v1::Incident>, Status> {
+        let request = request.into_inner();
+        let id = incident_id(&request.id)?;
+        let by = required("by", &request.by)?.to_owned();
+        let reason = request.reason;
+        let incident = self
+            .handle
+            .call(move |ctx| {
+                let change = ctx.correlator.resolve(id, &by, &reason, ctx.now)?;
+                Ok::<_, Status>(ctx.publish(&change))
+            })
+            .await??;
+        Ok(Response::new(incident))
+    }
+
+    async fn add_incident_note(&self, request: Request<v1::AddIncidentNoteRequest>) -> Result<Response<v1::Incident>, Status> {
+        let request = request.into_inner();
+        let id = incident_id(&request.id)?;
+        let author = required("author", &request.author)?.to_owned();
+        let text = required("text", &request.text)?.to_owned();
+        let incident = self
+            .handle
+            .call(move |ctx| {
+                let change = ctx.correlator.add_note(id, &author, &text, ctx.now)?;
+                Ok::<_, Status>(ctx.publish(&change))
+            })
+            .await??;
+        Ok(Response::new(incident))
+    }
+}
+
+/// Feeds one subscriber: the filtered snapshot, a SNAPSHOT_COMPLETE marker, then live
+/// changes. An incident that leaves the filter (e.g. resolved, under a filter on open
+/// incidents) is sent once more so the subscriber learns it left.
+async fn forward(
+    filter: IncidentFilter,
+    snapshot: Vec<v1::Incident>,
+    mut changes: broadcast::Receiver<SharedChange>,
+    tx: mpsc::Sender<Result<v1::SubscribeIncidentsResponse, Status>>,
+) {
+    let mut following: HashSet<String> = HashSet::new();
+    for incident in snapshot.into_iter().filter(|i| filter.matches(i)) {
+        following.insert(incident.id.clone());
+        let item = v1::SubscribeIncidentsResponse { kind: v1::ChangeKind::Snapshot as i32, incident: Some(incident) };
+        if tx.send(Ok(item)).await.is_err() {
+            return;
+        }
+    }
+    let complete = v1::SubscribeIncidentsResponse { kind: v1::ChangeKind::SnapshotComplete as i32, incident: None };
+    if tx.send(Ok(complete)).await.is_err() {
+        return;
+    }
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            _ = tx.closed() => return,
+        };
+        let change = match change {
+            Ok(change) => change,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let status = Status::resource_exhausted(format!(
+                    "subscriber too slow: {missed} incident changes behind, dropped; subscribe again for a fresh snapshot"
+                ));
+                let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(Status::unavailable("the engine is shutting down")))).await;
+                return;
+            }
+        };
+        let Some(incident) = &change.incident else { continue };
+        let relevant = if filter.matches(incident) {
+            following.insert(incident.id.clone());
+            true
+        } else {
+            following.remove(&incident.id)
+        };
+        if relevant && tx.send(Ok((*change).clone())).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The generated protobuf types of `proto/faultline/v1/`, and the conversions between them
+//! and the domain model. The only place where prost types meet the model.
+
+use crate::model::EpochMillis;
+use crate::model::alarm::{Alarm, AlarmRef, EventType, Severity};
+use crate::model::incident::{ChangeKind, Incident, IncidentState, Level};
+use crate::model::state::State;
+use crate::model::topology::{CiClass, Rule, SlaTier};
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("faultline.v1");
+}
+
+/// The encoded descriptor set of every Faultline proto, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/faultline_descriptor.bin"));
+
+pub fn timestamp(ms: EpochMillis) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub fn millis(ts: &prost_types::Timestamp) -> EpochMillis {
+    ts.seconds.saturating_mul(1000).saturating_add(i64::from(ts.nanos / 1_000_000))
+}
+
+pub fn severity_to_proto(s: Severity) -> v1::Severity {
+    match s {
+        Severity::Indeterminate => v1::Severity::Indeterminate,
+        Severity::Warning => v1::Severity::Warning,
+        Severity::Minor => v1::Severity::Minor,
+        Severity::Major => v1::Severity::Major,
+        Severity::Critical => v1::Severity::Critical,
+    }
+}
+
+pub fn severity_from_proto(s: v1::Severity) -> Option<Severity> {
+    Some(match s {
+        v1::Severity::Unspecified => return None,
+        v1::Severity::Indeterminate => Severity::Indeterminate,
+        v1::Severity::Warning => Severity::Warning,
+        v1::Severity::Minor => Severity::Minor,
+        v1::Severity::Major => Severity::Major,
+        v1::Severity::Critical => Severity::Critical,
+    })
+}
+
+pub fn event_type_to_proto(e: EventType) -> v1::EventType {
+    match e {
+        EventType::Unspecified => v1::EventType::Unspecified,
+        EventType::Communications => v1::EventType::Communications,
+        EventType::QualityOfService => v1::EventType::QualityOfService,
+        EventType::ProcessingError => v1::EventType::ProcessingError,
+        EventType::Equipment => v1::EventType::Equipment,
+        EventType::Environmental => v1::EventType::Environmental,
+    }
+}
+
+pub fn event_type_from_proto(e: v1::EventType) -> EventType {
+    match e {
+        v1::EventType::Unspecified => EventType::Unspecified,
+        v1::EventType::Communications => EventType::Communications,
+        v1::EventType::QualityOfService => EventType::QualityOfService,
+        v1::EventType::ProcessingError => EventType::ProcessingError,
+        v1::EventType::Equipment => EventType::Equipment,
+        v1::EventType::Environmental => EventType::Environmental,
+    }
+}
+
+pub fn state_to_proto(s: State) -> v1::ServiceState {
+    match s {
+        State::Up => v1::ServiceState::Up,
+        State::Degraded => v1::ServiceState::Degraded,
+        State::Down => v1::ServiceState::Down,
+    }
+}
+
+pub fn state_from_proto(s: v1::ServiceState) -> State {
+    match s {
+        v1::ServiceState::Unspecified | v1::ServiceState::Up => State::Up,
+        v1::ServiceState::Degraded => State::Degraded,
+        v1::ServiceState::Down => State::Down,
+    }
+}
+
+pub fn sla_to_proto(t: Option<SlaTier>) -> v1::SlaTier {
+    match t {
+        None => v1::SlaTier::Unspecified,
+        Some(SlaTier::Bronze) => v1::SlaTier::Bronze,
+        Some(SlaTier::Silver) => v1::SlaTier::Silver,
+        Some(SlaTier::Gold) => v1::SlaTier::Gold,
+    }
+}
+
+pub fn class_to_proto(c: CiClass) -> v1::CiClass {
+    match c {
+        CiClass::Site => v1::CiClass::Site,
+        CiClass::Device => v1::CiClass::Device,
+        CiClass::Card => v1::CiClass::Card,
+        CiClass::Port => v1::CiClass::Port,
+        CiClass::Link => v1::CiClass::Link,
+        CiClass::Rfs => v1::CiClass::Rfs,
+        CiClass::Cfs => v1::CiClass::Cfs,
+        CiClass::Customer => v1::CiClass::Customer,
+    }
+}
+
+pub fn rule_to_proto(r: Rule) -> v1::ImpactRule {
+    let (kind, quorum) = match r {
+        Rule::Any => (v1::RuleKind::Any, 0),
+        Rule::All => (v1::RuleKind::All, 0),
+        Rule::Quorum(k) => (v1::RuleKind::Quorum, k),
+        Rule::Degrade => (v1::RuleKind::Degrade, 0),
+    };
+    v1::ImpactRule { kind: kind as i32, quorum }
+}
+
+pub fn incident_state_to_proto(s: IncidentState) -> v1::IncidentState {
+    match s {
+        IncidentState::Open => v1::IncidentState::Open,
+        IncidentState::Acknowledged => v1::IncidentState::Acknowledged,
+        IncidentState::Resolved => v1::IncidentState::Resolved,
+        IncidentState::Closed => v1::IncidentState::Closed,
+    }
+}
+
+pub fn incident_state_from_proto(s: v1::IncidentState) -> Option<IncidentState> {
+    Some(match s {
+        v1::IncidentState::Unspecified => return None,
+        v1::IncidentState::Open => IncidentState::Open,
+        v1::IncidentState::Acknowledged => IncidentState::Acknowledged,
+        v1::IncidentState::Resolved => IncidentState::Resolved,
+        v1::IncidentState::Closed => IncidentState::Closed,
+    })
+}
+
+fn level_to_proto(l: Level) -> v1::Level {
+    match l {
+        Level::High => v1::Level::High,
+        Level::Medium => v1::Level::Medium,
+        Level::Low => v1::Level::Low,
+    }
+}
+
+pub fn change_kind_to_proto(k: ChangeKind) -> v1::ChangeKind {
+    match k {
+        ChangeKind::Opened => v1::ChangeKind::Opened,
+        ChangeKind::Updated => v1::ChangeKind::Updated,
+        ChangeKind::Acknowledged => v1::ChangeKind::Acknowledged,
+        ChangeKind::NoteAdded => v1::ChangeKind::NoteAdded,
+        ChangeKind::Resolved => v1::ChangeKind::Resolved,
+        ChangeKind::Reopened => v1::ChangeKind::Reopened,
+        ChangeKind::Closed => v1::ChangeKind::Closed,
+    }
+}
+
+pub fn alarm_ref_to_proto(a: &AlarmRef) -> v1::AlarmRef {
+    v1::AlarmRef {
+        resource: a.resource.to_string(),
+        alarm_type: a.alarm_type.to_string(),
+        qualifier: a.qualifier.to_string(),
+        severity: severity_to_proto(a.severity) as i32,
+        text: a.text.to_string(),
+        raised_time: Some(timestamp(a.raised_at)),
+        last_seen_time: Some(timestamp(a.last_seen)),
+        tally: a.tally,
+        cleared_time: a.cleared_at.map(timestamp),
+    }
+}
+
+pub fn incident_to_proto(i: &Incident) -> v1::Incident {
+    v1::Incident {
+        id: i.id.to_string(),
+        title: i.title.clone(),
+        state: incident_state_to_proto(i.state) as i32,
+        priority: i32::from(i.priority.0),
+        impact: level_to_proto(i.impact) as i32,
+        urgency: level_to_proto(i.urgency) as i32,
+        root_causes: i.root_causes.iter().map(|r| r.to_string()).collect(),
+        root_cause_alarms: i.root_cause_alarms.iter().map(alarm_ref_to_proto).collect(),
+        symptom_alarms: i.symptom_alarms.iter().map(alarm_ref_to_proto).collect(),
+        impacted_services: i
+            .services
+            .iter()
+            .map(|s| v1::ImpactedService {
+                service_id: s.id.to_string(),
+                name: s.name.to_string(),
+                impact: state_to_proto(s.impact) as i32,
+                customer_id: s.customer.as_deref().unwrap_or_default().to_owned(),
+            })
+            .collect(),
+        impacted_customers: i
+            .customers
+            .iter()
+            .map(|c| v1::ImpactedCustomer {
+                customer_id: c.id.to_string(),
+                name: c.name.to_string(),
+                sla_tier: sla_to_proto(c.sla) as i32,
+                impact: state_to_proto(c.impact) as i32,
+            })
+            .collect(),
+        timeline: i
+            .timeline
+            .iter()
+            .map(|e| v1::TimelineEntry { time: Some(timestamp(e.time)), kind: e.kind.as_str().to_owned(), text: e.text.clone() })
+            .collect(),
+        acknowledgement: i
+            .acknowledgement
+            .as_ref()
+            .map(|a| v1::Acknowledgement { by: a.by.clone(), time: Some(timestamp(a.time)) }),
+        notes: i
+            .notes
+            .iter()
+            .map(|n| v1::Note { author: n.author.clone(), text: n.text.clone(), time: Some(timestamp(n.time)) })
+            .collect(),
+        open_time: Some(timestamp(i.opened_at)),
+        update_time: Some(timestamp(i.updated_at)),
+        resolve_time: i.resolved_at.map(timestamp),
+        version: i.version,
+    }
+}
+
+/// Why a protobuf alarm does not make an alarm of the model.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AlarmFieldError {
+    #[error("severity is unspecified on a raise")]
+    MissingSeverity,
+    #[error("unknown severity value {0}")]
+    UnknownSeverity(i32),
+}
+
+/// Converts a decoded protobuf alarm; field checks common to every format live in the decoder.
+pub fn alarm_from_proto(a: v1::Alarm, received: EpochMillis) -> Result<Alarm, AlarmFieldError> {
+    let severity = match v1::Severity::try_from(a.severity) {
+        Ok(s) => severity_from_proto(s),
+        Err(_) => return Err(AlarmFieldError::UnknownSeverity(a.severity)),
+    };
+    let severity = match (severity, a.cleared) {
+        (Some(s), _) => s,
+        (None, true) => Severity::Indeterminate,
+        (None, false) => return Err(AlarmFieldError::MissingSeverity),
+    };
+    Ok(Alarm {
+        resource: a.resource,
+        alarm_type: a.alarm_type,
+        qualifier: a.qualifier,
+        severity,
+        cleared: a.cleared,
+        event_type: event_type_from_proto(v1::EventType::try_from(a.event_type).unwrap_or_default()),
+        probable_cause: a.probable_cause,
+        specific_problem: a.specific_problem,
+        text: a.text,
+        event_time: a.event_time.as_ref().map(millis).unwrap_or(received),
+        source_system: a.source_system,
+        notification_id: a.notification_id,
+        sequence: a.sequence,
+    })
+}
+
+pub fn alarm_to_proto(a: &Alarm) -> v1::Alarm {
+    v1::Alarm {
+        resource: a.resource.clone(),
+        alarm_type: a.alarm_type.clone(),
+        qualifier: a.qualifier.clone(),
+        severity: severity_to_proto(a.severity) as i32,
+        cleared: a.cleared,
+        event_type: event_type_to_proto(a.event_type) as i32,
+        probable_cause: a.probable_cause.clone(),
+        specific_problem: a.specific_problem.clone(),
+        text: a.text.clone(),
+        event_time: Some(timestamp(a.event_time)),
+        source_system: a.source_system.clone(),
+        notification_id: a.notification_id.clone(),
+        sequence: a.sequence,
+    }
+}
