@@ -1,1 +1,183 @@
-fn main() {}
+//! The `faultline` binary: parses arguments and configuration, sets up tracing, and calls
+//! into the library. Everything testable lives there.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use faultline::cli::{demo, watch};
+use faultline::config::{AlarmFormat, Config, Overrides};
+use faultline::proto::v1;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Faultline correlates resource alarms from network elements against a service dependency
+/// graph, finds the impact on customer services, and opens and resolves incidents by itself.
+#[derive(Parser)]
+#[command(name = "faultline", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine: consume alarms from Kafka, publish incidents to Kafka and gRPC.
+    Run {
+        /// Configuration file (TOML); overrides the built-in defaults of config/default.toml.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Kafka bootstrap servers; none starts the embedded in-process cluster.
+        #[arg(long, value_name = "HOST:PORT,...")]
+        brokers: Option<String>,
+        /// Topology file (JSON Lines, one CI per line).
+        #[arg(long, value_name = "FILE")]
+        topology: Option<PathBuf>,
+        /// Address the gRPC API listens on [default: 127.0.0.1:50051].
+        #[arg(long, value_name = "ADDR")]
+        grpc_addr: Option<SocketAddr>,
+        /// Format of the alarm input topics.
+        #[arg(long, value_enum)]
+        alarm_format: Option<FormatArg>,
+        /// Seconds allowed for an orderly shutdown on SIGTERM or Ctrl-C.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        shutdown_grace: u64,
+    },
+    /// Run the engine on the embedded Kafka cluster with the sample network and play a
+    /// scripted alarm storm into it, printing incident changes as they happen.
+    Demo {
+        /// Exit on its own after this many seconds (otherwise run until Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+        /// Address the gRPC API listens on.
+        #[arg(long, default_value = "127.0.0.1:50051", value_name = "ADDR")]
+        grpc_addr: SocketAddr,
+    },
+    /// Subscribe to a running engine and print incident changes live.
+    Watch {
+        /// gRPC address of the engine.
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+        /// Only incidents in these states (repeatable).
+        #[arg(long, value_enum)]
+        state: Vec<StateArg>,
+        /// Only incidents of these priorities, 1 to 5 (repeatable).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=5))]
+        priority: Vec<i32>,
+        /// Only incidents impacting this service id.
+        #[arg(long, value_name = "ID")]
+        service: Option<String>,
+        /// Only incidents impacting this customer id.
+        #[arg(long, value_name = "ID")]
+        customer: Option<String>,
+        /// Print the current incidents and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Protobuf,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StateArg {
+    Open,
+    Acknowledged,
+    Resolved,
+    Closed,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config, brokers, topology, grpc_addr, alarm_format, shutdown_grace } => {
+            let overrides = Overrides {
+                brokers,
+                topology,
+                grpc_addr,
+                alarm_format: alarm_format.map(|f| match f {
+                    FormatArg::Protobuf => AlarmFormat::Protobuf,
+                    FormatArg::Json => AlarmFormat::Json,
+                }),
+            };
+            let config = Config::load(config.as_deref(), &overrides)?;
+            faultline::runtime::run(config, shutdown_signal(), Duration::from_secs(shutdown_grace)).await?;
+            Ok(())
+        }
+        Command::Demo { duration, grpc_addr } => {
+            let options = demo::DemoOptions { duration: duration.map(Duration::from_secs), grpc_addr };
+            demo::run(options, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Watch { addr, state, priority, service, customer, once } => {
+            let states = state
+                .into_iter()
+                .map(|s| match s {
+                    StateArg::Open => v1::IncidentState::Open,
+                    StateArg::Acknowledged => v1::IncidentState::Acknowledged,
+                    StateArg::Resolved => v1::IncidentState::Resolved,
+                    StateArg::Closed => v1::IncidentState::Closed,
+                } as i32)
+                .collect();
+            let request = v1::SubscribeIncidentsRequest {
+                states,
+                priorities: priority,
+                service: service.unwrap_or_default(),
+                customer: customer.unwrap_or_default(),
+            };
+            let options = watch::WatchOptions { addr, request, once };
+            let shutdown = shutdown_signal();
+            tokio::select! {
+                result = watch::watch(options, std::io::stdout()) => result.context("watch")?,
+                _ = shutdown.cancelled() => {},
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Cancelled on Ctrl-C or SIGTERM.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        cancel.cancel();
+    });
+    token
+}

@@ -62,7 +62,7 @@ pub struct IncidentStats {
 #[derive(Debug)]
 struct Tracked {
     incident: Incident,
-    /// The current root-cause group (the last non-empty set seen on impacted services).
+    /// Every CI that has explained this incident's impact, less those since explained by another.
     roots: BTreeSet<CiIdx>,
     /// Every root registered in `by_root` for this incident, to unregister on close.
     registered_roots: BTreeSet<CiIdx>,
@@ -274,29 +274,34 @@ impl IncidentBook {
         let t = self.incidents.get_mut(&id)?;
         let before = t.incident.clone();
 
+        // Roots accumulate over the incident's life, so a resolved incident still names
+        // every root cause it had; a former root now explained by another failure moves
+        // to the symptoms.
         let live: BTreeSet<CiIdx> = t
             .services
             .iter()
             .filter(|(_, s)| !s.is_up())
             .flat_map(|(&s, _)| impact.state(s).roots.iter().copied())
             .collect();
-        if !live.is_empty() && live != t.roots {
-            for &root in live.difference(&t.roots) {
-                let text = format!("root cause {}", topology.ci(root).name);
-                push_timeline(&mut t.incident, policy, now, TimelineKind::RootCause, text);
-                if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
-                    v.insert(id);
-                    t.registered_roots.insert(root);
-                }
+        for &root in live.difference(&t.roots) {
+            let text = format!("root cause {}", topology.ci(root).name);
+            push_timeline(&mut t.incident, policy, now, TimelineKind::RootCause, text);
+            if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
+                v.insert(id);
+                t.registered_roots.insert(root);
             }
-            // A former root now explained by another failure becomes one of its symptoms.
-            for &former in t.roots.difference(&live) {
-                if !impact.state(former).alarms.is_empty() && !impact.state(former).is_root(former) {
-                    t.symptoms.insert(former);
-                    self.by_symptom.insert(former, id);
-                }
-            }
-            t.roots = live;
+        }
+        t.roots.extend(live.iter().copied());
+        let explained: Vec<CiIdx> = t
+            .roots
+            .iter()
+            .copied()
+            .filter(|&r| !live.contains(&r) && !impact.state(r).alarms.is_empty() && !impact.state(r).is_root(r))
+            .collect();
+        for former in explained {
+            t.roots.remove(&former);
+            t.symptoms.insert(former);
+            self.by_symptom.insert(former, id);
         }
         t.symptoms.retain(|s| !t.roots.contains(s));
 

@@ -18,6 +18,7 @@ use core_loop::{CoreLoop, Publisher};
 pub use core_loop::{RuntimeStats, SharedChange};
 pub use handle::{EngineHandle, Unavailable};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -50,7 +51,8 @@ pub struct Engine {
     /// Cancelled when a critical task fails; `run` then shuts down and reports it.
     failed: CancellationToken,
     stop_grpc: CancellationToken,
-    consumer: Arc<BaseConsumer>,
+    /// Taken at shutdown for the final commit, and dropped before the embedded cluster.
+    consumer: Option<Arc<BaseConsumer>>,
     ingest: Option<JoinHandle<()>>,
     core: Option<JoinHandle<()>>,
     committer: tokio::task::JoinHandle<()>,
@@ -128,7 +130,7 @@ impl Engine {
             stop_consuming,
             failed,
             stop_grpc,
-            consumer,
+            consumer: Some(consumer),
             ingest: Some(ingest),
             core: Some(core),
             committer,
@@ -161,14 +163,22 @@ impl Engine {
         self.stop_consuming.cancel();
         let ingest = self.ingest.take();
         let core = self.core.take();
-        let consumer = self.consumer.clone();
+        let consumer = self.consumer.take();
         let drained = async {
             join_thread(ingest).await;
             join_thread(core).await;
             let _ = (&mut self.committer).await;
-            let commit = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
-            if let Ok(Err(error)) = commit {
-                tracing::warn!(%error, "final offset commit failed");
+            let Some(consumer) = consumer else { return };
+            // Committing and closing the consumer (leaving the group) both talk to the brokers.
+            let commit = tokio::task::spawn_blocking(move || {
+                let result = consumer.commit_consumer_state(CommitMode::Sync);
+                drop(consumer);
+                result
+            });
+            match commit.await {
+                Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) | Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "final offset commit failed"),
+                Err(error) => tracing::warn!(%error, "final offset commit panicked"),
             }
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
