@@ -5,11 +5,8 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &[
-    "proto/faultline/v1/alarm.proto",
-    "proto/faultline/v1/topology.proto",
-    "proto/faultline/v1/incident.proto",
-];
+const PROTOS: &[&str] =
+    &["proto/faultline/v1/alarm.proto", "proto/faultline/v1/topology.proto", "proto/faultline/v1/incident.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
@@ -17,13 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("faultline_descriptor.bin"),
-        descriptors.encode_to_vec(),
-    )?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptors)?;
+    std::fs::write(out_dir.join("faultline_descriptor.bin"), descriptors.encode_to_vec())?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! environment variables < command-line flags. Typed, unknown keys rejected, cross-field
 //! checks at load; every error names its key, and all of it happens before any port is bound.
 
+use crate::correlate::CorrelatorConfig;
 use crate::correlate::alarm_stage::AlarmPolicy;
 use crate::correlate::incidents::IncidentPolicy;
 use crate::correlate::priority::PriorityPolicy;
-use crate::correlate::CorrelatorConfig;
 use crate::model::state::Effect;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -97,11 +97,17 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
-    Layer(#[from] Box<figment::Error>),
+    Layer(Box<figment::Error>),
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(error: Box<figment::Error>) -> Self {
+        ConfigError::Layer(error)
+    }
 }
 
 impl Config {

@@ -21,9 +21,9 @@
 pub mod cli;
 pub mod config;
 pub mod correlate;
-pub mod runtime;
 pub mod grpc;
 pub mod kafka;
 pub mod model;
 pub mod proto;
+pub mod runtime;
 pub mod topology_file;

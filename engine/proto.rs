@@ -201,7 +201,11 @@ pub fn incident_to_proto(i: &Incident) -> v1::Incident {
         timeline: i
             .timeline
             .iter()
-            .map(|e| v1::TimelineEntry { time: Some(timestamp(e.time)), kind: e.kind.as_str().to_owned(), text: e.text.clone() })
+            .map(|e| v1::TimelineEntry {
+                time: Some(timestamp(e.time)),
+                kind: e.kind.as_str().to_owned(),
+                text: e.text.clone(),
+            })
             .collect(),
         acknowledgement: i
             .acknowledgement

@@ -87,7 +87,12 @@ fn run_scenario(path: &Path) {
                 let r = run.get_or_insert_with(|| {
                     let topo = topology_file::load(&topology).unwrap_or_else(|e| panic!("{name}: {e}"));
                     let config = CorrelatorConfig { incidents: policy.clone(), ..CorrelatorConfig::default() };
-                    Run { name: name.clone(), correlator: Correlator::new(Arc::new(topo), config), now: 0, changes: Vec::new() }
+                    Run {
+                        name: name.clone(),
+                        correlator: Correlator::new(Arc::new(topo), config),
+                        now: 0,
+                        changes: Vec::new(),
+                    }
                 });
                 step(r, line, content, &words);
             }
@@ -110,11 +115,17 @@ fn step(r: &mut Run, line: usize, text: &str, words: &[&str]) {
                 }
                 ["tick"] => {}
                 ["ack", id, by] => {
-                    let change = r.correlator.acknowledge(id.parse().unwrap(), by, now).unwrap_or_else(|e| r.fail(line, text, e.to_string()));
+                    let change = r
+                        .correlator
+                        .acknowledge(id.parse().unwrap(), by, now)
+                        .unwrap_or_else(|e| r.fail(line, text, e.to_string()));
                     r.changes.push(change);
                 }
                 ["resolve", id, by] => {
-                    let change = r.correlator.resolve(id.parse().unwrap(), by, "", now).unwrap_or_else(|e| r.fail(line, text, e.to_string()));
+                    let change = r
+                        .correlator
+                        .resolve(id.parse().unwrap(), by, "", now)
+                        .unwrap_or_else(|e| r.fail(line, text, e.to_string()));
                     r.changes.push(change);
                 }
                 _ => r.fail(line, text, "unknown action".into()),
@@ -154,7 +165,8 @@ fn expect(r: &Run, line: usize, text: &str, words: &[&str]) {
         ["stats", pairs @ ..] => {
             let stats = r.correlator.stats();
             for pair in pairs {
-                let (key, value) = pair.split_once('=').unwrap_or_else(|| r.fail(line, text, "expected key=value".into()));
+                let (key, value) =
+                    pair.split_once('=').unwrap_or_else(|| r.fail(line, text, "expected key=value".into()));
                 let actual = match key {
                     "alarms" => stats.alarms_in,
                     "duplicates" => stats.duplicates,
@@ -176,14 +188,21 @@ fn expect(r: &Run, line: usize, text: &str, words: &[&str]) {
         ["incident", id, pairs @ ..] => {
             let incident = r.incident(line, text, id);
             for pair in pairs {
-                let (key, value) = pair.split_once('=').unwrap_or_else(|| r.fail(line, text, "expected key=value".into()));
+                let (key, value) =
+                    pair.split_once('=').unwrap_or_else(|| r.fail(line, text, "expected key=value".into()));
                 let actual: String = match key {
                     "state" => incident.state.as_str().to_owned(),
                     "priority" => incident.priority.to_string(),
                     "roots" => join(incident.root_causes.iter().map(|r| r.to_string())),
-                    "symptoms" => join(incident.symptom_alarms.iter().map(|a| format!("{}/{}", a.resource, a.alarm_type))),
+                    "symptoms" => {
+                        join(incident.symptom_alarms.iter().map(|a| format!("{}/{}", a.resource, a.alarm_type)))
+                    }
                     "active-symptoms" => join(
-                        incident.symptom_alarms.iter().filter(|a| a.cleared_at.is_none()).map(|a| format!("{}/{}", a.resource, a.alarm_type)),
+                        incident
+                            .symptom_alarms
+                            .iter()
+                            .filter(|a| a.cleared_at.is_none())
+                            .map(|a| format!("{}/{}", a.resource, a.alarm_type)),
                     ),
                     "services" => join(incident.services.iter().map(|s| format!("{}:{}", s.id, s.impact.as_str()))),
                     "customers" => join(incident.customers.iter().map(|c| format!("{}:{}", c.id, c.impact.as_str()))),

@@ -15,8 +15,10 @@ pub fn row(change: &v1::SubscribeIncidentsResponse) -> Option<String> {
     let kind = kind.as_str_name().trim_start_matches("CHANGE_KIND_").to_ascii_lowercase();
     let state = v1::IncidentState::try_from(incident.state).unwrap_or_default();
     let state = state.as_str_name().trim_start_matches("INCIDENT_STATE_").to_ascii_lowercase();
-    let count = |wanted: v1::ServiceState| incident.impacted_services.iter().filter(|s| s.impact == wanted as i32).count();
-    let (down, degraded, up) = (count(v1::ServiceState::Down), count(v1::ServiceState::Degraded), count(v1::ServiceState::Up));
+    let count =
+        |wanted: v1::ServiceState| incident.impacted_services.iter().filter(|s| s.impact == wanted as i32).count();
+    let (down, degraded, up) =
+        (count(v1::ServiceState::Down), count(v1::ServiceState::Degraded), count(v1::ServiceState::Up));
     let mut impact = Vec::new();
     if down > 0 {
         impact.push(format!("{down} down"));

@@ -98,11 +98,23 @@ impl Correlator {
         self.incidents.acknowledge(id, by, now)
     }
 
-    pub fn resolve(&mut self, id: IncidentId, by: &str, reason: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {
+    pub fn resolve(
+        &mut self,
+        id: IncidentId,
+        by: &str,
+        reason: &str,
+        now: EpochMillis,
+    ) -> Result<IncidentChange, CoreError> {
         self.incidents.resolve(id, by, reason, now)
     }
 
-    pub fn add_note(&mut self, id: IncidentId, author: &str, text: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {
+    pub fn add_note(
+        &mut self,
+        id: IncidentId,
+        author: &str,
+        text: &str,
+        now: EpochMillis,
+    ) -> Result<IncidentChange, CoreError> {
         self.incidents.add_note(id, author, text, now)
     }
 

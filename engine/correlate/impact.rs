@@ -151,11 +151,7 @@ impl ImpactStage {
                     available += usize::from(s != State::Down);
                     worst = worst.max(s);
                 }
-                if available < k as usize {
-                    State::Down
-                } else {
-                    worst.min(State::Degraded)
-                }
+                if available < k as usize { State::Down } else { worst.min(State::Degraded) }
             }
         }
     }
@@ -225,7 +221,8 @@ impl ImpactStage {
         while let Some(at) = stack.pop() {
             for &dependent in self.topology.dependents(at) {
                 let state = self.state(dependent);
-                if state.effective.is_up() || !state.roots.iter().any(|r| roots.contains(r)) || !seen.insert(dependent) {
+                if state.effective.is_up() || !state.roots.iter().any(|r| roots.contains(r)) || !seen.insert(dependent)
+                {
                     continue;
                 }
                 stack.push(dependent);

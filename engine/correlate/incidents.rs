@@ -17,7 +17,6 @@ use crate::model::topology::{CiIdx, Topology};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncidentPolicy {
     /// How long every impacted service must stay restored before auto-resolution.
@@ -114,7 +113,13 @@ impl IncidentBook {
     }
 
     /// Follows the CIs the impact stage reports as changed; appends incident changes.
-    pub fn on_changes(&mut self, impact: &ImpactStage, changed: &[CiIdx], now: EpochMillis, out: &mut Vec<IncidentChange>) {
+    pub fn on_changes(
+        &mut self,
+        impact: &ImpactStage,
+        changed: &[CiIdx],
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) {
         let topology = impact.topology().clone();
         let mut kinds: BTreeMap<IncidentId, ChangeKind> = BTreeMap::new();
 
@@ -159,12 +164,14 @@ impl IncidentBook {
         let name = &topology.ci(service).name;
         if state.effective.is_up() {
             let Some(&id) = self.by_service.get(&service) else { return };
-            if let Some(t) = self.incidents.get_mut(&id) {
-                if t.incident.state.is_active() && t.services.get(&service).is_some_and(|s| !s.is_up()) {
-                    t.services.insert(service, State::Up);
-                    push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, format!("service {name} restored"));
-                    kinds.entry(id).or_insert(ChangeKind::Updated);
-                }
+            if let Some(t) = self.incidents.get_mut(&id)
+                && t.incident.state.is_active()
+                && t.services.get(&service).is_some_and(|s| !s.is_up())
+            {
+                t.services.insert(service, State::Up);
+                let text = format!("service {name} restored");
+                push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
+                kinds.entry(id).or_insert(ChangeKind::Updated);
             }
             return;
         }
@@ -177,21 +184,26 @@ impl IncidentBook {
                 id
             }
         };
-        if let Some(previous) = self.by_service.insert(service, id).filter(|&p| p != id) {
-            if let Some(t) = self.incidents.get_mut(&previous) {
-                if t.services.get(&service).is_some_and(|s| !s.is_up()) {
-                    t.services.insert(service, State::Up);
-                    let text = format!("service {name} now impacted under {id}");
-                    push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
-                    kinds.entry(previous).or_insert(ChangeKind::Updated);
-                }
-            }
+        if let Some(previous) = self.by_service.insert(service, id).filter(|&p| p != id)
+            && let Some(t) = self.incidents.get_mut(&previous)
+            && t.services.get(&service).is_some_and(|s| !s.is_up())
+        {
+            t.services.insert(service, State::Up);
+            let text = format!("service {name} now impacted under {id}");
+            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
+            kinds.entry(previous).or_insert(ChangeKind::Updated);
         }
         let Some(t) = self.incidents.get_mut(&id) else { return };
         if t.incident.state == IncidentState::Resolved {
             t.incident.state = IncidentState::Open;
             t.incident.resolved_at = None;
-            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Reopened, "root cause failed again".to_owned());
+            push_timeline(
+                &mut t.incident,
+                &self.policy,
+                now,
+                TimelineKind::Reopened,
+                "root cause failed again".to_owned(),
+            );
             self.stats.reopened += 1;
             kinds.insert(id, ChangeKind::Reopened);
         }
@@ -213,9 +225,10 @@ impl IncidentBook {
     /// else the oldest one that owns one of its root causes.
     fn choose(&self, service: CiIdx, roots: &[CiIdx]) -> Option<IncidentId> {
         if let Some(&id) = self.by_service.get(&service) {
-            let continuing = self.incidents.get(&id).is_some_and(|t| {
-                t.incident.state.is_active() && t.services.get(&service).is_some_and(|s| !s.is_up())
-            });
+            let continuing = self
+                .incidents
+                .get(&id)
+                .is_some_and(|t| t.incident.state.is_active() && t.services.get(&service).is_some_and(|s| !s.is_up()));
             if continuing {
                 return Some(id);
             }
@@ -358,7 +371,8 @@ impl IncidentBook {
             t.incident.title = title(topology, &t.roots, down, degraded);
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
-            let text = format!("all services restored; resolves after {} s unless impacted again", policy.hold_down_ms / 1000);
+            let text =
+                format!("all services restored; resolves after {} s unless impacted again", policy.hold_down_ms / 1000);
             push_timeline(&mut t.incident, policy, now, TimelineKind::Restored, text);
         }
 
@@ -379,7 +393,10 @@ impl IncidentBook {
                         t.incident.state = IncidentState::Resolved;
                         t.incident.resolved_at = Some(now);
                         t.restored_since = None;
-                        let text = format!("resolved automatically: services restored for {} s", self.policy.hold_down_ms / 1000);
+                        let text = format!(
+                            "resolved automatically: services restored for {} s",
+                            self.policy.hold_down_ms / 1000
+                        );
                         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
                         self.stats.resolved += 1;
                         out.push(publish(&mut t.incident, ChangeKind::Resolved, now));
@@ -423,10 +440,19 @@ impl IncidentBook {
         Ok(publish(&mut t.incident, ChangeKind::Acknowledged, now))
     }
 
-    pub fn resolve(&mut self, id: IncidentId, by: &str, reason: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {
+    pub fn resolve(
+        &mut self,
+        id: IncidentId,
+        by: &str,
+        reason: &str,
+        now: EpochMillis,
+    ) -> Result<IncidentChange, CoreError> {
         let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
         if !t.incident.state.is_active() {
-            return Err(CoreError::FailedPrecondition(format!("incident {id} is already {}", t.incident.state.as_str())));
+            return Err(CoreError::FailedPrecondition(format!(
+                "incident {id} is already {}",
+                t.incident.state.as_str()
+            )));
         }
         t.incident.state = IncidentState::Resolved;
         t.incident.resolved_at = Some(now);
@@ -437,7 +463,13 @@ impl IncidentBook {
         Ok(publish(&mut t.incident, ChangeKind::Resolved, now))
     }
 
-    pub fn add_note(&mut self, id: IncidentId, author: &str, text: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {
+    pub fn add_note(
+        &mut self,
+        id: IncidentId,
+        author: &str,
+        text: &str,
+        now: EpochMillis,
+    ) -> Result<IncidentChange, CoreError> {
         let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
         t.incident.notes.push(Note { author: author.to_owned(), text: text.to_owned(), time: now });
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Note, format!("note by {author}"));
@@ -490,4 +522,3 @@ fn title(topology: &Topology, roots: &BTreeSet<CiIdx>, down: usize, degraded: us
     }
     format!("{what} of {services} service{plural}: root cause {names}")
 }
-

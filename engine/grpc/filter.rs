@@ -21,12 +21,22 @@ impl IncidentFilter {
 
 impl From<&v1::SubscribeIncidentsRequest> for IncidentFilter {
     fn from(r: &v1::SubscribeIncidentsRequest) -> Self {
-        IncidentFilter { states: r.states.clone(), priorities: r.priorities.clone(), service: r.service.clone(), customer: r.customer.clone() }
+        IncidentFilter {
+            states: r.states.clone(),
+            priorities: r.priorities.clone(),
+            service: r.service.clone(),
+            customer: r.customer.clone(),
+        }
     }
 }
 
 impl From<&v1::ListIncidentsRequest> for IncidentFilter {
     fn from(r: &v1::ListIncidentsRequest) -> Self {
-        IncidentFilter { states: r.states.clone(), priorities: r.priorities.clone(), service: r.service.clone(), customer: r.customer.clone() }
+        IncidentFilter {
+            states: r.states.clone(),
+            priorities: r.priorities.clone(),
+            service: r.service.clone(),
+            customer: r.customer.clone(),
+        }
     }
 }

@@ -32,7 +32,10 @@ type SubscribeStream = ReceiverStream<Result<v1::SubscribeIncidentsResponse, Sta
 impl v1::incident_service_server::IncidentService for IncidentApi {
     type SubscribeStream = SubscribeStream;
 
-    async fn subscribe(&self, request: Request<v1::SubscribeIncidentsRequest>) -> Result<Response<SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeIncidentsRequest>,
+    ) -> Result<Response<SubscribeStream>, Status> {
         let filter = IncidentFilter::from(request.get_ref());
         let (snapshot, changes) = self
             .handle
@@ -47,7 +50,10 @@ impl v1::incident_service_server::IncidentService for IncidentApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn list_incidents(&self, request: Request<v1::ListIncidentsRequest>) -> Result<Response<v1::ListIncidentsResponse>, Status> {
+    async fn list_incidents(
+        &self,
+        request: Request<v1::ListIncidentsRequest>,
+    ) -> Result<Response<v1::ListIncidentsResponse>, Status> {
         let request = request.into_inner();
         let filter = IncidentFilter::from(&request);
         let size = match request.page_size {
@@ -62,7 +68,8 @@ impl v1::incident_service_server::IncidentService for IncidentApi {
         let response = self
             .handle
             .call(move |ctx| {
-                let mut matching = ctx.correlator.incidents().map(proto::incident_to_proto).filter(|i| filter.matches(i));
+                let mut matching =
+                    ctx.correlator.incidents().map(proto::incident_to_proto).filter(|i| filter.matches(i));
                 let mut total = 0;
                 let mut page = Vec::new();
                 let mut next_page_token = String::new();
@@ -90,7 +97,10 @@ impl v1::incident_service_server::IncidentService for IncidentApi {
         incident.map(Response::new).ok_or_else(|| Status::not_found(format!("incident `{id}` not found")))
     }
 
-    async fn acknowledge_incident(&self, request: Request<v1::AcknowledgeIncidentRequest>) -> Result<Response<v1::Incident>, Status> {
+    async fn acknowledge_incident(
+        &self,
+        request: Request<v1::AcknowledgeIncidentRequest>,
+    ) -> Result<Response<v1::Incident>, Status> {
         let request = request.into_inner();
         let id = incident_id(&request.id)?;
         let by = required("by", &request.by)?.to_owned();
@@ -104,7 +114,10 @@ impl v1::incident_service_server::IncidentService for IncidentApi {
         Ok(Response::new(incident))
     }
 
-    async fn resolve_incident(&self, request: Request<v1::ResolveIncidentRequest>) -> Result<Response<v1::Incident>, Status> {
+    async fn resolve_incident(
+        &self,
+        request: Request<v1::ResolveIncidentRequest>,
+    ) -> Result<Response<v1::Incident>, Status> {
         let request = request.into_inner();
         let id = incident_id(&request.id)?;
         let by = required("by", &request.by)?.to_owned();
@@ -119,7 +132,10 @@ impl v1::incident_service_server::IncidentService for IncidentApi {
         Ok(Response::new(incident))
     }
 
-    async fn add_incident_note(&self, request: Request<v1::AddIncidentNoteRequest>) -> Result<Response<v1::Incident>, Status> {
+    async fn add_incident_note(
+        &self,
+        request: Request<v1::AddIncidentNoteRequest>,
+    ) -> Result<Response<v1::Incident>, Status> {
         let request = request.into_inner();
         let id = incident_id(&request.id)?;
         let author = required("author", &request.author)?.to_owned();
@@ -171,7 +187,11 @@ async fn forward(
                 return;
             }
             Err(broadcast::error::RecvError::Closed) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(Status::unavailable("the engine is shutting down")))).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tx.send(Err(Status::unavailable("the engine is shutting down"))),
+                )
+                .await;
                 return;
             }
         };

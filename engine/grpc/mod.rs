@@ -36,7 +36,9 @@ pub async fn serve(listener: TcpListener, handle: EngineHandle, shutdown: Cancel
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(v1::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(handle.clone())))
+        .add_service(v1::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(
+            handle.clone(),
+        )))
         .add_service(v1::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await

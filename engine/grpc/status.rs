@@ -20,14 +20,9 @@ impl From<Unavailable> for Status {
 }
 
 pub fn incident_id(id: &str) -> Result<crate::model::incident::IncidentId, Status> {
-    id.parse()
-        .map_err(|_| Status::invalid_argument(format!("`{id}` is not an incident id (expected e.g. INC-000001)")))
+    id.parse().map_err(|_| Status::invalid_argument(format!("`{id}` is not an incident id (expected e.g. INC-000001)")))
 }
 
 pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
-    if value.trim().is_empty() {
-        Err(Status::invalid_argument(format!("`{field}` is required")))
-    } else {
-        Ok(value)
-    }
+    if value.trim().is_empty() { Err(Status::invalid_argument(format!("`{field}` is required"))) } else { Ok(value) }
 }

@@ -28,7 +28,10 @@ impl v1::topology_service_server::TopologyService for TopologyApi {
         Ok(Response::new(status))
     }
 
-    async fn get_impact(&self, request: Request<v1::GetImpactRequest>) -> Result<Response<v1::GetImpactResponse>, Status> {
+    async fn get_impact(
+        &self,
+        request: Request<v1::GetImpactRequest>,
+    ) -> Result<Response<v1::GetImpactResponse>, Status> {
         let id = required("resource", &request.get_ref().resource)?.to_owned();
         let impact = self.handle.call(move |ctx| impact_of(ctx.correlator, &id)).await??;
         Ok(Response::new(impact))

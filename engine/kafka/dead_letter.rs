@@ -11,7 +11,13 @@ pub const DETAIL_HEADER: &str = "faultline.detail";
 pub const SOURCE_HEADER: &str = "faultline.source";
 
 /// Produces a refused message to `topic`; `reason` is a stable code, `detail` readable.
-pub fn send(producer: &FutureProducer, topic: &str, message: &BorrowedMessage<'_>, reason: &str, detail: &str) -> DeliveryFuture {
+pub fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    message: &BorrowedMessage<'_>,
+    reason: &str,
+    detail: &str,
+) -> DeliveryFuture {
     let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
     let headers = OwnedHeaders::new_with_capacity(3)
         .insert(Header { key: REASON_HEADER, value: Some(reason) })

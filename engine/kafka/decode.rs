@@ -146,7 +146,8 @@ mod tests {
 
     #[test]
     fn json_alarms_decode_with_either_time_form() {
-        let json = br#"{"resource":"port-1","alarm_type":"LOS","severity":"MAJOR","event_time":"2026-01-02T03:04:05Z"}"#;
+        let json =
+            br#"{"resource":"port-1","alarm_type":"LOS","severity":"MAJOR","event_time":"2026-01-02T03:04:05Z"}"#;
         let alarm = decode(AlarmFormat::Json, json, 7, 1024).unwrap();
         assert_eq!((alarm.severity, alarm.cleared, alarm.event_time), (Severity::Major, false, 1_767_323_045_000));
         let json = br#"{"resource":"port-1","alarm_type":"LOS","severity":"cleared","event_time":42}"#;

@@ -75,7 +75,11 @@ pub struct Ingest {
 
 impl Ingest {
     /// Polls until `shutdown`, then returns; dropping `batches` tells the core to drain.
-    pub fn spawn(self, batches: crossbeam_channel::Sender<Batch>, shutdown: CancellationToken) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(
+        self,
+        batches: crossbeam_channel::Sender<Batch>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new().name("kafka-ingest".into()).spawn(move || {
             while !shutdown.is_cancelled() {
                 let batch = self.collect();
@@ -114,7 +118,13 @@ impl Ingest {
                 let reason = error.reason();
                 tracing::debug!(reason, %error, "alarm refused to the dead-letter topic");
                 let detail = error.to_string();
-                batch.deliveries.push(dead_letter::send(&self.producer, &self.dead_letter_topic, message, reason, &detail));
+                batch.deliveries.push(dead_letter::send(
+                    &self.producer,
+                    &self.dead_letter_topic,
+                    message,
+                    reason,
+                    &detail,
+                ));
                 batch.refused.push(reason);
             }
         }

@@ -83,10 +83,7 @@ impl Alarm {
 
     /// The clear of [`Alarm::raise`]'s alarm.
     pub fn clear(resource: &str, alarm_type: &str, event_time: EpochMillis) -> Alarm {
-        Alarm {
-            cleared: true,
-            ..Alarm::raise(resource, alarm_type, Severity::Indeterminate, event_time)
-        }
+        Alarm { cleared: true, ..Alarm::raise(resource, alarm_type, Severity::Indeterminate, event_time) }
     }
 }
 

@@ -155,10 +155,10 @@ impl Topology {
                     dependents[d as usize].push(i as CiIdx);
                 }
             }
-            if let Rule::Quorum(k) = record.rule {
-                if k as usize > deps.len() {
-                    return Err(TopologyError::QuorumTooLarge { ci: record.id.clone(), k, deps: deps.len() });
-                }
+            if let Rule::Quorum(k) = record.rule
+                && k as usize > deps.len()
+            {
+                return Err(TopologyError::QuorumTooLarge { ci: record.id.clone(), k, deps: deps.len() });
             }
             dependencies.push(deps);
         }
@@ -166,10 +166,10 @@ impl Topology {
         let mut cis = Vec::with_capacity(records.len());
         for (i, record) in records.into_iter().enumerate() {
             let customer = match &record.customer {
-                Some(c) => Some(lookup(c).ok_or_else(|| TopologyError::UnknownCustomer {
-                    ci: record.id.clone(),
-                    customer: c.clone(),
-                })?),
+                Some(c) => Some(
+                    lookup(c)
+                        .ok_or_else(|| TopologyError::UnknownCustomer { ci: record.id.clone(), customer: c.clone() })?,
+                ),
                 None => None,
             };
             let name = if record.name.is_empty() { ids[i].clone() } else { Arc::from(record.name) };
@@ -186,10 +186,10 @@ impl Topology {
         }
         // A service without a tier of its own inherits its customer's.
         for i in 0..cis.len() {
-            if cis[i].sla.is_none() {
-                if let Some(c) = cis[i].customer {
-                    cis[i].sla = cis[c as usize].sla;
-                }
+            if cis[i].sla.is_none()
+                && let Some(c) = cis[i].customer
+            {
+                cis[i].sla = cis[c as usize].sla;
             }
         }
 

@@ -66,7 +66,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(producer: FutureProducer, incidents_topic: String, changes: broadcast::Sender<SharedChange>) -> Publisher {
+    pub fn new(
+        producer: FutureProducer,
+        incidents_topic: String,
+        changes: broadcast::Sender<SharedChange>,
+    ) -> Publisher {
         Publisher { producer, incidents_topic, changes, pending: Vec::new(), dead_lettered: 0 }
     }
 
@@ -128,7 +132,10 @@ impl CoreLoop {
                     self.publisher.publish(&change);
                 }
                 if !self.publisher.pending.is_empty() {
-                    let commit = PendingCommit { offsets: TopicPartitionList::new(), deliveries: std::mem::take(&mut self.publisher.pending) };
+                    let commit = PendingCommit {
+                        offsets: TopicPartitionList::new(),
+                        deliveries: std::mem::take(&mut self.publisher.pending),
+                    };
                     if self.commits.blocking_send(commit).is_err() {
                         break;
                     }

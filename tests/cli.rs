@@ -1,0 +1,145 @@
+//! The binary as a user runs it: the demo with its summary, `watch` beside it, and
+//! configuration errors that name their key before any port is bound.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn faultline() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_faultline"));
+    command.env_remove("RUST_LOG").stdin(Stdio::null());
+    command
+}
+
+/// The number after `label` in the demo summary.
+fn summary_value(output: &str, label: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{output}"));
+    line.trim_start()[label.len()..].trim().parse().unwrap()
+}
+
+#[test]
+fn demo_plays_the_storm_and_watch_sees_it_live() {
+    let mut demo = faultline()
+        .args(["demo", "--duration", "28", "--grpc-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let addr = banner.rsplit("gRPC on ").next().unwrap().trim().to_owned();
+    assert!(addr.starts_with("127.0.0.1:"), "{banner}");
+
+    let watch = faultline()
+        .args(["watch", "--addr", &format!("http://{addr}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let output: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = demo.wait().unwrap();
+    let output = output.join("\n");
+    assert!(status.success(), "demo failed:\n{output}");
+
+    // Both incidents open, evolve and resolve, in the demo's own table.
+    let rows = |change: &str, id: &str| output.lines().filter(|l| l.contains(change) && l.contains(id)).count();
+    for id in ["INC-000001", "INC-000002"] {
+        assert_eq!(rows("opened", id), 1, "{id} opened once:\n{output}");
+        assert_eq!(rows("resolved", id), 1, "{id} resolved once:\n{output}");
+    }
+    assert!(
+        output.lines().any(|l| l.contains("INC-000001") && l.contains("P2") && l.contains("1 down")),
+        "route A+B cut is an outage:\n{output}"
+    );
+    assert!(
+        output.lines().any(|l| l.contains("INC-000002") && l.contains("mrs-r1/card-1") && l.contains("2/2")),
+        "card with two symptoms:\n{output}"
+    );
+
+    // The summary counts what the storm did: 21 notifications, 6 repeats, one severity
+    // change, 7 clears, 2 incidents opened and resolved, the card's 2 port alarms as symptoms.
+    assert_eq!(summary_value(&output, "alarms in"), 21);
+    assert_eq!(summary_value(&output, "duplicates folded"), 6);
+    assert_eq!(summary_value(&output, "severity changes"), 1);
+    assert_eq!(summary_value(&output, "clears"), 7);
+    assert_eq!(summary_value(&output, "incidents opened"), 2);
+    assert_eq!(summary_value(&output, "incidents resolved"), 2);
+    assert_eq!(summary_value(&output, "symptoms attached to a root"), 2);
+    assert_eq!(summary_value(&output, "dead-lettered"), 0);
+
+    // The watcher saw the same incidents live over gRPC, and ended when the engine stopped.
+    let watched = watch.wait_with_output().unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    assert!(watched.lines().next().unwrap_or_default().starts_with("TIME"), "{watched}");
+    for id in ["INC-000001", "INC-000002"] {
+        assert!(watched.lines().any(|l| l.contains("opened") && l.contains(id)), "watch missed {id}:\n{watched}");
+        assert!(watched.lines().any(|l| l.contains("resolved") && l.contains(id)), "watch missed {id}:\n{watched}");
+    }
+}
+
+#[test]
+fn configuration_errors_name_the_key_before_any_port_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // The address is taken: had the engine bound it first, the error would be about it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+
+    let bad_key = dir.path().join("bad-key.toml");
+    std::fs::write(&bad_key, "[kafka]\nbrokerz = \"localhost:9092\"\n").unwrap();
+    let output =
+        faultline().args(["run", "--config", bad_key.to_str().unwrap(), "--grpc-addr", &addr]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("brokerz"), "{stderr}");
+
+    let bad_value = dir.path().join("bad-value.toml");
+    std::fs::write(&bad_value, "[correlation]\ntick_millis = 0\n").unwrap();
+    let output =
+        faultline().args(["run", "--config", bad_value.to_str().unwrap(), "--grpc-addr", &addr]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("correlation.tick_millis"), "{stderr}");
+
+    let output =
+        faultline().args(["run", "--grpc-addr", &addr]).env("FAULTLINE__KAFKA__MAX_BATCH", "lots").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.to_lowercase().contains("kafka.max_batch"), "{stderr}");
+
+    let missing = dir.path().join("missing.jsonl");
+    let output =
+        faultline().args(["run", "--topology", missing.to_str().unwrap(), "--grpc-addr", &addr]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("missing.jsonl") && !stderr.contains("bind"), "{stderr}");
+    drop(taken);
+}
+
+#[test]
+fn run_serves_until_sigterm_and_exits_cleanly() {
+    let mut run = faultline()
+        .args(["run", "--grpc-addr", "127.0.0.1:0", "--topology"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap()).lines();
+    let started = stderr.by_ref().map(|l| l.unwrap()).find(|l| l.contains("faultline started"));
+    assert!(started.is_some(), "the engine did not report its start");
+    let pid = run.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running 20 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,95 @@
+//! Shared helpers of the in-process integration tests: an engine on the embedded Kafka
+//! cluster with gRPC on a free loopback port, and small Kafka clients to feed and read it.
+#![allow(dead_code)]
+
+use faultline::config::{Config, Overrides};
+use faultline::runtime::Engine;
+use faultline::topology_file;
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const JSON_TOPIC: &str = "faultline.alarms.json";
+
+/// The default configuration on the embedded cluster, gRPC on port 0, a protobuf and a
+/// JSON input topic, and short timers.
+pub fn test_config() -> Config {
+    let overrides = Overrides { grpc_addr: Some("127.0.0.1:0".parse().unwrap()), ..Overrides::default() };
+    Config::defaults(&overrides)
+        .unwrap()
+        .with(
+            "kafka.inputs",
+            serde_json::json!([
+                {"topic": "faultline.alarms", "format": "protobuf"},
+                {"topic": JSON_TOPIC, "format": "json"},
+            ]),
+        )
+        .unwrap()
+        .with("kafka.max_message_bytes", 4096)
+        .unwrap()
+        .with("correlation.hold_down_secs", 1)
+        .unwrap()
+        .with("correlation.tick_millis", 50)
+        .unwrap()
+}
+
+pub async fn start(config: &Config) -> Engine {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl");
+    let topology = Arc::new(topology_file::load(&path).unwrap());
+    Engine::start_with(config, topology).await.expect("engine starts")
+}
+
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap()
+}
+
+pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}
+
+/// A consumer of `topic` from its beginning, in a group of its own.
+pub fn reader(brokers: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-reader-{topic}-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// Reads until a message satisfies `wanted`, or fails after `timeout`.
+pub async fn read_until(
+    consumer: &BaseConsumer,
+    timeout: Duration,
+    mut wanted: impl FnMut(&OwnedMessage) -> bool,
+) -> OwnedMessage {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::ZERO) {
+            Some(Ok(message)) => {
+                let message = message.detach();
+                if wanted(&message) {
+                    return message;
+                }
+            }
+            Some(Err(e)) => panic!("kafka error: {e}"),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("no wanted message within {timeout:?}");
+}
+
+pub fn payload(message: &OwnedMessage) -> &[u8] {
+    message.payload().unwrap_or_default()
+}

@@ -1,0 +1,308 @@
+//! End to end on the embedded Kafka cluster: alarms produced to the input topics come out as
+//! incidents on the compacted incidents topic and on a gRPC subscriber; operator actions over
+//! gRPC show up on both; undecodable input goes to the dead-letter topic with its reason.
+
+mod common;
+
+use common::*;
+use faultline::model::alarm::{Alarm, Severity};
+use faultline::proto::{self, v1};
+use prost::Message as _;
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use std::time::Duration;
+use tonic::Code;
+use v1::incident_service_client::IncidentServiceClient;
+use v1::topology_service_client::TopologyServiceClient;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+type Changes = tonic::Streaming<v1::SubscribeIncidentsResponse>;
+
+/// The next change on the stream that satisfies `wanted`.
+async fn next_change(
+    stream: &mut Changes,
+    mut wanted: impl FnMut(&v1::SubscribeIncidentsResponse) -> bool,
+) -> v1::Incident {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let change = stream.message().await.expect("stream healthy").expect("stream open");
+            if wanted(&change) {
+                return change.incident.expect("a change carries its incident");
+            }
+        }
+    })
+    .await;
+    found.expect("the wanted change arrived in time")
+}
+
+fn is(change: &v1::SubscribeIncidentsResponse, kind: v1::ChangeKind) -> bool {
+    change.kind == kind as i32
+}
+
+fn services(incident: &v1::Incident) -> Vec<(String, i32)> {
+    incident.impacted_services.iter().map(|s| (s.service_id.clone(), s.impact)).collect()
+}
+
+/// The incident snapshot on the incidents topic that satisfies `wanted`.
+async fn on_topic(
+    reader: &rdkafka::consumer::BaseConsumer,
+    id: &str,
+    wanted: impl Fn(&v1::Incident) -> bool,
+) -> v1::Incident {
+    let message = read_until(reader, WAIT, |m| {
+        m.key() == Some(id.as_bytes()) && v1::Incident::decode(payload(m)).is_ok_and(|i| wanted(&i))
+    })
+    .await;
+    v1::Incident::decode(payload(&message)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_become_incidents_on_kafka_and_grpc_and_operators_act_on_both() {
+    let config = test_config();
+    let engine = start(&config).await;
+    let endpoint = format!("http://{}", engine.grpc_addr());
+    let mut incidents = IncidentServiceClient::connect(endpoint.clone()).await.unwrap();
+    let mut stream = incidents.subscribe(v1::SubscribeIncidentsRequest::default()).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(is(&first, v1::ChangeKind::SnapshotComplete), "an empty engine sends only the snapshot marker");
+
+    // One end of fibre route A reports in protobuf, the other in JSON on its own topic.
+    let producer = producer(engine.brokers());
+    let raise = proto::alarm_to_proto(&Alarm::raise("par-r1/1/1", "LOS", Severity::Critical, 1_000)).encode_to_vec();
+    produce(&producer, "faultline.alarms", "par-r1/1/1", &raise).await;
+    let json =
+        br#"{"resource":"lyo-r1/1/1","alarm_type":"LOS","severity":"critical","event_time":"2026-11-22T10:00:00Z"}"#;
+    produce(&producer, JSON_TOPIC, "lyo-r1/1/1", json).await;
+
+    let opened = next_change(&mut stream, |c| is(c, v1::ChangeKind::Opened)).await;
+    assert_eq!(opened.id, "INC-000001");
+    assert_eq!(services(&opened), vec![("cfs-acme-vpn".to_owned(), v1::ServiceState::Degraded as i32)]);
+    let both = next_change(&mut stream, |c| c.incident.as_ref().is_some_and(|i| i.root_causes.len() == 2)).await;
+    let mut roots = both.root_causes.clone();
+    roots.sort();
+    assert_eq!(roots, vec!["lyo-r1/1/1", "par-r1/1/1"]);
+    assert_eq!(both.priority, v1::Priority::P3 as i32, "degraded gold service");
+
+    let incidents_topic = reader(engine.brokers(), "faultline.incidents");
+    let snapshot = on_topic(&incidents_topic, "INC-000001", |i| i.root_causes.len() == 2).await;
+    assert_eq!(snapshot.state, v1::IncidentState::Open as i32);
+
+    // The topology service explains the state and the impact.
+    let mut topology = TopologyServiceClient::connect(endpoint.clone()).await.unwrap();
+    let link = topology.get_ci(v1::GetCiRequest { id: "link-par-lyo-a".into() }).await.unwrap().into_inner();
+    assert_eq!(link.state, v1::ServiceState::Down as i32);
+    let explained: Vec<&[String]> = link.root_causes.iter().map(|r| r.path.as_slice()).collect();
+    assert!(explained.contains(&&["link-par-lyo-a".to_owned(), "par-r1/1/1".to_owned()][..]), "{explained:?}");
+    let impact =
+        topology.get_impact(v1::GetImpactRequest { resource: "par-r1/1/1".into() }).await.unwrap().into_inner();
+    let impacted: Vec<&str> = impact.services.iter().map(|s| s.service_id.as_str()).collect();
+    assert_eq!(impacted, vec!["rfs-par-lyo-transport", "cfs-acme-vpn"]);
+    assert_eq!(impact.customers[0].customer_id, "cust-acme");
+    let missing = topology.get_ci(v1::GetCiRequest { id: "no-such-ci".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // Acknowledge, annotate and resolve: each shows on the stream and on the topic.
+    let acked = incidents
+        .acknowledge_incident(v1::AcknowledgeIncidentRequest { id: "INC-000001".into(), by: "alice".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.state, v1::IncidentState::Acknowledged as i32);
+    let streamed = next_change(&mut stream, |c| is(c, v1::ChangeKind::Acknowledged)).await;
+    assert_eq!(streamed.acknowledgement.unwrap().by, "alice");
+    on_topic(&incidents_topic, "INC-000001", |i| i.state == v1::IncidentState::Acknowledged as i32).await;
+
+    let noted = incidents
+        .add_incident_note(v1::AddIncidentNoteRequest {
+            id: "INC-000001".into(),
+            author: "bob".into(),
+            text: "splice crew sent".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(noted.notes[0].text, "splice crew sent");
+
+    incidents
+        .resolve_incident(v1::ResolveIncidentRequest {
+            id: "INC-000001".into(),
+            by: "alice".into(),
+            reason: "fibre spliced".into(),
+        })
+        .await
+        .unwrap();
+    let resolved = next_change(&mut stream, |c| is(c, v1::ChangeKind::Resolved)).await;
+    assert!(resolved.timeline.iter().any(|e| e.text.contains("fibre spliced")));
+    on_topic(&incidents_topic, "INC-000001", |i| i.state == v1::IncidentState::Resolved as i32).await;
+
+    // Errors carry proper codes.
+    let again = incidents
+        .resolve_incident(v1::ResolveIncidentRequest { id: "INC-000001".into(), by: "x".into(), reason: String::new() })
+        .await;
+    assert_eq!(again.unwrap_err().code(), Code::FailedPrecondition);
+    let unknown = incidents.get_incident(v1::GetIncidentRequest { id: "INC-999999".into() }).await;
+    assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
+    let malformed = incidents.get_incident(v1::GetIncidentRequest { id: "bogus".into() }).await;
+    assert_eq!(malformed.unwrap_err().code(), Code::InvalidArgument);
+    let anonymous = incidents
+        .acknowledge_incident(v1::AcknowledgeIncidentRequest { id: "INC-000001".into(), by: String::new() })
+        .await;
+    assert_eq!(anonymous.unwrap_err().code(), Code::InvalidArgument);
+
+    drop(producer);
+    drop(incidents_topic);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_alarms_go_to_the_dead_letter_topic_with_their_reason() {
+    let config = test_config();
+    let engine = start(&config).await;
+    let producer = producer(engine.brokers());
+    produce(&producer, "faultline.alarms", "bad-1", b"\xff\xff\xff\xff not protobuf").await;
+    produce(&producer, JSON_TOPIC, "bad-2", b"{\"resource\": ").await;
+    produce(&producer, JSON_TOPIC, "bad-3", &[b' '; 5000]).await;
+    // A good alarm after the bad ones is still correlated: nothing stalls.
+    let good = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
+    produce(&producer, JSON_TOPIC, "mrs-r1", good).await;
+
+    let dead = reader(engine.brokers(), "faultline.dead-letter");
+    let mut refused = std::collections::HashMap::new();
+    while refused.len() < 3 {
+        let message = read_until(&dead, WAIT, |_| true).await;
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        refused.insert(key, message);
+    }
+    for (key, reason, original) in [
+        ("bad-1", "undecodable", b"\xff\xff\xff\xff not protobuf".to_vec()),
+        ("bad-2", "undecodable", b"{\"resource\": ".to_vec()),
+        ("bad-3", "oversized", vec![b' '; 5000]),
+    ] {
+        let message = &refused[key];
+        assert_eq!(payload(message), original.as_slice(), "the original bytes are kept");
+        let headers = message.headers().expect("dead letters carry headers");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header("faultline.reason").as_deref(), Some(reason), "{key}");
+        assert!(header("faultline.source").unwrap().starts_with("faultline.alarms"), "{key}");
+        assert!(!header("faultline.detail").unwrap().is_empty());
+    }
+
+    let mut incidents = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let listed = tokio::time::timeout(WAIT, async {
+        loop {
+            let list = incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+            if list.total_size == 1 {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the good alarm opened an incident");
+    assert_eq!(listed.incidents[0].root_causes, vec!["mrs-r1"]);
+    let stats = engine.handle().call(|ctx| ctx.stats()).await.unwrap();
+    assert_eq!(stats.dead_lettered, 3);
+
+    drop(producer);
+    drop(dead);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_paging_and_filters() {
+    let config = test_config();
+    let engine = start(&config).await;
+    let endpoint = format!("http://{}", engine.grpc_addr());
+
+    let channel = tonic::transport::Channel::from_shared(endpoint.clone()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "faultline.v1.IncidentService", "faultline.v1.TopologyService"] {
+        let status =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(
+            status.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses =
+        reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in ["faultline.v1.IncidentService", "faultline.v1.TopologyService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
+    }
+
+    // Three incidents: Marseille power (Globex, Initech, Umbrella), route A (ACME).
+    let producer = producer(engine.brokers());
+    for resource in ["mrs-r1", "par-r1/1/1"] {
+        let alarm = format!(r#"{{"resource":"{resource}","alarm_type":"FAIL","severity":"critical"}}"#);
+        produce(&producer, JSON_TOPIC, resource, alarm.as_bytes()).await;
+    }
+    let mut incidents = IncidentServiceClient::connect(endpoint).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner().total_size < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    let page = incidents
+        .list_incidents(v1::ListIncidentsRequest { page_size: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((page.incidents.len(), page.total_size, page.next_page_token.as_str()), (1, 2, "INC-000001"));
+    let next = incidents
+        .list_incidents(v1::ListIncidentsRequest {
+            page_size: 1,
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((next.incidents[0].id.as_str(), next.next_page_token.as_str()), ("INC-000002", ""));
+
+    let acme = incidents
+        .list_incidents(v1::ListIncidentsRequest { customer: "cust-acme".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acme.incidents.len(), 1);
+    assert_eq!(acme.incidents[0].root_causes, vec!["par-r1/1/1"]);
+
+    // A filtered subscription sees only its incidents.
+    let mut stream = incidents
+        .subscribe(v1::SubscribeIncidentsRequest { service: "cfs-globex-vpn".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(is(&first, v1::ChangeKind::Snapshot));
+    assert_eq!(first.incident.unwrap().root_causes, vec!["mrs-r1"]);
+    assert!(is(&stream.message().await.unwrap().unwrap(), v1::ChangeKind::SnapshotComplete));
+
+    drop(producer);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -1,0 +1,148 @@
+//! Properties of the correlation core over random storms on the sample network: raises,
+//! repeats, severity changes and clears in any interleaving.
+
+use faultline::correlate::{Correlator, CorrelatorConfig};
+use faultline::model::EpochMillis;
+use faultline::model::alarm::{Alarm, Severity};
+use faultline::model::incident::{IncidentChange, IncidentState};
+use faultline::model::state::State;
+use faultline::model::topology::{CiClass, Topology};
+use faultline::topology_file;
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+fn sample() -> Arc<Topology> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl");
+    Arc::new(topology_file::load(&path).unwrap())
+}
+
+/// Resources that raise alarms: everything below the services.
+fn resources(topology: &Topology) -> Vec<String> {
+    topology
+        .iter()
+        .filter(|(_, ci)| !matches!(ci.class, CiClass::Rfs | CiClass::Cfs | CiClass::Customer))
+        .map(|(_, ci)| ci.id.to_string())
+        .collect()
+}
+
+const TYPES: &[&str] = &["LOS", "EQPT_FAIL", "HIGH_BER"];
+
+#[derive(Clone, Debug)]
+struct Op {
+    resource: usize,
+    alarm_type: usize,
+    /// None is a clear.
+    severity: Option<Severity>,
+    /// Milliseconds since the previous notification.
+    gap: EpochMillis,
+}
+
+fn op(resources: usize) -> impl Strategy<Value = Op> {
+    let severity = prop_oneof![
+        Just(None),
+        Just(Some(Severity::Critical)),
+        Just(Some(Severity::Major)),
+        Just(Some(Severity::Minor)),
+        Just(Some(Severity::Warning)),
+    ];
+    (0..resources, 0..TYPES.len(), severity, 0..120_000i64).prop_map(|(resource, alarm_type, severity, gap)| Op {
+        resource,
+        alarm_type,
+        severity,
+        gap,
+    })
+}
+
+fn alarm(resource: &str, op: &Op, now: EpochMillis) -> Alarm {
+    match op.severity {
+        Some(severity) => Alarm::raise(resource, TYPES[op.alarm_type], severity, now),
+        None => Alarm::clear(resource, TYPES[op.alarm_type], now),
+    }
+}
+
+/// Plays the ops with the runtime's rhythm (timers run before each notification) and
+/// returns every incident change.
+fn play(
+    correlator: &mut Correlator,
+    names: &[String],
+    ops: &[Op],
+    start: EpochMillis,
+) -> (Vec<IncidentChange>, EpochMillis) {
+    let mut out = Vec::new();
+    let mut now = start;
+    for op in ops {
+        now += op.gap;
+        correlator.tick(now, &mut out);
+        correlator.apply(&alarm(&names[op.resource], op, now), now, &mut out);
+        check_invariants(correlator);
+    }
+    (out, now)
+}
+
+/// Every failed CI is explained by root causes; every healthy one has none.
+fn check_invariants(correlator: &Correlator) {
+    let topology = correlator.topology();
+    for (idx, ci) in topology.iter() {
+        let state = correlator.impact().state(idx);
+        assert_eq!(state.effective == State::Up, state.roots.is_empty(), "{}: {:?}", ci.id, state);
+        assert!(state.effective >= state.own, "{}: effective below own state", ci.id);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn clearing_everything_leaves_no_alarm_and_no_open_incident(ops in prop::collection::vec(op(25), 1..150)) {
+        let topology = sample();
+        let names = resources(&topology);
+        let ops: Vec<Op> = ops.into_iter().map(|mut o| { o.resource %= names.len(); o }).collect();
+        let mut correlator = Correlator::new(topology.clone(), CorrelatorConfig::default());
+        let (_, mut now) = play(&mut correlator, &names, &ops, 0);
+
+        let raised: BTreeSet<(usize, usize)> = ops.iter().map(|o| (o.resource, o.alarm_type)).collect();
+        let mut out = Vec::new();
+        for (resource, alarm_type) in raised {
+            now += 1;
+            let clear = Op { resource, alarm_type, severity: None, gap: 0 };
+            correlator.apply(&alarm(&names[resource], &clear, now), now, &mut out);
+        }
+        correlator.tick(now + 3_600_000, &mut out);
+
+        prop_assert_eq!(correlator.stats().active_alarms, 0);
+        for (idx, ci) in topology.iter() {
+            prop_assert_eq!(correlator.impact().state(idx).effective, State::Up, "{} not restored", ci.id);
+        }
+        let still_open: Vec<_> = correlator.incidents().filter(|i| i.state.is_active()).map(|i| i.id).collect();
+        prop_assert!(still_open.is_empty(), "incidents still open: {:?}", still_open);
+    }
+
+    #[test]
+    fn the_same_input_gives_the_same_output(ops in prop::collection::vec(op(25), 1..150)) {
+        let topology = sample();
+        let names = resources(&topology);
+        let ops: Vec<Op> = ops.into_iter().map(|mut o| { o.resource %= names.len(); o }).collect();
+        let mut first = Correlator::new(topology.clone(), CorrelatorConfig::default());
+        let mut second = Correlator::new(topology, CorrelatorConfig::default());
+        let (a, _) = play(&mut first, &names, &ops, 1_000);
+        let (b, _) = play(&mut second, &names, &ops, 1_000);
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(first.stats(), second.stats());
+    }
+
+    #[test]
+    fn failures_on_one_redundant_route_never_cause_an_outage(ops in prop::collection::vec(op(5), 1..100)) {
+        // Everything under Paris-Lyon route A, including both cards its ports sit on.
+        let names: Vec<String> = ["par-r1/1/1", "lyo-r1/1/1", "link-par-lyo-a", "par-r1/card-1", "lyo-r1/card-1"]
+            .iter().map(|s| s.to_string()).collect();
+        let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+        let (changes, _) = play(&mut correlator, &names, &ops, 0);
+        for change in &changes {
+            for service in &change.incident.services {
+                prop_assert!(service.impact != State::Down, "{} went down in {:?}", service.id, change.incident.title);
+            }
+            prop_assert!(change.incident.state != IncidentState::Closed || change.incident.resolved_at.is_some());
+        }
+    }
+}
