@@ -30,6 +30,8 @@ pub struct Config {
 pub enum AlarmFormat {
     Protobuf,
     Json,
+    /// ONAP VES 7.x fault and 3GPP stndDefined events, single or `eventList` batches.
+    Ves,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! - [`correlate`]: the pure, deterministic core. [`correlate::alarm_stage`] (dedup,
 //!   raise/clear) → [`correlate::impact`] (propagation, root cause) →
 //!   [`correlate::incidents`] (lifecycle, priority). No I/O, no clock, no async.
+//! - [`decode`]: bytes to alarms, per input format (protobuf, JSON, ONAP VES 7.x).
 //! - [`topology_file`]: reads the documented topology file format.
 //! - [`config`]: layered, validated configuration.
 //! - [`runtime`]: the runtime around the core: the core thread, its command channel and
@@ -21,6 +22,7 @@
 pub mod cli;
 pub mod config;
 pub mod correlate;
+pub mod decode;
 pub mod grpc;
 pub mod kafka;
 pub mod model;

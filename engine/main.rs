@@ -80,6 +80,8 @@ enum Command {
 enum FormatArg {
     Protobuf,
     Json,
+    /// ONAP VES 7.x fault and 3GPP stndDefined events.
+    Ves,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,6 +129,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 alarm_format: alarm_format.map(|f| match f {
                     FormatArg::Protobuf => AlarmFormat::Protobuf,
                     FormatArg::Json => AlarmFormat::Json,
+                    FormatArg::Ves => AlarmFormat::Ves,
                 }),
             };
             let config = Config::load(config.as_deref(), &overrides)?;

@@ -2,8 +2,9 @@
 //! its topic's format, dead-letters what cannot be decoded, and hands batches to the core.
 //! The bounded hand-off is the backpressure: when the core falls behind, polling waits.
 
-use super::{dead_letter, decode};
+use super::dead_letter;
 use crate::config::{AlarmFormat, KafkaConfig};
+use crate::decode;
 use crate::model::alarm::Alarm;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -112,8 +113,8 @@ impl Ingest {
         let format = self.formats.get(message.topic()).copied().unwrap_or(AlarmFormat::Protobuf);
         let received = message.timestamp().to_millis().unwrap_or(0);
         let payload = message.payload().unwrap_or_default();
-        match decode::decode(format, payload, received, self.max_message_bytes) {
-            Ok(alarm) => batch.alarms.push(alarm),
+        match decode::decode(format, payload, received, self.max_message_bytes, &mut batch.alarms) {
+            Ok(()) => {}
             Err(error) => {
                 let reason = error.reason();
                 tracing::debug!(reason, %error, "alarm refused to the dead-letter topic");

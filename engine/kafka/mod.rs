@@ -1,12 +1,12 @@
 //! The Kafka edge. Alarms are consumed on a dedicated thread ([`ingest`]), decoded
-//! ([`decode`]), and handed to the core in batches; undecodable messages go to the
+//! ([`crate::decode`]), and handed to the core in batches; undecodable messages go to the
 //! dead-letter topic ([`dead_letter`]). Incident snapshots are produced by the core thread,
 //! and a batch's input offsets are stored only once every record it caused is acknowledged
 //! ([`commit`]). With no brokers configured, [`embedded`] starts librdkafka's mock cluster.
 
 pub mod commit;
 pub mod dead_letter;
-pub mod decode;
+
 pub mod embedded;
 pub mod ingest;
 

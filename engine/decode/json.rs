@@ -1,0 +1,83 @@
+//! The plain JSON alarm format: the protobuf `Alarm`'s fields with their snake_case names;
+//! severities and event types as words (any case), `severity: "cleared"` (or `cleared: true`)
+//! for a clear, `event_time` as RFC 3339 or epoch milliseconds.
+
+use super::{DecodeError, parse_rfc3339};
+use crate::model::EpochMillis;
+use crate::model::alarm::{Alarm, EventType, Severity};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct JsonAlarm {
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    alarm_type: String,
+    #[serde(default)]
+    qualifier: String,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    cleared: bool,
+    #[serde(default)]
+    event_type: Option<EventType>,
+    #[serde(default)]
+    probable_cause: String,
+    #[serde(default)]
+    specific_problem: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    event_time: Option<serde_json::Value>,
+    #[serde(default)]
+    source_system: String,
+    #[serde(default)]
+    notification_id: String,
+    #[serde(default)]
+    sequence: u64,
+}
+
+/// Severity words shared by the JSON and VES formats; `None` for a clear.
+pub(crate) fn severity_word(word: &str) -> Result<Option<Severity>, DecodeError> {
+    Ok(Some(match word.to_ascii_lowercase().as_str() {
+        "critical" => Severity::Critical,
+        "major" => Severity::Major,
+        "minor" => Severity::Minor,
+        "warning" => Severity::Warning,
+        "indeterminate" => Severity::Indeterminate,
+        "cleared" | "clear" | "normal" => return Ok(None),
+        _ => return Err(DecodeError::UnknownSeverity(word.to_owned())),
+    }))
+}
+
+pub fn decode(bytes: &[u8], received: EpochMillis) -> Result<Alarm, DecodeError> {
+    let json: JsonAlarm = serde_json::from_slice(bytes)?;
+    let (severity, cleared) = match (json.severity.as_str(), json.cleared) {
+        ("", true) => (Severity::Indeterminate, true),
+        (word, cleared) => match severity_word(word)? {
+            Some(severity) => (severity, cleared),
+            None => (Severity::Indeterminate, true),
+        },
+    };
+    let event_time = match json.event_time {
+        None | Some(serde_json::Value::Null) => received,
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| DecodeError::EventTime(n.to_string()))?,
+        Some(serde_json::Value::String(s)) => parse_rfc3339(&s).ok_or(DecodeError::EventTime(s))?,
+        Some(other) => return Err(DecodeError::EventTime(other.to_string())),
+    };
+    Ok(Alarm {
+        resource: json.resource,
+        alarm_type: json.alarm_type,
+        qualifier: json.qualifier,
+        severity,
+        cleared,
+        event_type: json.event_type.unwrap_or_default(),
+        probable_cause: json.probable_cause,
+        specific_problem: json.specific_problem,
+        text: json.text,
+        event_time,
+        source_system: json.source_system,
+        notification_id: json.notification_id,
+        sequence: json.sequence,
+    })
+}

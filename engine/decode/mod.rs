@@ -1,0 +1,149 @@
+//! Bytes from an input topic to alarms, per the topic's configured format: Faultline's
+//! protobuf `Alarm`, plain JSON ([`json`]), or ONAP VES 7.x fault and 3GPP stndDefined
+//! events, single or batched ([`ves`]). Every failure has a stable, low-cardinality reason
+//! (the dead-letter header and metric label) and a readable detail. A message is taken or
+//! refused whole: a batch with one bad event is refused with the event's index.
+
+pub mod json;
+pub mod ves;
+
+use crate::config::AlarmFormat;
+use crate::model::EpochMillis;
+use crate::model::alarm::Alarm;
+use crate::proto::{self, v1};
+use prost::Message;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    Oversized { size: usize, limit: usize },
+    #[error("empty message")]
+    Empty,
+    #[error("not a faultline.v1.Alarm protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid alarm: {0}")]
+    Field(#[from] proto::AlarmFieldError),
+    #[error("alarm has no resource")]
+    MissingResource,
+    #[error("alarm has no alarm type")]
+    MissingAlarmType,
+    #[error("unknown severity `{0}`")]
+    UnknownSeverity(String),
+    #[error("invalid event time `{0}`: expected RFC 3339 or epoch milliseconds")]
+    EventTime(String),
+    #[error("invalid VES event{}: {message}", at.map(|i| format!(" #{i} of the batch")).unwrap_or_default())]
+    Ves { at: Option<usize>, message: String },
+}
+
+impl DecodeError {
+    /// The value of the dead-letter `faultline.reason` header.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::Empty => "empty",
+            DecodeError::Protobuf(_) | DecodeError::Json(_) => "undecodable",
+            DecodeError::MissingResource => "missing_resource",
+            DecodeError::MissingAlarmType => "missing_alarm_type",
+            DecodeError::Field(_) | DecodeError::UnknownSeverity(_) | DecodeError::EventTime(_) => "invalid",
+            DecodeError::Ves { .. } => "invalid_ves",
+        }
+    }
+}
+
+/// Decodes one message into `out` (a VES batch may hold several alarms). `received` (the
+/// Kafka timestamp) stands in for a missing event time. On error `out` is left unchanged.
+pub fn decode(
+    format: AlarmFormat,
+    bytes: &[u8],
+    received: EpochMillis,
+    limit: usize,
+    out: &mut Vec<Alarm>,
+) -> Result<(), DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::Oversized { size: bytes.len(), limit });
+    }
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let start = out.len();
+    let decoded = match format {
+        AlarmFormat::Protobuf => {
+            proto::alarm_from_proto(v1::Alarm::decode(bytes)?, received).map(|a| out.push(a)).map_err(DecodeError::from)
+        }
+        AlarmFormat::Json => json::decode(bytes, received).map(|a| out.push(a)),
+        AlarmFormat::Ves => return ves::decode(bytes, out),
+    };
+    if let Err(error) = decoded {
+        out.truncate(start);
+        return Err(error);
+    }
+    if let Err(error) = out[start..].iter().try_for_each(check_identity) {
+        out.truncate(start);
+        return Err(error);
+    }
+    Ok(())
+}
+
+fn check_identity(alarm: &Alarm) -> Result<(), DecodeError> {
+    if alarm.resource.trim().is_empty() {
+        return Err(DecodeError::MissingResource);
+    }
+    if alarm.alarm_type.trim().is_empty() {
+        return Err(DecodeError::MissingAlarmType);
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_rfc3339(s: &str) -> Option<EpochMillis> {
+    let time = humantime::parse_rfc3339_weak(s).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_millis()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::alarm::Severity;
+
+    fn one(format: AlarmFormat, bytes: &[u8]) -> Result<Alarm, DecodeError> {
+        let mut out = Vec::new();
+        decode(format, bytes, 7, 1024, &mut out)?;
+        assert_eq!(out.len(), 1);
+        Ok(out.remove(0))
+    }
+
+    #[test]
+    fn json_alarms_decode_with_either_time_form() {
+        let json =
+            br#"{"resource":"port-1","alarm_type":"LOS","severity":"MAJOR","event_time":"2026-01-02T03:04:05Z"}"#;
+        let alarm = one(AlarmFormat::Json, json).unwrap();
+        assert_eq!((alarm.severity, alarm.cleared, alarm.event_time), (Severity::Major, false, 1_767_323_045_000));
+        let json = br#"{"resource":"port-1","alarm_type":"LOS","severity":"cleared","event_time":42}"#;
+        let alarm = one(AlarmFormat::Json, json).unwrap();
+        assert_eq!((alarm.cleared, alarm.event_time), (true, 42));
+        let json = br#"{"resource":"port-1","alarm_type":"LOS","severity":"minor"}"#;
+        assert_eq!(one(AlarmFormat::Json, json).unwrap().event_time, 7, "the Kafka timestamp stands in");
+    }
+
+    #[test]
+    fn bad_input_has_a_reason() {
+        let reason = |format, bytes: &[u8]| decode(format, bytes, 0, 64, &mut Vec::new()).unwrap_err().reason();
+        assert_eq!(reason(AlarmFormat::Json, b"{not json"), "undecodable");
+        assert_eq!(reason(AlarmFormat::Protobuf, b"\xff\xff\xff"), "undecodable");
+        assert_eq!(reason(AlarmFormat::Json, br#"{"alarm_type":"LOS","severity":"major"}"#), "missing_resource");
+        assert_eq!(reason(AlarmFormat::Json, br#"{"resource":"p","severity":"major"}"#), "missing_alarm_type");
+        assert_eq!(reason(AlarmFormat::Json, br#"{"resource":"p","alarm_type":"LOS","severity":"bad"}"#), "invalid");
+        assert_eq!(reason(AlarmFormat::Json, &[b' '; 65]), "oversized");
+        assert_eq!(reason(AlarmFormat::Json, b""), "empty");
+        assert_eq!(reason(AlarmFormat::Ves, br#"{"event":{}}"#), "invalid_ves");
+    }
+
+    #[test]
+    fn protobuf_round_trips() {
+        let alarm = Alarm::raise("card-1", "EQPT", Severity::Critical, 1_000);
+        let bytes = proto::alarm_to_proto(&alarm).encode_to_vec();
+        assert_eq!(one(AlarmFormat::Protobuf, &bytes).unwrap(), alarm);
+    }
+}

@@ -1,0 +1,241 @@
+//! ONAP VES 7.x events: `fault` domain events and 3GPP `stndDefined` fault notifications
+//! (`notifyNewAlarm`, `notifyChangedAlarm`, `notifyClearedAlarm`), as a single `event` or an
+//! `eventList` batch. Checked against the parts of the VES 7 schema (CommonEventFormat 30.x)
+//! that the mapping relies on; other domains in a batch (heartbeats, measurements) are not
+//! alarms and are skipped.
+//!
+//! Mapping: the resource is the header's `sourceName`. A fault event's alarm type is its
+//! `alarmCondition`, its qualifier `alarmInterfaceA`; severity `NORMAL` is a clear. A 3GPP
+//! notification's alarm type is `alarmType/probableCause`, its qualifier the `alarmId`, so
+//! that new, changed and cleared notifications of one alarm share an identity.
+
+use super::DecodeError;
+use super::json::severity_word;
+use crate::model::EpochMillis;
+use crate::model::alarm::{Alarm, EventType, Severity};
+use serde_json::{Map, Value};
+
+const FAULT_NAMESPACE: &str = "3GPP-FaultSupervision";
+
+pub fn decode(bytes: &[u8], out: &mut Vec<Alarm>) -> Result<(), DecodeError> {
+    let root: Value = serde_json::from_slice(bytes)?;
+    let start = out.len();
+    let result = match (root.get("event"), root.get("eventList")) {
+        (Some(event), None) => event_alarm(event).map(|a| out.extend(a)).map_err(|m| invalid(None, m)),
+        (None, Some(Value::Array(events))) if !events.is_empty() => events
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, e)| event_alarm(e).map(|a| out.extend(a)).map_err(|m| invalid(Some(i), m))),
+        (None, Some(_)) => Err(invalid(None, "`eventList` must be a non-empty array".into())),
+        _ => Err(invalid(None, "expected an object with `event` or `eventList`".into())),
+    };
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn invalid(at: Option<usize>, message: String) -> DecodeError {
+    DecodeError::Ves { at, message }
+}
+
+type Fields<'a> = &'a Map<String, Value>;
+
+fn object<'a>(parent: Fields<'a>, key: &str) -> Result<Fields<'a>, String> {
+    match parent.get(key) {
+        Some(Value::Object(o)) => Ok(o),
+        Some(_) => Err(format!("`{key}` must be an object")),
+        None => Err(format!("`{key}` is required")),
+    }
+}
+
+fn string<'a>(parent: Fields<'a>, key: &str) -> Result<&'a str, String> {
+    match parent.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("`{key}` must be a string")),
+        None => Err(format!("`{key}` is required")),
+    }
+}
+
+fn optional_string<'a>(parent: Fields<'a>, key: &str) -> Result<Option<&'a str>, String> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("`{key}` must be a string")),
+    }
+}
+
+fn integer(parent: Fields<'_>, key: &str) -> Result<i64, String> {
+    match parent.get(key) {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| format!("`{key}` must be an integer")),
+        Some(_) => Err(format!("`{key}` must be an integer")),
+        None => Err(format!("`{key}` is required")),
+    }
+}
+
+fn one_of<'a>(value: &'a str, key: &str, allowed: &[&str]) -> Result<&'a str, String> {
+    if allowed.contains(&value) { Ok(value) } else { Err(format!("`{key}` is `{value}`, expected one of {allowed:?}")) }
+}
+
+/// The common header every VES 7 event carries.
+struct Header<'a> {
+    domain: &'a str,
+    event_id: &'a str,
+    source_name: &'a str,
+    reporting_entity: &'a str,
+    sequence: u64,
+    last_epoch_ms: EpochMillis,
+}
+
+fn header(event: Fields<'_>) -> Result<Header<'_>, String> {
+    let h = object(event, "commonEventHeader")?;
+    let listener = string(h, "vesEventListenerVersion")?;
+    if !listener.starts_with("7.") {
+        return Err(format!("`vesEventListenerVersion` is `{listener}`, expected 7.x"));
+    }
+    string(h, "version")?;
+    string(h, "eventName")?;
+    string(h, "priority")?;
+    let start = integer(h, "startEpochMicrosec")?;
+    let last = integer(h, "lastEpochMicrosec")?;
+    let sequence = integer(h, "sequence")?;
+    Ok(Header {
+        domain: string(h, "domain")?,
+        event_id: string(h, "eventId")?,
+        source_name: string(h, "sourceName")?,
+        reporting_entity: string(h, "reportingEntityName")?,
+        sequence: u64::try_from(sequence).map_err(|_| "`sequence` must not be negative".to_owned())?,
+        last_epoch_ms: last.max(start) / 1000,
+    })
+}
+
+/// The alarm an event carries, if its domain carries alarms.
+fn event_alarm(event: &Value) -> Result<Option<Alarm>, String> {
+    let Value::Object(event) = event else { return Err("an event must be an object".into()) };
+    let header = header(event)?;
+    match header.domain {
+        "fault" => fault(&header, object(event, "faultFields")?).map(Some),
+        "stndDefined" => {
+            let fields = object(event, "stndDefinedFields")?;
+            let namespace = string(object(event, "commonEventHeader")?, "stndDefinedNamespace")?;
+            if namespace != FAULT_NAMESPACE {
+                return Ok(None);
+            }
+            stnd_defined(&header, fields).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn fault(header: &Header<'_>, f: Fields<'_>) -> Result<Alarm, String> {
+    string(f, "faultFieldsVersion")?;
+    let condition = string(f, "alarmCondition")?;
+    let severity =
+        one_of(string(f, "eventSeverity")?, "eventSeverity", &["CRITICAL", "MAJOR", "MINOR", "WARNING", "NORMAL"])?;
+    let source_type = string(f, "eventSourceType")?;
+    let specific_problem = string(f, "specificProblem")?;
+    one_of(
+        string(f, "vfStatus")?,
+        "vfStatus",
+        &["Active", "Idle", "Preparing to terminate", "Ready to terminate", "Requesting termination"],
+    )?;
+    let severity = severity_word(severity).map_err(|e| e.to_string())?;
+    Ok(Alarm {
+        resource: header.source_name.to_owned(),
+        alarm_type: condition.to_owned(),
+        qualifier: optional_string(f, "alarmInterfaceA")?.unwrap_or_default().to_owned(),
+        severity: severity.unwrap_or(Severity::Indeterminate),
+        cleared: severity.is_none(),
+        event_type: match source_type {
+            "port" | "card" | "slot" | "host" | "router" | "switch" => EventType::Equipment,
+            _ => EventType::Unspecified,
+        },
+        probable_cause: String::new(),
+        specific_problem: specific_problem.to_owned(),
+        text: specific_problem.to_owned(),
+        event_time: header.last_epoch_ms,
+        source_system: header.reporting_entity.to_owned(),
+        notification_id: header.event_id.to_owned(),
+        sequence: header.sequence,
+    })
+}
+
+fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Alarm, String> {
+    let version = string(fields, "stndDefinedFieldsVersion")?;
+    one_of(version, "stndDefinedFieldsVersion", &["1.0"])?;
+    let data = object(fields, "data")?;
+    let kind = string(data, "notificationType")?;
+    one_of(
+        kind,
+        "notificationType",
+        &["notifyNewAlarm", "notifyChangedAlarm", "notifyChangedAlarmGeneral", "notifyClearedAlarm"],
+    )?;
+    let alarm_id = string(data, "alarmId")?;
+    let alarm_type = string(data, "alarmType")?;
+    let event_type = match one_of(
+        alarm_type,
+        "alarmType",
+        &[
+            "COMMUNICATIONS_ALARM",
+            "QUALITY_OF_SERVICE_ALARM",
+            "PROCESSING_ERROR_ALARM",
+            "EQUIPMENT_ALARM",
+            "ENVIRONMENTAL_ALARM",
+            "INTEGRITY_VIOLATION",
+            "OPERATIONAL_VIOLATION",
+            "PHYSICAL_VIOLATION",
+            "SECURITY_SERVICE_OR_MECHANISM_VIOLATION",
+            "TIME_DOMAIN_VIOLATION",
+        ],
+    )? {
+        "COMMUNICATIONS_ALARM" => EventType::Communications,
+        "QUALITY_OF_SERVICE_ALARM" => EventType::QualityOfService,
+        "PROCESSING_ERROR_ALARM" => EventType::ProcessingError,
+        "EQUIPMENT_ALARM" => EventType::Equipment,
+        "ENVIRONMENTAL_ALARM" => EventType::Environmental,
+        _ => EventType::Unspecified,
+    };
+    let probable_cause = match data.get("probableCause") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err("`probableCause` must be a string or an integer".into()),
+        None => return Err("`probableCause` is required".into()),
+    };
+    let severity = match data.get("perceivedSeverity") {
+        Some(Value::String(s)) => {
+            one_of(s, "perceivedSeverity", &["CRITICAL", "MAJOR", "MINOR", "WARNING", "INDETERMINATE", "CLEARED"])?;
+            severity_word(s).map_err(|e| e.to_string())?
+        }
+        Some(_) => return Err("`perceivedSeverity` must be a string".into()),
+        None if kind == "notifyClearedAlarm" => None,
+        None => return Err("`perceivedSeverity` is required".into()),
+    };
+    if let Some(trend) = optional_string(data, "trendIndication")? {
+        one_of(trend, "trendIndication", &["MORE_SEVERE", "NO_CHANGE", "LESS_SEVERE"])?;
+    } else if data.get("trendIndication").is_some() {
+        return Err("`trendIndication` must be a string".into());
+    }
+    let cleared = kind == "notifyClearedAlarm" || severity.is_none();
+    let event_time = optional_string(data, "eventTime")?.and_then(super::parse_rfc3339).unwrap_or(header.last_epoch_ms);
+    let text = optional_string(data, "additionalText")?.unwrap_or_default();
+    let notification_id = match data.get("notificationId") {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => header.event_id.to_owned(),
+    };
+    Ok(Alarm {
+        resource: header.source_name.to_owned(),
+        alarm_type: format!("{alarm_type}/{probable_cause}"),
+        qualifier: alarm_id.to_owned(),
+        severity: severity.unwrap_or(Severity::Indeterminate),
+        cleared,
+        event_type,
+        probable_cause,
+        specific_problem: optional_string(data, "specificProblem")?.unwrap_or_default().to_owned(),
+        text: text.to_owned(),
+        event_time,
+        source_system: header.reporting_entity.to_owned(),
+        notification_id,
+        sequence: header.sequence,
+    })
+}
