@@ -50,7 +50,7 @@ pub struct KafkaConfig {
     pub incidents_topic: String,
     pub dead_letter_topic: String,
     pub max_message_bytes: usize,
-    pub embedded_partitions: i32,
+    pub partitions: i32,
     pub max_batch: usize,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -174,8 +174,8 @@ impl Config {
         if self.kafka.max_message_bytes == 0 {
             return invalid("kafka.max_message_bytes", "must be positive");
         }
-        if self.kafka.embedded_partitions < 1 {
-            return invalid("kafka.embedded_partitions", "must be at least 1");
+        if self.kafka.partitions < 1 {
+            return invalid("kafka.partitions", "must be at least 1");
         }
         if self.kafka.max_batch == 0 {
             return invalid("kafka.max_batch", "must be positive");

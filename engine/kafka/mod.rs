@@ -9,6 +9,7 @@ pub mod dead_letter;
 
 pub mod embedded;
 pub mod ingest;
+pub mod topics;
 
 use crate::config::KafkaConfig;
 use rdkafka::ClientConfig;

@@ -75,7 +75,7 @@ impl Engine {
             let mut topics: Vec<String> = kafka_config.inputs.iter().map(|i| i.topic.clone()).collect();
             topics.push(kafka_config.incidents_topic.clone());
             topics.push(kafka_config.dead_letter_topic.clone());
-            Some(EmbeddedKafka::start(&topics, kafka_config.embedded_partitions).map_err(StartError::Kafka)?)
+            Some(EmbeddedKafka::start(&topics, kafka_config.partitions).map_err(StartError::Kafka)?)
         } else {
             None
         };
@@ -83,6 +83,9 @@ impl Engine {
             Some(e) => e.bootstrap_servers().to_owned(),
             None => kafka_config.brokers.clone(),
         };
+        if embedded.is_none() {
+            kafka::topics::ensure(kafka_config, &brokers).await.map_err(StartError::Kafka)?;
+        }
         let kafka_error = |e: rdkafka::error::KafkaError| StartError::Kafka(e.to_string());
         let producer = kafka::producer(kafka_config, &brokers).map_err(kafka_error)?;
         let consumer = Arc::new(ingest::consumer(kafka_config, &brokers).map_err(kafka_error)?);

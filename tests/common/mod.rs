@@ -2,6 +2,8 @@
 //! cluster with gRPC on a free loopback port, and small Kafka clients to feed and read it.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use faultline::config::{Config, Overrides};
 use faultline::runtime::Engine;
 use faultline::topology_file;
@@ -37,10 +39,13 @@ pub fn test_config() -> Config {
         .unwrap()
 }
 
-pub async fn start(config: &Config) -> Engine {
+pub fn sample_topology() -> Arc<faultline::model::topology::Topology> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl");
-    let topology = Arc::new(topology_file::load(&path).unwrap());
-    Engine::start_with(config, topology).await.expect("engine starts")
+    Arc::new(topology_file::load(&path).unwrap())
+}
+
+pub async fn start(config: &Config) -> Engine {
+    Engine::start_with(config, sample_topology()).await.expect("engine starts")
 }
 
 pub fn producer(brokers: &str) -> FutureProducer {

@@ -1,0 +1,110 @@
+//! Against a real Apache Kafka broker (started by the harness from Maven Central jars, or
+//! FAULTLINE_TEST_KAFKA): topics are created as Faultline needs them, alarms become
+//! incidents, and input offsets are committed only after their effects are written.
+
+mod common;
+
+use common::broker::KafkaBroker;
+use common::*;
+use faultline::config::Config;
+use faultline::proto::v1;
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::time::Duration;
+use v1::incident_service_client::IncidentServiceClient;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The test configuration on `broker`, with topic and group names of this test's own so
+/// that tests sharing an external broker do not meet.
+fn config_on(broker: &KafkaBroker, name: &str) -> Config {
+    let suffix = format!("{name}-{}", std::process::id());
+    test_config()
+        .with("kafka.brokers", broker.bootstrap())
+        .unwrap()
+        .with("kafka.group_id", format!("faultline-{suffix}"))
+        .unwrap()
+        .with("kafka.inputs", serde_json::json!([{"topic": format!("alarms-{suffix}"), "format": "json"}]))
+        .unwrap()
+        .with("kafka.incidents_topic", format!("incidents-{suffix}"))
+        .unwrap()
+        .with("kafka.dead_letter_topic", format!("dead-letter-{suffix}"))
+        .unwrap()
+}
+
+fn committed(config: &Config, broker: &KafkaBroker, topic: &str) -> Vec<(i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", &config.kafka.group_id)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..config.kafka.partitions {
+        list.add_partition(topic, p);
+    }
+    let offsets = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    (0..config.kafka.partitions)
+        .map(|p| {
+            let committed = match offsets.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+            (committed, high)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_broker_carries_alarms_in_and_incidents_out() {
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "basic");
+    let engine = faultline::runtime::Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+
+    // The incidents topic was created compacted.
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+    let configs = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&config.kafka.incidents_topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = configs.into_iter().next().unwrap().unwrap();
+    assert_eq!(resource.get("cleanup.policy").and_then(|e| e.value.as_deref()), Some("compact"));
+
+    let input = &config.kafka.inputs[0].topic;
+    let producer = producer(broker.bootstrap());
+    for (resource, severity) in [("mrs-r1/card-1", "critical"), ("mrs-r1/1/1", "major"), ("mrs-r1/card-1", "critical")]
+    {
+        let alarm = format!(r#"{{"resource":"{resource}","alarm_type":"FAIL","severity":"{severity}"}}"#);
+        produce(&producer, input, resource, alarm.as_bytes()).await;
+    }
+    produce(&producer, input, "junk", b"not json").await;
+
+    let incidents_topic = reader(broker.bootstrap(), &config.kafka.incidents_topic);
+    let message = read_until(&incidents_topic, WAIT, |m| {
+        v1::Incident::decode(payload(m)).is_ok_and(|i| i.symptom_alarms.len() == 1)
+    })
+    .await;
+    let incident = v1::Incident::decode(payload(&message)).unwrap();
+    assert_eq!(message.key(), Some(incident.id.as_bytes()));
+    assert_eq!(incident.root_causes, vec!["mrs-r1/card-1"]);
+    assert_eq!(incident.symptom_alarms[0].resource, "mrs-r1/1/1");
+
+    let dead = reader(broker.bootstrap(), &config.kafka.dead_letter_topic);
+    let refused = read_until(&dead, WAIT, |_| true).await;
+    assert_eq!(payload(&refused), b"not json");
+
+    let mut client = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let listed = client.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.total_size, 1);
+
+    drop(producer);
+    engine.stop(Duration::from_secs(20)).await.unwrap();
+    // Every consumed message, refused ones included, was committed after its effects.
+    for (partition, (committed, high)) in committed(&config, &broker, input).into_iter().enumerate() {
+        assert_eq!(committed, high, "partition {partition}: committed offset behind the end");
+    }
+}
