@@ -34,6 +34,16 @@ pub enum AlarmFormat {
     Ves,
 }
 
+/// Encoding of the incident snapshots on the incidents topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentFormat {
+    /// `faultline.v1.Incident`.
+    Protobuf,
+    /// The same fields as JSON, for tools such as kcat.
+    Json,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputTopic {
@@ -48,6 +58,7 @@ pub struct KafkaConfig {
     pub group_id: String,
     pub inputs: Vec<InputTopic>,
     pub incidents_topic: String,
+    pub incidents_format: IncidentFormat,
     pub dead_letter_topic: String,
     pub max_message_bytes: usize,
     pub partitions: i32,

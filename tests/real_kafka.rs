@@ -108,3 +108,68 @@ async fn a_real_broker_carries_alarms_in_and_incidents_out() {
         assert_eq!(committed, high, "partition {partition}: committed offset behind the end");
     }
 }
+
+fn kcat(args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("this test needs kcat (Debian: apt-get install -y kcat): {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "kcat {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_feeds_json_alarms_and_reads_json_incidents() {
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "kcat").with("kafka.incidents_format", "json").unwrap();
+    let engine = faultline::runtime::Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+    let input = config.kafka.inputs[0].topic.clone();
+
+    // As in the README: one `key|json` line per alarm.
+    let lines = "par-r1/1/1|{\"resource\":\"par-r1/1/1\",\"alarm_type\":\"LOS\",\"severity\":\"critical\"}\n\
+                 par-r1/2/1|{\"resource\":\"par-r1/2/1\",\"alarm_type\":\"LOS\",\"severity\":\"critical\"}\n";
+    let brokers = broker.bootstrap().to_owned();
+    tokio::task::spawn_blocking(move || kcat(&["-b", &brokers, "-t", &input, "-P", "-K", "|"], Some(lines)))
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let incident = loop {
+        let brokers = broker.bootstrap().to_owned();
+        let topic = config.kafka.incidents_topic.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            kcat(&["-b", &brokers, "-t", &topic, "-C", "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n"], None)
+        })
+        .await
+        .unwrap();
+        let outage = out.lines().filter_map(|l| l.split_once('\t')).find_map(|(key, value)| {
+            let json: serde_json::Value = serde_json::from_str(value).expect("incidents are JSON");
+            (json["id"] == key && json["impacted_services"][0]["impact"] == "down").then_some(json)
+        });
+        if let Some(json) = outage {
+            break json;
+        }
+        assert!(std::time::Instant::now() < deadline, "no outage incident read back with kcat:\n{out}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(incident["state"], "open");
+    assert_eq!(incident["priority"], "P2");
+    assert_eq!(incident["impacted_services"][0]["service_id"], "cfs-acme-vpn");
+    assert_eq!(incident["impacted_customers"][0]["sla_tier"], "gold");
+    let mut roots: Vec<&str> =
+        incident["root_causes"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    roots.sort();
+    assert_eq!(roots, vec!["par-r1/1/1", "par-r1/2/1"]);
+    engine.stop(Duration::from_secs(20)).await.unwrap();
+}

@@ -8,6 +8,7 @@ pub mod commit;
 pub mod dead_letter;
 
 pub mod embedded;
+pub mod incident_json;
 pub mod ingest;
 pub mod topics;
 

@@ -4,8 +4,10 @@
 //! subscribers, then hands the batch's offsets to the committer with the deliveries they
 //! wait on. It never blocks on anything but its inputs and the bounded commit queue.
 
+use crate::config::IncidentFormat;
 use crate::correlate::{Correlator, Stats};
 use crate::kafka::commit::PendingCommit;
+use crate::kafka::incident_json;
 use crate::kafka::ingest::Batch;
 use crate::kafka::send_blocking;
 use crate::model::EpochMillis;
@@ -58,6 +60,7 @@ pub struct RuntimeStats {
 pub struct Publisher {
     pub producer: FutureProducer,
     pub incidents_topic: String,
+    pub incidents_format: IncidentFormat,
     pub changes: broadcast::Sender<SharedChange>,
     /// Deliveries of changes not tied to a batch (operator actions, timers); they ride
     /// with the next commit so a failure is still noticed.
@@ -69,15 +72,19 @@ impl Publisher {
     pub fn new(
         producer: FutureProducer,
         incidents_topic: String,
+        incidents_format: IncidentFormat,
         changes: broadcast::Sender<SharedChange>,
     ) -> Publisher {
-        Publisher { producer, incidents_topic, changes, pending: Vec::new(), dead_lettered: 0 }
+        Publisher { producer, incidents_topic, incidents_format, changes, pending: Vec::new(), dead_lettered: 0 }
     }
 
     fn publish(&mut self, change: &IncidentChange) -> v1::Incident {
         let incident = proto::incident_to_proto(&change.incident);
         let key = incident.id.clone();
-        let payload = incident.encode_to_vec();
+        let payload = match self.incidents_format {
+            IncidentFormat::Protobuf => incident.encode_to_vec(),
+            IncidentFormat::Json => incident_json::to_json(&incident),
+        };
         let record = FutureRecord::<str, [u8]>::to(&self.incidents_topic).key(&key).payload(&payload);
         self.pending.push(send_blocking(&self.producer, record));
         let shared = Arc::new(v1::SubscribeIncidentsResponse {

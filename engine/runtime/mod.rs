@@ -106,7 +106,12 @@ impl Engine {
 
         let core = CoreLoop {
             correlator: Correlator::new(topology, config.correlator()),
-            publisher: Publisher::new(producer.clone(), kafka_config.incidents_topic.clone(), changes),
+            publisher: Publisher::new(
+                producer.clone(),
+                kafka_config.incidents_topic.clone(),
+                kafka_config.incidents_format,
+                changes,
+            ),
             batches: batch_rx,
             jobs: job_rx,
             commits: commit_tx,
