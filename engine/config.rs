@@ -21,6 +21,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     pub kafka: KafkaConfig,
     pub grpc: GrpcConfig,
+    pub metrics: MetricsConfig,
     pub topology: TopologyConfig,
     pub correlation: CorrelationConfig,
 }
@@ -82,6 +83,12 @@ pub struct GrpcConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TopologyConfig {
     pub file: PathBuf,
 }
@@ -104,6 +111,7 @@ pub struct Overrides {
     pub brokers: Option<String>,
     pub topology: Option<PathBuf>,
     pub grpc_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
     pub alarm_format: Option<AlarmFormat>,
 }
 
@@ -157,6 +165,9 @@ impl Config {
         }
         if let Some(addr) = overrides.grpc_addr {
             self.grpc.addr = addr;
+        }
+        if let Some(addr) = overrides.metrics_addr {
+            self.metrics.addr = addr;
         }
         if let Some(format) = overrides.alarm_format {
             for input in &mut self.kafka.inputs {

@@ -15,6 +15,7 @@
 //! - [`kafka`]: the edges to Kafka: the embedded mock cluster, the alarm consumer,
 //!   decoding, incident and dead-letter producers, offset commits after delivery.
 //! - [`grpc`]: the gRPC API (incidents, topology), health and reflection.
+//! - [`metrics`]: the Prometheus endpoint.
 //! - [`cli`]: `demo` and `watch`, the command-line front ends.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod correlate;
 pub mod decode;
 pub mod grpc;
 pub mod kafka;
+pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod runtime;

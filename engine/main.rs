@@ -36,6 +36,9 @@ enum Command {
         /// Address the gRPC API listens on [default: 127.0.0.1:50051].
         #[arg(long, value_name = "ADDR")]
         grpc_addr: Option<SocketAddr>,
+        /// Address of the Prometheus endpoint, GET /metrics [default: 127.0.0.1:9464].
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<SocketAddr>,
         /// Format of the alarm input topics.
         #[arg(long, value_enum)]
         alarm_format: Option<FormatArg>,
@@ -52,6 +55,9 @@ enum Command {
         /// Address the gRPC API listens on.
         #[arg(long, default_value = "127.0.0.1:50051", value_name = "ADDR")]
         grpc_addr: SocketAddr,
+        /// Address of the Prometheus endpoint, GET /metrics.
+        #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+        metrics_addr: SocketAddr,
     },
     /// Subscribe to a running engine and print incident changes live.
     Watch {
@@ -121,11 +127,12 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config, brokers, topology, grpc_addr, alarm_format, shutdown_grace } => {
+        Command::Run { config, brokers, topology, grpc_addr, metrics_addr, alarm_format, shutdown_grace } => {
             let overrides = Overrides {
                 brokers,
                 topology,
                 grpc_addr,
+                metrics_addr,
                 alarm_format: alarm_format.map(|f| match f {
                     FormatArg::Protobuf => AlarmFormat::Protobuf,
                     FormatArg::Json => AlarmFormat::Json,
@@ -136,8 +143,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             faultline::runtime::run(config, shutdown_signal(), Duration::from_secs(shutdown_grace)).await?;
             Ok(())
         }
-        Command::Demo { duration, grpc_addr } => {
-            let options = demo::DemoOptions { duration: duration.map(Duration::from_secs), grpc_addr };
+        Command::Demo { duration, grpc_addr, metrics_addr } => {
+            let options = demo::DemoOptions { duration: duration.map(Duration::from_secs), grpc_addr, metrics_addr };
             demo::run(options, shutdown_signal()).await?;
             Ok(())
         }

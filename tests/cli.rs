@@ -23,7 +23,7 @@ fn summary_value(output: &str, label: &str) -> u64 {
 #[test]
 fn demo_plays_the_storm_and_watch_sees_it_live() {
     let mut demo = faultline()
-        .args(["demo", "--duration", "28", "--grpc-addr", "127.0.0.1:0"])
+        .args(["demo", "--duration", "28", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -122,7 +122,7 @@ fn configuration_errors_name_the_key_before_any_port_is_bound() {
 #[test]
 fn run_serves_until_sigterm_and_exits_cleanly() {
     let mut run = faultline()
-        .args(["run", "--grpc-addr", "127.0.0.1:0", "--topology"])
+        .args(["run", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--topology"])
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -155,6 +155,20 @@ async fn alarms_become_incidents_on_kafka_and_grpc_and_operators_act_on_both() {
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
 
+/// `GET /metrics` over a plain HTTP/1.1 connection, as a Prometheus server does it.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    body.to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_alarms_go_to_the_dead_letter_topic_with_their_reason() {
     let config = test_config();
@@ -209,6 +223,25 @@ async fn undecodable_alarms_go_to_the_dead_letter_topic_with_their_reason() {
     assert_eq!(listed.incidents[0].root_causes, vec!["mrs-r1"]);
     let stats = engine.handle().call(|ctx| ctx.stats()).await.unwrap();
     assert_eq!(stats.dead_lettered, 3);
+
+    // Prometheus sees the same: refusals by format and reason, the alarm taken, the incident.
+    let metrics = scrape(engine.metrics_addr()).await;
+    for line in [
+        r#"faultline_dead_letters_total{format="protobuf",reason="undecodable"} 1"#,
+        r#"faultline_dead_letters_total{format="json",reason="undecodable"} 1"#,
+        r#"faultline_dead_letters_total{format="json",reason="oversized"} 1"#,
+        r#"faultline_alarms_decoded_total{format="json"} 1"#,
+        r#"faultline_alarms_total{outcome="raised"} 1"#,
+        r#"faultline_incidents{state="open"} 1"#,
+        r#"faultline_incident_transitions_total{to="opened"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+    }
+    for histogram in ["faultline_decode_batch_seconds_count", "faultline_apply_batch_seconds_count"] {
+        let count = metrics.lines().find_map(|l| l.strip_prefix(histogram)).and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(count.is_some_and(|c| c > 0), "{histogram} not observed:\n{metrics}");
+    }
+    assert!(metrics.contains("faultline_consumer_lag{topic=\"faultline.alarms.json\""), "{metrics}");
 
     drop(producer);
     drop(dead);

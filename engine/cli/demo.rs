@@ -71,11 +71,16 @@ pub struct DemoOptions {
     /// Stop on its own after this long; otherwise run until `shutdown`.
     pub duration: Option<Duration>,
     pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
 }
 
 /// Runs the demo and returns the engine's counters at the end.
 pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<RuntimeStats> {
-    let overrides = Overrides { grpc_addr: Some(options.grpc_addr), ..Overrides::default() };
+    let overrides = Overrides {
+        grpc_addr: Some(options.grpc_addr),
+        metrics_addr: Some(options.metrics_addr),
+        ..Overrides::default()
+    };
     let config = Config::defaults(&overrides)?
         .with("correlation.hold_down_secs", 5)?
         .with("correlation.reopen_window_secs", 10)?
@@ -86,6 +91,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     println!("faultline demo: embedded Kafka at {}, gRPC on {}", engine.brokers(), engine.grpc_addr());
     println!("  watch from another terminal:  faultline watch --addr http://{}", engine.grpc_addr());
     println!("  or list the API:              grpcurl -plaintext {} list", engine.grpc_addr());
+    println!("  metrics:                      curl http://{}/metrics", engine.metrics_addr());
     println!();
 
     let watcher = tokio::spawn(watch(

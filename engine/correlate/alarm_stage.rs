@@ -5,7 +5,7 @@
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, AlarmRef, Severity};
 use crate::model::state::{Effect, State};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 /// Maps an alarm to its effect on the resource: X.733 severity by default, with
@@ -65,11 +65,56 @@ pub struct AlarmStage {
     resources: FxHashMap<Arc<str>, Vec<ActiveAlarm>>,
     policy: AlarmPolicy,
     active: usize,
+    /// Resources whose active alarms (tallies included) changed since the last
+    /// [`AlarmStage::take_dirty`]: what the changelog must write at the next commit.
+    dirty: FxHashSet<Arc<str>>,
 }
 
 impl AlarmStage {
     pub fn new(policy: AlarmPolicy) -> AlarmStage {
-        AlarmStage { resources: FxHashMap::default(), policy, active: 0 }
+        AlarmStage { resources: FxHashMap::default(), policy, active: 0, dirty: FxHashSet::default() }
+    }
+
+    /// Rebuilds the active alarms from a changelog: one list per resource, as
+    /// [`AlarmStage::take_dirty`] reported them. Returns the resource updates that give the
+    /// impact stage the same view.
+    pub fn restore(&mut self, alarms: impl IntoIterator<Item = AlarmRef>) -> Vec<ResourceUpdate> {
+        for alarm in alarms {
+            let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
+            let active = self.resources.entry(alarm.resource.clone()).or_default();
+            match active.binary_search_by(|a| a.alarm.identity().cmp(&alarm.identity())) {
+                Ok(at) => active[at] = ActiveAlarm { alarm, effect },
+                Err(at) => active.insert(at, ActiveAlarm { alarm, effect }),
+            }
+        }
+        self.active = self.resources.values().map(Vec::len).sum();
+        let mut resources: Vec<&Arc<str>> = self.resources.keys().collect();
+        resources.sort_unstable();
+        resources
+            .into_iter()
+            .map(|resource| {
+                let active = &self.resources[resource];
+                ResourceUpdate {
+                    resource: resource.clone(),
+                    own_state: own_state(active),
+                    alarms: active.iter().map(|a| a.alarm.clone()).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The resources changed since the last call, sorted, each with its active alarms
+    /// (empty once all have cleared).
+    pub fn take_dirty(&mut self) -> Vec<(Arc<str>, Vec<AlarmRef>)> {
+        let mut dirty: Vec<Arc<str>> = self.dirty.drain().collect();
+        dirty.sort_unstable();
+        dirty
+            .into_iter()
+            .map(|resource| {
+                let alarms = self.active_alarms(&resource);
+                (resource, alarms)
+            })
+            .collect()
     }
 
     /// Number of active alarms over all resources.
@@ -89,7 +134,8 @@ impl AlarmStage {
             (true, None) => return (AlarmOutcome::ClearWithoutRaise, None),
             (true, Some(i)) => {
                 let active = self.resources.get_mut(alarm.resource.as_str()).expect("looked up above");
-                active.remove(i);
+                let removed = active.remove(i);
+                self.dirty.insert(removed.alarm.resource);
                 self.active -= 1;
                 AlarmOutcome::Cleared
             }
@@ -98,6 +144,9 @@ impl AlarmStage {
                 let entry = &mut active[i];
                 entry.alarm.tally += 1;
                 entry.alarm.last_seen = entry.alarm.last_seen.max(alarm.event_time);
+                if !self.dirty.contains(&entry.alarm.resource) {
+                    self.dirty.insert(entry.alarm.resource.clone());
+                }
                 if entry.alarm.severity == alarm.severity {
                     return (AlarmOutcome::Repeated, None);
                 }
@@ -127,6 +176,7 @@ impl AlarmStage {
                     },
                     effect: self.policy.effect(&alarm.alarm_type, alarm.severity),
                 };
+                self.dirty.insert(resource.clone());
                 let active = self.resources.entry(resource).or_default();
                 let at = active
                     .binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity()))
@@ -204,6 +254,31 @@ mod tests {
 
         let (outcome, _) = stage.apply(&Alarm::clear("port-1", "LOS", 5_000));
         assert_eq!(outcome, AlarmOutcome::ClearWithoutRaise);
+    }
+
+    #[test]
+    fn changed_resources_are_reported_once_and_restore_gives_the_same_view() {
+        let mut stage = AlarmStage::default();
+        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000));
+        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 2_000));
+        stage.apply(&Alarm::raise("port-2", "LOS", Severity::Minor, 2_000));
+        let dirty = stage.take_dirty();
+        assert_eq!(dirty.iter().map(|(r, a)| (&**r, a.len())).collect::<Vec<_>>(), vec![("port-1", 1), ("port-2", 1)]);
+        assert_eq!(dirty[0].1[0].tally, 2);
+        assert!(stage.take_dirty().is_empty(), "nothing changed since");
+
+        stage.apply(&Alarm::clear("port-2", "LOS", 3_000));
+        assert_eq!(stage.take_dirty(), vec![(Arc::from("port-2"), Vec::new())], "a cleared resource is written empty");
+
+        let mut restored = AlarmStage::default();
+        let updates = restored.restore(stage.active_alarms("port-1"));
+        assert_eq!(updates.len(), 1);
+        assert_eq!((updates[0].own_state, restored.active_count()), (State::Down, 1));
+        assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
+        // The restored stage folds the next repeat exactly as the original does.
+        let repeat = Alarm::raise("port-1", "LOS", Severity::Major, 4_000);
+        assert_eq!(restored.apply(&repeat).0, stage.apply(&repeat).0);
+        assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! so one writer owns all state and the same inputs always give the same outputs.
 
 use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ResourceUpdate};
+use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, RestoreSummary};
 use super::impact::{ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
@@ -30,6 +31,9 @@ pub struct Stats {
     pub clears_without_raise: u64,
     /// Resource updates for resources the topology does not know.
     pub unmapped: u64,
+    /// Input messages the edges refused (dead-lettered). Counted here, with the rest, so
+    /// that "applied + refused = consumed" holds across restarts.
+    pub refused: u64,
     pub active_alarms: u64,
     pub incidents: IncidentStats,
 }
@@ -50,6 +54,8 @@ pub struct Correlator {
     stats: Stats,
     /// Reused between calls so propagation does not allocate per alarm.
     changed: Vec<CiIdx>,
+    /// The meta last handed to the changelog, to write it again only when it moved.
+    exported_meta: CoreMeta,
 }
 
 impl Correlator {
@@ -60,7 +66,80 @@ impl Correlator {
             incidents: IncidentBook::new(config.incidents),
             stats: Stats::default(),
             changed: Vec::new(),
+            exported_meta: CoreMeta::default(),
         }
+    }
+
+    /// A correlator in the state a changelog recorded: active alarms re-propagated through
+    /// `topology`, incidents with their bookkeeping, counters and the id sequence. It
+    /// behaves from here on exactly as the one that wrote the changelog.
+    pub fn restore(
+        topology: Arc<Topology>,
+        config: CorrelatorConfig,
+        snapshot: CoreSnapshot,
+    ) -> (Correlator, RestoreSummary) {
+        let mut correlator = Correlator::new(topology, config);
+        let alarms = snapshot.resources.values().flat_map(|record| record.active.iter().cloned());
+        for mut update in correlator.alarms.restore(alarms) {
+            // The impact stage gets the alarms as it last heard of them, not the live tallies.
+            if let Some(record) = snapshot.resources.get(&update.resource)
+                && record.reported.len() == update.alarms.len()
+            {
+                for (alarm, &(tally, last_seen)) in update.alarms.iter_mut().zip(&record.reported) {
+                    alarm.tally = tally;
+                    alarm.last_seen = last_seen;
+                }
+            }
+            correlator.changed.clear();
+            correlator.impact.apply(&update, &mut correlator.changed);
+        }
+        correlator.alarms.take_dirty();
+        let topology = correlator.impact.topology().clone();
+        let incidents = snapshot.incidents.len();
+        let unknown_cis =
+            correlator.incidents.restore(snapshot.incidents.into_values().collect(), &topology, &snapshot.meta);
+        correlator.stats = snapshot.meta.stats;
+        correlator.exported_meta = correlator.meta();
+        let summary = RestoreSummary { active_alarms: correlator.alarms.active_count(), incidents, unknown_cis };
+        (correlator, summary)
+    }
+
+    fn meta(&self) -> CoreMeta {
+        CoreMeta { next_incident: self.incidents.next_id, stats: Stats { active_alarms: 0, ..self.stats() } }
+    }
+
+    /// Everything that changed since the last call, for the changelog; `None` when nothing did.
+    pub fn take_changes(&mut self) -> Option<CoreChanges> {
+        let resources: Vec<_> = self
+            .alarms
+            .take_dirty()
+            .into_iter()
+            .map(|(resource, active)| {
+                let heard = self.impact.reported_alarms(&resource);
+                let reported = active
+                    .iter()
+                    .map(|a| {
+                        let seen = heard.iter().find(|r| r.identity() == a.identity()).unwrap_or(a);
+                        (seen.tally, seen.last_seen)
+                    })
+                    .collect();
+                (resource, ResourceRecord { active, reported })
+            })
+            .collect();
+        let topology = self.impact.topology().clone();
+        let incidents: Vec<_> =
+            self.incidents.take_dirty().into_iter().map(|id| (id, self.incidents.export(id, &topology))).collect();
+        let meta = self.meta();
+        if resources.is_empty() && incidents.is_empty() && meta == self.exported_meta {
+            return None;
+        }
+        self.exported_meta = meta;
+        Some(CoreChanges { resources, incidents, meta })
+    }
+
+    /// Counts input messages the edges refused, so that accounting stays in one place.
+    pub fn count_refused(&mut self, messages: u64) {
+        self.stats.refused += messages;
     }
 
     /// Applies one alarm notification observed at `now`; incident changes go to `out`.

@@ -85,6 +85,14 @@ impl ImpactStage {
         &self.unmapped
     }
 
+    /// A resource's alarms as the alarm stage last reported them, mapped or not.
+    pub fn reported_alarms(&self, resource: &str) -> &[AlarmRef] {
+        match self.topology.lookup(resource) {
+            Some(idx) => &self.states[idx as usize].alarms,
+            None => self.unmapped.get(resource).map(Vec::as_slice).unwrap_or_default(),
+        }
+    }
+
     /// Applies a resource update and propagates it. Every CI whose effective state, roots
     /// or alarms changed is appended to `changed`, in propagation order.
     pub fn apply(&mut self, update: &ResourceUpdate, changed: &mut Vec<CiIdx>) -> Landed {

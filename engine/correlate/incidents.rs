@@ -59,31 +59,34 @@ pub struct IncidentStats {
 
 /// An incident with the bookkeeping that is not published.
 #[derive(Debug)]
-struct Tracked {
-    incident: Incident,
+pub(super) struct Tracked {
+    pub(super) incident: Incident,
     /// Every CI that has explained this incident's impact, less those since explained by another.
-    roots: BTreeSet<CiIdx>,
+    pub(super) roots: BTreeSet<CiIdx>,
     /// Every root registered in `by_root` for this incident, to unregister on close.
-    registered_roots: BTreeSet<CiIdx>,
+    pub(super) registered_roots: BTreeSet<CiIdx>,
     /// Impacted services with their current state (`Up` once restored).
-    services: BTreeMap<CiIdx, State>,
+    pub(super) services: BTreeMap<CiIdx, State>,
     /// Failed CIs with alarms of their own whose failure the roots explain.
-    symptoms: BTreeSet<CiIdx>,
+    pub(super) symptoms: BTreeSet<CiIdx>,
     /// When every impacted service was last seen restored; cleared by a new impact.
-    restored_since: Option<EpochMillis>,
+    pub(super) restored_since: Option<EpochMillis>,
 }
 
 #[derive(Debug)]
 pub struct IncidentBook {
-    policy: IncidentPolicy,
+    pub(super) policy: IncidentPolicy,
     /// Incidents not yet closed. Closed ones leave memory; their last snapshot stays on
     /// the compacted incidents topic.
-    incidents: BTreeMap<IncidentId, Tracked>,
-    by_root: FxHashMap<CiIdx, IncidentId>,
-    by_service: FxHashMap<CiIdx, IncidentId>,
-    by_symptom: FxHashMap<CiIdx, IncidentId>,
-    next_id: u64,
-    stats: IncidentStats,
+    pub(super) incidents: BTreeMap<IncidentId, Tracked>,
+    pub(super) by_root: FxHashMap<CiIdx, IncidentId>,
+    pub(super) by_service: FxHashMap<CiIdx, IncidentId>,
+    pub(super) by_symptom: FxHashMap<CiIdx, IncidentId>,
+    pub(super) next_id: u64,
+    pub(super) stats: IncidentStats,
+    /// Incidents whose state or bookkeeping changed since the last
+    /// [`IncidentBook::take_dirty`] (closed ones included): the changelog's next writes.
+    pub(super) dirty: BTreeSet<IncidentId>,
 }
 
 impl IncidentBook {
@@ -96,7 +99,13 @@ impl IncidentBook {
             by_symptom: FxHashMap::default(),
             next_id: 1,
             stats: IncidentStats::default(),
+            dirty: BTreeSet::new(),
         }
+    }
+
+    /// The incidents changed since the last call, in id order.
+    pub fn take_dirty(&mut self) -> Vec<IncidentId> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
     pub fn stats(&self) -> IncidentStats {
@@ -146,6 +155,7 @@ impl IncidentBook {
             }
         }
         for (id, kind) in kinds {
+            self.dirty.insert(id);
             if let Some(change) = self.refresh(&topology, impact, id, kind, now) {
                 out.push(change);
             }
@@ -399,6 +409,7 @@ impl IncidentBook {
                         );
                         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
                         self.stats.resolved += 1;
+                        self.dirty.insert(id);
                         out.push(publish(&mut t.incident, ChangeKind::Resolved, now));
                     }
                 }
@@ -422,6 +433,7 @@ impl IncidentBook {
             t.incident.state = IncidentState::Closed;
             push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Closed, "reopen window over".to_owned());
             self.stats.closed += 1;
+            self.dirty.insert(id);
             out.push(publish(&mut t.incident, ChangeKind::Closed, now));
         }
     }
@@ -436,6 +448,7 @@ impl IncidentBook {
         }
         t.incident.state = IncidentState::Acknowledged;
         t.incident.acknowledgement = Some(Acknowledgement { by: by.to_owned(), time: now });
+        self.dirty.insert(id);
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Acknowledged, format!("acknowledged by {by}"));
         Ok(publish(&mut t.incident, ChangeKind::Acknowledged, now))
     }
@@ -458,6 +471,7 @@ impl IncidentBook {
         t.incident.resolved_at = Some(now);
         t.restored_since = None;
         let text = if reason.is_empty() { format!("resolved by {by}") } else { format!("resolved by {by}: {reason}") };
+        self.dirty.insert(id);
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
         self.stats.resolved += 1;
         Ok(publish(&mut t.incident, ChangeKind::Resolved, now))
@@ -472,6 +486,7 @@ impl IncidentBook {
     ) -> Result<IncidentChange, CoreError> {
         let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
         t.incident.notes.push(Note { author: author.to_owned(), text: text.to_owned(), time: now });
+        self.dirty.insert(id);
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Note, format!("note by {author}"));
         Ok(publish(&mut t.incident, ChangeKind::NoteAdded, now))
     }

@@ -8,9 +8,11 @@
 //!   root cause versus symptom.
 //! - [`incidents`]: one incident per root-cause group, its lifecycle and [`priority`].
 //!
-//! [`Correlator`] chains them: `apply(alarm, now) -> incident changes`.
+//! [`Correlator`] chains them: `apply(alarm, now) -> incident changes`. [`changelog`] is
+//! what the core exports for durability and takes back at restore.
 
 pub mod alarm_stage;
+pub mod changelog;
 mod correlator;
 pub mod impact;
 pub mod incidents;

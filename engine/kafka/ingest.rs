@@ -5,6 +5,7 @@
 use super::dead_letter;
 use crate::config::{AlarmFormat, KafkaConfig};
 use crate::decode;
+use crate::metrics::Metrics;
 use crate::model::alarm::Alarm;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -13,7 +14,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Consumed messages on their way to the core, with what must be durable before their
@@ -72,6 +73,7 @@ pub struct Ingest {
     pub dead_letter_topic: String,
     pub max_message_bytes: usize,
     pub max_batch: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Ingest {
@@ -95,6 +97,7 @@ impl Ingest {
     fn collect(&self) -> Batch {
         let mut batch = Batch::default();
         let mut next = self.consumer.poll(Duration::from_millis(100));
+        let started = Instant::now();
         while let Some(result) = next {
             match result {
                 Ok(message) => self.take(&message, &mut batch),
@@ -105,6 +108,9 @@ impl Ingest {
             }
             next = self.consumer.poll(Duration::ZERO);
         }
+        if !batch.is_empty() {
+            self.metrics.decode_batch.observe(started.elapsed());
+        }
         batch
     }
 
@@ -113,8 +119,9 @@ impl Ingest {
         let format = self.formats.get(message.topic()).copied().unwrap_or(AlarmFormat::Protobuf);
         let received = message.timestamp().to_millis().unwrap_or(0);
         let payload = message.payload().unwrap_or_default();
+        let before = batch.alarms.len();
         match decode::decode(format, payload, received, self.max_message_bytes, &mut batch.alarms) {
-            Ok(()) => {}
+            Ok(()) => self.metrics.decoded(format, batch.alarms.len() - before),
             Err(error) => {
                 let reason = error.reason();
                 tracing::debug!(reason, %error, "alarm refused to the dead-letter topic");
@@ -127,6 +134,7 @@ impl Ingest {
                     &detail,
                 ));
                 batch.refused.push(reason);
+                self.metrics.refused(format, reason);
             }
         }
     }

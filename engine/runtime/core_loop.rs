@@ -10,6 +10,7 @@ use crate::kafka::commit::PendingCommit;
 use crate::kafka::incident_json;
 use crate::kafka::ingest::Batch;
 use crate::kafka::send_blocking;
+use crate::metrics::Metrics;
 use crate::model::EpochMillis;
 use crate::model::incident::IncidentChange;
 use crate::proto::{self, v1};
@@ -104,6 +105,7 @@ pub struct CoreLoop {
     pub jobs: crossbeam_channel::Receiver<Job>,
     pub commits: mpsc::Sender<PendingCommit>,
     pub tick: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn wall_clock() -> EpochMillis {
@@ -142,6 +144,7 @@ impl CoreLoop {
                     let commit = PendingCommit {
                         offsets: TopicPartitionList::new(),
                         deliveries: std::mem::take(&mut self.publisher.pending),
+                        applied_at: Instant::now(),
                     };
                     if self.commits.blocking_send(commit).is_err() {
                         break;
@@ -156,16 +159,18 @@ impl CoreLoop {
     /// Applies a batch and queues its commit; false when the committer is gone.
     fn on_batch(&mut self, batch: Batch, changes: &mut Vec<IncidentChange>) -> bool {
         let now = wall_clock();
+        let started = Instant::now();
         for alarm in &batch.alarms {
             self.correlator.apply(alarm, now, changes);
         }
         for change in changes.drain(..) {
             self.publisher.publish(&change);
         }
+        self.metrics.apply_batch.observe(started.elapsed());
         self.publisher.dead_lettered += batch.refused.len() as u64;
         let offsets = batch.offsets_list();
         let mut deliveries = batch.deliveries;
         deliveries.append(&mut self.publisher.pending);
-        self.commits.blocking_send(PendingCommit { offsets, deliveries }).is_ok()
+        self.commits.blocking_send(PendingCommit { offsets, deliveries, applied_at: Instant::now() }).is_ok()
     }
 }

@@ -12,6 +12,7 @@ use crate::grpc;
 use crate::kafka::embedded::EmbeddedKafka;
 use crate::kafka::ingest::{self, Ingest};
 use crate::kafka::{self, commit};
+use crate::metrics::{self, Metrics};
 use crate::model::topology::Topology;
 use crate::topology_file::{self, TopologyFileError};
 use core_loop::{CoreLoop, Publisher};
@@ -33,8 +34,8 @@ pub enum StartError {
     Topology(#[from] TopologyFileError),
     #[error("kafka: {0}")]
     Kafka(String),
-    #[error("cannot bind the gRPC address {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot bind the {what} address {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("gRPC: {0}")]
@@ -44,6 +45,7 @@ pub enum StartError {
 /// A running engine. Dropping it without [`Engine::stop`] leaves threads to die with the process.
 pub struct Engine {
     grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
     brokers: String,
     handle: EngineHandle,
     /// Stops consumption; the first step of shutdown.
@@ -57,6 +59,7 @@ pub struct Engine {
     core: Option<JoinHandle<()>>,
     committer: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<Result<(), String>>,
+    metrics_server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Kept last: the embedded cluster must outlive every client.
     embedded: Option<EmbeddedKafka>,
 }
@@ -90,10 +93,19 @@ impl Engine {
         let producer = kafka::producer(kafka_config, &brokers).map_err(kafka_error)?;
         let consumer = Arc::new(ingest::consumer(kafka_config, &brokers).map_err(kafka_error)?);
 
-        let listener = TcpListener::bind(config.grpc.addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.grpc.addr, source })?;
+        let listener = TcpListener::bind(config.grpc.addr).await.map_err(|source| StartError::Bind {
+            what: "gRPC",
+            addr: config.grpc.addr,
+            source,
+        })?;
         let grpc_addr = listener.local_addr()?;
+        let metrics_listener = TcpListener::bind(config.metrics.addr).await.map_err(|source| StartError::Bind {
+            what: "metrics",
+            addr: config.metrics.addr,
+            source,
+        })?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        let metrics = Arc::new(Metrics::default());
 
         let (batch_tx, batch_rx) = crossbeam_channel::bounded(4);
         let (job_tx, job_rx) = crossbeam_channel::bounded(1024);
@@ -115,6 +127,7 @@ impl Engine {
             batches: batch_rx,
             jobs: job_rx,
             commits: commit_tx,
+            metrics: metrics.clone(),
             tick: Duration::from_millis(config.correlation.tick_millis),
         };
         let core = std::thread::Builder::new().name("correlation-core".into()).spawn(move || core.run())?;
@@ -125,14 +138,23 @@ impl Engine {
             dead_letter_topic: kafka_config.dead_letter_topic.clone(),
             max_message_bytes: kafka_config.max_message_bytes,
             max_batch: kafka_config.max_batch,
+            metrics: metrics.clone(),
         }
         .spawn(batch_tx, stop_consuming.clone())?;
-        let committer = tokio::spawn(commit::run(consumer.clone(), commit_rx, failed.clone()));
+        let committer = tokio::spawn(commit::run(consumer.clone(), commit_rx, metrics.clone(), failed.clone()));
         let server = tokio::spawn(grpc::serve(listener, handle.clone(), stop_grpc.clone()));
+        let metrics_server = tokio::spawn(metrics::serve(
+            metrics_listener,
+            metrics,
+            handle.clone(),
+            consumer.clone(),
+            stop_grpc.clone(),
+        ));
 
-        tracing::info!(%grpc_addr, %brokers, embedded = embedded.is_some(), "faultline started");
+        tracing::info!(%grpc_addr, %metrics_addr, %brokers, embedded = embedded.is_some(), "faultline started");
         Ok(Engine {
             grpc_addr,
+            metrics_addr,
             brokers,
             handle,
             stop_consuming,
@@ -143,12 +165,18 @@ impl Engine {
             core: Some(core),
             committer,
             server,
+            metrics_server,
             embedded,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// Where Prometheus scrapes `GET /metrics`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Bootstrap servers in use (the embedded cluster's when none were configured).
@@ -194,6 +222,7 @@ impl Engine {
         }
         self.stop_grpc.cancel();
         let served = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.metrics_server).await;
         drop(self.embedded.take());
         if self.failed.is_cancelled() {
             return Err(StartError::Kafka("a delivery failed; uncommitted input will be replayed on restart".into()));

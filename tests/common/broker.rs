@@ -222,8 +222,14 @@ fn require(tool: &str, args: &[&str], what: &str) -> String {
     }
 }
 
-/// The broker's classpath, resolved once with Maven and cached outside the repository.
+/// The broker's classpath, resolved once with Maven and cached outside the repository;
+/// tests of one binary run in parallel threads, so the first resolves and the rest wait.
 fn classpath() -> String {
+    static CLASSPATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CLASSPATH.get_or_init(resolve_classpath).clone()
+}
+
+fn resolve_classpath() -> String {
     let version = require("java", &["-version"], "Java 17 or newer");
     let major: u32 =
         version.split('"').nth(1).and_then(|v| v.split('.').next()).and_then(|m| m.parse().ok()).unwrap_or(0);
@@ -242,7 +248,8 @@ fn classpath() -> String {
     require("mvn", &["-v"], "Maven");
     std::fs::create_dir_all(&cache).unwrap();
     // Resolve into a temporary file first so that parallel test binaries never read half a file.
-    let partial = cache.join(format!("classpath.{}.tmp", std::process::id()));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let partial = cache.join(format!("classpath.{}.{nanos}.tmp", std::process::id()));
     let output = Command::new("mvn")
         .args(["-q", "-B", "-f"])
         .arg(&pom)

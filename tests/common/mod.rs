@@ -20,7 +20,11 @@ pub const JSON_TOPIC: &str = "faultline.alarms.json";
 /// The default configuration on the embedded cluster, gRPC on port 0, a protobuf and a
 /// JSON input topic, and short timers.
 pub fn test_config() -> Config {
-    let overrides = Overrides { grpc_addr: Some("127.0.0.1:0".parse().unwrap()), ..Overrides::default() };
+    let overrides = Overrides {
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
+        ..Overrides::default()
+    };
     Config::defaults(&overrides)
         .unwrap()
         .with(

@@ -1,0 +1,176 @@
+//! What the core hands to its changelog, and takes back at restore.
+//!
+//! The correlator's state is three parts: the active alarms (alarm stage), the CI states
+//! (impact stage), and the incidents with their bookkeeping. Only the first and the last
+//! are written: CI states are a pure function of the active alarms and the topology, so a
+//! restore re-derives them by propagation. Records name CIs by id, never by dense index, so
+//! that they stay valid when the topology is reloaded between two runs.
+//!
+//! [`Correlator::take_changes`](super::Correlator::take_changes) drains what changed since
+//! the last call (coalesced: a resource that saw a thousand repeats is written once);
+//! [`Correlator::restore`](super::Correlator::restore) rebuilds a correlator that behaves
+//! exactly as the one that wrote the records.
+
+use super::Stats;
+use super::incidents::{IncidentBook, Tracked};
+use crate::model::EpochMillis;
+use crate::model::alarm::AlarmRef;
+use crate::model::incident::{Incident, IncidentId};
+use crate::model::state::State;
+use crate::model::topology::{CiIdx, Topology};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// One incident with the bookkeeping incident management needs to carry on with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncidentRecord {
+    pub incident: Incident,
+    /// Root-cause CIs (the incident's root-cause group).
+    pub roots: Vec<Arc<str>>,
+    /// Roots this incident owns in the root → incident index.
+    pub registered_roots: Vec<Arc<str>>,
+    /// Every service the incident has impacted, with its current state.
+    pub services: Vec<(Arc<str>, State)>,
+    pub symptoms: Vec<Arc<str>>,
+    /// Services currently followed by this incident (a service moves between incidents).
+    pub owned_services: Vec<Arc<str>>,
+    /// Symptom CIs currently attached to this incident.
+    pub owned_symptoms: Vec<Arc<str>>,
+    pub restored_since: Option<EpochMillis>,
+}
+
+/// One resource's active alarms. `active` is the alarm stage's live view; `reported` is,
+/// alarm by alarm, the tally and last-seen time the impact stage last heard of. They differ
+/// because repeats only bump the live tally (a repeat changes no state, so it is not
+/// propagated, and incident snapshots keep the tally of their last change); a restore needs
+/// both to continue exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceRecord {
+    pub active: Vec<AlarmRef>,
+    pub reported: Vec<(u64, EpochMillis)>,
+}
+
+/// The part of the core's state that belongs to no key: the incident id sequence and the
+/// counters, so that accounting survives restarts exactly like the rest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreMeta {
+    pub next_incident: u64,
+    pub stats: Stats,
+}
+
+/// What changed since the last [`Correlator::take_changes`](super::Correlator::take_changes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreChanges {
+    /// Each changed resource with its active alarms; empty when all have cleared.
+    pub resources: Vec<(Arc<str>, ResourceRecord)>,
+    /// Each changed incident; `None` once it has closed and left memory.
+    pub incidents: Vec<(IncidentId, Option<IncidentRecord>)>,
+    pub meta: CoreMeta,
+}
+
+/// What a compacted changelog holds: the latest value of every key. Folding each
+/// [`CoreChanges`] in order gives what a reader finds after compaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreSnapshot {
+    /// Active alarms per resource; resources with none are absent.
+    pub resources: BTreeMap<Arc<str>, ResourceRecord>,
+    pub incidents: BTreeMap<IncidentId, IncidentRecord>,
+    pub meta: CoreMeta,
+}
+
+impl CoreSnapshot {
+    pub fn fold(&mut self, changes: CoreChanges) {
+        for (resource, record) in changes.resources {
+            if record.active.is_empty() {
+                self.resources.remove(&resource);
+            } else {
+                self.resources.insert(resource, record);
+            }
+        }
+        for (id, record) in changes.incidents {
+            match record {
+                Some(record) => self.incidents.insert(id, record),
+                None => self.incidents.remove(&id),
+            };
+        }
+        self.meta = changes.meta;
+    }
+}
+
+/// What a restore took back, for the log line that reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub active_alarms: usize,
+    pub incidents: usize,
+    /// References to CIs the current topology no longer has, dropped.
+    pub unknown_cis: usize,
+}
+
+impl IncidentBook {
+    /// The record of an incident still in memory.
+    pub(super) fn export(&self, id: IncidentId, topology: &Topology) -> Option<IncidentRecord> {
+        let t = self.incidents.get(&id)?;
+        let name = |ci: CiIdx| topology.ci(ci).id.clone();
+        let names = |set: &BTreeSet<CiIdx>| set.iter().map(|&ci| name(ci)).collect::<Vec<_>>();
+        // An incident owns services among those it impacted, and symptoms among its
+        // symptoms and former roots: looking there avoids scanning the whole indexes.
+        let owned_services =
+            t.services.keys().filter(|ci| self.by_service.get(ci) == Some(&id)).map(|&ci| name(ci)).collect();
+        let owned_symptoms =
+            t.symptoms.union(&t.roots).filter(|ci| self.by_symptom.get(ci) == Some(&id)).map(|&ci| name(ci)).collect();
+        Some(IncidentRecord {
+            incident: t.incident.clone(),
+            roots: names(&t.roots),
+            registered_roots: names(&t.registered_roots),
+            services: t.services.iter().map(|(&ci, &state)| (name(ci), state)).collect(),
+            symptoms: names(&t.symptoms),
+            owned_services,
+            owned_symptoms,
+            restored_since: t.restored_since,
+        })
+    }
+
+    /// Takes back exported records. CIs no longer in the topology are dropped; their count
+    /// is returned so the caller can report it.
+    pub(super) fn restore(&mut self, records: Vec<IncidentRecord>, topology: &Topology, meta: &CoreMeta) -> usize {
+        let mut missing = 0usize;
+        let mut lookup = |id: &Arc<str>| {
+            let found = topology.lookup(id);
+            missing += usize::from(found.is_none());
+            found
+        };
+        let mut highest = 0;
+        for record in records {
+            let id = record.incident.id;
+            highest = highest.max(id.0);
+            let set = |ids: &[Arc<str>], lookup: &mut dyn FnMut(&Arc<str>) -> Option<CiIdx>| {
+                ids.iter().filter_map(&mut *lookup).collect::<BTreeSet<CiIdx>>()
+            };
+            let registered_roots = set(&record.registered_roots, &mut lookup);
+            for &root in &registered_roots {
+                self.by_root.insert(root, id);
+            }
+            for service in set(&record.owned_services, &mut lookup) {
+                self.by_service.insert(service, id);
+            }
+            for symptom in set(&record.owned_symptoms, &mut lookup) {
+                self.by_symptom.insert(symptom, id);
+            }
+            let services: BTreeMap<CiIdx, State> =
+                record.services.iter().filter_map(|(ci, state)| Some((lookup(ci)?, *state))).collect();
+            let tracked = Tracked {
+                roots: set(&record.roots, &mut lookup),
+                registered_roots,
+                services,
+                symptoms: set(&record.symptoms, &mut lookup),
+                restored_since: record.restored_since,
+                incident: record.incident,
+            };
+            self.incidents.insert(id, tracked);
+        }
+        self.next_id = meta.next_incident.max(highest + 1);
+        self.stats = meta.stats.incidents;
+        self.dirty.clear();
+        missing
+    }
+}
