@@ -5,8 +5,12 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] =
-    &["proto/faultline/v1/alarm.proto", "proto/faultline/v1/topology.proto", "proto/faultline/v1/incident.proto"];
+const PROTOS: &[&str] = &[
+    "proto/faultline/v1/alarm.proto",
+    "proto/faultline/v1/topology.proto",
+    "proto/faultline/v1/incident.proto",
+    "proto/faultline/v1/changelog.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -61,6 +61,15 @@ pub struct KafkaConfig {
     pub incidents_topic: String,
     pub incidents_format: IncidentFormat,
     pub dead_letter_topic: String,
+    /// The compacted state changelog, written in each transaction and read back at start.
+    pub state_topic: String,
+    /// Unique per running instance: names its transactional producer and its static group
+    /// membership, so a restarted instance fences its predecessor and takes over at once.
+    pub instance_id: String,
+    /// How long a transaction gathers batches before it commits.
+    pub commit_interval_ms: u64,
+    /// How long the start may take to read the state changelog back.
+    pub restore_timeout_secs: u64,
     pub max_message_bytes: usize,
     pub partitions: i32,
     pub max_batch: usize,
@@ -192,6 +201,24 @@ impl Config {
         }
         if self.kafka.dead_letter_topic.trim().is_empty() {
             return invalid("kafka.dead_letter_topic", "must not be empty");
+        }
+        if self.kafka.state_topic.trim().is_empty() {
+            return invalid("kafka.state_topic", "must not be empty");
+        }
+        let mut topics: Vec<&str> = self.kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
+        topics.extend([&*self.kafka.incidents_topic, &*self.kafka.dead_letter_topic, &*self.kafka.state_topic]);
+        let distinct: std::collections::BTreeSet<&str> = topics.iter().copied().collect();
+        if distinct.len() != topics.len() {
+            return invalid("kafka.state_topic", "input, incidents, dead-letter and state topics must all differ");
+        }
+        if self.kafka.instance_id.trim().is_empty() {
+            return invalid("kafka.instance_id", "must not be empty");
+        }
+        if self.kafka.commit_interval_ms == 0 {
+            return invalid("kafka.commit_interval_ms", "must be positive");
+        }
+        if self.kafka.restore_timeout_secs == 0 {
+            return invalid("kafka.restore_timeout_secs", "must be positive");
         }
         if self.kafka.max_message_bytes == 0 {
             return invalid("kafka.max_message_bytes", "must be positive");

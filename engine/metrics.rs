@@ -4,7 +4,8 @@
 //! so the per-alarm path carries no metric work at all. Label sets are bounded.
 
 use crate::config::AlarmFormat;
-use crate::runtime::{EngineHandle, RuntimeStats};
+use crate::correlate::Stats;
+use crate::runtime::EngineHandle;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -71,8 +72,8 @@ pub struct Metrics {
     pub decode_batch: Histogram,
     /// Applying one batch in the correlation core (alarm and impact stages).
     pub apply_batch: Histogram,
-    /// From a batch applied to its offsets stored: the wait for its deliveries.
-    pub commit_wait: Histogram,
+    /// Committing one transaction: changelog, offsets, and the brokers' acknowledgement.
+    pub commit: Histogram,
 }
 
 impl Metrics {
@@ -86,12 +87,7 @@ impl Metrics {
     }
 
     /// The exposition text, given what is read at scrape time.
-    pub fn render(
-        &self,
-        stats: Option<&RuntimeStats>,
-        incidents: &[(&str, u64)],
-        lag: &[(String, i32, i64)],
-    ) -> String {
+    pub fn render(&self, stats: Option<&Stats>, incidents: &[(&str, u64)], lag: &[(String, i32, i64)]) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP faultline_alarms_decoded_total Alarms decoded from the input topics, by format.\n");
         out.push_str("# TYPE faultline_alarms_decoded_total counter\n");
@@ -107,7 +103,7 @@ impl Metrics {
             let _ = writeln!(out, "faultline_dead_letters_total{{format=\"{format}\",reason=\"{reason}\"}} {count}");
         }
         if let Some(stats) = stats {
-            let core = &stats.core;
+            let core = stats;
             out.push_str("# HELP faultline_alarms_total Alarm notifications applied by the core, by outcome.\n");
             out.push_str("# TYPE faultline_alarms_total counter\n");
             for (outcome, count) in [
@@ -154,11 +150,7 @@ impl Metrics {
         }
         self.decode_batch.render(&mut out, "faultline_decode_batch_seconds", "Time to decode one consumed batch.");
         self.apply_batch.render(&mut out, "faultline_apply_batch_seconds", "Time for the core to apply one batch.");
-        self.commit_wait.render(
-            &mut out,
-            "faultline_commit_wait_seconds",
-            "Wait from a batch applied to its offsets stored.",
-        );
+        self.commit.render(&mut out, "faultline_commit_seconds", "Time to commit one Kafka transaction.");
         out
     }
 }

@@ -3,7 +3,10 @@
 
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, AlarmRef, EventType, Severity};
-use crate::model::incident::{ChangeKind, Incident, IncidentState, Level};
+use crate::model::incident::{
+    Acknowledgement, ChangeKind, ImpactedCustomer, ImpactedService, Incident, IncidentId, IncidentState, Level, Note,
+    Priority, TimelineEntry, TimelineKind,
+};
 use crate::model::state::State;
 use crate::model::topology::{CiClass, Rule, SlaTier};
 
@@ -91,6 +94,15 @@ pub fn sla_to_proto(t: Option<SlaTier>) -> v1::SlaTier {
     }
 }
 
+pub fn sla_from_proto(t: v1::SlaTier) -> Option<SlaTier> {
+    match t {
+        v1::SlaTier::Unspecified => None,
+        v1::SlaTier::Bronze => Some(SlaTier::Bronze),
+        v1::SlaTier::Silver => Some(SlaTier::Silver),
+        v1::SlaTier::Gold => Some(SlaTier::Gold),
+    }
+}
+
 pub fn class_to_proto(c: CiClass) -> v1::CiClass {
     match c {
         CiClass::Site => v1::CiClass::Site,
@@ -141,6 +153,14 @@ fn level_to_proto(l: Level) -> v1::Level {
     }
 }
 
+fn level_from_proto(l: v1::Level) -> Level {
+    match l {
+        v1::Level::High => Level::High,
+        v1::Level::Medium => Level::Medium,
+        v1::Level::Unspecified | v1::Level::Low => Level::Low,
+    }
+}
+
 pub fn change_kind_to_proto(k: ChangeKind) -> v1::ChangeKind {
     match k {
         ChangeKind::Opened => v1::ChangeKind::Opened,
@@ -165,6 +185,101 @@ pub fn alarm_ref_to_proto(a: &AlarmRef) -> v1::AlarmRef {
         tally: a.tally,
         cleared_time: a.cleared_at.map(timestamp),
     }
+}
+
+pub fn alarm_ref_from_proto(a: &v1::AlarmRef) -> AlarmRef {
+    AlarmRef {
+        resource: a.resource.as_str().into(),
+        alarm_type: a.alarm_type.as_str().into(),
+        qualifier: a.qualifier.as_str().into(),
+        severity: v1::Severity::try_from(a.severity)
+            .ok()
+            .and_then(severity_from_proto)
+            .unwrap_or(Severity::Indeterminate),
+        text: a.text.as_str().into(),
+        raised_at: a.raised_time.as_ref().map(millis).unwrap_or_default(),
+        last_seen: a.last_seen_time.as_ref().map(millis).unwrap_or_default(),
+        tally: a.tally,
+        cleared_at: a.cleared_time.as_ref().map(millis),
+    }
+}
+
+/// Why a protobuf incident does not make an incident of the model.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IncidentFieldError {
+    #[error("`{0}` is not an incident id")]
+    Id(String),
+    #[error("incident state {0} is not a state")]
+    State(i32),
+    #[error("priority {0} is not 1 to 5")]
+    Priority(i32),
+    #[error("timeline kind `{0}` is unknown")]
+    TimelineKind(String),
+}
+
+/// The inverse of [`incident_to_proto`], exact to the millisecond.
+pub fn incident_from_proto(i: &v1::Incident) -> Result<Incident, IncidentFieldError> {
+    let id: IncidentId = i.id.parse().map_err(|_| IncidentFieldError::Id(i.id.clone()))?;
+    let state = v1::IncidentState::try_from(i.state)
+        .ok()
+        .and_then(incident_state_from_proto)
+        .ok_or(IncidentFieldError::State(i.state))?;
+    let priority = u8::try_from(i.priority)
+        .ok()
+        .filter(|p| (1..=5).contains(p))
+        .ok_or(IncidentFieldError::Priority(i.priority))?;
+    let time = |ts: &Option<prost_types::Timestamp>| ts.as_ref().map(millis).unwrap_or_default();
+    let state_of = |s: i32| state_from_proto(v1::ServiceState::try_from(s).unwrap_or_default());
+    let timeline = i
+        .timeline
+        .iter()
+        .map(|e| {
+            let kind = TimelineKind::parse(&e.kind).ok_or_else(|| IncidentFieldError::TimelineKind(e.kind.clone()))?;
+            Ok(TimelineEntry { time: time(&e.time), kind, text: e.text.clone() })
+        })
+        .collect::<Result<_, IncidentFieldError>>()?;
+    Ok(Incident {
+        id,
+        title: i.title.clone(),
+        state,
+        priority: Priority(priority),
+        impact: level_from_proto(v1::Level::try_from(i.impact).unwrap_or_default()),
+        urgency: level_from_proto(v1::Level::try_from(i.urgency).unwrap_or_default()),
+        root_causes: i.root_causes.iter().map(|r| r.as_str().into()).collect(),
+        root_cause_alarms: i.root_cause_alarms.iter().map(alarm_ref_from_proto).collect(),
+        symptom_alarms: i.symptom_alarms.iter().map(alarm_ref_from_proto).collect(),
+        services: i
+            .impacted_services
+            .iter()
+            .map(|s| ImpactedService {
+                id: s.service_id.as_str().into(),
+                name: s.name.as_str().into(),
+                impact: state_of(s.impact),
+                customer: (!s.customer_id.is_empty()).then(|| s.customer_id.as_str().into()),
+            })
+            .collect(),
+        customers: i
+            .impacted_customers
+            .iter()
+            .map(|c| ImpactedCustomer {
+                id: c.customer_id.as_str().into(),
+                name: c.name.as_str().into(),
+                sla: sla_from_proto(v1::SlaTier::try_from(c.sla_tier).unwrap_or_default()),
+                impact: state_of(c.impact),
+            })
+            .collect(),
+        timeline,
+        acknowledgement: i.acknowledgement.as_ref().map(|a| Acknowledgement { by: a.by.clone(), time: time(&a.time) }),
+        notes: i
+            .notes
+            .iter()
+            .map(|n| Note { author: n.author.clone(), text: n.text.clone(), time: time(&n.time) })
+            .collect(),
+        opened_at: time(&i.open_time),
+        updated_at: time(&i.update_time),
+        resolved_at: i.resolve_time.as_ref().map(millis),
+        version: i.version,
+    })
 }
 
 pub fn incident_to_proto(i: &Incident) -> v1::Incident {

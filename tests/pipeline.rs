@@ -222,7 +222,7 @@ async fn undecodable_alarms_go_to_the_dead_letter_topic_with_their_reason() {
     .expect("the good alarm opened an incident");
     assert_eq!(listed.incidents[0].root_causes, vec!["mrs-r1"]);
     let stats = engine.handle().call(|ctx| ctx.stats()).await.unwrap();
-    assert_eq!(stats.dead_lettered, 3);
+    assert_eq!(stats.refused, 3);
 
     // Prometheus sees the same: refusals by format and reason, the alarm taken, the incident.
     let metrics = scrape(engine.metrics_addr()).await;

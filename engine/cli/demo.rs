@@ -6,10 +6,11 @@
 
 use super::watch::{WatchOptions, watch};
 use crate::config::{Config, Overrides};
+use crate::correlate::Stats;
 use crate::kafka;
 use crate::model::alarm::{Alarm, Severity};
 use crate::proto;
-use crate::runtime::{Engine, RuntimeStats, core_loop::wall_clock};
+use crate::runtime::{Engine, core_loop::wall_clock};
 use crate::topology_file;
 use prost::Message;
 use rdkafka::producer::FutureRecord;
@@ -75,7 +76,7 @@ pub struct DemoOptions {
 }
 
 /// Runs the demo and returns the engine's counters at the end.
-pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<RuntimeStats> {
+pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<Stats> {
     let overrides = Overrides {
         grpc_addr: Some(options.grpc_addr),
         metrics_addr: Some(options.metrics_addr),
@@ -151,11 +152,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     Ok(stats)
 }
 
-fn print_summary(stats: &RuntimeStats) {
-    let core = &stats.core;
+fn print_summary(core: &Stats) {
     println!();
     println!("── summary");
-    println!("  alarms in                      {}", core.alarms_in + stats.dead_lettered);
+    println!("  alarms in                      {}", core.alarms_in + core.refused);
     println!("  duplicates folded              {}", core.duplicates);
     println!("  severity changes               {}", core.severity_changes);
     println!("  clears                         {}", core.cleared);
@@ -163,5 +163,5 @@ fn print_summary(stats: &RuntimeStats) {
     println!("  incidents resolved             {}", core.incidents.resolved);
     println!("  incidents reopened             {}", core.incidents.reopened);
     println!("  symptoms attached to a root    {}", core.incidents.symptoms_attached);
-    println!("  dead-lettered                  {}", stats.dead_lettered);
+    println!("  dead-lettered                  {}", core.refused);
 }

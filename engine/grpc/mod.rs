@@ -11,16 +11,39 @@ use crate::proto::{self, v1};
 use crate::runtime::EngineHandle;
 pub use filter::IncidentFilter;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-/// Serves every service on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, handle: EngineHandle, shutdown: CancellationToken) -> Result<(), String> {
+const INCIDENT_SERVICE: &str = "faultline.v1.IncidentService";
+const TOPOLOGY_SERVICE: &str = "faultline.v1.TopologyService";
+
+/// Serves every service on `listener` until `shutdown`. `kafka_up` drives the health
+/// status: SERVING while the engine can reach its brokers, NOT_SERVING while it cannot.
+pub async fn serve(
+    listener: TcpListener,
+    handle: EngineHandle,
+    mut kafka_up: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<v1::incident_service_server::IncidentServiceServer<incidents::IncidentApi>>().await;
-    health.set_serving::<v1::topology_service_server::TopologyServiceServer<topology::TopologyApi>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reporter = async move {
+        loop {
+            let status = if *kafka_up.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            for service in ["", INCIDENT_SERVICE, TOPOLOGY_SERVICE] {
+                health.set_service_status(service, status).await;
+            }
+            if kafka_up.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let reporter = tokio::spawn(reporter);
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -32,7 +55,7 @@ pub async fn serve(listener: TcpListener, handle: EngineHandle, shutdown: Cancel
         .build_v1alpha()
         .map_err(|e| e.to_string())?;
 
-    Server::builder()
+    let served = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -42,5 +65,7 @@ pub async fn serve(listener: TcpListener, handle: EngineHandle, shutdown: Cancel
         .add_service(v1::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    reporter.abort();
+    served
 }

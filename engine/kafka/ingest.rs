@@ -1,62 +1,53 @@
 //! The alarm consumer: a dedicated thread polls the input topics, decodes each message by
-//! its topic's format, dead-letters what cannot be decoded, and hands batches to the core.
-//! The bounded hand-off is the backpressure: when the core falls behind, polling waits.
+//! its topic's format, sets aside what cannot be decoded for the dead-letter topic, and
+//! hands batches to the core. The bounded hand-off is the backpressure: when the core falls
+//! behind, polling waits. Offsets are never committed here: the core commits them in the
+//! transaction that writes their effects ([`super::output`]).
 
-use super::dead_letter;
+use super::dead_letter::Refused;
 use crate::config::{AlarmFormat, KafkaConfig};
 use crate::decode;
 use crate::metrics::Metrics;
 use crate::model::alarm::Alarm;
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Consumed messages on their way to the core, with what must be durable before their
-/// offsets may be committed.
+/// Consumed messages on their way to the core.
 #[derive(Default)]
 pub struct Batch {
     pub alarms: Vec<Alarm>,
-    /// The next offset to commit per (topic, partition), once this batch is done.
+    /// The next offset to consume per (topic, partition) once this batch is applied.
     pub offsets: BTreeMap<(String, i32), i64>,
-    /// Dead-letter records produced for this batch.
-    pub deliveries: Vec<DeliveryFuture>,
-    /// Messages refused, by reason.
-    pub refused: Vec<&'static str>,
+    /// Messages refused, for the dead-letter topic.
+    pub refused: Vec<Refused>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
-
-    pub fn offsets_list(&self) -> TopicPartitionList {
-        let mut list = TopicPartitionList::with_capacity(self.offsets.len());
-        for ((topic, partition), &offset) in &self.offsets {
-            // A partition added twice would be a bug; the list accepts the later offset.
-            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(offset));
-        }
-        list
-    }
 }
 
 pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<BaseConsumer, KafkaError> {
-    // Offsets are stored by hand once a batch's effects are durable, and committed in the
-    // background from what was stored: at-least-once, never ahead of the work.
+    // No auto-commit: offsets move only inside the core's transactions. Static membership
+    // lets a restarted instance take its partitions back without waiting for the session
+    // of its killed predecessor to time out.
+    let member = super::output::transactional_id(kafka);
     let consumer: BaseConsumer = super::client_config(
         kafka,
         brokers,
         &[
             ("group.id", kafka.group_id.as_str()),
-            ("enable.auto.commit", "true"),
-            ("auto.commit.interval.ms", "1000"),
-            ("enable.auto.offset.store", "false"),
+            ("group.instance.id", member.as_str()),
+            ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
             ("enable.partition.eof", "false"),
         ],
     )
@@ -68,9 +59,7 @@ pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<BaseConsumer, Kafk
 
 pub struct Ingest {
     pub consumer: Arc<BaseConsumer>,
-    pub producer: FutureProducer,
     pub formats: BTreeMap<String, AlarmFormat>,
-    pub dead_letter_topic: String,
     pub max_message_bytes: usize,
     pub max_batch: usize,
     pub metrics: Arc<Metrics>,
@@ -125,15 +114,7 @@ impl Ingest {
             Err(error) => {
                 let reason = error.reason();
                 tracing::debug!(reason, %error, "alarm refused to the dead-letter topic");
-                let detail = error.to_string();
-                batch.deliveries.push(dead_letter::send(
-                    &self.producer,
-                    &self.dead_letter_topic,
-                    message,
-                    reason,
-                    &detail,
-                ));
-                batch.refused.push(reason);
+                batch.refused.push(Refused::new(message, reason, error.to_string()));
                 self.metrics.refused(format, reason);
             }
         }

@@ -1,22 +1,23 @@
 //! The Kafka edge. Alarms are consumed on a dedicated thread ([`ingest`]), decoded
-//! ([`crate::decode`]), and handed to the core in batches; undecodable messages go to the
-//! dead-letter topic ([`dead_letter`]). Incident snapshots are produced by the core thread,
-//! and a batch's input offsets are stored only once every record it caused is acknowledged
-//! ([`commit`]). With no brokers configured, [`embedded`] starts librdkafka's mock cluster.
+//! ([`crate::decode`]), and handed to the core in batches; undecodable messages are set
+//! aside for the dead-letter topic ([`dead_letter`]). The core thread writes everything
+//! through one transactional producer ([`output`]): incident snapshots, dead letters, the
+//! state changelog ([`changelog`]) and the input offsets, atomically. At start the
+//! changelog is read back to restore the core. With no brokers configured, [`embedded`]
+//! starts librdkafka's mock cluster and the same code runs against it.
 
-pub mod commit;
+pub mod changelog;
 pub mod dead_letter;
-
 pub mod embedded;
 pub mod incident_json;
 pub mod ingest;
+pub mod output;
 pub mod topics;
 
 use crate::config::KafkaConfig;
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::time::Duration;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
 
 /// A client's settings: the bootstrap servers, then the client's own defaults, then the
 /// configured pass-through properties, so an operator can override anything.
@@ -32,27 +33,9 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, defaults: &[(&str, &str
     config
 }
 
+/// A plain (non-transactional) producer, for tools that feed Faultline: the demo, the
+/// load generator.
 pub fn producer(kafka: &KafkaConfig, brokers: &str) -> Result<FutureProducer, KafkaError> {
-    // Idempotence keeps retried sends from doubling records; lingering briefly batches
-    // incident snapshots without adding visible latency.
+    // Idempotence keeps retried sends from doubling records.
     client_config(kafka, brokers, &[("enable.idempotence", "true"), ("linger.ms", "2")]).create()
-}
-
-/// Enqueues a record, waiting while librdkafka's local queue is full. For the threads
-/// that own the pipeline (never the async runtime): waiting here is the backpressure.
-pub fn send_blocking(producer: &FutureProducer, mut record: FutureRecord<'_, str, [u8]>) -> DeliveryFuture {
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return delivery,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                record = returned;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((error, returned)) => {
-                tracing::warn!(%error, topic = returned.topic, "produce failed; retrying");
-                record = returned;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
 }

@@ -1,6 +1,6 @@
 //! Creates Faultline's topics on a real cluster when they are missing: the input topics,
-//! the dead-letter topic, and the incidents topic with log compaction (only the latest
-//! snapshot of each incident matters). Existing topics are left as they are.
+//! the dead-letter topic, and the incidents and state changelog topics with log compaction
+//! (only the latest value of each key matters). Existing topics are left as they are.
 
 use crate::config::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -18,6 +18,9 @@ pub async fn ensure(kafka: &KafkaConfig, brokers: &str) -> Result<(), String> {
     topics.push(NewTopic::new(&kafka.dead_letter_topic, partitions, TopicReplication::Fixed(-1)));
     topics.push(
         NewTopic::new(&kafka.incidents_topic, partitions, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact"),
+    );
+    topics.push(
+        NewTopic::new(&kafka.state_topic, partitions, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact"),
     );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics(&topics, &options).await.map_err(|e| format!("cannot create topics: {e}"))?;

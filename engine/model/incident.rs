@@ -100,6 +100,24 @@ pub enum TimelineKind {
 }
 
 impl TimelineKind {
+    const ALL: [TimelineKind; 10] = [
+        TimelineKind::Opened,
+        TimelineKind::Impact,
+        TimelineKind::RootCause,
+        TimelineKind::Symptom,
+        TimelineKind::Restored,
+        TimelineKind::Acknowledged,
+        TimelineKind::Note,
+        TimelineKind::Resolved,
+        TimelineKind::Reopened,
+        TimelineKind::Closed,
+    ];
+
+    /// The kind named by [`TimelineKind::as_str`].
+    pub fn parse(name: &str) -> Option<TimelineKind> {
+        TimelineKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TimelineKind::Opened => "opened",

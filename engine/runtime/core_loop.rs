@@ -1,31 +1,32 @@
 //! The core thread: the single writer of all correlation state. It takes alarm batches
 //! from the consumer, jobs from gRPC (queries and operator actions, run as closures against
-//! the core), and timer ticks; it publishes every incident change to Kafka and to gRPC
-//! subscribers, then hands the batch's offsets to the committer with the deliveries they
-//! wait on. It never blocks on anything but its inputs and the bounded commit queue.
+//! the core), and timer ticks. Every incident change goes to gRPC subscribers at once and
+//! into the open Kafka transaction; every `commit_interval` the transaction takes the
+//! core's changelog and the consumed offsets and commits ([`crate::kafka::output`]).
+//!
+//! A job that changed incidents (an operator action) commits before its reply is sent,
+//! so an acknowledgement an operator was told about survives any crash.
 
-use crate::config::IncidentFormat;
 use crate::correlate::{Correlator, Stats};
-use crate::kafka::commit::PendingCommit;
-use crate::kafka::incident_json;
 use crate::kafka::ingest::Batch;
-use crate::kafka::send_blocking;
+use crate::kafka::output::{Output, OutputError};
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
 use crate::model::incident::IncidentChange;
 use crate::proto::{self, v1};
-use prost::Message;
-use rdkafka::TopicPartitionList;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 /// A change as sent to every gRPC subscriber: encoded once, shared.
 pub type SharedChange = Arc<v1::SubscribeIncidentsResponse>;
 
+/// What a job hands back: the reply, sent once the job's changes are committed.
+pub type Reply = Box<dyn FnOnce() + Send>;
+
 /// Work sent to the core thread by the async side.
-pub type Job = Box<dyn FnOnce(&mut CoreContext<'_>) + Send>;
+pub type Job = Box<dyn FnOnce(&mut CoreContext<'_>) -> Reply + Send>;
 
 /// What a job sees: the correlator, the current time, and a way to publish its changes.
 pub struct CoreContext<'a> {
@@ -46,48 +47,34 @@ impl CoreContext<'_> {
         self.publisher.changes.subscribe()
     }
 
-    pub fn stats(&self) -> RuntimeStats {
-        RuntimeStats { core: self.correlator.stats(), dead_lettered: self.publisher.dead_lettered }
+    pub fn stats(&self) -> Stats {
+        self.correlator.stats()
     }
 }
 
-/// The core's counters plus what the edges refused.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RuntimeStats {
-    pub core: Stats,
-    pub dead_lettered: u64,
-}
-
+/// Sends incident changes to the subscribers and into the open transaction.
 pub struct Publisher {
-    pub producer: FutureProducer,
-    pub incidents_topic: String,
-    pub incidents_format: IncidentFormat,
+    pub output: Output,
     pub changes: broadcast::Sender<SharedChange>,
-    /// Deliveries of changes not tied to a batch (operator actions, timers); they ride
-    /// with the next commit so a failure is still noticed.
-    pending: Vec<DeliveryFuture>,
-    dead_lettered: u64,
+    /// The first error of the output since the last check: the core stops on it.
+    failure: Option<OutputError>,
+    /// Whether anything was published since the last commit.
+    published: bool,
 }
 
 impl Publisher {
-    pub fn new(
-        producer: FutureProducer,
-        incidents_topic: String,
-        incidents_format: IncidentFormat,
-        changes: broadcast::Sender<SharedChange>,
-    ) -> Publisher {
-        Publisher { producer, incidents_topic, incidents_format, changes, pending: Vec::new(), dead_lettered: 0 }
+    pub fn new(output: Output, changes: broadcast::Sender<SharedChange>) -> Publisher {
+        Publisher { output, changes, failure: None, published: false }
     }
 
     fn publish(&mut self, change: &IncidentChange) -> v1::Incident {
         let incident = proto::incident_to_proto(&change.incident);
-        let key = incident.id.clone();
-        let payload = match self.incidents_format {
-            IncidentFormat::Protobuf => incident.encode_to_vec(),
-            IncidentFormat::Json => incident_json::to_json(&incident),
-        };
-        let record = FutureRecord::<str, [u8]>::to(&self.incidents_topic).key(&key).payload(&payload);
-        self.pending.push(send_blocking(&self.producer, record));
+        if self.failure.is_none()
+            && let Err(error) = self.output.incident(&incident)
+        {
+            self.failure = Some(error);
+        }
+        self.published = true;
         let shared = Arc::new(v1::SubscribeIncidentsResponse {
             kind: proto::change_kind_to_proto(change.kind) as i32,
             incident: Some(incident.clone()),
@@ -96,6 +83,10 @@ impl Publisher {
         let _ = self.changes.send(shared);
         incident
     }
+
+    fn check(&mut self) -> Result<(), OutputError> {
+        self.failure.take().map_or(Ok(()), Err)
+    }
 }
 
 pub struct CoreLoop {
@@ -103,9 +94,11 @@ pub struct CoreLoop {
     pub publisher: Publisher,
     pub batches: crossbeam_channel::Receiver<Batch>,
     pub jobs: crossbeam_channel::Receiver<Job>,
-    pub commits: mpsc::Sender<PendingCommit>,
     pub tick: Duration,
+    pub commit_interval: Duration,
     pub metrics: Arc<Metrics>,
+    /// Cancelled when the core stops on an error: the engine then shuts down.
+    pub failed: CancellationToken,
 }
 
 pub fn wall_clock() -> EpochMillis {
@@ -113,24 +106,32 @@ pub fn wall_clock() -> EpochMillis {
 }
 
 impl CoreLoop {
-    /// Runs until the consumer hangs up (shutdown), having drained every batch it sent.
+    /// Runs until the consumer hangs up (shutdown), having drained and committed every
+    /// batch it sent; or until the output fails, which cancels `failed`.
     pub fn run(mut self) {
+        match self.serve() {
+            Ok(()) => tracing::debug!("correlation core stopped"),
+            Err(error) => {
+                tracing::error!(%error, "correlation core stopped");
+                self.failed.cancel();
+            }
+        }
+    }
+
+    fn serve(&mut self) -> Result<(), OutputError> {
         let mut changes = Vec::new();
         let mut jobs = self.jobs.clone();
         let mut next_tick = Instant::now() + self.tick;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let wake = self.publisher.output.deadline(self.commit_interval).map_or(next_tick, |d| d.min(next_tick));
+            let timeout = wake.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
                 recv(self.batches) -> batch => match batch {
-                    Ok(batch) => {
-                        if !self.on_batch(batch, &mut changes) {
-                            break;
-                        }
-                    }
+                    Ok(batch) => self.on_batch(batch, &mut changes)?,
                     Err(_) => break,
                 },
                 recv(jobs) -> job => match job {
-                    Ok(job) => job(&mut CoreContext { correlator: &mut self.correlator, now: wall_clock(), publisher: &mut self.publisher }),
+                    Ok(job) => self.on_job(job)?,
                     Err(_) => jobs = crossbeam_channel::never(),
                 },
                 default(timeout) => {}
@@ -140,37 +141,54 @@ impl CoreLoop {
                 for change in changes.drain(..) {
                     self.publisher.publish(&change);
                 }
-                if !self.publisher.pending.is_empty() {
-                    let commit = PendingCommit {
-                        offsets: TopicPartitionList::new(),
-                        deliveries: std::mem::take(&mut self.publisher.pending),
-                        applied_at: Instant::now(),
-                    };
-                    if self.commits.blocking_send(commit).is_err() {
-                        break;
-                    }
-                }
+                self.publisher.check()?;
                 next_tick = Instant::now() + self.tick;
             }
+            if self.publisher.output.due(self.commit_interval) {
+                self.commit()?;
+            }
         }
-        tracing::debug!("correlation core stopped");
+        self.commit()
     }
 
-    /// Applies a batch and queues its commit; false when the committer is gone.
-    fn on_batch(&mut self, batch: Batch, changes: &mut Vec<IncidentChange>) -> bool {
+    fn on_batch(&mut self, batch: Batch, changes: &mut Vec<IncidentChange>) -> Result<(), OutputError> {
         let now = wall_clock();
         let started = Instant::now();
         for alarm in &batch.alarms {
             self.correlator.apply(alarm, now, changes);
         }
+        self.metrics.apply_batch.observe(started.elapsed());
         for change in changes.drain(..) {
             self.publisher.publish(&change);
         }
-        self.metrics.apply_batch.observe(started.elapsed());
-        self.publisher.dead_lettered += batch.refused.len() as u64;
-        let offsets = batch.offsets_list();
-        let mut deliveries = batch.deliveries;
-        deliveries.append(&mut self.publisher.pending);
-        self.commits.blocking_send(PendingCommit { offsets, deliveries, applied_at: Instant::now() }).is_ok()
+        self.publisher.check()?;
+        let output = &mut self.publisher.output;
+        for refused in &batch.refused {
+            output.dead_letter(refused)?;
+        }
+        self.correlator.count_refused(batch.refused.len() as u64);
+        output.consumed(&batch.offsets)
+    }
+
+    /// Runs a job; when it changed anything, commits before its reply goes out.
+    fn on_job(&mut self, job: Job) -> Result<(), OutputError> {
+        let mut ctx =
+            CoreContext { correlator: &mut self.correlator, now: wall_clock(), publisher: &mut self.publisher };
+        let reply = job(&mut ctx);
+        self.publisher.check()?;
+        if self.publisher.published {
+            self.commit()?;
+        }
+        reply();
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), OutputError> {
+        let changes = self.correlator.take_changes();
+        let started = Instant::now();
+        self.publisher.output.commit(changes.as_ref())?;
+        self.publisher.published = false;
+        self.metrics.commit.observe(started.elapsed());
+        Ok(())
     }
 }

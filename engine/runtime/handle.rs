@@ -1,8 +1,13 @@
 //! The async side's way into the core thread: a cloneable handle that runs a closure
 //! against the core and awaits its result. Never blocks the runtime: a full queue is
-//! reported at once as busy.
+//! reported at once as busy, and a core that does not answer in time (its brokers are
+//! unreachable and a commit is being retried) as busy too.
 
-use super::core_loop::{CoreContext, Job};
+use super::core_loop::{CoreContext, Job, Reply};
+use std::time::Duration;
+
+/// How long a caller waits for the core before it is told the engine is busy.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
@@ -30,12 +35,19 @@ impl EngineHandle {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |ctx| {
-            let _ = tx.send(f(ctx));
+            let result = f(ctx);
+            let reply: Reply = Box::new(move || {
+                let _ = tx.send(result);
+            });
+            reply
         });
         self.jobs.try_send(job).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => Unavailable::Busy,
             crossbeam_channel::TrySendError::Disconnected(_) => Unavailable::Stopped,
         })?;
-        rx.await.map_err(|_| Unavailable::Stopped)
+        match tokio::time::timeout(ANSWER_WITHIN, rx).await {
+            Ok(answer) => answer.map_err(|_| Unavailable::Stopped),
+            Err(_) => Err(Unavailable::Busy),
+        }
     }
 }

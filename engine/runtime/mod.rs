@@ -1,29 +1,37 @@
 //! The runtime around the pure core: starts every edge in order, and stops them in order
-//! under a deadline. Startup: topology and config are checked first, then Kafka clients,
-//! then the gRPC port is bound. Shutdown: stop consuming → drain the core → wait for
-//! deliveries and commit → stop gRPC.
+//! under a deadline.
+//!
+//! Start: the topology and configuration are checked first; then the Kafka topics; then the
+//! transactional producer, whose initialisation fences a previous incarnation of this
+//! instance and aborts its open transaction; then the state changelog is read back and the
+//! core restored from it; then the consumer joins its group (resuming from the offsets the
+//! last committed transaction stored); and only then are the gRPC and metrics ports bound.
+//! Stop: stop consuming → drain the core and commit its last transaction → stop serving.
 
 pub mod core_loop;
 pub mod handle;
+mod health;
 
 use crate::config::Config;
 use crate::correlate::Correlator;
+use crate::correlate::changelog::RestoreSummary;
 use crate::grpc;
 use crate::kafka::embedded::EmbeddedKafka;
 use crate::kafka::ingest::{self, Ingest};
-use crate::kafka::{self, commit};
+use crate::kafka::output::{self, Output};
+use crate::kafka::{self, changelog};
 use crate::metrics::{self, Metrics};
 use crate::model::topology::Topology;
 use crate::topology_file::{self, TopologyFileError};
+pub use core_loop::SharedChange;
 use core_loop::{CoreLoop, Publisher};
-pub use core_loop::{RuntimeStats, SharedChange};
 pub use handle::{EngineHandle, Unavailable};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::BaseConsumer;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -34,12 +42,16 @@ pub enum StartError {
     Topology(#[from] TopologyFileError),
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error(transparent)]
+    Restore(#[from] changelog::ChangelogError),
     #[error("cannot bind the {what} address {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("gRPC: {0}")]
     Grpc(String),
+    #[error("the engine stopped on an error; uncommitted input will be consumed again on restart")]
+    Failed,
 }
 
 /// A running engine. Dropping it without [`Engine::stop`] leaves threads to die with the process.
@@ -48,18 +60,19 @@ pub struct Engine {
     metrics_addr: SocketAddr,
     brokers: String,
     handle: EngineHandle,
+    restored: RestoreSummary,
     /// Stops consumption; the first step of shutdown.
     stop_consuming: CancellationToken,
     /// Cancelled when a critical task fails; `run` then shuts down and reports it.
     failed: CancellationToken,
-    stop_grpc: CancellationToken,
-    /// Taken at shutdown for the final commit, and dropped before the embedded cluster.
-    consumer: Option<Arc<BaseConsumer>>,
+    stop_serving: CancellationToken,
     ingest: Option<JoinHandle<()>>,
     core: Option<JoinHandle<()>>,
-    committer: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<Result<(), String>>,
     metrics_server: tokio::task::JoinHandle<std::io::Result<()>>,
+    health: tokio::task::JoinHandle<()>,
+    /// Dropped after the threads that use it, before the embedded cluster.
+    consumer: Option<Arc<BaseConsumer>>,
     /// Kept last: the embedded cluster must outlive every client.
     embedded: Option<EmbeddedKafka>,
 }
@@ -78,6 +91,7 @@ impl Engine {
             let mut topics: Vec<String> = kafka_config.inputs.iter().map(|i| i.topic.clone()).collect();
             topics.push(kafka_config.incidents_topic.clone());
             topics.push(kafka_config.dead_letter_topic.clone());
+            topics.push(kafka_config.state_topic.clone());
             Some(EmbeddedKafka::start(&topics, kafka_config.partitions).map_err(StartError::Kafka)?)
         } else {
             None
@@ -89,9 +103,35 @@ impl Engine {
         if embedded.is_none() {
             kafka::topics::ensure(kafka_config, &brokers).await.map_err(StartError::Kafka)?;
         }
-        let kafka_error = |e: rdkafka::error::KafkaError| StartError::Kafka(e.to_string());
-        let producer = kafka::producer(kafka_config, &brokers).map_err(kafka_error)?;
-        let consumer = Arc::new(ingest::consumer(kafka_config, &brokers).map_err(kafka_error)?);
+
+        // Fence the previous incarnation, then read what it committed.
+        let restore_timeout = Duration::from_secs(kafka_config.restore_timeout_secs);
+        let started = Instant::now();
+        let (producer, snapshot, read) = {
+            let (kafka_config, brokers) = (kafka_config.clone(), brokers.clone());
+            tokio::task::spawn_blocking(move || {
+                let producer = output::producer(&kafka_config, &brokers, restore_timeout)
+                    .map_err(|e| StartError::Kafka(format!("cannot initialise the transactional producer: {e}")))?;
+                let (snapshot, read) = changelog::read(&kafka_config, &brokers, restore_timeout)?;
+                Ok::<_, StartError>((producer, snapshot, read))
+            })
+            .await
+            .map_err(|e| StartError::Kafka(e.to_string()))??
+        };
+        let (correlator, restored) = Correlator::restore(topology, config.correlator(), snapshot);
+        tracing::info!(
+            active_alarms = restored.active_alarms,
+            incidents = restored.incidents,
+            unknown_cis = restored.unknown_cis,
+            records = read.records,
+            bytes = read.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "state restored from the changelog"
+        );
+        let consumer = Arc::new(
+            ingest::consumer(kafka_config, &brokers)
+                .map_err(|e| StartError::Kafka(format!("cannot subscribe: {e}")))?,
+        );
 
         let listener = TcpListener::bind(config.grpc.addr).await.map_err(|source| StartError::Bind {
             what: "gRPC",
@@ -109,46 +149,44 @@ impl Engine {
 
         let (batch_tx, batch_rx) = crossbeam_channel::bounded(4);
         let (job_tx, job_rx) = crossbeam_channel::bounded(1024);
-        let (commit_tx, commit_rx) = tokio::sync::mpsc::channel(64);
         let (changes, _) = broadcast::channel(config.grpc.subscriber_buffer);
         let failed = CancellationToken::new();
         let stop_consuming = CancellationToken::new();
-        let stop_grpc = CancellationToken::new();
+        let stop_serving = CancellationToken::new();
         let handle = EngineHandle::new(job_tx);
+        let committing = Arc::new(AtomicBool::new(true));
 
         let core = CoreLoop {
-            correlator: Correlator::new(topology, config.correlator()),
+            correlator,
             publisher: Publisher::new(
-                producer.clone(),
-                kafka_config.incidents_topic.clone(),
-                kafka_config.incidents_format,
+                Output::new(producer, consumer.clone(), kafka_config, committing.clone()),
                 changes,
             ),
             batches: batch_rx,
             jobs: job_rx,
-            commits: commit_tx,
-            metrics: metrics.clone(),
             tick: Duration::from_millis(config.correlation.tick_millis),
+            commit_interval: Duration::from_millis(kafka_config.commit_interval_ms),
+            metrics: metrics.clone(),
+            failed: failed.clone(),
         };
         let core = std::thread::Builder::new().name("correlation-core".into()).spawn(move || core.run())?;
         let ingest = Ingest {
             consumer: consumer.clone(),
-            producer,
             formats: kafka_config.inputs.iter().map(|i| (i.topic.clone(), i.format)).collect(),
-            dead_letter_topic: kafka_config.dead_letter_topic.clone(),
             max_message_bytes: kafka_config.max_message_bytes,
             max_batch: kafka_config.max_batch,
             metrics: metrics.clone(),
         }
         .spawn(batch_tx, stop_consuming.clone())?;
-        let committer = tokio::spawn(commit::run(consumer.clone(), commit_rx, metrics.clone(), failed.clone()));
-        let server = tokio::spawn(grpc::serve(listener, handle.clone(), stop_grpc.clone()));
+        let (kafka_up, kafka_health) = tokio::sync::watch::channel(true);
+        let health = tokio::spawn(health::watch_kafka(consumer.clone(), committing, kafka_up, stop_serving.clone()));
+        let server = tokio::spawn(grpc::serve(listener, handle.clone(), kafka_health, stop_serving.clone()));
         let metrics_server = tokio::spawn(metrics::serve(
             metrics_listener,
             metrics,
             handle.clone(),
             consumer.clone(),
-            stop_grpc.clone(),
+            stop_serving.clone(),
         ));
 
         tracing::info!(%grpc_addr, %metrics_addr, %brokers, embedded = embedded.is_some(), "faultline started");
@@ -157,15 +195,16 @@ impl Engine {
             metrics_addr,
             brokers,
             handle,
+            restored,
             stop_consuming,
             failed,
-            stop_grpc,
-            consumer: Some(consumer),
+            stop_serving,
             ingest: Some(ingest),
             core: Some(core),
-            committer,
             server,
             metrics_server,
+            health,
+            consumer: Some(consumer),
             embedded,
         })
     }
@@ -188,44 +227,40 @@ impl Engine {
         &self.handle
     }
 
+    /// What the start took back from the state changelog.
+    pub fn restored(&self) -> RestoreSummary {
+        self.restored
+    }
+
     /// Completes when a critical task has failed.
     pub async fn failed(&self) {
         self.failed.cancelled().await
     }
 
-    /// Ordered shutdown within `grace`: stop consuming, drain the core, wait for the
-    /// deliveries and commit, then stop gRPC.
+    /// Ordered shutdown within `grace`: stop consuming, let the core apply what was
+    /// consumed and commit its last transaction, then stop serving.
     pub async fn stop(mut self, grace: Duration) -> Result<(), StartError> {
         self.stop_consuming.cancel();
         let ingest = self.ingest.take();
         let core = self.core.take();
-        let consumer = self.consumer.take();
         let drained = async {
             join_thread(ingest).await;
             join_thread(core).await;
-            let _ = (&mut self.committer).await;
-            let Some(consumer) = consumer else { return };
-            // Committing and closing the consumer (leaving the group) both talk to the brokers.
-            let commit = tokio::task::spawn_blocking(move || {
-                let result = consumer.commit_consumer_state(CommitMode::Sync);
-                drop(consumer);
-                result
-            });
-            match commit.await {
-                Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) | Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "final offset commit failed"),
-                Err(error) => tracing::warn!(%error, "final offset commit panicked"),
-            }
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(?grace, "shutdown deadline passed before the pipeline drained");
         }
-        self.stop_grpc.cancel();
+        self.stop_serving.cancel();
         let served = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.metrics_server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.health).await;
+        // Leaving the group talks to the brokers: not on the async runtime.
+        if let Some(consumer) = self.consumer.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        }
         drop(self.embedded.take());
         if self.failed.is_cancelled() {
-            return Err(StartError::Kafka("a delivery failed; uncommitted input will be replayed on restart".into()));
+            return Err(StartError::Failed);
         }
         match served {
             Ok(Ok(Err(error))) => Err(StartError::Grpc(error)),

@@ -1,0 +1,248 @@
+//! Commit after the effect, atomically: everything the core writes goes through one
+//! transactional producer. A transaction holds the incident snapshots and dead letters of a
+//! few batches, the state changelog records of what those batches changed, and the input
+//! offsets that follow them (`send_offsets_to_transaction`). Either all of it becomes
+//! visible to read_committed readers, or none of it does and the input is consumed again:
+//! nothing lost, nothing doubled, whatever moment the process dies at.
+//!
+//! The producer is created and its transactions initialised (which fences a previous
+//! incarnation and aborts its open transaction) before the changelog is read back, so the
+//! restore sees exactly the last committed state.
+
+use super::changelog;
+use super::dead_letter::Refused;
+use crate::config::{IncidentFormat, KafkaConfig};
+use crate::correlate::changelog::CoreChanges;
+use crate::kafka::incident_json;
+use crate::proto::v1;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// How long one transactional call may wait before it is retried (a retriable timeout).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The transaction could not complete and was aborted: the in-memory state is ahead of
+    /// what is committed, so the engine must restart from the changelog.
+    #[error("transaction aborted: {0}; the uncommitted input will be consumed again after a restart")]
+    Aborted(String),
+    /// The producer can no longer be used (fenced by a newer instance with the same
+    /// `kafka.instance_id`, or a fatal broker error).
+    #[error("transactional producer failed: {0}")]
+    Fatal(String),
+}
+
+/// The transactional id and static group member id of this instance.
+pub fn transactional_id(kafka: &KafkaConfig) -> String {
+    format!("{}-{}", kafka.group_id, kafka.instance_id)
+}
+
+/// Creates the transactional producer and initialises its transactions. Blocking.
+pub fn producer(kafka: &KafkaConfig, brokers: &str, timeout: Duration) -> Result<TxnProducer, KafkaError> {
+    let id = transactional_id(kafka);
+    let producer: TxnProducer = super::client_config(
+        kafka,
+        brokers,
+        &[("transactional.id", id.as_str()), ("linger.ms", "5"), ("transaction.timeout.ms", "60000")],
+    )
+    .create()?;
+    producer.init_transactions(timeout)?;
+    Ok(producer)
+}
+
+pub struct Output {
+    producer: TxnProducer,
+    /// The consumer whose offsets each transaction commits (its group metadata fences a
+    /// zombie that lost its partitions).
+    consumer: Arc<BaseConsumer>,
+    incidents_topic: String,
+    incidents_format: IncidentFormat,
+    dead_letter_topic: String,
+    state_topic: String,
+    /// When the open transaction began; `None` between transactions.
+    opened_at: Option<Instant>,
+    /// The next offset to consume per input partition, for the open transaction.
+    offsets: BTreeMap<(String, i32), i64>,
+    buffer: Vec<u8>,
+    /// Cleared while a commit is being retried (brokers unreachable), for health checks.
+    healthy: Arc<AtomicBool>,
+}
+
+impl Output {
+    pub fn new(
+        producer: TxnProducer,
+        consumer: Arc<BaseConsumer>,
+        kafka: &KafkaConfig,
+        healthy: Arc<AtomicBool>,
+    ) -> Output {
+        Output {
+            producer,
+            consumer,
+            incidents_topic: kafka.incidents_topic.clone(),
+            incidents_format: kafka.incidents_format,
+            dead_letter_topic: kafka.dead_letter_topic.clone(),
+            state_topic: kafka.state_topic.clone(),
+            opened_at: None,
+            offsets: BTreeMap::new(),
+            buffer: Vec::new(),
+            healthy,
+        }
+    }
+
+    /// Whether the open transaction has gathered work for `interval` and should commit.
+    pub fn due(&self, interval: Duration) -> bool {
+        self.opened_at.is_some_and(|at| at.elapsed() >= interval)
+    }
+
+    /// When the open transaction should commit, if one is open.
+    pub fn deadline(&self, interval: Duration) -> Option<Instant> {
+        self.opened_at.map(|at| at + interval)
+    }
+
+    fn begin(&mut self) -> Result<(), OutputError> {
+        if self.opened_at.is_none() {
+            self.producer.begin_transaction().map_err(|e| OutputError::Fatal(e.to_string()))?;
+            self.opened_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Writes an incident snapshot, keyed by its id.
+    pub fn incident(&mut self, incident: &v1::Incident) -> Result<(), OutputError> {
+        self.begin()?;
+        self.buffer.clear();
+        match self.incidents_format {
+            IncidentFormat::Protobuf => incident.encode(&mut self.buffer).expect("a Vec grows as needed"),
+            IncidentFormat::Json => self.buffer = incident_json::to_json(incident),
+        }
+        let record = BaseRecord::to(&self.incidents_topic).key(incident.id.as_bytes()).payload(self.buffer.as_slice());
+        send(&self.producer, record)
+    }
+
+    pub fn dead_letter(&mut self, refused: &Refused) -> Result<(), OutputError> {
+        self.begin()?;
+        send(&self.producer, refused.record(&self.dead_letter_topic))
+    }
+
+    /// Adds consumed positions to the open transaction.
+    pub fn consumed(&mut self, offsets: &BTreeMap<(String, i32), i64>) -> Result<(), OutputError> {
+        self.begin()?;
+        for (partition, &next) in offsets {
+            let entry = self.offsets.entry(partition.clone()).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+        Ok(())
+    }
+
+    /// Writes the changelog records of `changes`, the consumed offsets, and commits. Does
+    /// nothing when no transaction is open and nothing changed. Retries while the brokers
+    /// are unreachable; an abort or a fatal error is returned.
+    pub fn commit(&mut self, changes: Option<&CoreChanges>) -> Result<(), OutputError> {
+        if self.opened_at.is_none() && changes.is_none() {
+            return Ok(());
+        }
+        self.begin()?;
+        if let Some(changes) = changes {
+            let mut failed = Ok(());
+            let (producer, topic) = (&self.producer, self.state_topic.as_str());
+            changelog::encode(changes, |key, value| {
+                if failed.is_ok() {
+                    let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key.as_bytes());
+                    if let Some(value) = value {
+                        record = record.payload(value);
+                    }
+                    failed = send(producer, record);
+                }
+            });
+            failed?;
+        }
+        if !self.offsets.is_empty() {
+            let mut list = TopicPartitionList::with_capacity(self.offsets.len());
+            for ((topic, partition), &next) in &self.offsets {
+                list.add_partition_offset(topic, *partition, Offset::Offset(next))
+                    .map_err(|e| OutputError::Fatal(e.to_string()))?;
+            }
+            let metadata = self
+                .consumer
+                .group_metadata()
+                .ok_or_else(|| OutputError::Fatal("the consumer has no group metadata".to_owned()))?;
+            self.retrying("send offsets", |p| p.send_offsets_to_transaction(&list, &metadata, CALL_TIMEOUT))?;
+        }
+        self.retrying("commit", |p| p.commit_transaction(CALL_TIMEOUT))?;
+        self.opened_at = None;
+        self.offsets.clear();
+        Ok(())
+    }
+
+    /// Runs a transactional call until it succeeds, retrying what librdkafka says may be
+    /// retried (the brokers are unreachable or slow); aborts when the transaction cannot
+    /// complete any more.
+    fn retrying(
+        &mut self,
+        what: &str,
+        call: impl Fn(&TxnProducer) -> Result<(), KafkaError>,
+    ) -> Result<(), OutputError> {
+        let mut attempts = 0u32;
+        loop {
+            let error = match call(&self.producer) {
+                Ok(()) => {
+                    if attempts > 0 {
+                        tracing::info!(what, attempts, "transaction went through after retries");
+                    }
+                    self.healthy.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            let (retriable, abort) = match &error {
+                KafkaError::Transaction(e) => (e.is_retriable(), e.txn_requires_abort()),
+                _ => (false, false),
+            };
+            if retriable {
+                attempts += 1;
+                self.healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(what, %error, attempts, "transaction call failed; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            if abort {
+                let aborted = self.producer.abort_transaction(CALL_TIMEOUT);
+                self.opened_at = None;
+                self.offsets.clear();
+                return Err(OutputError::Aborted(match aborted {
+                    Ok(()) => error.to_string(),
+                    Err(abort_error) => format!("{error}; the abort failed too: {abort_error}"),
+                }));
+            }
+            return Err(OutputError::Fatal(error.to_string()));
+        }
+    }
+}
+
+/// Enqueues a record, waiting while librdkafka's local queue is full: the queue is the
+/// backpressure on the core thread, never an error.
+fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &TxnProducer,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), OutputError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(OutputError::Fatal(format!("cannot produce: {error}"))),
+        }
+    }
+}

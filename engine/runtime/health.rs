@@ -1,0 +1,41 @@
+//! Kafka reachability, for gRPC health checks: once a second the brokers are asked for
+//! metadata (on a blocking thread, bounded by a timeout), and a commit being retried counts
+//! as unreachable too. Load balancers and operators see NOT_SERVING while the engine cannot
+//! make progress, and SERVING again as soon as it can.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn watch_kafka(
+    consumer: Arc<BaseConsumer>,
+    committing: Arc<AtomicBool>,
+    up: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let probe = consumer.clone();
+        let reachable = tokio::task::spawn_blocking(move || probe.fetch_metadata(None, PROBE_TIMEOUT).is_ok())
+            .await
+            .unwrap_or(false);
+        let healthy = reachable && committing.load(Ordering::Relaxed);
+        if *up.borrow() != healthy {
+            if healthy {
+                tracing::info!("kafka reachable again; serving");
+            } else {
+                tracing::warn!("kafka unreachable; health is NOT_SERVING until it is back");
+            }
+            let _ = up.send(healthy);
+        }
+    }
+}
