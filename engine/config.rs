@@ -108,6 +108,7 @@ pub struct CorrelationConfig {
     pub hold_down_secs: u64,
     pub reopen_window_secs: u64,
     pub tick_millis: u64,
+    pub idle_clock_millis: u64,
     pub timeline_limit: usize,
     #[serde(default)]
     pub alarm_effects: BTreeMap<String, Effect>,

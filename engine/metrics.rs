@@ -5,13 +5,14 @@
 
 use crate::config::AlarmFormat;
 use crate::correlate::Stats;
+use crate::kafka::ingest::AlarmConsumer;
 use crate::runtime::EngineHandle;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::Offset;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -72,6 +73,8 @@ pub struct Metrics {
     pub decode_batch: Histogram,
     /// Applying one batch in the correlation core (alarm and impact stages).
     pub apply_batch: Histogram,
+    /// Messages delivered again after a rebalance, already applied, skipped.
+    pub redelivered: AtomicU64,
     /// Committing one transaction: changelog, offsets, and the brokers' acknowledgement.
     pub commit: Histogram,
 }
@@ -124,6 +127,12 @@ impl Metrics {
             };
             counter(
                 &mut out,
+                "faultline_input_refused_total",
+                "Input messages refused to the dead-letter topic (kept across restarts).",
+                core.refused,
+            );
+            counter(
+                &mut out,
                 "faultline_unmapped_updates_total",
                 "Alarm changes on resources not in the topology.",
                 core.unmapped,
@@ -143,6 +152,9 @@ impl Metrics {
         for (state, count) in incidents {
             let _ = writeln!(out, "faultline_incidents{{state=\"{state}\"}} {count}");
         }
+        out.push_str("# HELP faultline_input_redelivered_total Messages delivered again after a rebalance and skipped (already applied).\n");
+        out.push_str("# TYPE faultline_input_redelivered_total counter\n");
+        let _ = writeln!(out, "faultline_input_redelivered_total {}", self.redelivered.load(Ordering::Relaxed));
         out.push_str("# HELP faultline_consumer_lag Messages not yet consumed, per input partition.\n");
         out.push_str("# TYPE faultline_consumer_lag gauge\n");
         for (topic, partition, lag) in lag {
@@ -159,7 +171,7 @@ impl Metrics {
 struct Scrape {
     metrics: Arc<Metrics>,
     handle: EngineHandle,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<AlarmConsumer>,
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
@@ -167,7 +179,7 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     handle: EngineHandle,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<AlarmConsumer>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new().route("/metrics", get(scrape)).with_state(Scrape { metrics, handle, consumer });
@@ -197,7 +209,7 @@ async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
 }
 
 /// High watermark minus position for each assigned partition.
-fn consumer_lag(consumer: &BaseConsumer) -> Vec<(String, i32, i64)> {
+fn consumer_lag(consumer: &AlarmConsumer) -> Vec<(String, i32, i64)> {
     let Ok(positions) = consumer.position() else { return Vec::new() };
     positions
         .elements()

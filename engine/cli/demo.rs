@@ -85,7 +85,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let config = Config::defaults(&overrides)?
         .with("correlation.hold_down_secs", 5)?
         .with("correlation.reopen_window_secs", 10)?
-        .with("correlation.tick_millis", 100)?;
+        .with("correlation.tick_millis", 100)?
+        // The storm ends in silence: let the clock follow the wall soon after.
+        .with("correlation.idle_clock_millis", 1000)?;
     let topology = Arc::new(topology_file::parse(SAMPLE_NETWORK, "sample network")?);
     let engine = Engine::start_with(&config, topology).await?;
     let alarms_topic = config.kafka.inputs[0].topic.clone();

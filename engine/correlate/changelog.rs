@@ -52,10 +52,18 @@ pub struct ResourceRecord {
 
 /// The part of the core's state that belongs to no key: the incident id sequence and the
 /// counters, so that accounting survives restarts exactly like the rest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoreMeta {
     pub next_incident: u64,
+    /// Stream time, so that timers carry on from where they were.
+    pub clock: EpochMillis,
     pub stats: Stats,
+}
+
+impl Default for CoreMeta {
+    fn default() -> Self {
+        CoreMeta { next_incident: 1, clock: EpochMillis::MIN, stats: Stats::default() }
+    }
 }
 
 /// What changed since the last [`Correlator::take_changes`](super::Correlator::take_changes).

@@ -56,6 +56,10 @@ pub struct Correlator {
     changed: Vec<CiIdx>,
     /// The meta last handed to the changelog, to write it again only when it moved.
     exported_meta: CoreMeta,
+    /// Stream time: the latest time the correlator has been given. It never goes back, and
+    /// timers fire as it passes their deadline, before the input that moved it is applied:
+    /// so outcomes depend on the input and its times alone, never on batching or speed.
+    clock: EpochMillis,
 }
 
 impl Correlator {
@@ -67,7 +71,22 @@ impl Correlator {
             stats: Stats::default(),
             changed: Vec::new(),
             exported_meta: CoreMeta::default(),
+            clock: EpochMillis::MIN,
         }
+    }
+
+    /// Stream time (see the field); `EpochMillis::MIN` before any input.
+    pub fn clock(&self) -> EpochMillis {
+        self.clock
+    }
+
+    /// Moves the clock to `now` if it is later, firing the timers it passes.
+    fn advance(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) -> EpochMillis {
+        if now > self.clock {
+            self.clock = now;
+            self.incidents.tick(now, out);
+        }
+        self.clock
     }
 
     /// A correlator in the state a changelog recorded: active alarms re-propagated through
@@ -98,14 +117,20 @@ impl Correlator {
         let incidents = snapshot.incidents.len();
         let unknown_cis =
             correlator.incidents.restore(snapshot.incidents.into_values().collect(), &topology, &snapshot.meta);
+        correlator.incidents.reschedule();
         correlator.stats = snapshot.meta.stats;
+        correlator.clock = snapshot.meta.clock;
         correlator.exported_meta = correlator.meta();
         let summary = RestoreSummary { active_alarms: correlator.alarms.active_count(), incidents, unknown_cis };
         (correlator, summary)
     }
 
     fn meta(&self) -> CoreMeta {
-        CoreMeta { next_incident: self.incidents.next_id, stats: Stats { active_alarms: 0, ..self.stats() } }
+        CoreMeta {
+            next_incident: self.incidents.next_id,
+            clock: self.clock,
+            stats: Stats { active_alarms: 0, ..self.stats() },
+        }
     }
 
     /// Everything that changed since the last call, for the changelog; `None` when nothing did.
@@ -144,6 +169,7 @@ impl Correlator {
 
     /// Applies one alarm notification observed at `now`; incident changes go to `out`.
     pub fn apply(&mut self, alarm: &Alarm, now: EpochMillis, out: &mut Vec<IncidentChange>) -> Outcome {
+        let now = self.advance(now, out);
         self.stats.alarms_in += 1;
         let (outcome, update) = self.alarms.apply(alarm);
         match outcome {
@@ -159,6 +185,7 @@ impl Correlator {
 
     /// The impact stage's entry point: one resource's active alarms changed.
     pub fn apply_update(&mut self, update: &ResourceUpdate, now: EpochMillis, out: &mut Vec<IncidentChange>) -> Landed {
+        let now = self.advance(now, out);
         self.changed.clear();
         let landed = self.impact.apply(update, &mut self.changed);
         match landed {
@@ -168,9 +195,9 @@ impl Correlator {
         landed
     }
 
-    /// Advances incident timers to `now`.
+    /// Advances the clock to `now` with no input (a quiet network), firing due timers.
     pub fn tick(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) {
-        self.incidents.tick(now, out);
+        self.advance(now, out);
     }
 
     pub fn acknowledge(&mut self, id: IncidentId, by: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {

@@ -87,6 +87,10 @@ pub struct IncidentBook {
     /// Incidents whose state or bookkeeping changed since the last
     /// [`IncidentBook::take_dirty`] (closed ones included): the changelog's next writes.
     pub(super) dirty: BTreeSet<IncidentId>,
+    /// No timer is due before this time (a lower bound: a cancelled hold-down leaves it
+    /// early, and the next scan moves it on). Lets [`IncidentBook::tick`] run before every
+    /// alarm at the cost of one comparison.
+    pub(super) due: Option<EpochMillis>,
 }
 
 impl IncidentBook {
@@ -100,7 +104,23 @@ impl IncidentBook {
             next_id: 1,
             stats: IncidentStats::default(),
             dirty: BTreeSet::new(),
+            due: None,
         }
+    }
+
+    /// Recomputes the earliest timer from every incident (after a restore).
+    pub(super) fn reschedule(&mut self) {
+        self.due = self
+            .incidents
+            .values()
+            .filter_map(|t| match t.incident.state {
+                IncidentState::Open | IncidentState::Acknowledged => {
+                    t.restored_since.map(|since| since + self.policy.hold_down_ms)
+                }
+                IncidentState::Resolved => t.incident.resolved_at.map(|at| at + self.policy.reopen_window_ms),
+                IncidentState::Closed => Some(EpochMillis::MIN),
+            })
+            .min();
     }
 
     /// The incidents changed since the last call, in id order.
@@ -144,7 +164,11 @@ impl IncidentBook {
                 let Some(&id) = self.by_root.get(root) else { continue };
                 kinds.entry(id).or_insert(ChangeKind::Updated);
                 if symptom && self.by_symptom.get(&ci) != Some(&id) {
-                    self.by_symptom.insert(ci, id);
+                    if let Some(previous) = self.by_symptom.insert(ci, id) {
+                        // The previous owner's bookkeeping changed too, even if nothing it
+                        // publishes did: the changelog must hear of it.
+                        self.dirty.insert(previous);
+                    }
                     if let Some(t) = self.incidents.get_mut(&id) {
                         t.symptoms.insert(ci);
                     }
@@ -194,7 +218,12 @@ impl IncidentBook {
                 id
             }
         };
-        if let Some(previous) = self.by_service.insert(service, id).filter(|&p| p != id)
+        let previous = self.by_service.insert(service, id).filter(|&p| p != id);
+        if let Some(previous) = previous {
+            // It no longer follows the service, whether or not its view changes below.
+            self.dirty.insert(previous);
+        }
+        if let Some(previous) = previous
             && let Some(t) = self.incidents.get_mut(&previous)
             && t.services.get(&service).is_some_and(|s| !s.is_up())
         {
@@ -324,7 +353,9 @@ impl IncidentBook {
         for former in explained {
             t.roots.remove(&former);
             t.symptoms.insert(former);
-            self.by_symptom.insert(former, id);
+            if let Some(previous) = self.by_symptom.insert(former, id).filter(|&p| p != id) {
+                self.dirty.insert(previous);
+            }
         }
         t.symptoms.retain(|s| !t.roots.contains(s));
 
@@ -381,6 +412,7 @@ impl IncidentBook {
             t.incident.title = title(topology, &t.roots, down, degraded);
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
+            self.due = Some(self.due.map_or(now + policy.hold_down_ms, |due| due.min(now + policy.hold_down_ms)));
             let text =
                 format!("all services restored; resolves after {} s unless impacted again", policy.hold_down_ms / 1000);
             push_timeline(&mut t.incident, policy, now, TimelineKind::Restored, text);
@@ -394,33 +426,39 @@ impl IncidentBook {
 
     /// Advances timers: auto-resolution after the hold-down, closing after the reopen window.
     pub fn tick(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) {
+        if self.due.is_none_or(|due| now < due) {
+            return;
+        }
         let mut closing = Vec::new();
+        let mut next: Option<EpochMillis> = None;
+        let mut later = |at: EpochMillis| next = Some(next.map_or(at, |n| n.min(at)));
         for (&id, t) in self.incidents.iter_mut() {
             match t.incident.state {
                 IncidentState::Open | IncidentState::Acknowledged => {
                     let Some(since) = t.restored_since else { continue };
-                    if now - since >= self.policy.hold_down_ms {
-                        t.incident.state = IncidentState::Resolved;
-                        t.incident.resolved_at = Some(now);
-                        t.restored_since = None;
-                        let text = format!(
-                            "resolved automatically: services restored for {} s",
-                            self.policy.hold_down_ms / 1000
-                        );
-                        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
-                        self.stats.resolved += 1;
-                        self.dirty.insert(id);
-                        out.push(publish(&mut t.incident, ChangeKind::Resolved, now));
+                    if now - since < self.policy.hold_down_ms {
+                        later(since + self.policy.hold_down_ms);
+                        continue;
                     }
+                    t.incident.state = IncidentState::Resolved;
+                    t.incident.resolved_at = Some(now);
+                    t.restored_since = None;
+                    let text =
+                        format!("resolved automatically: services restored for {} s", self.policy.hold_down_ms / 1000);
+                    push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
+                    self.stats.resolved += 1;
+                    self.dirty.insert(id);
+                    out.push(publish(&mut t.incident, ChangeKind::Resolved, now));
+                    later(now + self.policy.reopen_window_ms);
                 }
-                IncidentState::Resolved => {
-                    if t.incident.resolved_at.is_some_and(|r| now - r >= self.policy.reopen_window_ms) {
-                        closing.push(id);
-                    }
-                }
+                IncidentState::Resolved => match t.incident.resolved_at {
+                    Some(at) if now - at < self.policy.reopen_window_ms => later(at + self.policy.reopen_window_ms),
+                    _ => closing.push(id),
+                },
                 IncidentState::Closed => closing.push(id),
             }
         }
+        self.due = next;
         for id in closing {
             let Some(mut t) = self.incidents.remove(&id) else { continue };
             for root in &t.registered_roots {
@@ -470,6 +508,8 @@ impl IncidentBook {
         t.incident.state = IncidentState::Resolved;
         t.incident.resolved_at = Some(now);
         t.restored_since = None;
+        let close_at = now + self.policy.reopen_window_ms;
+        self.due = Some(self.due.map_or(close_at, |due| due.min(close_at)));
         let text = if reason.is_empty() { format!("resolved by {by}") } else { format!("resolved by {by}: {reason}") };
         self.dirty.insert(id);
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);

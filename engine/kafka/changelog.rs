@@ -11,6 +11,7 @@ use crate::config::KafkaConfig;
 use crate::correlate::Stats;
 use crate::correlate::changelog::{CoreChanges, CoreMeta, CoreSnapshot, IncidentRecord, ResourceRecord};
 use crate::correlate::incidents::IncidentStats;
+use crate::model::EpochMillis;
 use crate::model::incident::IncidentId;
 use crate::proto::{self, v1};
 use prost::Message as _;
@@ -245,6 +246,7 @@ fn meta_to_proto(meta: &CoreMeta) -> v1::EngineMeta {
     let s = &meta.stats;
     v1::EngineMeta {
         next_incident: meta.next_incident,
+        clock: (meta.clock != EpochMillis::MIN).then(|| proto::timestamp(meta.clock)),
         counters: Some(v1::EngineCounters {
             alarms_in: s.alarms_in,
             raised: s.raised,
@@ -267,6 +269,7 @@ fn meta_from_proto(meta: &v1::EngineMeta) -> CoreMeta {
     let c = meta.counters.unwrap_or_default();
     CoreMeta {
         next_incident: meta.next_incident,
+        clock: meta.clock.as_ref().map_or(EpochMillis::MIN, proto::millis),
         stats: Stats {
             alarms_in: c.alarms_in,
             raised: c.raised,

@@ -8,9 +8,12 @@ use super::dead_letter::Refused;
 use crate::config::{AlarmFormat, KafkaConfig};
 use crate::decode;
 use crate::metrics::Metrics;
+use crate::model::EpochMillis;
 use crate::model::alarm::Alarm;
+use crate::runtime::core_loop::wall_clock;
+use rdkafka::ClientContext;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 pub struct Batch {
     pub alarms: Vec<Alarm>,
+    /// Parallel to `alarms`: the Kafka timestamp of the record each came in, the time the
+    /// core processes it at (stream time).
+    pub times: Vec<EpochMillis>,
     /// The next offset to consume per (topic, partition) once this batch is applied.
     pub offsets: BTreeMap<(String, i32), i64>,
     /// Messages refused, for the dead-letter topic.
@@ -34,12 +40,34 @@ impl Batch {
     }
 }
 
-pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<BaseConsumer, KafkaError> {
+/// The alarm consumer's context: logs every assignment and revocation, the moments at
+/// which Kafka may deliver a partition's messages again from its committed offset.
+pub struct IngestContext;
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &rdkafka::TopicPartitionList| {
+            list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => tracing::info!(partitions = %partitions(list), "partitions assigned"),
+            Rebalance::Revoke(list) => tracing::info!(partitions = %partitions(list), "partitions revoked"),
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
+
+/// The consumer of the input topics.
+pub type AlarmConsumer = BaseConsumer<IngestContext>;
+
+pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<AlarmConsumer, KafkaError> {
     // No auto-commit: offsets move only inside the core's transactions. Static membership
     // lets a restarted instance take its partitions back without waiting for the session
     // of its killed predecessor to time out.
     let member = super::output::transactional_id(kafka);
-    let consumer: BaseConsumer = super::client_config(
+    let consumer: AlarmConsumer = super::client_config(
         kafka,
         brokers,
         &[
@@ -51,14 +79,42 @@ pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<BaseConsumer, Kafk
             ("enable.partition.eof", "false"),
         ],
     )
-    .create()?;
+    .create_with_context(IngestContext)?;
     let topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
 
+/// Whether a consumed message is new to this process.
+#[derive(Debug, PartialEq, Eq)]
+enum Position {
+    Next,
+    /// Already taken before a rebalance rewound the partition.
+    Again,
+}
+
+/// The next offset this process takes from each input partition. A handful of partitions:
+/// a short vector scanned without allocating beats a map keyed by an owned topic name.
+#[derive(Default)]
+struct Taken(Vec<(String, i32, i64)>);
+
+impl Taken {
+    fn check(&mut self, topic: &str, partition: i32, offset: i64) -> Position {
+        let Some(entry) = self.0.iter_mut().find(|(t, p, _)| *p == partition && t == topic) else {
+            tracing::info!(topic, partition, offset, "consuming partition");
+            self.0.push((topic.to_owned(), partition, offset + 1));
+            return Position::Next;
+        };
+        if offset < entry.2 {
+            return Position::Again;
+        }
+        entry.2 = offset + 1;
+        Position::Next
+    }
+}
+
 pub struct Ingest {
-    pub consumer: Arc<BaseConsumer>,
+    pub consumer: Arc<AlarmConsumer>,
     pub formats: BTreeMap<String, AlarmFormat>,
     pub max_message_bytes: usize,
     pub max_batch: usize,
@@ -73,8 +129,13 @@ impl Ingest {
         shutdown: CancellationToken,
     ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new().name("kafka-ingest".into()).spawn(move || {
+            // The next offset this process has taken from each partition. After a
+            // rebalance Kafka delivers again from the committed offset, which may be behind
+            // what this process already applied but not yet committed: those messages are
+            // skipped here, so that nothing is applied twice.
+            let mut taken = Taken::default();
             while !shutdown.is_cancelled() {
-                let batch = self.collect();
+                let batch = self.collect(&mut taken);
                 if !batch.is_empty() && batches.send(batch).is_err() {
                     break;
                 }
@@ -83,13 +144,18 @@ impl Ingest {
         })
     }
 
-    fn collect(&self) -> Batch {
+    fn collect(&self, taken: &mut Taken) -> Batch {
         let mut batch = Batch::default();
         let mut next = self.consumer.poll(Duration::from_millis(100));
         let started = Instant::now();
         while let Some(result) = next {
             match result {
-                Ok(message) => self.take(&message, &mut batch),
+                Ok(message) => match taken.check(message.topic(), message.partition(), message.offset()) {
+                    Position::Again => {
+                        self.metrics.redelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Position::Next => self.take(&message, &mut batch),
+                },
                 Err(error) => tracing::warn!(%error, "kafka consumer error"),
             }
             if batch.alarms.len() + batch.refused.len() >= self.max_batch {
@@ -106,11 +172,15 @@ impl Ingest {
     fn take(&self, message: &rdkafka::message::BorrowedMessage<'_>, batch: &mut Batch) {
         batch.offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
         let format = self.formats.get(message.topic()).copied().unwrap_or(AlarmFormat::Protobuf);
-        let received = message.timestamp().to_millis().unwrap_or(0);
+        let received = message.timestamp().to_millis().unwrap_or_else(wall_clock);
         let payload = message.payload().unwrap_or_default();
         let before = batch.alarms.len();
         match decode::decode(format, payload, received, self.max_message_bytes, &mut batch.alarms) {
-            Ok(()) => self.metrics.decoded(format, batch.alarms.len() - before),
+            Ok(()) => {
+                let decoded = batch.alarms.len() - before;
+                batch.times.resize(batch.alarms.len(), received);
+                self.metrics.decoded(format, decoded);
+            }
             Err(error) => {
                 let reason = error.reason();
                 tracing::debug!(reason, %error, "alarm refused to the dead-letter topic");
@@ -118,5 +188,25 @@ impl Ingest {
                 self.metrics.refused(format, reason);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_delivered_again_after_a_rewind_are_recognised() {
+        let mut taken = Taken::default();
+        assert_eq!(taken.check("alarms", 0, 10), Position::Next, "the first message resumes the partition");
+        assert_eq!(taken.check("alarms", 0, 11), Position::Next);
+        assert_eq!(taken.check("alarms", 1, 0), Position::Next, "partitions are apart");
+        // A rebalance rewinds partition 0 to its committed offset, 10.
+        assert_eq!(taken.check("alarms", 0, 10), Position::Again);
+        assert_eq!(taken.check("alarms", 0, 11), Position::Again);
+        assert_eq!(taken.check("alarms", 0, 12), Position::Next);
+        // Compaction or transaction markers leave gaps: later offsets are new.
+        assert_eq!(taken.check("alarms", 0, 20), Position::Next);
+        assert_eq!(taken.check("other", 0, 0), Position::Next, "topics are apart");
     }
 }

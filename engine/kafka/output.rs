@@ -14,9 +14,10 @@ use super::dead_letter::Refused;
 use crate::config::{IncidentFormat, KafkaConfig};
 use crate::correlate::changelog::CoreChanges;
 use crate::kafka::incident_json;
+use crate::kafka::ingest::AlarmConsumer;
 use crate::proto::v1;
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -64,7 +65,7 @@ pub struct Output {
     producer: TxnProducer,
     /// The consumer whose offsets each transaction commits (its group metadata fences a
     /// zombie that lost its partitions).
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<AlarmConsumer>,
     incidents_topic: String,
     incidents_format: IncidentFormat,
     dead_letter_topic: String,
@@ -81,7 +82,7 @@ pub struct Output {
 impl Output {
     pub fn new(
         producer: TxnProducer,
-        consumer: Arc<BaseConsumer>,
+        consumer: Arc<AlarmConsumer>,
         kafka: &KafkaConfig,
         healthy: Arc<AtomicBool>,
     ) -> Output {

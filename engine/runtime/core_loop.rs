@@ -95,6 +95,9 @@ pub struct CoreLoop {
     pub batches: crossbeam_channel::Receiver<Batch>,
     pub jobs: crossbeam_channel::Receiver<Job>,
     pub tick: Duration,
+    /// With no input for this long, the wall clock (less this delay) moves stream time on,
+    /// so that incidents still resolve on a quiet network.
+    pub idle_clock: Duration,
     pub commit_interval: Duration,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the core stops on an error: the engine then shuts down.
@@ -122,12 +125,16 @@ impl CoreLoop {
         let mut changes = Vec::new();
         let mut jobs = self.jobs.clone();
         let mut next_tick = Instant::now() + self.tick;
+        let mut last_input = Instant::now();
         loop {
             let wake = self.publisher.output.deadline(self.commit_interval).map_or(next_tick, |d| d.min(next_tick));
             let timeout = wake.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
                 recv(self.batches) -> batch => match batch {
-                    Ok(batch) => self.on_batch(batch, &mut changes)?,
+                    Ok(batch) => {
+                        self.on_batch(batch, &mut changes)?;
+                        last_input = Instant::now();
+                    }
                     Err(_) => break,
                 },
                 recv(jobs) -> job => match job {
@@ -137,7 +144,10 @@ impl CoreLoop {
                 default(timeout) => {}
             }
             if Instant::now() >= next_tick {
-                self.correlator.tick(wall_clock(), &mut changes);
+                if last_input.elapsed() >= self.idle_clock {
+                    let behind = self.idle_clock.as_millis() as EpochMillis;
+                    self.correlator.tick(wall_clock() - behind, &mut changes);
+                }
                 for change in changes.drain(..) {
                     self.publisher.publish(&change);
                 }
@@ -152,10 +162,9 @@ impl CoreLoop {
     }
 
     fn on_batch(&mut self, batch: Batch, changes: &mut Vec<IncidentChange>) -> Result<(), OutputError> {
-        let now = wall_clock();
         let started = Instant::now();
-        for alarm in &batch.alarms {
-            self.correlator.apply(alarm, now, changes);
+        for (alarm, &at) in batch.alarms.iter().zip(&batch.times) {
+            self.correlator.apply(alarm, at, changes);
         }
         self.metrics.apply_batch.observe(started.elapsed());
         for change in changes.drain(..) {

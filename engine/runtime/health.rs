@@ -3,7 +3,8 @@
 //! as unreachable too. Load balancers and operators see NOT_SERVING while the engine cannot
 //! make progress, and SERVING again as soon as it can.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use crate::kafka::ingest::AlarmConsumer;
+use rdkafka::consumer::Consumer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +15,7 @@ const EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn watch_kafka(
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<AlarmConsumer>,
     committing: Arc<AtomicBool>,
     up: watch::Sender<bool>,
     stop: CancellationToken,

@@ -17,7 +17,7 @@ use crate::correlate::Correlator;
 use crate::correlate::changelog::RestoreSummary;
 use crate::grpc;
 use crate::kafka::embedded::EmbeddedKafka;
-use crate::kafka::ingest::{self, Ingest};
+use crate::kafka::ingest::{self, AlarmConsumer, Ingest};
 use crate::kafka::output::{self, Output};
 use crate::kafka::{self, changelog};
 use crate::metrics::{self, Metrics};
@@ -26,7 +26,6 @@ use crate::topology_file::{self, TopologyFileError};
 pub use core_loop::SharedChange;
 use core_loop::{CoreLoop, Publisher};
 pub use handle::{EngineHandle, Unavailable};
-use rdkafka::consumer::BaseConsumer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -72,7 +71,7 @@ pub struct Engine {
     metrics_server: tokio::task::JoinHandle<std::io::Result<()>>,
     health: tokio::task::JoinHandle<()>,
     /// Dropped after the threads that use it, before the embedded cluster.
-    consumer: Option<Arc<BaseConsumer>>,
+    consumer: Option<Arc<AlarmConsumer>>,
     /// Kept last: the embedded cluster must outlive every client.
     embedded: Option<EmbeddedKafka>,
 }
@@ -165,6 +164,7 @@ impl Engine {
             batches: batch_rx,
             jobs: job_rx,
             tick: Duration::from_millis(config.correlation.tick_millis),
+            idle_clock: Duration::from_millis(config.correlation.idle_clock_millis),
             commit_interval: Duration::from_millis(kafka_config.commit_interval_ms),
             metrics: metrics.clone(),
             failed: failed.clone(),

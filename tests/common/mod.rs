@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod storm;
 
 use faultline::config::{Config, Overrides};
 use faultline::runtime::Engine;
@@ -40,6 +41,8 @@ pub fn test_config() -> Config {
         .with("correlation.hold_down_secs", 1)
         .unwrap()
         .with("correlation.tick_millis", 50)
+        .unwrap()
+        .with("correlation.idle_clock_millis", 500)
         .unwrap()
 }
 
