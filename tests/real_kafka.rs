@@ -8,6 +8,7 @@ use common::broker::KafkaBroker;
 use common::*;
 use faultline::config::Config;
 use faultline::proto::v1;
+use faultline::runtime::Engine;
 use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -15,25 +16,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::time::Duration;
 use v1::incident_service_client::IncidentServiceClient;
+use v1::topology_service_client::TopologyServiceClient;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The test configuration on `broker`, with topic and group names of this test's own so
-/// that tests sharing an external broker do not meet.
-fn config_on(broker: &KafkaBroker, name: &str) -> Config {
-    let suffix = format!("{name}-{}", std::process::id());
-    test_config()
-        .with("kafka.brokers", broker.bootstrap())
-        .unwrap()
-        .with("kafka.group_id", format!("faultline-{suffix}"))
-        .unwrap()
-        .with("kafka.inputs", serde_json::json!([{"topic": format!("alarms-{suffix}"), "format": "json"}]))
-        .unwrap()
-        .with("kafka.incidents_topic", format!("incidents-{suffix}"))
-        .unwrap()
-        .with("kafka.dead_letter_topic", format!("dead-letter-{suffix}"))
-        .unwrap()
-}
 
 fn committed(config: &Config, broker: &KafkaBroker, topic: &str) -> Vec<(i64, i64)> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -172,4 +157,76 @@ async fn kcat_feeds_json_alarms_and_reads_json_incidents() {
     roots.sort();
     assert_eq!(roots, vec!["par-r1/1/1", "par-r1/2/1"]);
     engine.stop(Duration::from_secs(20)).await.unwrap();
+}
+
+/// Polls `list_incidents` until `wanted` holds for the page, or fails after the wait.
+async fn until_listed(
+    client: &mut IncidentServiceClient<tonic::transport::Channel>,
+    wanted: impl Fn(&[v1::Incident]) -> bool,
+) -> Vec<v1::Incident> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let page = client.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+        if wanted(&page.incidents) {
+            return page.incidents;
+        }
+        assert!(std::time::Instant::now() < deadline, "incidents never as wanted: {:#?}", page.incidents);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_engine_takes_over_the_state_of_the_last_one() {
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "takeover");
+    let input = config.kafka.inputs[0].topic.clone();
+    let producer = producer(broker.bootstrap());
+    let alarm = |resource: &str, severity: &str| {
+        format!(r#"{{"resource":"{resource}","alarm_type":"FAIL","severity":"{severity}"}}"#)
+    };
+
+    // The first engine sees a card fail under its ports, and an operator takes it on.
+    let first = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+    for (resource, severity) in [("mrs-r1/card-1", "critical"), ("mrs-r1/1/1", "major"), ("mrs-r1/1/2", "major")] {
+        produce(&producer, &input, resource, alarm(resource, severity).as_bytes()).await;
+    }
+    produce(&producer, &input, "mrs-r1/card-1", alarm("mrs-r1/card-1", "critical").as_bytes()).await;
+    let mut incidents = IncidentServiceClient::connect(format!("http://{}", first.grpc_addr())).await.unwrap();
+    until_listed(&mut incidents, |list| list.len() == 1 && list[0].symptom_alarms.len() == 2).await;
+    let by = |id: &str| v1::AcknowledgeIncidentRequest { id: id.into(), by: "alice".into() };
+    incidents.acknowledge_incident(by("INC-000001")).await.unwrap();
+    let note =
+        v1::AddIncidentNoteRequest { id: "INC-000001".into(), author: "alice".into(), text: "truck rolled".into() };
+    let before = incidents.add_incident_note(note).await.unwrap().into_inner();
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", first.grpc_addr())).await.unwrap();
+    let card = |id: &str| v1::GetCiRequest { id: id.into() };
+    let card_before = topology.get_ci(card("mrs-r1/card-1")).await.unwrap().into_inner();
+    assert_eq!(card_before.active_alarms[0].tally, 2, "the repeat is folded");
+    first.stop(Duration::from_secs(20)).await.unwrap();
+
+    // A second engine, sharing nothing with the first but the brokers, carries on.
+    let second = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+    assert_eq!((second.restored().active_alarms, second.restored().incidents), (3, 1));
+    let mut incidents = IncidentServiceClient::connect(format!("http://{}", second.grpc_addr())).await.unwrap();
+    let after = incidents.get_incident(v1::GetIncidentRequest { id: "INC-000001".into() }).await.unwrap().into_inner();
+    assert_eq!(after, before, "the incident, its acknowledgement and its note, as they were");
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", second.grpc_addr())).await.unwrap();
+    let card_after = topology.get_ci(card("mrs-r1/card-1")).await.unwrap().into_inner();
+    assert_eq!(card_after, card_before, "the card's state, root causes and live tally");
+
+    // Its clears resolve the same incident: the bookkeeping came back too.
+    for resource in ["mrs-r1/1/1", "mrs-r1/1/2", "mrs-r1/card-1"] {
+        produce(&producer, &input, resource, alarm(resource, "cleared").as_bytes()).await;
+    }
+    let list = until_listed(&mut incidents, |list| {
+        list.iter().any(|i| i.id == "INC-000001" && i.state == v1::IncidentState::Resolved as i32)
+    })
+    .await;
+    assert_eq!(list.len(), 1, "no second incident for the same fault");
+    // The id sequence continues where the first engine left it.
+    produce(&producer, &input, "par-r1", alarm("par-r1", "critical").as_bytes()).await;
+    let list = until_listed(&mut incidents, |list| list.len() == 2).await;
+    assert_eq!(list[1].id, "INC-000002");
+    drop(producer);
+    second.stop(Duration::from_secs(20)).await.unwrap();
 }

@@ -105,3 +105,22 @@ pub async fn read_until(
 pub fn payload(message: &OwnedMessage) -> &[u8] {
     message.payload().unwrap_or_default()
 }
+
+/// The test configuration on `broker`, with topic and group names of this test's own so
+/// that tests sharing an external broker do not meet.
+pub fn config_on(broker: &broker::KafkaBroker, name: &str) -> Config {
+    let suffix = format!("{name}-{}", std::process::id());
+    test_config()
+        .with("kafka.brokers", broker.bootstrap())
+        .unwrap()
+        .with("kafka.group_id", format!("faultline-{suffix}"))
+        .unwrap()
+        .with("kafka.inputs", serde_json::json!([{"topic": format!("alarms-{suffix}"), "format": "json"}]))
+        .unwrap()
+        .with("kafka.incidents_topic", format!("incidents-{suffix}"))
+        .unwrap()
+        .with("kafka.dead_letter_topic", format!("dead-letter-{suffix}"))
+        .unwrap()
+        .with("kafka.state_topic", format!("state-{suffix}"))
+        .unwrap()
+}
