@@ -71,6 +71,8 @@ pub struct KafkaConfig {
     /// How long the start may take to read the state changelog back.
     pub restore_timeout_secs: u64,
     pub max_message_bytes: usize,
+    /// Event times further ahead of their Kafka record's timestamp are clamped to it.
+    pub max_event_time_ahead_secs: u64,
     pub partitions: i32,
     pub max_batch: usize,
     #[serde(default)]

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub apply_batch: Histogram,
     /// Messages delivered again after a rebalance, already applied, skipped.
     pub redelivered: AtomicU64,
+    /// Alarms whose event time lay too far ahead of their record's, clamped to it.
+    pub clamped: AtomicU64,
     /// Committing one transaction: changelog, offsets, and the brokers' acknowledgement.
     pub commit: Histogram,
 }
@@ -113,6 +115,7 @@ impl Metrics {
                 ("raised", core.raised),
                 ("duplicate", core.duplicates),
                 ("severity_change", core.severity_changes),
+                ("duplicate_notification", core.duplicate_notifications),
                 ("cleared", core.cleared),
                 ("clear_without_raise", core.clears_without_raise),
             ] {
@@ -122,6 +125,12 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
             };
             gauge(&mut out, "faultline_active_alarms", "Alarms currently active.", core.active_alarms);
+            gauge(
+                &mut out,
+                "faultline_unmapped_resources",
+                "Resources not in the topology that have active alarms (kept, not dropped).",
+                core.unmapped_resources,
+            );
             let counter = |out: &mut String, name: &str, help: &str, value: u64| {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
             };
@@ -152,6 +161,9 @@ impl Metrics {
         for (state, count) in incidents {
             let _ = writeln!(out, "faultline_incidents{{state=\"{state}\"}} {count}");
         }
+        out.push_str("# HELP faultline_event_time_clamped_total Alarms whose event time lay too far in the future, clamped to their record's time.\n");
+        out.push_str("# TYPE faultline_event_time_clamped_total counter\n");
+        let _ = writeln!(out, "faultline_event_time_clamped_total {}", self.clamped.load(Ordering::Relaxed));
         out.push_str("# HELP faultline_input_redelivered_total Messages delivered again after a rebalance and skipped (already applied).\n");
         out.push_str("# TYPE faultline_input_redelivered_total counter\n");
         let _ = writeln!(out, "faultline_input_redelivered_total {}", self.redelivered.load(Ordering::Relaxed));

@@ -33,6 +33,16 @@ async fn until_status(health: &mut Health, wanted: ServingStatus, within: Durati
     }
 }
 
+/// A fault that lasts `lasting`: `fault(true)` starts it, `fault(false)` repairs it. Health
+/// must say NOT_SERVING while it lasts and SERVING again after the repair.
+async fn weather(health: &mut Health, lasting: Duration, mut fault: impl FnMut(bool)) {
+    fault(true);
+    until_status(health, ServingStatus::NotServing, Duration::from_secs(15)).await;
+    tokio::time::sleep(lasting).await;
+    fault(false);
+    until_status(health, ServingStatus::Serving, Duration::from_secs(60)).await;
+}
+
 /// Waits until the engine has taken exactly `count` alarms (applied or refused).
 async fn until_taken(engine: &Engine, count: u64, within: Duration) {
     let deadline = Instant::now() + within;
@@ -84,19 +94,10 @@ async fn the_engine_waits_out_a_stopped_and_a_frozen_broker_and_loses_nothing() 
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The broker dies and stays away for twelve seconds.
-    broker.stop();
-    until_status(&mut health, ServingStatus::NotServing, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    broker.restart();
-    until_status(&mut health, ServingStatus::Serving, Duration::from_secs(60)).await;
-
+    weather(&mut health, Duration::from_secs(12), |on| if on { broker.stop() } else { broker.restart() }).await;
     // Then it hangs (SIGSTOP) for eight seconds, connections open.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    broker.pause();
-    until_status(&mut health, ServingStatus::NotServing, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    broker.resume();
-    until_status(&mut health, ServingStatus::Serving, Duration::from_secs(60)).await;
+    weather(&mut health, Duration::from_secs(8), |on| if on { broker.pause() } else { broker.resume() }).await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_feeding.cancel();

@@ -35,6 +35,9 @@ pub enum AlarmOutcome {
     /// A repeat of an active alarm at the same severity: tally and last-seen bumped.
     Repeated,
     SeverityChanged,
+    /// A notification whose id is that of the last one applied to the alarm: a
+    /// retransmission, ignored so that nothing is counted twice.
+    DuplicateNotification,
     Cleared,
     /// A clear that found no active alarm (already cleared, or raised before we started).
     ClearWithoutRaise,
@@ -51,10 +54,23 @@ pub struct ResourceUpdate {
     pub alarms: Vec<AlarmRef>,
 }
 
+/// A resource whose active alarms changed, for the changelog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedResource {
+    pub resource: Arc<str>,
+    /// Its active alarms, empty once all have cleared.
+    pub alarms: Vec<AlarmRef>,
+    /// Parallel to `alarms`: the id of the last notification applied to each.
+    pub notifications: Vec<Arc<str>>,
+}
+
 #[derive(Debug)]
 struct ActiveAlarm {
     alarm: AlarmRef,
     effect: Effect,
+    /// The id of the last notification applied to this alarm: the same id again is a
+    /// retransmission (an element manager resending after a timeout), not a repeat.
+    notification: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -78,13 +94,14 @@ impl AlarmStage {
     /// Rebuilds the active alarms from a changelog: one list per resource, as
     /// [`AlarmStage::take_dirty`] reported them. Returns the resource updates that give the
     /// impact stage the same view.
-    pub fn restore(&mut self, alarms: impl IntoIterator<Item = AlarmRef>) -> Vec<ResourceUpdate> {
-        for alarm in alarms {
+    pub fn restore(&mut self, alarms: impl IntoIterator<Item = (AlarmRef, Arc<str>)>) -> Vec<ResourceUpdate> {
+        for (alarm, notification) in alarms {
             let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
             let active = self.resources.entry(alarm.resource.clone()).or_default();
-            match active.binary_search_by(|a| a.alarm.identity().cmp(&alarm.identity())) {
-                Ok(at) => active[at] = ActiveAlarm { alarm, effect },
-                Err(at) => active.insert(at, ActiveAlarm { alarm, effect }),
+            let entry = ActiveAlarm { alarm, effect, notification };
+            match active.binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity())) {
+                Ok(at) => active[at] = entry,
+                Err(at) => active.insert(at, entry),
             }
         }
         self.active = self.resources.values().map(Vec::len).sum();
@@ -103,16 +120,17 @@ impl AlarmStage {
             .collect()
     }
 
-    /// The resources changed since the last call, sorted, each with its active alarms
-    /// (empty once all have cleared).
-    pub fn take_dirty(&mut self) -> Vec<(Arc<str>, Vec<AlarmRef>)> {
+    /// The resources changed since the last call, sorted.
+    pub fn take_dirty(&mut self) -> Vec<ChangedResource> {
         let mut dirty: Vec<Arc<str>> = self.dirty.drain().collect();
         dirty.sort_unstable();
         dirty
             .into_iter()
             .map(|resource| {
-                let alarms = self.active_alarms(&resource);
-                (resource, alarms)
+                let active = self.resources.get(&resource).map(Vec::as_slice).unwrap_or_default();
+                let alarms = active.iter().map(|a| a.alarm.clone()).collect();
+                let notifications = active.iter().map(|a| a.notification.clone()).collect();
+                ChangedResource { resource, alarms, notifications }
             })
             .collect()
     }
@@ -142,6 +160,12 @@ impl AlarmStage {
             (false, Some(i)) => {
                 let active = self.resources.get_mut(alarm.resource.as_str()).expect("looked up above");
                 let entry = &mut active[i];
+                if !alarm.notification_id.is_empty() && *entry.notification == *alarm.notification_id {
+                    return (AlarmOutcome::DuplicateNotification, None);
+                }
+                if *entry.notification != *alarm.notification_id {
+                    entry.notification = Arc::from(alarm.notification_id.as_str());
+                }
                 entry.alarm.tally += 1;
                 entry.alarm.last_seen = entry.alarm.last_seen.max(alarm.event_time);
                 if !self.dirty.contains(&entry.alarm.resource) {
@@ -175,6 +199,7 @@ impl AlarmStage {
                         cleared_at: None,
                     },
                     effect: self.policy.effect(&alarm.alarm_type, alarm.severity),
+                    notification: Arc::from(alarm.notification_id.as_str()),
                 };
                 self.dirty.insert(resource.clone());
                 let active = self.resources.entry(resource).or_default();
@@ -263,15 +288,22 @@ mod tests {
         stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 2_000));
         stage.apply(&Alarm::raise("port-2", "LOS", Severity::Minor, 2_000));
         let dirty = stage.take_dirty();
-        assert_eq!(dirty.iter().map(|(r, a)| (&**r, a.len())).collect::<Vec<_>>(), vec![("port-1", 1), ("port-2", 1)]);
-        assert_eq!(dirty[0].1[0].tally, 2);
+        assert_eq!(
+            dirty.iter().map(|c| (&*c.resource, c.alarms.len())).collect::<Vec<_>>(),
+            vec![("port-1", 1), ("port-2", 1)]
+        );
+        assert_eq!(dirty[0].alarms[0].tally, 2);
         assert!(stage.take_dirty().is_empty(), "nothing changed since");
 
         stage.apply(&Alarm::clear("port-2", "LOS", 3_000));
-        assert_eq!(stage.take_dirty(), vec![(Arc::from("port-2"), Vec::new())], "a cleared resource is written empty");
+        assert_eq!(
+            stage.take_dirty(),
+            vec![ChangedResource { resource: Arc::from("port-2"), alarms: Vec::new(), notifications: Vec::new() }],
+            "a cleared resource is written empty"
+        );
 
         let mut restored = AlarmStage::default();
-        let updates = restored.restore(stage.active_alarms("port-1"));
+        let updates = restored.restore(stage.active_alarms("port-1").into_iter().map(|a| (a, Arc::from(""))));
         assert_eq!(updates.len(), 1);
         assert_eq!((updates[0].own_state, restored.active_count()), (State::Down, 1));
         assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
@@ -279,6 +311,24 @@ mod tests {
         let repeat = Alarm::raise("port-1", "LOS", Severity::Major, 4_000);
         assert_eq!(restored.apply(&repeat).0, stage.apply(&repeat).0);
         assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
+    }
+
+    #[test]
+    fn a_retransmitted_notification_is_applied_once() {
+        let mut stage = AlarmStage::default();
+        let mut raise = Alarm::raise("port-1", "LOS", Severity::Major, 1_000);
+        raise.notification_id = "n-1".into();
+        assert_eq!(stage.apply(&raise).0, AlarmOutcome::Raised);
+        assert_eq!(stage.apply(&raise).0, AlarmOutcome::DuplicateNotification);
+        let mut repeat = raise.clone();
+        repeat.notification_id = "n-2".into();
+        assert_eq!(stage.apply(&repeat).0, AlarmOutcome::Repeated);
+        assert_eq!(stage.apply(&repeat).0, AlarmOutcome::DuplicateNotification);
+        let mut unnamed = raise.clone();
+        unnamed.notification_id.clear();
+        assert_eq!(stage.apply(&unnamed).0, AlarmOutcome::Repeated, "without ids every repeat counts");
+        assert_eq!(stage.apply(&unnamed).0, AlarmOutcome::Repeated);
+        assert_eq!(stage.active_alarms("port-1")[0].tally, 4);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct IncidentRecord {
 pub struct ResourceRecord {
     pub active: Vec<AlarmRef>,
     pub reported: Vec<(u64, EpochMillis)>,
+    /// Parallel to `active`: the id of the last notification applied to each alarm.
+    pub notifications: Vec<Arc<str>>,
 }
 
 /// The part of the core's state that belongs to no key: the incident id sequence and the

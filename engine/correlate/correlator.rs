@@ -3,7 +3,7 @@
 //! management follow the CIs that changed. Operator actions and timer ticks enter here too,
 //! so one writer owns all state and the same inputs always give the same outputs.
 
-use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ResourceUpdate};
+use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ChangedResource, ResourceUpdate};
 use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, RestoreSummary};
 use super::impact::{ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
@@ -27,6 +27,8 @@ pub struct Stats {
     /// Repeats of active alarms folded into their tally (deduplicated).
     pub duplicates: u64,
     pub severity_changes: u64,
+    /// Retransmissions of the last notification of an alarm, ignored.
+    pub duplicate_notifications: u64,
     pub cleared: u64,
     pub clears_without_raise: u64,
     /// Resource updates for resources the topology does not know.
@@ -35,6 +37,8 @@ pub struct Stats {
     /// that "applied + refused = consumed" holds across restarts.
     pub refused: u64,
     pub active_alarms: u64,
+    /// Resources the topology does not know that have active alarms (kept, reported).
+    pub unmapped_resources: u64,
     pub incidents: IncidentStats,
 }
 
@@ -98,7 +102,10 @@ impl Correlator {
         snapshot: CoreSnapshot,
     ) -> (Correlator, RestoreSummary) {
         let mut correlator = Correlator::new(topology, config);
-        let alarms = snapshot.resources.values().flat_map(|record| record.active.iter().cloned());
+        let alarms = snapshot.resources.values().flat_map(|record| {
+            let notifications = record.notifications.iter().cloned().chain(std::iter::repeat(Arc::from("")));
+            record.active.iter().cloned().zip(notifications)
+        });
         for mut update in correlator.alarms.restore(alarms) {
             // The impact stage gets the alarms as it last heard of them, not the live tallies.
             if let Some(record) = snapshot.resources.get(&update.resource)
@@ -129,7 +136,7 @@ impl Correlator {
         CoreMeta {
             next_incident: self.incidents.next_id,
             clock: self.clock,
-            stats: Stats { active_alarms: 0, ..self.stats() },
+            stats: Stats { active_alarms: 0, unmapped_resources: 0, ..self.stats() },
         }
     }
 
@@ -139,7 +146,7 @@ impl Correlator {
             .alarms
             .take_dirty()
             .into_iter()
-            .map(|(resource, active)| {
+            .map(|ChangedResource { resource, alarms: active, notifications }| {
                 let heard = self.impact.reported_alarms(&resource);
                 let reported = active
                     .iter()
@@ -148,7 +155,7 @@ impl Correlator {
                         (seen.tally, seen.last_seen)
                     })
                     .collect();
-                (resource, ResourceRecord { active, reported })
+                (resource, ResourceRecord { active, reported, notifications })
             })
             .collect();
         let topology = self.impact.topology().clone();
@@ -176,6 +183,7 @@ impl Correlator {
             AlarmOutcome::Raised => self.stats.raised += 1,
             AlarmOutcome::Repeated => self.stats.duplicates += 1,
             AlarmOutcome::SeverityChanged => self.stats.severity_changes += 1,
+            AlarmOutcome::DuplicateNotification => self.stats.duplicate_notifications += 1,
             AlarmOutcome::Cleared => self.stats.cleared += 1,
             AlarmOutcome::ClearWithoutRaise => self.stats.clears_without_raise += 1,
         }
@@ -246,6 +254,11 @@ impl Correlator {
     }
 
     pub fn stats(&self) -> Stats {
-        Stats { active_alarms: self.alarms.active_count() as u64, incidents: self.incidents.stats(), ..self.stats }
+        Stats {
+            active_alarms: self.alarms.active_count() as u64,
+            unmapped_resources: self.impact.unmapped().len() as u64,
+            incidents: self.incidents.stats(),
+            ..self.stats
+        }
     }
 }

@@ -51,6 +51,11 @@ pub(crate) fn severity_word(word: &str) -> Result<Option<Severity>, DecodeError>
 }
 
 pub fn decode(bytes: &[u8], received: EpochMillis) -> Result<Alarm, DecodeError> {
+    // serde would also read a struct from a JSON array, field by field in order: an alarm
+    // is an object, anything else is refused before it can be misread.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(DecodeError::NotAnObject);
+    }
     let json: JsonAlarm = serde_json::from_slice(bytes)?;
     let (severity, cleared) = match (json.severity.as_str(), json.cleared) {
         ("", true) => (Severity::Indeterminate, true),

@@ -23,6 +23,8 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
     #[error("not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("not a JSON object")]
+    NotAnObject,
     #[error("invalid alarm: {0}")]
     Field(#[from] proto::AlarmFieldError),
     #[error("alarm has no resource")]
@@ -43,7 +45,7 @@ impl DecodeError {
         match self {
             DecodeError::Oversized { .. } => "oversized",
             DecodeError::Empty => "empty",
-            DecodeError::Protobuf(_) | DecodeError::Json(_) => "undecodable",
+            DecodeError::Protobuf(_) | DecodeError::Json(_) | DecodeError::NotAnObject => "undecodable",
             DecodeError::MissingResource => "missing_resource",
             DecodeError::MissingAlarmType => "missing_alarm_type",
             DecodeError::Field(_) | DecodeError::UnknownSeverity(_) | DecodeError::EventTime(_) => "invalid",
@@ -131,6 +133,7 @@ mod tests {
     fn bad_input_has_a_reason() {
         let reason = |format, bytes: &[u8]| decode(format, bytes, 0, 64, &mut Vec::new()).unwrap_err().reason();
         assert_eq!(reason(AlarmFormat::Json, b"{not json"), "undecodable");
+        assert_eq!(reason(AlarmFormat::Json, br#"["port-1", "LOS", "", "major"]"#), "undecodable");
         assert_eq!(reason(AlarmFormat::Protobuf, b"\xff\xff\xff"), "undecodable");
         assert_eq!(reason(AlarmFormat::Json, br#"{"alarm_type":"LOS","severity":"major"}"#), "missing_resource");
         assert_eq!(reason(AlarmFormat::Json, br#"{"resource":"p","severity":"major"}"#), "missing_alarm_type");

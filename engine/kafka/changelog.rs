@@ -58,6 +58,7 @@ pub fn encode(changes: &CoreChanges, mut emit: impl FnMut(&str, Option<&[u8]>)) 
                     last_seen_time: Some(proto::timestamp(last_seen)),
                 })
                 .collect(),
+            last_notification_ids: record.notifications.iter().map(|n| n.to_string()).collect(),
         };
         value.clear();
         message.encode(&mut value).expect("a Vec grows as needed");
@@ -99,6 +100,7 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                         .iter()
                         .map(|r| (r.tally, r.last_seen_time.as_ref().map(proto::millis).unwrap_or_default()))
                         .collect(),
+                    notifications: message.last_notification_ids.iter().map(|n| n.as_str().into()).collect(),
                 };
                 snapshot.resources.insert(resource.into(), record);
             }
@@ -261,6 +263,7 @@ fn meta_to_proto(meta: &CoreMeta) -> v1::EngineMeta {
             incidents_reopened: s.incidents.reopened,
             incidents_closed: s.incidents.closed,
             symptoms_attached: s.incidents.symptoms_attached,
+            duplicate_notifications: s.duplicate_notifications,
         }),
     }
 }
@@ -279,7 +282,9 @@ fn meta_from_proto(meta: &v1::EngineMeta) -> CoreMeta {
             clears_without_raise: c.clears_without_raise,
             unmapped: c.unmapped,
             refused: c.refused,
+            duplicate_notifications: c.duplicate_notifications,
             active_alarms: 0,
+            unmapped_resources: 0,
             incidents: IncidentStats {
                 opened: c.incidents_opened,
                 resolved: c.incidents_resolved,

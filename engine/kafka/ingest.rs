@@ -118,6 +118,8 @@ pub struct Ingest {
     pub formats: BTreeMap<String, AlarmFormat>,
     pub max_message_bytes: usize,
     pub max_batch: usize,
+    /// Event times further ahead of their record's timestamp are clamped to it.
+    pub max_event_time_ahead_ms: EpochMillis,
     pub metrics: Arc<Metrics>,
 }
 
@@ -179,6 +181,14 @@ impl Ingest {
             Ok(()) => {
                 let decoded = batch.alarms.len() - before;
                 batch.times.resize(batch.alarms.len(), received);
+                // A source clock far ahead would pin an alarm's last-seen time in the
+                // future: such event times are replaced by the record's and counted.
+                for alarm in &mut batch.alarms[before..] {
+                    if alarm.event_time > received.saturating_add(self.max_event_time_ahead_ms) {
+                        alarm.event_time = received;
+                        self.metrics.clamped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 self.metrics.decoded(format, decoded);
             }
             Err(error) => {

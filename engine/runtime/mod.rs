@@ -21,6 +21,7 @@ use crate::kafka::ingest::{self, AlarmConsumer, Ingest};
 use crate::kafka::output::{self, Output};
 use crate::kafka::{self, changelog};
 use crate::metrics::{self, Metrics};
+use crate::model::EpochMillis;
 use crate::model::topology::Topology;
 use crate::topology_file::{self, TopologyFileError};
 pub use core_loop::SharedChange;
@@ -175,6 +176,7 @@ impl Engine {
             formats: kafka_config.inputs.iter().map(|i| (i.topic.clone(), i.format)).collect(),
             max_message_bytes: kafka_config.max_message_bytes,
             max_batch: kafka_config.max_batch,
+            max_event_time_ahead_ms: (kafka_config.max_event_time_ahead_secs as EpochMillis).saturating_mul(1000),
             metrics: metrics.clone(),
         }
         .spawn(batch_tx, stop_consuming.clone())?;

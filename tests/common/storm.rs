@@ -91,7 +91,8 @@ pub fn ring(sites: usize) -> Ring {
 pub type Message = (String, Vec<u8>);
 
 /// `count` messages on `ring`: mostly a random walk over port, card and device alarms, with
-/// card failures that bring their ports' LOS alarms along, and about 0.5 % undecodable. New
+/// card failures that bring their ports' LOS alarms along, about 1 % retransmissions of the
+/// previous message, and about 0.5 % undecodable. New
 /// faults stop while `max_active` alarms are up, so the network keeps working as a real one
 /// does: failures come and go, most of it stays up.
 pub const MAX_ACTIVE: usize = 25;
@@ -99,8 +100,12 @@ pub fn storm(ring: &Ring, count: usize, seed: u64) -> Vec<Message> {
     let mut rng = Rng::new(seed);
     let mut active: BTreeMap<(String, &'static str), &'static str> = BTreeMap::new();
     let mut out = Vec::with_capacity(count);
-    let json = |resource: &str, alarm_type: &str, severity: &str| -> Message {
-        let value = format!(r#"{{"resource":"{resource}","alarm_type":"{alarm_type}","severity":"{severity}"}}"#);
+    let mut notification = 0u64;
+    let mut json = |resource: &str, alarm_type: &str, severity: &str| -> Message {
+        notification += 1;
+        let value = format!(
+            r#"{{"resource":"{resource}","alarm_type":"{alarm_type}","severity":"{severity}","notification_id":"n-{notification}"}}"#
+        );
         (resource.to_owned(), value.into_bytes())
     };
     const SEVERITIES: [&str; 4] = ["critical", "major", "minor", "warning"];
@@ -108,6 +113,10 @@ pub fn storm(ring: &Ring, count: usize, seed: u64) -> Vec<Message> {
         let roll = rng.below(1000);
         if roll < 5 {
             out.push(("garbage".to_owned(), b"{\"resource\": not json".to_vec()));
+        } else if roll < 15 && !out.is_empty() {
+            // An element manager resends its last notification.
+            let last = out[out.len() - 1].clone();
+            out.push(last);
         } else if roll < 40 && active.len() < MAX_ACTIVE {
             // A card fails, then its ports report loss of signal.
             let (card, ports) = &ring.cards[rng.below(ring.cards.len())];

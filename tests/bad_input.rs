@@ -1,0 +1,298 @@
+//! Bad input, one case per test: each is dead-lettered with its reason or handled as
+//! design.md says, the engine never panics, and its partition never stalls (a good alarm
+//! sent after the bad input is always correlated).
+
+mod common;
+
+use common::*;
+use faultline::model::alarm::{Alarm, Severity};
+use faultline::proto::{self, v1};
+use faultline::runtime::Engine;
+use prost::Message as _;
+use rdkafka::Message;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Headers;
+use rdkafka::producer::FutureProducer;
+use std::time::{Duration, Instant};
+use v1::incident_service_client::IncidentServiceClient;
+use v1::topology_service_client::TopologyServiceClient;
+
+const WAIT: Duration = Duration::from_secs(30);
+const VES_TOPIC: &str = "faultline.alarms.ves";
+
+/// An engine on the embedded cluster with protobuf, JSON and VES inputs.
+struct Rig {
+    engine: Engine,
+    producer: FutureProducer,
+    dead: BaseConsumer,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let inputs = serde_json::json!([
+            {"topic": "faultline.alarms", "format": "protobuf"},
+            {"topic": JSON_TOPIC, "format": "json"},
+            {"topic": VES_TOPIC, "format": "ves"},
+        ]);
+        let config = test_config().with("kafka.inputs", inputs).unwrap();
+        let engine = start(&config).await;
+        let producer = producer(engine.brokers());
+        let dead = reader(engine.brokers(), "faultline.dead-letter");
+        Rig { engine, producer, dead }
+    }
+
+    async fn send(&self, topic: &str, key: &str, payload: &[u8]) {
+        produce(&self.producer, topic, key, payload).await;
+    }
+
+    /// The next dead letter: its reason header and its payload.
+    async fn refused(&self) -> (String, Vec<u8>) {
+        let message = read_until(&self.dead, WAIT, |_| true).await;
+        let reason = message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "faultline.reason").and_then(|h| h.value))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("a reason header");
+        (reason, payload(&message).to_vec())
+    }
+
+    async fn stats(&self) -> faultline::correlate::Stats {
+        self.engine.handle().call(|ctx| ctx.stats()).await.unwrap()
+    }
+
+    /// Waits until `wanted` holds of the engine's counters.
+    async fn until(&self, wanted: impl Fn(&faultline::correlate::Stats) -> bool) -> faultline::correlate::Stats {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = self.stats().await;
+            if wanted(&stats) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "counters never as wanted: {stats:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a good alarm and waits for the incident it opens: the partition still flows.
+    async fn still_flows(&self, topic: &str) {
+        let good = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
+        self.send(topic, "mrs-r1", good).await;
+        let mut client = IncidentServiceClient::connect(format!("http://{}", self.engine.grpc_addr())).await.unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let list = client.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+            if list.incidents.iter().any(|i| i.root_causes == ["mrs-r1"]) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the good alarm after the bad input was never correlated");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) {
+        drop(self.producer);
+        drop(self.dead);
+        self.engine.stop(Duration::from_secs(10)).await.expect("a clean stop");
+    }
+}
+
+fn json_alarm(fields: &str) -> Vec<u8> {
+    format!("{{{fields}}}").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_protobuf() {
+    let rig = Rig::start().await;
+    let mut bytes = proto::alarm_to_proto(&Alarm::raise("par-r1/1/1", "LOS", Severity::Major, 0)).encode_to_vec();
+    bytes.truncate(bytes.len() / 2);
+    rig.send("faultline.alarms", "par-r1/1/1", &bytes).await;
+    assert_eq!(rig.refused().await, ("undecodable".to_owned(), bytes));
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_json() {
+    let rig = Rig::start().await;
+    for (bad, reason) in [
+        (&b"{\"resource\": \"par-r1\", "[..], "undecodable"),
+        (&br#"["not", "an", "object"]"#[..], "undecodable"),
+        (&br#"{"resource":"par-r1","alarm_type":"LOS","severity":"apocalyptic"}"#[..], "invalid"),
+        (&br#"{"resource":"par-r1","alarm_type":"LOS","severity":"major","event_time":"yesterday"}"#[..], "invalid"),
+    ] {
+        rig.send(JSON_TOPIC, "par-r1", bad).await;
+        assert_eq!(rig.refused().await, (reason.to_owned(), bad.to_vec()));
+    }
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+/// Every real ONAP VES file through Kafka: the `*invalid*` ones reach the dead-letter
+/// topic, the valid ones are correlated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_ves() {
+    let rig = Rig::start().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/formats/ves");
+    assert!(dir.is_dir(), "the shared VES samples are missing: expected {} beside the checkout", dir.display());
+    let (mut invalid, mut valid) = (Vec::new(), 0);
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".json") || name.starts_with("CommonEventFormat") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        rig.send(VES_TOPIC, &name, &bytes).await;
+        if name.contains("invalid") {
+            invalid.push(bytes);
+        } else {
+            valid += 1;
+        }
+    }
+    assert_eq!((invalid.len(), valid), (3, 5), "the shared VES samples");
+    for _ in 0..invalid.len() {
+        let (reason, original) = rig.refused().await;
+        assert_eq!(reason, "invalid_ves");
+        assert!(invalid.contains(&original), "a dead letter is the original file");
+    }
+    let stats = rig.until(|s| s.refused == 3 && s.alarms_in >= 5).await;
+    assert!(stats.alarms_in > valid, "the batches carry several alarms each: {}", stats.alarms_in);
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit() {
+    let rig = Rig::start().await;
+    // The test configuration allows 4096 bytes.
+    let padded = json_alarm(&format!(
+        r#""resource":"par-r1","alarm_type":"LOS","severity":"major","text":"{}""#,
+        "x".repeat(5000)
+    ));
+    rig.send(JSON_TOPIC, "par-r1", &padded).await;
+    assert_eq!(rig.refused().await, ("oversized".to_owned(), padded));
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_empty_resource() {
+    let rig = Rig::start().await;
+    let missing = json_alarm(r#""alarm_type":"LOS","severity":"major""#);
+    let blank = json_alarm(r#""resource":"   ","alarm_type":"LOS","severity":"major""#);
+    let empty_protobuf = proto::alarm_to_proto(&Alarm::raise("", "LOS", Severity::Major, 0)).encode_to_vec();
+    rig.send(JSON_TOPIC, "", &missing).await;
+    assert_eq!(rig.refused().await, ("missing_resource".to_owned(), missing));
+    rig.send(JSON_TOPIC, "", &blank).await;
+    assert_eq!(rig.refused().await, ("missing_resource".to_owned(), blank));
+    rig.send("faultline.alarms", "", &empty_protobuf).await;
+    assert_eq!(rig.refused().await, ("missing_resource".to_owned(), empty_protobuf));
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_resource_is_kept_and_reported() {
+    let rig = Rig::start().await;
+    let unknown = json_alarm(r#""resource":"lab-box-7","alarm_type":"LOS","severity":"critical""#);
+    rig.send(JSON_TOPIC, "lab-box-7", &unknown).await;
+    let stats = rig.until(|s| s.alarms_in == 1).await;
+    assert_eq!(
+        (stats.active_alarms, stats.unmapped_resources, stats.refused),
+        (1, 1, 0),
+        "kept, reported, not refused"
+    );
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", rig.engine.grpc_addr())).await.unwrap();
+    let status = topology.get_ci(v1::GetCiRequest { id: "lab-box-7".into() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert!(status.message().contains("lab-box-7"), "{}", status.message());
+    // Its clear finds it: the alarm was tracked all along.
+    rig.send(JSON_TOPIC, "lab-box-7", &json_alarm(r#""resource":"lab-box-7","alarm_type":"LOS","severity":"cleared""#))
+        .await;
+    let stats = rig.until(|s| s.alarms_in == 2).await;
+    assert_eq!((stats.cleared, stats.active_alarms, stats.unmapped_resources), (1, 0, 0));
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_without_its_raise() {
+    let rig = Rig::start().await;
+    rig.send(JSON_TOPIC, "par-r1/1/1", &json_alarm(r#""resource":"par-r1/1/1","alarm_type":"LOS","cleared":true"#))
+        .await;
+    let stats = rig.until(|s| s.alarms_in == 1).await;
+    assert_eq!((stats.clears_without_raise, stats.refused, stats.incidents.opened), (1, 0, 0));
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_times_out_of_order_or_far_in_the_future() {
+    let rig = Rig::start().await;
+    let at = |time: &str, text: &str| {
+        json_alarm(&format!(
+            r#""resource":"par-r1/1/1","alarm_type":"LOS","severity":"major","event_time":"{time}","text":"{text}""#
+        ))
+    };
+    rig.send(JSON_TOPIC, "par-r1/1/1", &at("2026-11-20T10:00:00Z", "first")).await;
+    rig.send(JSON_TOPIC, "par-r1/1/1", &at("2026-11-20T09:00:00Z", "an hour older")).await;
+    rig.send(JSON_TOPIC, "par-r1/1/1", &at("2100-01-01T00:00:00Z", "clock far ahead")).await;
+    rig.until(|s| s.alarms_in == 3).await;
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", rig.engine.grpc_addr())).await.unwrap();
+    let port = topology.get_ci(v1::GetCiRequest { id: "par-r1/1/1".into() }).await.unwrap().into_inner();
+    let alarm = &port.active_alarms[0];
+    let seconds = |t: &Option<prost_types::Timestamp>| t.as_ref().unwrap().seconds;
+    assert_eq!(alarm.tally, 3, "all three fold into the one alarm, in arrival order");
+    assert_eq!(seconds(&alarm.raised_time), 1_795_168_800, "raised at the first event time");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let last_seen = seconds(&alarm.last_seen_time);
+    assert!((last_seen - now).abs() < 600, "the far-future time was clamped to the record's: {last_seen}");
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_notification_ids() {
+    let rig = Rig::start().await;
+    let notification = |id: &str| {
+        json_alarm(&format!(
+            r#""resource":"par-r1/1/1","alarm_type":"LOS","severity":"major","notification_id":"{id}""#
+        ))
+    };
+    for id in ["ems-1", "ems-1", "ems-2", "ems-2", "ems-2"] {
+        rig.send(JSON_TOPIC, "par-r1/1/1", &notification(id)).await;
+    }
+    let stats = rig.until(|s| s.alarms_in == 5).await;
+    assert_eq!((stats.raised, stats.duplicates, stats.duplicate_notifications), (1, 1, 3));
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", rig.engine.grpc_addr())).await.unwrap();
+    let port = topology.get_ci(v1::GetCiRequest { id: "par-r1/1/1".into() }).await.unwrap().into_inner();
+    assert_eq!(port.active_alarms[0].tally, 2, "a retransmission is not a repeat");
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poison_message_ten_thousand_times() {
+    let rig = Rig::start().await;
+    let poison = b"\x00\x01poison\xff";
+    let sends: Vec<_> = (0..10_000)
+        .map(|_| {
+            let record = rdkafka::producer::FutureRecord::to(JSON_TOPIC).key("poison").payload(&poison[..]);
+            rig.producer.send_result(record).expect("room in the producer queue")
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    rig.still_flows(JSON_TOPIC).await;
+    let stats = rig.until(|s| s.refused == 10_000).await;
+    assert_eq!(stats.alarms_in, 1, "only the good alarm was applied");
+    let mut dead = 0;
+    while dead < 10_000 {
+        let (reason, payload) = rig.refused().await;
+        assert_eq!((reason.as_str(), payload.as_slice()), ("undecodable", &poison[..]));
+        dead += 1;
+    }
+    rig.stop().await;
+}
