@@ -10,6 +10,7 @@
 //! - [`decode`]: bytes to alarms, per input format (protobuf, JSON, ONAP VES 7.x).
 //! - [`topology_file`]: reads the documented topology file format.
 //! - [`config`]: layered, validated configuration.
+//! - [`generate`]: seeded synthetic networks and alarm storms, for tests and benchmarks.
 //! - [`runtime`]: the runtime around the core: the core thread, its command channel and
 //!   the ordered startup and shutdown of every edge.
 //! - [`kafka`]: the edges to Kafka: the embedded mock cluster, the alarm consumer,
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod correlate;
 pub mod decode;
+pub mod generate;
 pub mod grpc;
 pub mod kafka;
 pub mod metrics;

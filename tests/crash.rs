@@ -10,7 +10,7 @@
 mod common;
 
 use common::broker::KafkaBroker;
-use common::storm::{self, Rng};
+use faultline::generate::{self as storm, Rng};
 use faultline::proto::v1;
 use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

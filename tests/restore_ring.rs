@@ -4,14 +4,12 @@
 //! uninterrupted one. The Kafka crash test checks the same end to end; this one pins the
 //! core and the encoding down in seconds.
 
-mod common;
-
-use common::storm;
 use faultline::config::AlarmFormat;
 use faultline::correlate::changelog::CoreSnapshot;
 use faultline::correlate::incidents::IncidentPolicy;
 use faultline::correlate::{Correlator, CorrelatorConfig};
 use faultline::decode;
+use faultline::generate as storm;
 use faultline::kafka::changelog;
 use faultline::model::incident::IncidentChange;
 use faultline::topology_file;

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 pub mod broker;
-pub mod storm;
 
 use faultline::config::{Config, Overrides};
 use faultline::runtime::Engine;

@@ -1,11 +1,17 @@
-//! A seeded carrier ring for the tests that need many resources, and a storm on it with
-//! the shape real ones have: card failures with their ports' symptom alarms, repeats,
-//! severity changes, clears, clears without a raise, and some undecodable input.
+//! Synthetic carrier networks and alarm storms, seeded: the same seed gives the same bytes
+//! on every machine. Used by the crash and restore tests and by the benchmarks.
+//!
+//! [`ring`] builds a ring of sites (routers, cards, ports, links, redundant transports,
+//! quorum bundles, customer-facing services, customers with SLA tiers) in the topology
+//! file format; [`storm`] plays the shape real storms have on it: card failures with their
+//! ports' symptom alarms, repeats, retransmissions, severity changes, clears, clears
+//! without a raise, and some undecodable input.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// xorshift64*: small, seeded, the same on every machine.
+/// xorshift64*: small, seeded, the same on every machine (no dependency whose stream could
+/// change under a version bump).
 pub struct Rng(u64);
 
 impl Rng {
@@ -13,6 +19,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
