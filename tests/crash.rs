@@ -85,10 +85,71 @@ fn spawn(config: &Path) -> Process {
     }
 }
 
+/// A new input topic of one partition.
+async fn single_partition_topic(broker: &KafkaBroker, name: &str) -> String {
+    let topic = format!("{name}-{}", std::process::id());
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+    let created = admin
+        .create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .unwrap();
+    created.into_iter().for_each(|r| {
+        r.unwrap();
+    });
+    topic
+}
+
+/// Sends `messages` to `topic`, waiting for every delivery.
+async fn feed(broker: &KafkaBroker, topic: &str, messages: &[storm::Message]) {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+    let sends: Vec<_> = messages
+        .iter()
+        .map(|(key, value)| producer.send_result(FutureRecord::to(topic).key(key).payload(value)).unwrap())
+        .collect();
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+}
+
+/// The state changelog as the last committed transaction left it.
+fn committed_state(broker: &KafkaBroker, topic: &str) -> faultline::correlate::changelog::CoreSnapshot {
+    let mut snapshot = faultline::correlate::changelog::CoreSnapshot::default();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("inspect-{topic}"))
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let partitions =
+        consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0].partitions().len();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut done = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < partitions {
+        assert!(Instant::now() < deadline, "state topic {topic} not read to its end");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                faultline::kafka::changelog::fold(&mut snapshot, m.key().unwrap_or_default(), m.payload()).unwrap()
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                done.insert(p);
+            }
+            _ => {}
+        }
+    }
+    snapshot
+}
+
 struct Run {
     config: PathBuf,
     group: String,
     incidents_topic: String,
+    state_topic: String,
 }
 
 fn write_config(dir: &Path, name: &str, broker: &str, input: &str, topology: &Path) -> Run {
@@ -128,7 +189,12 @@ idle_clock_millis = 600000
         topology = topology.display()
     );
     std::fs::write(&config, text).unwrap();
-    Run { config, group: format!("faultline-{suffix}"), incidents_topic: format!("incidents-{suffix}") }
+    Run {
+        config,
+        group: format!("faultline-{suffix}"),
+        incidents_topic: format!("incidents-{suffix}"),
+        state_topic: format!("state-{suffix}"),
+    }
 }
 
 /// Log lines worth showing when the comparison fails: restores, assignments, resumes.
@@ -244,17 +310,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let garbage = messages.iter().filter(|(k, _)| k == "garbage").count();
     assert!(garbage > 100, "the storm carries undecodable input too");
 
-    let input = format!("alarms-crash-{}", std::process::id());
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
-    admin
-        .create_topics(&[NewTopic::new(&input, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .unwrap()
-        .into_iter()
-        .for_each(|r| {
-            r.unwrap();
-        });
+    let input = single_partition_topic(&broker, "alarms-crash").await;
 
     let reference = write_config(dir.path(), "reference", broker.bootstrap(), &input, &topology);
     let crashing = write_config(dir.path(), "crashing", broker.bootstrap(), &input, &topology);
@@ -347,4 +403,45 @@ async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().unwrap();
         process.child.wait().unwrap();
     }
+}
+
+/// SIGTERM while the engine works: it stops consuming, applies what it took, commits, and
+/// exits 0 within its grace period; what it committed accounts for exactly the input up to
+/// the committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_exits_in_time() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ring = storm::ring(20);
+    let topology = dir.path().join("ring.jsonl");
+    std::fs::write(&topology, &ring.jsonl).unwrap();
+    let input = single_partition_topic(&broker, "alarms-sigterm").await;
+    let run = write_config(dir.path(), "sigterm", broker.bootstrap(), &input, &topology);
+    let mut engine = spawn(&run.config);
+    feed(&broker, &input, &storm::storm(&ring, 20_000, 9)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while progress(broker.bootstrap(), &run.group, &input).0 == 0 {
+        assert!(Instant::now() < deadline, "the engine never committed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    Command::new("kill").args(["-TERM", &engine.child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = engine.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running 30 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+
+    let (committed, end) = progress(broker.bootstrap(), &run.group, &input);
+    assert!(committed < end, "SIGTERM came while there was work left: {committed} of {end}");
+    let stats = committed_state(&broker, &run.state_topic).meta.stats;
+    assert_eq!(
+        stats.alarms_in + stats.refused,
+        committed as u64,
+        "the committed state accounts for exactly the committed input"
+    );
 }
