@@ -235,7 +235,7 @@ pub fn incident_from_proto(i: &v1::Incident) -> Result<Incident, IncidentFieldEr
         .iter()
         .map(|e| {
             let kind = TimelineKind::parse(&e.kind).ok_or_else(|| IncidentFieldError::TimelineKind(e.kind.clone()))?;
-            Ok(TimelineEntry { time: time(&e.time), kind, text: e.text.clone() })
+            Ok(TimelineEntry { time: time(&e.time), kind, text: e.text.as_str().into() })
         })
         .collect::<Result<_, IncidentFieldError>>()?;
     Ok(Incident {
@@ -319,7 +319,7 @@ pub fn incident_to_proto(i: &Incident) -> v1::Incident {
             .map(|e| v1::TimelineEntry {
                 time: Some(timestamp(e.time)),
                 kind: e.kind.as_str().to_owned(),
-                text: e.text.clone(),
+                text: e.text.to_string(),
             })
             .collect(),
         acknowledgement: i

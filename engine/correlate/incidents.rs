@@ -324,7 +324,9 @@ impl IncidentBook {
     ) -> Option<IncidentChange> {
         let policy = &self.policy;
         let t = self.incidents.get_mut(&id)?;
-        let before = t.incident.clone();
+        // Whether anything a reader sees moved: tracked field by field, so that no refresh
+        // clones the whole incident (timeline included) just to compare it afterwards.
+        let mut moved = false;
 
         // Roots accumulate over the incident's life, so a resolved incident still names
         // every root cause it had; a former root now explained by another failure moves
@@ -338,6 +340,7 @@ impl IncidentBook {
         for &root in live.difference(&t.roots) {
             let text = format!("root cause {}", topology.ci(root).name);
             push_timeline(&mut t.incident, policy, now, TimelineKind::RootCause, text);
+            moved = true;
             if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
                 v.insert(id);
                 t.registered_roots.insert(root);
@@ -359,8 +362,10 @@ impl IncidentBook {
         }
         t.symptoms.retain(|s| !t.roots.contains(s));
 
-        t.incident.root_causes = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
-        t.incident.root_cause_alarms = merge_alarms(&t.incident.root_cause_alarms, &t.roots, topology, impact, now);
+        let root_causes = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
+        moved |= replace(&mut t.incident.root_causes, root_causes);
+        let root_cause_alarms = merge_alarms(&t.incident.root_cause_alarms, &t.roots, topology, impact, now);
+        moved |= replace(&mut t.incident.root_cause_alarms, root_cause_alarms);
         let symptom_alarms = merge_alarms(&t.incident.symptom_alarms, &t.symptoms, topology, impact, now);
         let attached = symptom_alarms
             .iter()
@@ -370,10 +375,11 @@ impl IncidentBook {
             self.stats.symptoms_attached += attached as u64;
             let text = format!("{attached} symptom alarm(s) attached");
             push_timeline(&mut t.incident, policy, now, TimelineKind::Symptom, text);
+            moved = true;
         }
-        t.incident.symptom_alarms = symptom_alarms;
+        moved |= replace(&mut t.incident.symptom_alarms, symptom_alarms);
 
-        t.incident.services = t
+        let services = t
             .services
             .iter()
             .map(|(&s, &impact)| {
@@ -393,32 +399,35 @@ impl IncidentBook {
                 *worst = (*worst).max(state);
             }
         }
-        t.incident.customers = customers
+        moved |= replace(&mut t.incident.services, services);
+        let impacted_customers = customers
             .iter()
             .map(|(&c, &impact)| {
                 let ci = topology.ci(c);
                 ImpactedCustomer { id: ci.id.clone(), name: ci.name.clone(), sla: ci.sla, impact }
             })
             .collect();
+        moved |= replace(&mut t.incident.customers, impacted_customers);
 
         let down = t.services.values().filter(|s| **s == State::Down).count();
         let degraded = t.services.values().filter(|s| **s == State::Degraded).count();
         if down + degraded > 0 {
             let tiers: Vec<_> = customers.iter().map(|(&c, &s)| (topology.ci(c).sla, s)).collect();
             let (level, urgency, priority) = policy.priority.assess(&tiers, down > 0);
-            t.incident.impact = level;
-            t.incident.urgency = urgency;
-            t.incident.priority = priority;
-            t.incident.title = title(topology, &t.roots, down, degraded);
+            moved |= replace(&mut t.incident.impact, level);
+            moved |= replace(&mut t.incident.urgency, urgency);
+            moved |= replace(&mut t.incident.priority, priority);
+            moved |= replace(&mut t.incident.title, title(topology, &t.roots, down, degraded));
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
             self.due = Some(self.due.map_or(now + policy.hold_down_ms, |due| due.min(now + policy.hold_down_ms)));
             let text =
                 format!("all services restored; resolves after {} s unless impacted again", policy.hold_down_ms / 1000);
             push_timeline(&mut t.incident, policy, now, TimelineKind::Restored, text);
+            moved = true;
         }
 
-        if t.incident == before && kind == ChangeKind::Updated {
+        if !moved && kind == ChangeKind::Updated {
             return None;
         }
         Some(publish(&mut t.incident, kind, now))
@@ -532,6 +541,15 @@ impl IncidentBook {
     }
 }
 
+/// Puts `value` in `slot`; true when that changed it.
+fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    if *slot == value {
+        return false;
+    }
+    *slot = value;
+    true
+}
+
 fn publish(incident: &mut Incident, kind: ChangeKind, now: EpochMillis) -> IncidentChange {
     incident.version += 1;
     incident.updated_at = now;
@@ -542,7 +560,7 @@ fn push_timeline(incident: &mut Incident, policy: &IncidentPolicy, now: EpochMil
     if incident.timeline.len() >= policy.timeline_limit.max(2) {
         incident.timeline.remove(1);
     }
-    incident.timeline.push(TimelineEntry { time: now, kind, text });
+    incident.timeline.push(TimelineEntry { time: now, kind, text: text.into() });
 }
 
 /// The active alarms of `cis`, plus the ones previously listed for them that have since
@@ -555,15 +573,26 @@ fn merge_alarms(
     now: EpochMillis,
 ) -> Vec<AlarmRef> {
     let mut merged: Vec<AlarmRef> = cis.iter().flat_map(|&ci| impact.state(ci).alarms.iter().cloned()).collect();
+    merged.sort_unstable_by(|a, b| a.identity().cmp(&b.identity()));
+    // Both lists are in identity order: one pass finds the previous alarms gone from the
+    // active ones.
+    let mut cleared = Vec::new();
+    let mut active = merged.iter().peekable();
     for old in previous {
-        let still_member = topology.lookup(&old.resource).is_some_and(|ci| cis.contains(&ci));
-        if still_member && !merged.iter().any(|a| a.identity() == old.identity()) {
-            let mut cleared = old.clone();
-            cleared.cleared_at = cleared.cleared_at.or(Some(now));
-            merged.push(cleared);
+        while active.next_if(|a| a.identity() < old.identity()).is_some() {}
+        if active.peek().is_some_and(|a| a.identity() == old.identity()) {
+            continue;
+        }
+        if topology.lookup(&old.resource).is_some_and(|ci| cis.contains(&ci)) {
+            let mut gone = old.clone();
+            gone.cleared_at = gone.cleared_at.or(Some(now));
+            cleared.push(gone);
         }
     }
-    merged.sort_by(|a, b| a.identity().cmp(&b.identity()));
+    if !cleared.is_empty() {
+        merged.append(&mut cleared);
+        merged.sort_unstable_by(|a, b| a.identity().cmp(&b.identity()));
+    }
     merged
 }
 

@@ -138,7 +138,9 @@ impl TimelineKind {
 pub struct TimelineEntry {
     pub time: EpochMillis,
     pub kind: TimelineKind,
-    pub text: String,
+    /// Shared: every published snapshot carries the whole timeline, and copying hundreds of
+    /// texts per change was the core's largest cost.
+    pub text: Arc<str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
