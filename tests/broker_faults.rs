@@ -47,20 +47,26 @@ async fn weather(health: &mut Health, lasting: Duration, mut fault: impl FnMut(b
 async fn until_taken(engine: &Engine, count: u64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(stats) = engine.handle().call(|ctx| ctx.stats()).await {
+        let stats = engine.handle().call(|ctx| ctx.stats()).await;
+        if let Ok(stats) = &stats {
             let taken = stats.alarms_in + stats.refused;
             assert!(taken <= count, "{taken} alarms taken, more than the {count} sent");
             if taken == count {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "not every alarm arrived within {within:?}");
+        assert!(Instant::now() < deadline, "not every alarm arrived within {within:?}: {stats:?} of {count}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_waits_out_a_stopped_and_a_frozen_broker_and_loses_nothing() {
+    // The engine's log, shown by the test harness when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("FAULTS_LOG").unwrap_or_else(|_| "faultline=info,librdkafka=warn".into()))
+        .try_init();
     let mut broker = KafkaBroker::start_own();
     let config = config_on(&broker, "faults");
     let input = config.kafka.inputs[0].topic.clone();

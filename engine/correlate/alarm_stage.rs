@@ -60,17 +60,27 @@ pub struct ChangedResource {
     pub resource: Arc<str>,
     /// Its active alarms, empty once all have cleared.
     pub alarms: Vec<AlarmRef>,
-    /// Parallel to `alarms`: the id of the last notification applied to each.
-    pub notifications: Vec<Arc<str>>,
+    /// Parallel to `alarms`: the fingerprint of the last notification applied to each.
+    pub notifications: Vec<u64>,
 }
 
 #[derive(Debug)]
 struct ActiveAlarm {
     alarm: AlarmRef,
     effect: Effect,
-    /// The id of the last notification applied to this alarm: the same id again is a
-    /// retransmission (an element manager resending after a timeout), not a repeat.
-    notification: Arc<str>,
+    /// Fingerprint of the id of the last notification applied to this alarm: the same id
+    /// again is a retransmission (an element manager resending after a timeout), not a
+    /// repeat. A fingerprint, so the per-repeat path allocates nothing.
+    notification: u64,
+}
+
+/// A stable 64-bit fingerprint of a notification id (FNV-1a; the same on every machine and
+/// version, since it is written to the changelog); 0 for no id.
+pub fn notification_key(id: &str) -> u64 {
+    if id.is_empty() {
+        return 0;
+    }
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 #[derive(Debug, Default)]
@@ -94,7 +104,7 @@ impl AlarmStage {
     /// Rebuilds the active alarms from a changelog: one list per resource, as
     /// [`AlarmStage::take_dirty`] reported them. Returns the resource updates that give the
     /// impact stage the same view.
-    pub fn restore(&mut self, alarms: impl IntoIterator<Item = (AlarmRef, Arc<str>)>) -> Vec<ResourceUpdate> {
+    pub fn restore(&mut self, alarms: impl IntoIterator<Item = (AlarmRef, u64)>) -> Vec<ResourceUpdate> {
         for (alarm, notification) in alarms {
             let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
             let active = self.resources.entry(alarm.resource.clone()).or_default();
@@ -129,7 +139,7 @@ impl AlarmStage {
             .map(|resource| {
                 let active = self.resources.get(&resource).map(Vec::as_slice).unwrap_or_default();
                 let alarms = active.iter().map(|a| a.alarm.clone()).collect();
-                let notifications = active.iter().map(|a| a.notification.clone()).collect();
+                let notifications = active.iter().map(|a| a.notification).collect();
                 ChangedResource { resource, alarms, notifications }
             })
             .collect()
@@ -160,12 +170,11 @@ impl AlarmStage {
             (false, Some(i)) => {
                 let active = self.resources.get_mut(alarm.resource.as_str()).expect("looked up above");
                 let entry = &mut active[i];
-                if !alarm.notification_id.is_empty() && *entry.notification == *alarm.notification_id {
+                let notification = notification_key(&alarm.notification_id);
+                if notification != 0 && entry.notification == notification {
                     return (AlarmOutcome::DuplicateNotification, None);
                 }
-                if *entry.notification != *alarm.notification_id {
-                    entry.notification = Arc::from(alarm.notification_id.as_str());
-                }
+                entry.notification = notification;
                 entry.alarm.tally += 1;
                 entry.alarm.last_seen = entry.alarm.last_seen.max(alarm.event_time);
                 if !self.dirty.contains(&entry.alarm.resource) {
@@ -199,7 +208,7 @@ impl AlarmStage {
                         cleared_at: None,
                     },
                     effect: self.policy.effect(&alarm.alarm_type, alarm.severity),
-                    notification: Arc::from(alarm.notification_id.as_str()),
+                    notification: notification_key(&alarm.notification_id),
                 };
                 self.dirty.insert(resource.clone());
                 let active = self.resources.entry(resource).or_default();
@@ -303,7 +312,7 @@ mod tests {
         );
 
         let mut restored = AlarmStage::default();
-        let updates = restored.restore(stage.active_alarms("port-1").into_iter().map(|a| (a, Arc::from(""))));
+        let updates = restored.restore(stage.active_alarms("port-1").into_iter().map(|a| (a, 0)));
         assert_eq!(updates.len(), 1);
         assert_eq!((updates[0].own_state, restored.active_count()), (State::Down, 1));
         assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
@@ -311,6 +320,13 @@ mod tests {
         let repeat = Alarm::raise("port-1", "LOS", Severity::Major, 4_000);
         assert_eq!(restored.apply(&repeat).0, stage.apply(&repeat).0);
         assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
+    }
+
+    #[test]
+    fn notification_fingerprints_never_change() {
+        // Written to the changelog: a new version must read what an older one wrote.
+        assert_eq!(notification_key("ems-1"), 0x77b8_acb3_c294_7806);
+        assert_eq!(notification_key(""), 0);
     }
 
     #[test]

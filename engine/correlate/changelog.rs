@@ -48,8 +48,8 @@ pub struct IncidentRecord {
 pub struct ResourceRecord {
     pub active: Vec<AlarmRef>,
     pub reported: Vec<(u64, EpochMillis)>,
-    /// Parallel to `active`: the id of the last notification applied to each alarm.
-    pub notifications: Vec<Arc<str>>,
+    /// Parallel to `active`: the fingerprint of the last notification applied to each alarm.
+    pub notifications: Vec<u64>,
 }
 
 /// The part of the core's state that belongs to no key: the incident id sequence and the

@@ -103,7 +103,7 @@ impl Correlator {
     ) -> (Correlator, RestoreSummary) {
         let mut correlator = Correlator::new(topology, config);
         let alarms = snapshot.resources.values().flat_map(|record| {
-            let notifications = record.notifications.iter().cloned().chain(std::iter::repeat(Arc::from("")));
+            let notifications = record.notifications.iter().copied().chain(std::iter::repeat(0));
             record.active.iter().cloned().zip(notifications)
         });
         for mut update in correlator.alarms.restore(alarms) {

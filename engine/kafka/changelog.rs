@@ -58,7 +58,7 @@ pub fn encode(changes: &CoreChanges, mut emit: impl FnMut(&str, Option<&[u8]>)) 
                     last_seen_time: Some(proto::timestamp(last_seen)),
                 })
                 .collect(),
-            last_notification_ids: record.notifications.iter().map(|n| n.to_string()).collect(),
+            last_notifications: record.notifications.clone(),
         };
         value.clear();
         message.encode(&mut value).expect("a Vec grows as needed");
@@ -100,7 +100,7 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                         .iter()
                         .map(|r| (r.tally, r.last_seen_time.as_ref().map(proto::millis).unwrap_or_default()))
                         .collect(),
-                    notifications: message.last_notification_ids.iter().map(|n| n.as_str().into()).collect(),
+                    notifications: message.last_notifications,
                 };
                 snapshot.resources.insert(resource.into(), record);
             }

@@ -64,8 +64,9 @@ pub type AlarmConsumer = BaseConsumer<IngestContext>;
 
 pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<AlarmConsumer, KafkaError> {
     // No auto-commit: offsets move only inside the core's transactions. Static membership
-    // lets a restarted instance take its partitions back without waiting for the session
-    // of its killed predecessor to time out.
+    // lets a restarted instance take its partitions back at once, so the session timeout can
+    // be long (as static membership is meant to be used): a broker restart or a network
+    // hiccup of a minute does not cost a rebalance.
     let member = super::output::transactional_id(kafka);
     let consumer: AlarmConsumer = super::client_config(
         kafka,
@@ -73,6 +74,7 @@ pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<AlarmConsumer, Kaf
         &[
             ("group.id", kafka.group_id.as_str()),
             ("group.instance.id", member.as_str()),
+            ("session.timeout.ms", "120000"),
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
             ("isolation.level", "read_committed"),

@@ -112,6 +112,7 @@ impl Output {
 
     fn begin(&mut self) -> Result<(), OutputError> {
         if self.opened_at.is_none() {
+            tracing::debug!("beginning a transaction");
             self.producer.begin_transaction().map_err(|e| OutputError::Fatal(e.to_string()))?;
             self.opened_at = Some(Instant::now());
         }
@@ -173,13 +174,22 @@ impl Output {
                 list.add_partition_offset(topic, *partition, Offset::Offset(next))
                     .map_err(|e| OutputError::Fatal(e.to_string()))?;
             }
-            let metadata = self
-                .consumer
-                .group_metadata()
-                .ok_or_else(|| OutputError::Fatal("the consumer has no group metadata".to_owned()))?;
-            self.retrying("send offsets", |p| p.send_offsets_to_transaction(&list, &metadata, CALL_TIMEOUT))?;
+            // The group metadata is taken afresh on every attempt: if the brokers were away
+            // long enough for the group to rebalance, the offsets commit under the new
+            // generation (the ingest thread skips what the rebalance delivers again).
+            if self.consumer.group_metadata().is_none() {
+                return Err(OutputError::Fatal("the consumer has no group metadata (no group.id)".to_owned()));
+            }
+            let consumer = self.consumer.clone();
+            self.retrying("send offsets", move |p| {
+                let metadata =
+                    consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::InvalidGroupId))?;
+                p.send_offsets_to_transaction(&list, &metadata, CALL_TIMEOUT)
+            })?;
         }
+        tracing::debug!(partitions = self.offsets.len(), "committing the transaction");
         self.retrying("commit", |p| p.commit_transaction(CALL_TIMEOUT))?;
+        tracing::debug!("transaction committed");
         self.opened_at = None;
         self.offsets.clear();
         Ok(())
@@ -240,6 +250,7 @@ fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?S
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                tracing::trace!("producer queue full; waiting");
                 record = returned;
                 std::thread::sleep(Duration::from_millis(1));
             }
