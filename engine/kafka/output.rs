@@ -217,6 +217,9 @@ impl Output {
             };
             let (retriable, abort) = match &error {
                 KafkaError::Transaction(e) => (e.is_retriable(), e.txn_requires_abort()),
+                // `commit_transaction` flushes first: a flush that timed out (brokers away)
+                // leaves the messages queued, and calling it again resumes.
+                KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => (true, false),
                 _ => (false, false),
             };
             if retriable {

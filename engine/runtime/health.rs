@@ -14,9 +14,12 @@ use tokio_util::sync::CancellationToken;
 const EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Publishes on `up` whether the engine can make progress: Kafka answers, commits go
+/// through, and the core has not stopped on an error (`failed`).
 pub async fn watch_kafka(
     consumer: Arc<AlarmConsumer>,
     committing: Arc<AtomicBool>,
+    failed: CancellationToken,
     up: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
@@ -29,9 +32,11 @@ pub async fn watch_kafka(
         let reachable = tokio::task::spawn_blocking(move || probe.fetch_metadata(None, PROBE_TIMEOUT).is_ok())
             .await
             .unwrap_or(false);
-        let healthy = reachable && committing.load(Ordering::Relaxed);
+        let healthy = reachable && committing.load(Ordering::Relaxed) && !failed.is_cancelled();
         if *up.borrow() != healthy {
-            if healthy {
+            if failed.is_cancelled() {
+                tracing::error!("the engine stopped on an error; health is NOT_SERVING");
+            } else if healthy {
                 tracing::info!("kafka reachable again; serving");
             } else {
                 tracing::warn!("kafka unreachable; health is NOT_SERVING until it is back");

@@ -181,7 +181,13 @@ impl Engine {
         }
         .spawn(batch_tx, stop_consuming.clone())?;
         let (kafka_up, kafka_health) = tokio::sync::watch::channel(true);
-        let health = tokio::spawn(health::watch_kafka(consumer.clone(), committing, kafka_up, stop_serving.clone()));
+        let health = tokio::spawn(health::watch_kafka(
+            consumer.clone(),
+            committing,
+            failed.clone(),
+            kafka_up,
+            stop_serving.clone(),
+        ));
         let server = tokio::spawn(grpc::serve(listener, handle.clone(), kafka_health, stop_serving.clone()));
         let metrics_server = tokio::spawn(metrics::serve(
             metrics_listener,
