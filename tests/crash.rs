@@ -115,33 +115,9 @@ async fn feed(broker: &KafkaBroker, topic: &str, messages: &[storm::Message]) {
 /// The state changelog as the last committed transaction left it.
 fn committed_state(broker: &KafkaBroker, topic: &str) -> faultline::correlate::changelog::CoreSnapshot {
     let mut snapshot = faultline::correlate::changelog::CoreSnapshot::default();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("inspect-{topic}"))
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let partitions =
-        consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0].partitions().len();
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let mut done = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.len() < partitions {
-        assert!(Instant::now() < deadline, "state topic {topic} not read to its end");
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                faultline::kafka::changelog::fold(&mut snapshot, m.key().unwrap_or_default(), m.payload()).unwrap()
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                done.insert(p);
-            }
-            _ => {}
-        }
-    }
+    read_topic(broker, topic, |m| {
+        faultline::kafka::changelog::fold(&mut snapshot, m.key().unwrap_or_default(), m.payload()).unwrap()
+    });
     snapshot
 }
 
@@ -251,13 +227,9 @@ async fn incidents(grpc: &str) -> BTreeMap<String, Summary> {
 
 /// Messages the engine accounted for: every alarm outcome plus the refused messages.
 async fn accounted(metrics: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(metrics).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body.lines()
+    common::scrape(metrics)
+        .await
+        .lines()
         .filter(|l| l.starts_with("faultline_alarms_total{") || l.starts_with("faultline_input_refused_total "))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
@@ -265,47 +237,58 @@ async fn accounted(metrics: &str) -> u64 {
 
 /// Every incident snapshot on a run's incidents topic, read_committed: per incident id,
 /// the versions in the order they were written.
-fn versions(broker: &str, topic: &str) -> BTreeMap<String, Vec<u64>> {
+fn versions(broker: &KafkaBroker, topic: &str) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    read_topic(broker, topic, |message| {
+        let incident = v1::Incident::decode(message.payload().unwrap_or_default()).unwrap();
+        out.entry(incident.id).or_default().push(incident.version);
+    });
+    out
+}
+
+/// Reads every committed record of `topic`, from the beginning of each partition to its end.
+fn read_topic(broker: &KafkaBroker, topic: &str, mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>)) {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", format!("versions-{topic}"))
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("read-{topic}"))
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .create()
         .unwrap();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let partitions = metadata.topics()[0].partitions().len();
     let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
+    for p in 0..partitions as i32 {
         list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
     }
     consumer.assign(&list).unwrap();
     let mut done = BTreeSet::new();
-    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while done.len() < partitions as usize {
-        assert!(Instant::now() < deadline, "incidents topic {topic} not read to its end");
+    while done.len() < partitions {
+        assert!(Instant::now() < deadline, "topic {topic} not read to its end");
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let incident = v1::Incident::decode(m.payload().unwrap_or_default()).unwrap();
-                out.entry(incident.id).or_default().push(incident.version);
-            }
+            Some(Ok(message)) => each(&message),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 done.insert(p);
             }
             _ => {}
         }
     }
-    out
+}
+
+/// A ring of `sites` written as a topology file in `dir`.
+fn ring_file(dir: &Path, sites: usize) -> (storm::Ring, PathBuf) {
+    let ring = storm::ring(sites);
+    let path = dir.join("ring.jsonl");
+    std::fs::write(&path, &ring.jsonl).unwrap();
+    (ring, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let broker = KafkaBroker::start();
     let dir = tempfile::tempdir().unwrap();
-    let ring = storm::ring(60);
-    let topology = dir.path().join("ring.jsonl");
-    std::fs::write(&topology, &ring.jsonl).unwrap();
+    let (ring, topology) = ring_file(dir.path(), 60);
     let messages = storm::storm(&ring, MESSAGES, 0x5eed);
     let garbage = messages.iter().filter(|(k, _)| k == "garbage").count();
     assert!(garbage > 100, "the storm carries undecodable input too");
@@ -390,8 +373,8 @@ async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     }
 
     // On the incidents topic: each change of each incident exactly once, in order.
-    let written = versions(broker.bootstrap(), &crashing.incidents_topic);
-    let reference_written = versions(broker.bootstrap(), &reference.incidents_topic);
+    let written = versions(&broker, &crashing.incidents_topic);
+    let reference_written = versions(&broker, &reference.incidents_topic);
     assert_eq!(written.keys().collect::<Vec<_>>(), reference_written.keys().collect::<Vec<_>>());
     for (id, versions) in &written {
         let contiguous: Vec<u64> = (1..=versions.len() as u64).collect();
@@ -412,9 +395,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
 async fn sigterm_drains_commits_and_exits_in_time() {
     let broker = KafkaBroker::start();
     let dir = tempfile::tempdir().unwrap();
-    let ring = storm::ring(20);
-    let topology = dir.path().join("ring.jsonl");
-    std::fs::write(&topology, &ring.jsonl).unwrap();
+    let (ring, topology) = ring_file(dir.path(), 20);
     let input = single_partition_topic(&broker, "alarms-sigterm").await;
     let run = write_config(dir.path(), "sigterm", broker.bootstrap(), &input, &topology);
     let mut engine = spawn(&run.config);

@@ -155,20 +155,6 @@ async fn alarms_become_incidents_on_kafka_and_grpc_and_operators_act_on_both() {
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
 
-/// `GET /metrics` over a plain HTTP/1.1 connection, as a Prometheus server does it.
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
-    body.to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_alarms_go_to_the_dead_letter_topic_with_their_reason() {
     let config = test_config();

@@ -133,18 +133,8 @@ impl Engine {
                 .map_err(|e| StartError::Kafka(format!("cannot subscribe: {e}")))?,
         );
 
-        let listener = TcpListener::bind(config.grpc.addr).await.map_err(|source| StartError::Bind {
-            what: "gRPC",
-            addr: config.grpc.addr,
-            source,
-        })?;
-        let grpc_addr = listener.local_addr()?;
-        let metrics_listener = TcpListener::bind(config.metrics.addr).await.map_err(|source| StartError::Bind {
-            what: "metrics",
-            addr: config.metrics.addr,
-            source,
-        })?;
-        let metrics_addr = metrics_listener.local_addr()?;
+        let (listener, grpc_addr) = bind("gRPC", config.grpc.addr).await?;
+        let (metrics_listener, metrics_addr) = bind("metrics", config.metrics.addr).await?;
         let metrics = Arc::new(Metrics::default());
 
         let (batch_tx, batch_rx) = crossbeam_channel::bounded(4);
@@ -275,6 +265,12 @@ impl Engine {
             _ => Ok(()),
         }
     }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
 }
 
 async fn join_thread(thread: Option<JoinHandle<()>>) {

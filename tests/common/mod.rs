@@ -123,3 +123,17 @@ pub fn config_on(broker: &broker::KafkaBroker, name: &str) -> Config {
         .with("kafka.state_topic", format!("state-{suffix}"))
         .unwrap()
 }
+
+/// `GET /metrics` over a plain HTTP/1.1 connection, as a Prometheus server does it.
+pub async fn scrape(addr: impl std::fmt::Display) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr.to_string()).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    body.to_owned()
+}
