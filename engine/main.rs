@@ -3,8 +3,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use faultline::cli::{demo, watch};
+use faultline::cli::{demo, generate, watch};
 use faultline::config::{AlarmFormat, Config, Overrides};
+use faultline::generate::scenario::Kind;
 use faultline::proto::v1;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,6 +80,51 @@ enum Command {
         /// Print the current incidents and exit.
         #[arg(long)]
         once: bool,
+    },
+    /// Generate synthetic carrier networks and alarm storms.
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// A carrier network of exactly N CIs in the topology file format (JSON Lines).
+    Topology {
+        /// CIs to generate (from 200 up to tens of millions).
+        #[arg(long, value_name = "N")]
+        cis: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Topology file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// An alarm storm over a topology, to a file (JSON Lines) or a Kafka topic.
+    Alarms {
+        /// Topology file the storm plays on.
+        #[arg(long, value_name = "FILE")]
+        topology: PathBuf,
+        #[arg(long, value_parser = clap::value_parser!(Kind))]
+        scenario: Kind,
+        /// Notifications per second: the pace into a topic, the event-time spacing in a file.
+        #[arg(long, value_name = "PER_SECOND")]
+        rate: f64,
+        /// How long the storm lasts, e.g. `60s`, `10m`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// File to write (one JSON alarm per line).
+        #[arg(long, value_name = "FILE", conflicts_with = "topic", required_unless_present = "topic")]
+        out: Option<PathBuf>,
+        /// Kafka topic to produce to (keyed by resource); needs --brokers.
+        #[arg(long, requires = "brokers")]
+        topic: Option<String>,
+        #[arg(long, value_name = "HOST:PORT,...")]
+        brokers: Option<String>,
+        /// Event time of the first alarm in a file (RFC 3339).
+        #[arg(long, default_value = "2026-01-01T00:00:00Z", value_parser = humantime::parse_rfc3339)]
+        start: std::time::SystemTime,
     },
 }
 
@@ -172,6 +218,36 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 result = watch::watch(options, std::io::stdout()) => result.context("watch")?,
                 _ = shutdown.cancelled() => {},
             }
+            Ok(())
+        }
+        Command::Generate(GenerateCommand::Topology { cis, seed, out }) => {
+            tokio::task::spawn_blocking(move || generate::topology(cis, seed, &out)).await??;
+            Ok(())
+        }
+        Command::Generate(GenerateCommand::Alarms {
+            topology,
+            scenario,
+            rate,
+            duration,
+            seed,
+            out,
+            topic,
+            brokers,
+            start,
+        }) => {
+            anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number of alarms per second");
+            let start = start.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            tokio::task::spawn_blocking(move || {
+                let options = generate::AlarmOptions { topology: &topology, scenario, rate, duration, seed, start };
+                let kafka = Config::defaults(&Overrides::default())?.kafka;
+                let sink = match (&out, &topic, &brokers) {
+                    (Some(path), _, _) => generate::Sink::File(path),
+                    (None, Some(topic), Some(brokers)) => generate::Sink::Topic { brokers, topic, kafka: &kafka },
+                    _ => anyhow::bail!("give --out FILE, or --topic with --brokers"),
+                };
+                generate::alarms(&options, sink)
+            })
+            .await??;
             Ok(())
         }
     }

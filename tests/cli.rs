@@ -143,3 +143,41 @@ fn run_serves_until_sigterm_and_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn generate_writes_a_network_and_a_storm_the_engine_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("net.jsonl");
+    let storm = dir.path().join("storm.jsonl");
+    let run = |args: &[&str]| {
+        let output = faultline().args(args).output().unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+
+    let (ok, stderr) = run(&["generate", "topology", "--cis", "3000", "--seed", "5", "--out", net.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("3000 CIs"), "{stderr}");
+    let topology = faultline::topology_file::load(&net).expect("the engine loads what generate writes");
+    assert_eq!(topology.len(), 3000);
+
+    let args = ["--topology", net.to_str().unwrap(), "--rate", "500", "--duration", "10s", "--seed", "2"];
+    let (ok, stderr) =
+        run(&[&["generate", "alarms", "--scenario", "card-failure"][..], &args, &["--out", storm.to_str().unwrap()]]
+            .concat());
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&storm).unwrap();
+    assert_eq!(text.lines().count(), 5_000, "500/s for 10 s");
+    let mut alarms = Vec::new();
+    for line in text.lines() {
+        faultline::decode::decode(faultline::config::AlarmFormat::Json, line.as_bytes(), 0, 1 << 20, &mut alarms)
+            .unwrap();
+    }
+    assert!(alarms.iter().all(|a| topology.lookup(&a.resource).is_some()), "every alarm is on a known resource");
+    assert_eq!(alarms[0].alarm_type, "EQPT_FAIL", "a card failure starts at the card");
+    assert_eq!(alarms[10].event_time - alarms[0].event_time, 20, "2 ms apart at 500/s");
+
+    let (ok, stderr) = run(&["generate", "topology", "--cis", "10", "--out", net.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("--cis 10 is too small"), "{stderr}");
+    let (ok, stderr) = run(&[&["generate", "alarms", "--scenario", "meteor"][..], &args, &["--out", "x"]].concat());
+    assert!(!ok && stderr.contains("fibre-cut"), "the error lists the scenarios: {stderr}");
+}

@@ -1,0 +1,168 @@
+//! `faultline generate`: synthetic carrier networks to a topology file, and alarm storms
+//! over a topology to a file (JSON Lines, one alarm per line, ready for `kcat -P -l`) or
+//! straight into a Kafka topic at a fixed rate.
+
+use crate::config::KafkaConfig;
+use crate::generate::carrier::{self, Shape};
+use crate::generate::scenario::{Kind, Storm, to_json};
+use crate::kafka;
+use crate::model::EpochMillis;
+use crate::topology_file;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::ClientContext;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Networks from this size on get a progress bar (on a terminal).
+const PROGRESS_FROM: usize = 100_000;
+
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{bar:40}} {{human_pos}}/{{human_len}} {what} ({{eta}} left)"))
+            .expect("a valid template"),
+    );
+    bar
+}
+
+/// Writes a network of `cis` CIs to `out`; prints its shape on stderr.
+pub fn topology(cis: usize, seed: u64, out: &Path) -> anyhow::Result<Shape> {
+    let started = Instant::now();
+    let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let bar = if cis >= PROGRESS_FROM { progress_bar(cis as u64, "CIs") } else { ProgressBar::hidden() };
+    let shape = carrier::write_network(cis, seed, &mut writer, |done| bar.set_position(done as u64))?;
+    writer.flush().with_context(|| format!("cannot write {}", out.display()))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{}: {} CIs, {} relations ({} sites, {} services, {} customers) in {:.1} s",
+        out.display(),
+        shape.cis,
+        shape.relations,
+        shape.sites,
+        shape.services,
+        shape.customers,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(shape)
+}
+
+/// Where `generate alarms` sends its storm.
+pub enum Sink<'a> {
+    File(&'a Path),
+    Topic { brokers: &'a str, topic: &'a str, kafka: &'a KafkaConfig },
+}
+
+pub struct AlarmOptions<'a> {
+    pub topology: &'a Path,
+    pub scenario: Kind,
+    /// Notifications per second.
+    pub rate: f64,
+    pub duration: Duration,
+    pub seed: u64,
+    /// Event time of the first notification (file output; a topic gets the send time).
+    pub start: EpochMillis,
+}
+
+/// Plays a storm to a file (as fast as it can be written, event times spaced by the rate)
+/// or into a topic (paced at the rate, event times at sending). Returns the count sent.
+pub fn alarms(options: &AlarmOptions, sink: Sink) -> anyhow::Result<u64> {
+    let topology = topology_file::load(options.topology)?;
+    let count = (options.rate * options.duration.as_secs_f64()).round() as u64;
+    let started = Instant::now();
+    match sink {
+        Sink::File(path) => {
+            let mut storm = Storm::new(&topology, options.scenario, options.seed, options.start, options.rate)?;
+            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+            let bar = if count >= PROGRESS_FROM as u64 { progress_bar(count, "alarms") } else { ProgressBar::hidden() };
+            for i in 0..count {
+                writeln!(writer, "{}", to_json(&storm.next_alarm()))?;
+                if i % 65_536 == 0 {
+                    bar.set_position(i);
+                }
+            }
+            writer.flush().with_context(|| format!("cannot write {}", path.display()))?;
+            bar.finish_and_clear();
+            eprintln!(
+                "{}: {count} {} alarms in {:.1} s",
+                path.display(),
+                options.scenario.name(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Sink::Topic { brokers, topic, kafka: settings } => {
+            let now = crate::runtime::core_loop::wall_clock();
+            let mut storm = Storm::new(&topology, options.scenario, options.seed, now, options.rate)?;
+            let producer: ThreadedProducer<Deliveries> = kafka::client_config(
+                settings,
+                brokers,
+                &[("enable.idempotence", "true"), ("linger.ms", "5"), ("queue.buffering.max.messages", "1000000")],
+            )
+            .create_with_context(Deliveries::default())
+            .context("cannot create the Kafka producer")?;
+            for i in 0..count {
+                // Paced: notification i leaves at i / rate seconds.
+                let due = Duration::from_secs_f64(i as f64 / options.rate);
+                if let Some(wait) = due.checked_sub(started.elapsed())
+                    && wait > Duration::from_millis(1)
+                {
+                    std::thread::sleep(wait);
+                }
+                let mut alarm = storm.next_alarm();
+                alarm.event_time = crate::runtime::core_loop::wall_clock();
+                let value = to_json(&alarm);
+                let mut record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((
+                            rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                            back,
+                        )) => {
+                            record = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err((error, _)) => return Err(error).context("cannot send to Kafka"),
+                    }
+                }
+            }
+            producer.flush(Duration::from_secs(30)).context("cannot flush to Kafka")?;
+            eprintln!(
+                "{topic}: {count} {} alarms in {:.1} s ({:.0}/s)",
+                options.scenario.name(),
+                started.elapsed().as_secs_f64(),
+                count as f64 / started.elapsed().as_secs_f64()
+            );
+            let failed = producer.context().failed.load(Ordering::Relaxed);
+            if failed > 0 {
+                anyhow::bail!("{failed} of {count} alarms were not delivered to {topic}");
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Counts the records the brokers did not take (after librdkafka's own retries).
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result
+            && self.failed.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            tracing::error!(%error, "an alarm was not delivered");
+        }
+    }
+}
