@@ -1,48 +1,104 @@
-//! The correlation core alone, no I/O: how many alarm notifications per second one core
-//! applies on a storm over a seeded carrier ring (`faultline::generate`). Each iteration
-//! replays the whole storm on a fresh correlator (setup excluded), at 100 notifications per
-//! 15 ms of stream time so that hold-downs and reopen windows fire as they would live.
+//! The correlation core alone, no I/O, on generated carrier networks (`faultline::generate`):
 //!
-//! `cargo bench --bench core`
+//! - `core/mixed/<N>-cis`: alarm notifications per second one core applies on the mixed
+//!   storm (fibre cuts, card failures, power outages, flapping ports, background noise).
+//!   Each iteration replays the storm on a fresh correlator (set-up excluded); the storm
+//!   is spaced at 100,000 notifications per second of stream time, so hold-downs and
+//!   reopen windows fire as they would live.
+//! - `topology/load/<N>-cis`: reading and validating a topology file; the bytes each CI
+//!   holds in memory once loaded, with the correlator's per-CI state (all-in), are printed.
+//! - `query/*`: the core's side of `GetImpact` and `GetCi` during a site power outage.
+//!
+//! `cargo bench --bench core` (all), `cargo bench --bench core -- core/mixed/1000000` (one).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use faultline::config::AlarmFormat;
 use faultline::correlate::incidents::IncidentPolicy;
 use faultline::correlate::{Correlator, CorrelatorConfig};
-use faultline::decode;
-use faultline::generate;
+use faultline::generate::carrier;
+use faultline::generate::scenario::{Kind, Storm};
+use faultline::model::alarm::Alarm;
+use faultline::model::topology::Topology;
 use faultline::topology_file;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
 
-const MESSAGES: usize = 200_000;
+/// Counts the bytes live on the heap, to report memory per CI.
+struct Counting;
 
-fn storm_on_ring(c: &mut Criterion) {
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const START: i64 = 1_767_225_600_000;
+const RATE: f64 = 100_000.0;
+
+fn network_file(cis: usize) -> PathBuf {
+    let dir = std::env::temp_dir().join("faultline-bench");
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join(format!("carrier-{cis}.jsonl"));
+    if !path.exists() {
+        let partial = path.with_extension("partial");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).expect("a writable temp dir"));
+        carrier::write_network(cis, 1, &mut out, |_| {}).expect("a network");
+        drop(out);
+        std::fs::rename(&partial, &path).expect("rename");
+    }
+    path
+}
+
+fn network(cis: usize) -> Arc<Topology> {
+    Arc::new(topology_file::load(&network_file(cis)).expect("a valid network"))
+}
+
+fn config() -> CorrelatorConfig {
+    CorrelatorConfig {
+        incidents: IncidentPolicy { hold_down_ms: 3_000, reopen_window_ms: 10_000, ..IncidentPolicy::default() },
+        ..CorrelatorConfig::default()
+    }
+}
+
+fn storm(topology: &Topology, count: usize) -> Vec<Alarm> {
+    let mut storm = Storm::new(topology, Kind::Mixed, 7, START, RATE).expect("a carrier network");
+    (0..count).map(|_| storm.next_alarm()).collect()
+}
+
+fn core(c: &mut Criterion) {
     let mut group = c.benchmark_group("core");
     group.sample_size(10);
-    for sites in [60, 2_000] {
-        let ring = generate::ring(sites);
-        let topology = Arc::new(topology_file::parse(&ring.jsonl, "ring").expect("a valid ring"));
-        let alarms: Vec<_> = generate::storm(&ring, MESSAGES, 7)
-            .iter()
-            .filter_map(|(_, value)| {
-                let mut out = Vec::new();
-                decode::decode(AlarmFormat::Json, value, 0, 1 << 20, &mut out).ok()?;
-                out.pop()
-            })
-            .collect();
-        let config = CorrelatorConfig {
-            incidents: IncidentPolicy { hold_down_ms: 3_000, reopen_window_ms: 10_000, ..IncidentPolicy::default() },
-            ..CorrelatorConfig::default()
-        };
+    for (cis, count) in [(10_000, 200_000), (1_000_000, 1_000_000)] {
+        let topology = network(cis);
+        let alarms = storm(&topology, count);
+        let config = config();
         group.throughput(Throughput::Elements(alarms.len() as u64));
-        let name = format!("storm/{}-cis", topology.len());
-        group.bench_function(&name, |b| {
+        group.bench_function(format!("mixed/{cis}-cis"), |b| {
             b.iter_batched(
                 || Correlator::new(topology.clone(), config.clone()),
                 |mut correlator| {
                     let mut out = Vec::new();
-                    for (i, alarm) in alarms.iter().enumerate() {
-                        correlator.apply(alarm, 1_700_000_000_000 + (i as i64 / 100) * 15, &mut out);
+                    for alarm in &alarms {
+                        correlator.apply(alarm, alarm.event_time, &mut out);
                         out.clear();
                     }
                     correlator
@@ -54,5 +110,52 @@ fn storm_on_ring(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, storm_on_ring);
+fn topology_load(c: &mut Criterion) {
+    let mut group = c.benchmark_group("topology");
+    group.sample_size(10);
+    let cis = 1_000_000;
+    let path = network_file(cis);
+    let before = LIVE.load(Ordering::Relaxed);
+    let topology = Arc::new(topology_file::load(&path).expect("a valid network"));
+    let graph = LIVE.load(Ordering::Relaxed) - before;
+    let correlator = Correlator::new(topology.clone(), config());
+    let all_in = LIVE.load(Ordering::Relaxed) - before;
+    let relations: usize = topology.iter().map(|(i, _)| topology.dependencies(i).len()).sum();
+    println!(
+        "topology/{cis}-cis: {relations} dependencies; {} bytes per CI for the graph, {} all-in with the correlator's state",
+        graph / cis as isize,
+        all_in / cis as isize
+    );
+    drop(correlator);
+    drop(topology);
+    group.throughput(Throughput::Elements(cis as u64));
+    group.bench_function(format!("load/{cis}-cis"), |b| {
+        b.iter(|| topology_file::load(&path).expect("a valid network"));
+    });
+    group.finish();
+}
+
+fn queries(c: &mut Criterion) {
+    let mut group = c.benchmark_group("query");
+    let topology = network(1_000_000);
+    let mut correlator = Correlator::new(topology.clone(), config());
+    // A hub site loses power: its whole ring goes down with it.
+    let mut out = Vec::new();
+    correlator.apply(
+        &Alarm::raise("g0-s0", "MAINS_FAIL", faultline::model::alarm::Severity::Critical, START),
+        START,
+        &mut out,
+    );
+    let impact = faultline::grpc::impact_of(&correlator, "g0-s0").expect("a known CI");
+    assert!(impact.services.len() > 200, "the ring's services are down: {}", impact.services.len());
+    group.bench_function(format!("impact/site-outage-{}-services", impact.services.len()), |b| {
+        b.iter(|| faultline::grpc::impact_of(&correlator, "g0-s0").expect("a known CI"))
+    });
+    group.bench_function("ci/service-explained", |b| {
+        b.iter(|| faultline::grpc::ci_status(&correlator, "svc-100").expect("a known CI"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, core, topology_load, queries);
 criterion_main!(benches);

@@ -129,7 +129,7 @@ impl IncidentBook {
         let owned_symptoms =
             t.symptoms.union(&t.roots).filter(|ci| self.by_symptom.get(ci) == Some(&id)).map(|&ci| name(ci)).collect();
         Some(IncidentRecord {
-            incident: t.incident.clone(),
+            incident: Incident::clone(&t.incident),
             roots: names(&t.roots),
             registered_roots: names(&t.registered_roots),
             services: t.services.iter().map(|(&ci, &state)| (name(ci), state)).collect(),
@@ -174,7 +174,7 @@ impl IncidentBook {
                 services,
                 symptoms: set(&record.symptoms, &mut lookup),
                 restored_since: record.restored_since,
-                incident: record.incident,
+                incident: std::sync::Arc::new(record.incident),
             };
             self.incidents.insert(id, tracked);
         }

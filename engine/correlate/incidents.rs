@@ -16,6 +16,21 @@ use crate::model::state::State;
 use crate::model::topology::{CiIdx, Topology};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Puts a value in a field of a shared incident; true when that changed it. The incident
+/// is copied (if a reader holds it) only when the value differs.
+macro_rules! set {
+    ($incident:expr, $field:ident, $value:expr) => {{
+        let value = $value;
+        if $incident.$field == value {
+            false
+        } else {
+            Arc::make_mut(&mut $incident).$field = value;
+            true
+        }
+    }};
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncidentPolicy {
@@ -60,7 +75,9 @@ pub struct IncidentStats {
 /// An incident with the bookkeeping that is not published.
 #[derive(Debug)]
 pub(super) struct Tracked {
-    pub(super) incident: Incident,
+    /// Shared with the changes published from it: publishing is a reference count, and a
+    /// later change copies the incident only if a reader still holds the previous version.
+    pub(super) incident: Arc<Incident>,
     /// Every CI that has explained this incident's impact, less those since explained by another.
     pub(super) roots: BTreeSet<CiIdx>,
     /// Every root registered in `by_root` for this incident, to unregister on close.
@@ -133,12 +150,12 @@ impl IncidentBook {
     }
 
     pub fn get(&self, id: IncidentId) -> Option<&Incident> {
-        self.incidents.get(&id).map(|t| &t.incident)
+        self.incidents.get(&id).map(|t| &*t.incident)
     }
 
     /// Incidents not yet closed, by id.
     pub fn iter(&self) -> impl Iterator<Item = &Incident> {
-        self.incidents.values().map(|t| &t.incident)
+        self.incidents.values().map(|t| &*t.incident)
     }
 
     /// Follows the CIs the impact stage reports as changed; appends incident changes.
@@ -234,8 +251,8 @@ impl IncidentBook {
         }
         let Some(t) = self.incidents.get_mut(&id) else { return };
         if t.incident.state == IncidentState::Resolved {
-            t.incident.state = IncidentState::Open;
-            t.incident.resolved_at = None;
+            Arc::make_mut(&mut t.incident).state = IncidentState::Open;
+            Arc::make_mut(&mut t.incident).resolved_at = None;
             push_timeline(
                 &mut t.incident,
                 &self.policy,
@@ -279,7 +296,7 @@ impl IncidentBook {
         let id = IncidentId(self.next_id);
         self.next_id += 1;
         self.stats.opened += 1;
-        let mut incident = Incident {
+        let mut incident = Arc::new(Incident {
             id,
             title: String::new(),
             state: IncidentState::Open,
@@ -298,7 +315,7 @@ impl IncidentBook {
             updated_at: now,
             resolved_at: None,
             version: 0,
-        };
+        });
         push_timeline(&mut incident, &self.policy, now, TimelineKind::Opened, "incident opened".to_owned());
         let tracked = Tracked {
             incident,
@@ -363,9 +380,9 @@ impl IncidentBook {
         t.symptoms.retain(|s| !t.roots.contains(s));
 
         let root_causes = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
-        moved |= replace(&mut t.incident.root_causes, root_causes);
+        moved |= set!(t.incident, root_causes, root_causes);
         let root_cause_alarms = merge_alarms(&t.incident.root_cause_alarms, &t.roots, topology, impact, now);
-        moved |= replace(&mut t.incident.root_cause_alarms, root_cause_alarms);
+        moved |= set!(t.incident, root_cause_alarms, root_cause_alarms);
         let symptom_alarms = merge_alarms(&t.incident.symptom_alarms, &t.symptoms, topology, impact, now);
         let attached = symptom_alarms
             .iter()
@@ -377,7 +394,7 @@ impl IncidentBook {
             push_timeline(&mut t.incident, policy, now, TimelineKind::Symptom, text);
             moved = true;
         }
-        moved |= replace(&mut t.incident.symptom_alarms, symptom_alarms);
+        moved |= set!(t.incident, symptom_alarms, symptom_alarms);
 
         let services = t
             .services
@@ -399,7 +416,7 @@ impl IncidentBook {
                 *worst = (*worst).max(state);
             }
         }
-        moved |= replace(&mut t.incident.services, services);
+        moved |= set!(t.incident, services, services);
         let impacted_customers = customers
             .iter()
             .map(|(&c, &impact)| {
@@ -407,17 +424,17 @@ impl IncidentBook {
                 ImpactedCustomer { id: ci.id.clone(), name: ci.name.clone(), sla: ci.sla, impact }
             })
             .collect();
-        moved |= replace(&mut t.incident.customers, impacted_customers);
+        moved |= set!(t.incident, customers, impacted_customers);
 
         let down = t.services.values().filter(|s| **s == State::Down).count();
         let degraded = t.services.values().filter(|s| **s == State::Degraded).count();
         if down + degraded > 0 {
             let tiers: Vec<_> = customers.iter().map(|(&c, &s)| (topology.ci(c).sla, s)).collect();
             let (level, urgency, priority) = policy.priority.assess(&tiers, down > 0);
-            moved |= replace(&mut t.incident.impact, level);
-            moved |= replace(&mut t.incident.urgency, urgency);
-            moved |= replace(&mut t.incident.priority, priority);
-            moved |= replace(&mut t.incident.title, title(topology, &t.roots, down, degraded));
+            moved |= set!(t.incident, impact, level);
+            moved |= set!(t.incident, urgency, urgency);
+            moved |= set!(t.incident, priority, priority);
+            moved |= set!(t.incident, title, title(topology, &t.roots, down, degraded));
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
             self.due = Some(self.due.map_or(now + policy.hold_down_ms, |due| due.min(now + policy.hold_down_ms)));
@@ -449,8 +466,8 @@ impl IncidentBook {
                         later(since + self.policy.hold_down_ms);
                         continue;
                     }
-                    t.incident.state = IncidentState::Resolved;
-                    t.incident.resolved_at = Some(now);
+                    Arc::make_mut(&mut t.incident).state = IncidentState::Resolved;
+                    Arc::make_mut(&mut t.incident).resolved_at = Some(now);
                     t.restored_since = None;
                     let text =
                         format!("resolved automatically: services restored for {} s", self.policy.hold_down_ms / 1000);
@@ -477,7 +494,7 @@ impl IncidentBook {
             }
             self.by_service.retain(|_, owner| *owner != id);
             self.by_symptom.retain(|_, owner| *owner != id);
-            t.incident.state = IncidentState::Closed;
+            Arc::make_mut(&mut t.incident).state = IncidentState::Closed;
             push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Closed, "reopen window over".to_owned());
             self.stats.closed += 1;
             self.dirty.insert(id);
@@ -493,8 +510,8 @@ impl IncidentBook {
                 t.incident.state.as_str()
             )));
         }
-        t.incident.state = IncidentState::Acknowledged;
-        t.incident.acknowledgement = Some(Acknowledgement { by: by.to_owned(), time: now });
+        Arc::make_mut(&mut t.incident).state = IncidentState::Acknowledged;
+        Arc::make_mut(&mut t.incident).acknowledgement = Some(Acknowledgement { by: by.to_owned(), time: now });
         self.dirty.insert(id);
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Acknowledged, format!("acknowledged by {by}"));
         Ok(publish(&mut t.incident, ChangeKind::Acknowledged, now))
@@ -514,8 +531,8 @@ impl IncidentBook {
                 t.incident.state.as_str()
             )));
         }
-        t.incident.state = IncidentState::Resolved;
-        t.incident.resolved_at = Some(now);
+        Arc::make_mut(&mut t.incident).state = IncidentState::Resolved;
+        Arc::make_mut(&mut t.incident).resolved_at = Some(now);
         t.restored_since = None;
         let close_at = now + self.policy.reopen_window_ms;
         self.due = Some(self.due.map_or(close_at, |due| due.min(close_at)));
@@ -534,29 +551,28 @@ impl IncidentBook {
         now: EpochMillis,
     ) -> Result<IncidentChange, CoreError> {
         let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
-        t.incident.notes.push(Note { author: author.to_owned(), text: text.to_owned(), time: now });
+        Arc::make_mut(&mut t.incident).notes.push(Note { author: author.to_owned(), text: text.to_owned(), time: now });
         self.dirty.insert(id);
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Note, format!("note by {author}"));
         Ok(publish(&mut t.incident, ChangeKind::NoteAdded, now))
     }
 }
 
-/// Puts `value` in `slot`; true when that changed it.
-fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
-    if *slot == value {
-        return false;
-    }
-    *slot = value;
-    true
-}
-
-fn publish(incident: &mut Incident, kind: ChangeKind, now: EpochMillis) -> IncidentChange {
-    incident.version += 1;
-    incident.updated_at = now;
+fn publish(incident: &mut Arc<Incident>, kind: ChangeKind, now: EpochMillis) -> IncidentChange {
+    let writable = Arc::make_mut(incident);
+    writable.version += 1;
+    writable.updated_at = now;
     IncidentChange { kind, incident: incident.clone() }
 }
 
-fn push_timeline(incident: &mut Incident, policy: &IncidentPolicy, now: EpochMillis, kind: TimelineKind, text: String) {
+fn push_timeline(
+    incident: &mut Arc<Incident>,
+    policy: &IncidentPolicy,
+    now: EpochMillis,
+    kind: TimelineKind,
+    text: String,
+) {
+    let incident = Arc::make_mut(incident);
     if incident.timeline.len() >= policy.timeline_limit.max(2) {
         incident.timeline.remove(1);
     }

@@ -276,9 +276,10 @@ impl<'t> Storm<'t> {
             return None;
         }
         alarms.retain(|a| self.owned.insert((a.resource, a.alarm_type)));
-        // Element managers repeat active alarms every few seconds until they clear: the
-        // longer a fault lasts, the more repeats. Flapping ports toggle instead.
-        let budget = if flapping { 10 + rng.below(60) } else { alarms.len() * (4 + rng.below(24)) } as u32;
+        // Element managers repeat every active alarm until it clears (typically once a
+        // minute; an outage lasts ten minutes to an hour): 10 to 60 repeats per alarm,
+        // most of a real storm's volume. Flapping ports toggle instead.
+        let budget = if flapping { 10 + self.rng.below(60) } else { alarms.len() * (10 + self.rng.below(50)) } as u32;
         let n = alarms.len();
         Some(Episode {
             alarms,

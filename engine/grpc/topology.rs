@@ -57,7 +57,8 @@ fn ci_to_proto(topology: &Topology, idx: CiIdx) -> v1::ConfigurationItem {
     }
 }
 
-fn ci_status(correlator: &Correlator, id: &str) -> Result<v1::CiStatus, Status> {
+/// `GetCi`'s answer: a CI's live state with each root cause explained hop by hop.
+pub fn ci_status(correlator: &Correlator, id: &str) -> Result<v1::CiStatus, Status> {
     let topology = correlator.topology();
     let idx = lookup(topology, id)?;
     let impact = correlator.impact();
@@ -105,7 +106,9 @@ fn ci_status(correlator: &Correlator, id: &str) -> Result<v1::CiStatus, Status> 
     })
 }
 
-fn impact_of(correlator: &Correlator, id: &str) -> Result<v1::GetImpactResponse, Status> {
+/// `GetImpact`'s answer: the services and customers a resource currently takes down or
+/// degrades.
+pub fn impact_of(correlator: &Correlator, id: &str) -> Result<v1::GetImpactResponse, Status> {
     let topology = correlator.topology();
     let idx = lookup(topology, id)?;
     let impact = correlator.impact();

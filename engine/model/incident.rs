@@ -210,5 +210,6 @@ impl ChangeKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncidentChange {
     pub kind: ChangeKind,
-    pub incident: Incident,
+    /// Shared with the core: a change costs a reference count, not a copy.
+    pub incident: std::sync::Arc<Incident>,
 }
