@@ -81,8 +81,12 @@ fn play(
     (out, now)
 }
 
-/// Every failed CI is explained by root causes; every healthy one has none.
+/// Every failed CI is explained by root causes; every healthy one has none; what incident
+/// management keeps incrementally equals a recomputation from scratch.
 fn check_invariants(correlator: &Correlator) {
+    if let Err(difference) = correlator.check_views() {
+        panic!("incremental views diverged: {difference}");
+    }
     let topology = correlator.topology();
     for (idx, ci) in topology.iter() {
         let state = correlator.impact().state(idx);

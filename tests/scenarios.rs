@@ -101,6 +101,9 @@ fn run_scenario(path: &Path) {
 }
 
 fn step(r: &mut Run, line: usize, text: &str, words: &[&str]) {
+    if let Err(difference) = r.correlator.check_views() {
+        r.fail(line, text, format!("incremental views diverged: {difference}"));
+    }
     match words[0] {
         "at" => {
             r.now = duration(words[1]);

@@ -176,6 +176,9 @@ impl IncidentBook {
                 restored_since: record.restored_since,
                 incident: std::sync::Arc::new(record.incident),
             };
+            for &ci in tracked.roots.iter().chain(&tracked.symptoms) {
+                super::incidents::join(&mut self.members, ci, id);
+            }
             self.incidents.insert(id, tracked);
         }
         self.next_id = meta.next_incident.max(highest + 1);

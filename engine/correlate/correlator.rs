@@ -236,6 +236,12 @@ impl Correlator {
         self.incidents.get(id)
     }
 
+    /// Checks the views incident management keeps incrementally against a recomputation
+    /// from scratch; for tests.
+    pub fn check_views(&self) -> Result<(), String> {
+        self.incidents.check_views(&self.impact)
+    }
+
     /// Incidents not yet closed, by id.
     pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
         self.incidents.iter()

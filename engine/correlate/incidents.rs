@@ -90,6 +90,20 @@ pub(super) struct Tracked {
     pub(super) restored_since: Option<EpochMillis>,
 }
 
+/// What one batch of CI changes did to an incident: the kind of change to publish, whether
+/// its services moved (their states or root causes), and the CIs whose alarms or membership
+/// may have changed. [`IncidentBook::refresh`] redoes only what these can have moved.
+#[derive(Debug)]
+struct Touch {
+    kind: ChangeKind,
+    services: bool,
+    cis: Vec<CiIdx>,
+}
+
+fn touch(kinds: &mut BTreeMap<IncidentId, Touch>, id: IncidentId) -> &mut Touch {
+    kinds.entry(id).or_insert_with(|| Touch { kind: ChangeKind::Updated, services: false, cis: Vec::new() })
+}
+
 #[derive(Debug)]
 pub struct IncidentBook {
     pub(super) policy: IncidentPolicy,
@@ -99,6 +113,9 @@ pub struct IncidentBook {
     pub(super) by_root: FxHashMap<CiIdx, IncidentId>,
     pub(super) by_service: FxHashMap<CiIdx, IncidentId>,
     pub(super) by_symptom: FxHashMap<CiIdx, IncidentId>,
+    /// The incidents whose roots or symptoms contain a CI: a change to the CI's alarms
+    /// reaches each of them, not only the one that owns it.
+    pub(super) members: FxHashMap<CiIdx, Vec<IncidentId>>,
     pub(super) next_id: u64,
     pub(super) stats: IncidentStats,
     /// Incidents whose state or bookkeeping changed since the last
@@ -118,6 +135,7 @@ impl IncidentBook {
             by_root: FxHashMap::default(),
             by_service: FxHashMap::default(),
             by_symptom: FxHashMap::default(),
+            members: FxHashMap::default(),
             next_id: 1,
             stats: IncidentStats::default(),
             dirty: BTreeSet::new(),
@@ -167,7 +185,7 @@ impl IncidentBook {
         out: &mut Vec<IncidentChange>,
     ) {
         let topology = impact.topology().clone();
-        let mut kinds: BTreeMap<IncidentId, ChangeKind> = BTreeMap::new();
+        let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
 
         for &ci in changed {
             if topology.ci(ci).incidents {
@@ -179,25 +197,29 @@ impl IncidentBook {
             let symptom = !state.alarms.is_empty() && !state.is_root(ci);
             for root in &state.roots {
                 let Some(&id) = self.by_root.get(root) else { continue };
-                kinds.entry(id).or_insert(ChangeKind::Updated);
+                touch(&mut kinds, id).cis.push(ci);
                 if symptom && self.by_symptom.get(&ci) != Some(&id) {
                     if let Some(previous) = self.by_symptom.insert(ci, id) {
                         // The previous owner's bookkeeping changed too, even if nothing it
                         // publishes did: the changelog must hear of it.
                         self.dirty.insert(previous);
                     }
-                    if let Some(t) = self.incidents.get_mut(&id) {
-                        t.symptoms.insert(ci);
+                    if let Some(t) = self.incidents.get_mut(&id)
+                        && t.symptoms.insert(ci)
+                    {
+                        join(&mut self.members, ci, id);
                     }
                 }
             }
-            for owner in [self.by_root.get(&ci), self.by_symptom.get(&ci)].into_iter().flatten() {
-                kinds.entry(*owner).or_insert(ChangeKind::Updated);
+            if let Some(owners) = self.members.get(&ci) {
+                for &owner in owners {
+                    touch(&mut kinds, owner).cis.push(ci);
+                }
             }
         }
-        for (id, kind) in kinds {
+        for (id, touched) in kinds {
             self.dirty.insert(id);
-            if let Some(change) = self.refresh(&topology, impact, id, kind, now) {
+            if let Some(change) = self.refresh(&topology, impact, id, touched, now) {
                 out.push(change);
             }
         }
@@ -209,7 +231,7 @@ impl IncidentBook {
         impact: &ImpactStage,
         service: CiIdx,
         now: EpochMillis,
-        kinds: &mut BTreeMap<IncidentId, ChangeKind>,
+        kinds: &mut BTreeMap<IncidentId, Touch>,
     ) {
         let state = impact.state(service);
         let name = &topology.ci(service).name;
@@ -222,7 +244,7 @@ impl IncidentBook {
                 t.services.insert(service, State::Up);
                 let text = format!("service {name} restored");
                 push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
-                kinds.entry(id).or_insert(ChangeKind::Updated);
+                touch(kinds, id).services = true;
             }
             return;
         }
@@ -231,7 +253,7 @@ impl IncidentBook {
             Some(id) => id,
             None => {
                 let id = self.open(now);
-                kinds.insert(id, ChangeKind::Opened);
+                touch(kinds, id).kind = ChangeKind::Opened;
                 id
             }
         };
@@ -247,7 +269,7 @@ impl IncidentBook {
             t.services.insert(service, State::Up);
             let text = format!("service {name} now impacted under {id}");
             push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
-            kinds.entry(previous).or_insert(ChangeKind::Updated);
+            touch(kinds, previous).services = true;
         }
         let Some(t) = self.incidents.get_mut(&id) else { return };
         if t.incident.state == IncidentState::Resolved {
@@ -261,7 +283,7 @@ impl IncidentBook {
                 "root cause failed again".to_owned(),
             );
             self.stats.reopened += 1;
-            kinds.insert(id, ChangeKind::Reopened);
+            touch(kinds, id).kind = ChangeKind::Reopened;
         }
         if t.services.insert(service, state.effective) != Some(state.effective) {
             let text = format!("service {name} {}", state.effective.as_str());
@@ -274,7 +296,7 @@ impl IncidentBook {
                 t.registered_roots.insert(root);
             }
         }
-        kinds.entry(id).or_insert(ChangeKind::Updated);
+        touch(kinds, id).services = true;
     }
 
     /// The incident an impacted service belongs to: the one it is already impacted under,
@@ -329,73 +351,125 @@ impl IncidentBook {
         id
     }
 
-    /// Rebuilds an incident's published view from the live CI states; returns the change
-    /// if anything a reader sees moved.
+    /// Brings an incident's published view up to date with the live CI states; returns the
+    /// change if anything a reader sees moved. Only what `touched` can have moved is redone:
+    /// root causes when its services moved, and the alarm lists of the CIs it names (a
+    /// symptom alarm raised in a large incident costs the CI's alarms, not the incident's).
     fn refresh(
         &mut self,
         topology: &Topology,
         impact: &ImpactStage,
         id: IncidentId,
-        kind: ChangeKind,
+        touched: Touch,
         now: EpochMillis,
     ) -> Option<IncidentChange> {
         let policy = &self.policy;
         let t = self.incidents.get_mut(&id)?;
+        let Touch { kind, services: services_moved, cis: mut alarm_cis } = touched;
         // Whether anything a reader sees moved: tracked field by field, so that no refresh
         // clones the whole incident (timeline included) just to compare it afterwards.
         let mut moved = false;
+        let mut roots_moved = false;
 
         // Roots accumulate over the incident's life, so a resolved incident still names
         // every root cause it had; a former root now explained by another failure moves
-        // to the symptoms.
-        let live: BTreeSet<CiIdx> = t
-            .services
-            .iter()
-            .filter(|(_, s)| !s.is_up())
-            .flat_map(|(&s, _)| impact.state(s).roots.iter().copied())
-            .collect();
+        // to the symptoms. The live roots can only have moved if a service did.
+        let live: BTreeSet<CiIdx> = if services_moved {
+            t.services
+                .iter()
+                .filter(|(_, s)| !s.is_up())
+                .flat_map(|(&s, _)| impact.state(s).roots.iter().copied())
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         for &root in live.difference(&t.roots) {
             let text = format!("root cause {}", topology.ci(root).name);
             push_timeline(&mut t.incident, policy, now, TimelineKind::RootCause, text);
             moved = true;
+            roots_moved = true;
             if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
                 v.insert(id);
                 t.registered_roots.insert(root);
             }
+            if !t.symptoms.remove(&root) {
+                join(&mut self.members, root, id);
+            }
+            alarm_cis.push(root);
         }
         t.roots.extend(live.iter().copied());
-        let explained: Vec<CiIdx> = t
-            .roots
-            .iter()
-            .copied()
-            .filter(|&r| !live.contains(&r) && !impact.state(r).alarms.is_empty() && !impact.state(r).is_root(r))
-            .collect();
+        let explained_by_other =
+            |r: CiIdx| !live.contains(&r) && !impact.state(r).alarms.is_empty() && !impact.state(r).is_root(r);
+        let explained: Vec<CiIdx> = if services_moved {
+            t.roots.iter().copied().filter(|&r| explained_by_other(r)).collect()
+        } else {
+            alarm_cis.iter().copied().filter(|r| t.roots.contains(r) && explained_by_other(*r)).collect()
+        };
         for former in explained {
-            t.roots.remove(&former);
+            if t.roots.remove(&former) {
+                roots_moved = true;
+            }
             t.symptoms.insert(former);
+            alarm_cis.push(former);
             if let Some(previous) = self.by_symptom.insert(former, id).filter(|&p| p != id) {
                 self.dirty.insert(previous);
             }
         }
-        t.symptoms.retain(|s| !t.roots.contains(s));
+        // A CI on_changes attached as a symptom that is still one of the roots stays a root.
+        for ci in &alarm_cis {
+            if t.roots.contains(ci) {
+                t.symptoms.remove(ci);
+            }
+        }
 
-        let root_causes = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
-        moved |= set!(t.incident, root_causes, root_causes);
-        let root_cause_alarms = merge_alarms(&t.incident.root_cause_alarms, &t.roots, topology, impact, now);
-        moved |= set!(t.incident, root_cause_alarms, root_cause_alarms);
-        let symptom_alarms = merge_alarms(&t.incident.symptom_alarms, &t.symptoms, topology, impact, now);
-        let attached = symptom_alarms
-            .iter()
-            .filter(|a| !t.incident.symptom_alarms.iter().any(|b| b.identity() == a.identity()))
-            .count();
+        if roots_moved {
+            let root_causes = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
+            moved |= set!(t.incident, root_causes, root_causes);
+        }
+        alarm_cis.sort_unstable();
+        alarm_cis.dedup();
+        let mut attached = 0;
+        for &ci in &alarm_cis {
+            let (root, symptom) = (t.roots.contains(&ci), t.symptoms.contains(&ci));
+            let current = &t.incident;
+            let root_alarms = merge_ci_alarms(&current.root_cause_alarms, ci, root, topology, impact, now);
+            let symptom_alarms = merge_ci_alarms(&current.symptom_alarms, ci, symptom, topology, impact, now);
+            if let Some((range, alarms, _)) = root_alarms {
+                Arc::make_mut(&mut t.incident).root_cause_alarms.splice(range, alarms);
+                moved = true;
+            }
+            if let Some((range, alarms, new)) = symptom_alarms {
+                Arc::make_mut(&mut t.incident).symptom_alarms.splice(range, alarms);
+                attached += new;
+                moved = true;
+            }
+        }
         if attached > 0 {
             self.stats.symptoms_attached += attached as u64;
             let text = format!("{attached} symptom alarm(s) attached");
             push_timeline(&mut t.incident, policy, now, TimelineKind::Symptom, text);
-            moved = true;
         }
-        moved |= set!(t.incident, symptom_alarms, symptom_alarms);
 
+        if services_moved || roots_moved {
+            moved |= Self::refresh_impact(t, topology, policy, &mut self.due, now);
+        }
+
+        if !moved && kind == ChangeKind::Updated {
+            return None;
+        }
+        Some(publish(&mut t.incident, kind, now))
+    }
+
+    /// The services, customers, priority and title of an incident from its services'
+    /// states; starts the hold-down once they are all restored. True when anything moved.
+    fn refresh_impact(
+        t: &mut Tracked,
+        topology: &Topology,
+        policy: &IncidentPolicy,
+        due: &mut Option<EpochMillis>,
+        now: EpochMillis,
+    ) -> bool {
+        let mut moved = false;
         let services = t
             .services
             .iter()
@@ -437,17 +511,13 @@ impl IncidentBook {
             moved |= set!(t.incident, title, title(topology, &t.roots, down, degraded));
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
-            self.due = Some(self.due.map_or(now + policy.hold_down_ms, |due| due.min(now + policy.hold_down_ms)));
+            *due = Some(due.map_or(now + policy.hold_down_ms, |due| due.min(now + policy.hold_down_ms)));
             let text =
                 format!("all services restored; resolves after {} s unless impacted again", policy.hold_down_ms / 1000);
             push_timeline(&mut t.incident, policy, now, TimelineKind::Restored, text);
             moved = true;
         }
-
-        if !moved && kind == ChangeKind::Updated {
-            return None;
-        }
-        Some(publish(&mut t.incident, kind, now))
+        moved
     }
 
     /// Advances timers: auto-resolution after the hold-down, closing after the reopen window.
@@ -494,12 +564,53 @@ impl IncidentBook {
             }
             self.by_service.retain(|_, owner| *owner != id);
             self.by_symptom.retain(|_, owner| *owner != id);
+            for ci in t.roots.iter().chain(&t.symptoms) {
+                if let Some(owners) = self.members.get_mut(ci) {
+                    owners.retain(|&owner| owner != id);
+                    if owners.is_empty() {
+                        self.members.remove(ci);
+                    }
+                }
+            }
             Arc::make_mut(&mut t.incident).state = IncidentState::Closed;
             push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Closed, "reopen window over".to_owned());
             self.stats.closed += 1;
             self.dirty.insert(id);
             out.push(publish(&mut t.incident, ChangeKind::Closed, now));
         }
+    }
+
+    /// Checks the incrementally kept views against a recomputation from scratch: each
+    /// incident's alarm lists against the CIs' live alarms, and the membership index against
+    /// the incidents' roots and symptoms. For tests; `Err` describes the first difference.
+    pub fn check_views(&self, impact: &ImpactStage) -> Result<(), String> {
+        let topology = impact.topology();
+        let mut members: FxHashMap<CiIdx, Vec<IncidentId>> = FxHashMap::default();
+        for (&id, t) in &self.incidents {
+            for &ci in t.roots.iter().chain(&t.symptoms) {
+                join(&mut members, ci, id);
+            }
+            if !t.roots.is_disjoint(&t.symptoms) {
+                return Err(format!("{id}: a CI is both root and symptom"));
+            }
+            // Merging again must change nothing: no active alarm missing, none stale.
+            let roots = merge_alarms(&t.incident.root_cause_alarms, &t.roots, topology, impact, EpochMillis::MIN);
+            if roots != t.incident.root_cause_alarms {
+                return Err(format!("{id}: root-cause alarms {:?}, expected {roots:?}", t.incident.root_cause_alarms));
+            }
+            let symptoms = merge_alarms(&t.incident.symptom_alarms, &t.symptoms, topology, impact, EpochMillis::MIN);
+            if symptoms != t.incident.symptom_alarms {
+                return Err(format!("{id}: symptom alarms {:?}, expected {symptoms:?}", t.incident.symptom_alarms));
+            }
+        }
+        let mut kept = self.members.clone();
+        for owners in kept.values_mut().chain(members.values_mut()) {
+            owners.sort_unstable();
+        }
+        if kept != members {
+            return Err(format!("membership index {kept:?}, expected {members:?}"));
+        }
+        Ok(())
     }
 
     pub fn acknowledge(&mut self, id: IncidentId, by: &str, now: EpochMillis) -> Result<IncidentChange, CoreError> {
@@ -579,8 +690,58 @@ fn push_timeline(
     incident.timeline.push(TimelineEntry { time: now, kind, text: text.into() });
 }
 
+/// Adds `ci` to the incidents whose roots or symptoms name it.
+pub(super) fn join(members: &mut FxHashMap<CiIdx, Vec<IncidentId>>, ci: CiIdx, id: IncidentId) {
+    let owners = members.entry(ci).or_default();
+    if !owners.contains(&id) {
+        owners.push(id);
+    }
+}
+
+/// One CI's part of an incident's alarm list (sorted by identity, so a resource's alarms
+/// sit together): its active alarms, plus the ones listed before that have since cleared
+/// (kept, marked cleared); nothing if `listed` is false. Returns the range to replace, the
+/// new entries and how many of them are new identities; `None` when nothing changed.
+fn merge_ci_alarms(
+    list: &[AlarmRef],
+    ci: CiIdx,
+    listed: bool,
+    topology: &Topology,
+    impact: &ImpactStage,
+    now: EpochMillis,
+) -> Option<(std::ops::Range<usize>, Vec<AlarmRef>, usize)> {
+    let resource: &str = &topology.ci(ci).id;
+    let start = list.partition_point(|a| &*a.resource < resource);
+    let end = start + list[start..].partition_point(|a| &*a.resource == resource);
+    let previous = &list[start..end];
+    let active: &[AlarmRef] = if listed { &impact.state(ci).alarms } else { &[] };
+    if active.len() == previous.len() && active.iter().zip(previous).all(|(a, b)| a == b) {
+        return None;
+    }
+    let mut merged: Vec<AlarmRef> = active.to_vec();
+    let mut new = merged.len();
+    if listed {
+        for old in previous {
+            match merged.iter().position(|a| a.identity() == old.identity()) {
+                Some(_) => new -= 1,
+                None => {
+                    let mut gone = old.clone();
+                    gone.cleared_at = gone.cleared_at.or(Some(now));
+                    merged.push(gone);
+                }
+            }
+        }
+        merged.sort_unstable_by(|a, b| a.identity().cmp(&b.identity()));
+    }
+    if merged.as_slice() == previous {
+        return None;
+    }
+    Some((start..end, merged, new))
+}
+
 /// The active alarms of `cis`, plus the ones previously listed for them that have since
-/// cleared (kept, marked cleared), in identity order.
+/// cleared (kept, marked cleared), in identity order: what the incremental lists must
+/// always equal (see [`IncidentBook::check_views`]).
 fn merge_alarms(
     previous: &[AlarmRef],
     cis: &BTreeSet<CiIdx>,
