@@ -1,0 +1,355 @@
+//! `faultline bench`: end-to-end load against a Kafka cluster, through real sockets.
+//!
+//! 1. **Throughput.** A generated storm (`generate::scenario`) over a generated carrier
+//!    network is produced into a fresh topic as fast as possible. A plain rust-rdkafka
+//!    consumer reads it all with no processing (the raw rate); then an engine, started in
+//!    this process against the same brokers, consumes and correlates it (from its first
+//!    alarm applied to its last). Faultline's rate is printed as a ratio of the raw one.
+//! 2. **Latency.** With the engine caught up and gRPC subscribers attached, the storm goes
+//!    on at a fixed offered rate. Each incident change a subscriber receives is timed from
+//!    the Kafka timestamp of the alarm that made it (the incident's `update_time`, which is
+//!    stream time: the newest record timestamp applied) to its arrival, into an
+//!    hdrhistogram; the warm-up is left out.
+//!
+//! Conditions (machine, partitions, message size, network size, offered load) are printed
+//! with the figures.
+
+use crate::config::{AlarmFormat, Config, InputTopic, Overrides};
+use crate::generate::carrier;
+use crate::generate::scenario::{Kind, Storm, to_json};
+use crate::kafka;
+use crate::proto::v1;
+use crate::runtime::Engine;
+use crate::runtime::core_loop::wall_clock;
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct BenchOptions {
+    pub brokers: String,
+    pub cis: usize,
+    pub scenario: Kind,
+    /// Alarms in the throughput phase.
+    pub count: u64,
+    /// Offered alarms per second in the latency phase (0 skips it).
+    pub rate: f64,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub partitions: i32,
+    pub subscribers: usize,
+    pub seed: u64,
+}
+
+pub struct Latency {
+    pub offered: f64,
+    pub sent: u64,
+    pub changes: u64,
+    pub histogram: Histogram<u64>,
+}
+
+pub struct Report {
+    pub raw_per_sec: f64,
+    pub engine_per_sec: f64,
+    pub produce_per_sec: f64,
+    pub mean_bytes: f64,
+    pub latency: Option<Latency>,
+}
+
+pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
+    let mut text = Vec::new();
+    let shape = carrier::write_network(options.cis, options.seed, &mut text, |_| {})?;
+    let topology =
+        Arc::new(crate::topology_file::parse(std::str::from_utf8(&text)?, "generated").context("generated network")?);
+    drop(text);
+
+    let run = format!("{}-{}", std::process::id(), wall_clock());
+    let topic = format!("faultline-bench.{run}.alarms");
+    let overrides = Overrides { brokers: Some(options.brokers.clone()), ..Overrides::default() };
+    let config = Config::defaults(&overrides)?
+        .with("kafka.inputs", vec![InputTopic { topic: topic.clone(), format: AlarmFormat::Json }])?
+        .with("kafka.incidents_topic", format!("faultline-bench.{run}.incidents"))?
+        .with("kafka.dead_letter_topic", format!("faultline-bench.{run}.dead-letter"))?
+        .with("kafka.state_topic", format!("faultline-bench.{run}.state"))?
+        .with("kafka.group_id", format!("faultline-bench-{run}"))?
+        .with("kafka.partitions", options.partitions)?
+        .with("grpc.addr", "127.0.0.1:0")?
+        .with("metrics.addr", "127.0.0.1:0")?;
+    kafka::topics::ensure(&config.kafka, &options.brokers).await.map_err(anyhow::Error::msg)?;
+
+    println!("faultline bench");
+    println!("  machine      {}", machine());
+    println!("  brokers      {} ({} partitions)", options.brokers, options.partitions);
+    println!(
+        "  network      {} CIs, {} relations, {} services (generated, seed {})",
+        shape.cis, shape.relations, shape.services, options.seed
+    );
+
+    // Throughput: the whole storm is in the topic before anyone reads it.
+    let start = wall_clock();
+    let (produce_per_sec, bytes) = {
+        let producer = producer(&config)?;
+        let (count, topic, topology, scenario, seed) =
+            (options.count, topic.clone(), topology.clone(), options.scenario, options.seed);
+        tokio::task::spawn_blocking(move || {
+            let mut storm = Storm::new(&topology, scenario, seed, start, 1_000_000.0)?;
+            produce(&producer, &topic, &mut storm, count, None)
+        })
+        .await??
+    };
+    let mean_bytes = bytes as f64 / options.count as f64;
+    println!(
+        "  storm        {} {} alarms, {mean_bytes:.0} bytes each (JSON), produced at {produce_per_sec:.0}/s",
+        options.count,
+        options.scenario.name()
+    );
+    let raw_per_sec = {
+        let (config, topic, count) = (config.clone(), topic.clone(), options.count);
+        tokio::task::spawn_blocking(move || raw_consume(&config, &topic, count)).await??
+    };
+    let engine = Engine::start_with(&config, topology.clone()).await?;
+    let engine_per_sec = engine_rate(&engine, options.count).await?;
+    println!();
+    println!("throughput (as fast as possible, {} alarms)", options.count);
+    println!("  raw rdkafka consumption   {raw_per_sec:>10.0} alarms/s");
+    println!(
+        "  faultline end to end      {engine_per_sec:>10.0} alarms/s  ({:.2} x raw)",
+        engine_per_sec / raw_per_sec
+    );
+
+    let latency =
+        if options.rate > 0.0 { Some(latency(&engine, &config, &topic, &topology, options).await?) } else { None };
+    if let Some(l) = &latency {
+        let h = &l.histogram;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!();
+        println!(
+            "latency (alarm's Kafka timestamp to incident change at a gRPC subscriber), {:.0} alarms/s offered for {} s, {} subscriber(s), first {} s left out",
+            l.offered,
+            options.duration.as_secs(),
+            options.subscribers,
+            options.warmup.as_secs()
+        );
+        println!("  alarms sent {}, incident changes timed {}", l.sent, l.changes);
+        println!(
+            "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+    let stats = engine.handle().call(|ctx| ctx.stats()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!();
+    println!(
+        "engine: {} alarms in, {} raised, {} repeats, {} cleared, {} incidents opened, {} refused",
+        stats.alarms_in, stats.raised, stats.duplicates, stats.cleared, stats.incidents.opened, stats.refused
+    );
+    engine.stop(Duration::from_secs(30)).await?;
+    Ok(Report { raw_per_sec, engine_per_sec, produce_per_sec, mean_bytes, latency })
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| info.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    format!("{cpus} cores, {model}, {memory}, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+fn producer(config: &Config) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+    kafka::client_config(
+        &config.kafka,
+        &config.kafka.brokers,
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("compression.type", "lz4"),
+        ],
+    )
+    .create()
+    .context("cannot create the Kafka producer")
+}
+
+/// Sends `count` alarms of the storm, paced at `rate` if given; each alarm's event time is
+/// its send time. Returns the rate achieved and the bytes sent.
+fn produce(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    storm: &mut Storm<'_>,
+    count: u64,
+    rate: Option<f64>,
+) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    for i in 0..count {
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed())
+                && wait > Duration::from_micros(500)
+            {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut alarm = storm.next_alarm();
+        alarm.event_time = wall_clock();
+        let value = to_json(&alarm);
+        bytes += value.len() as u64;
+        let mut record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(error).context("cannot send to Kafka"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).context("cannot flush to Kafka")?;
+    Ok((count as f64 / started.elapsed().as_secs_f64(), bytes))
+}
+
+/// A plain consumer reads `count` messages of `topic` from the start, doing nothing with
+/// them: the ceiling any consumer of this topic on this machine can reach.
+fn raw_consume(config: &Config, topic: &str, count: u64) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = kafka::client_config(
+        &config.kafka,
+        &config.kafka.brokers,
+        &[
+            ("group.id", &format!("{}-raw", config.kafka.group_id)),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+        ],
+    )
+    .create()
+    .context("cannot create the raw consumer")?;
+    consumer.subscribe(&[topic]).context("cannot subscribe")?;
+    let mut seen = 0u64;
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < count {
+        anyhow::ensure!(Instant::now() < deadline, "raw consumer read only {seen} of {count} messages");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                first.get_or_insert_with(Instant::now);
+                std::hint::black_box(message.payload());
+                seen += 1;
+            }
+            Some(Err(error)) => return Err(error).context("raw consumer"),
+            None => {}
+        }
+    }
+    Ok(count as f64 / first.map_or(1.0, |f| f.elapsed().as_secs_f64()))
+}
+
+/// From the first alarm the engine applied to the `count`th.
+async fn engine_rate(engine: &Engine, count: u64) -> anyhow::Result<f64> {
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let stats = engine.handle().call(|ctx| ctx.stats()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let done = stats.alarms_in + stats.refused;
+        if done > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if done >= count {
+            let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            return Ok(count as f64 / elapsed.max(1e-3));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the engine applied only {done} of {count} alarms");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn latency(
+    engine: &Engine,
+    config: &Config,
+    topic: &str,
+    topology: &Arc<crate::model::topology::Topology>,
+    options: &BenchOptions,
+) -> anyhow::Result<Latency> {
+    let endpoint = format!("http://{}", engine.grpc_addr());
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut subscribers = Vec::new();
+    for _ in 0..options.subscribers {
+        let mut client = v1::incident_service_client::IncidentServiceClient::connect(endpoint.clone()).await?;
+        let mut stream = client.subscribe(v1::SubscribeIncidentsRequest::default()).await?.into_inner();
+        let (measuring, stop) = (measuring.clone(), stop.clone());
+        subscribers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+            let mut changes = 0u64;
+            loop {
+                let change = tokio::select! {
+                    message = stream.message() => match message {
+                        Ok(Some(change)) => change,
+                        _ => break,
+                    },
+                    _ = stop.cancelled() => break,
+                };
+                let Some(updated) = change.incident.and_then(|i| i.update_time) else { continue };
+                if !measuring.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as i64)
+                    .unwrap_or(0);
+                let stamp = updated.seconds * 1_000_000 + i64::from(updated.nanos) / 1_000;
+                let _ = histogram.record((now - stamp).max(1) as u64);
+                changes += 1;
+            }
+            (histogram, changes)
+        }));
+    }
+
+    let producer = producer(config)?;
+    let (rate, warmup, duration, topic) = (options.rate, options.warmup, options.duration, topic.to_owned());
+    let (topology, scenario, seed) = (topology.clone(), options.scenario, options.seed.wrapping_add(1));
+    let gate = measuring.clone();
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let warm = (rate * warmup.as_secs_f64()).min(total as f64) as u64;
+    let sent = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let mut storm = Storm::new(&topology, scenario, seed, wall_clock(), rate)?;
+        produce(&producer, &topic, &mut storm, warm, Some(rate))?;
+        gate.store(true, Ordering::Relaxed);
+        produce(&producer, &topic, &mut storm, total - warm, Some(rate))?;
+        Ok(total)
+    })
+    .await??;
+    // Let the last changes arrive, then close the streams by stopping the measurement.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measuring.store(false, Ordering::Relaxed);
+    stop.cancel();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+    let mut changes = 0;
+    for subscriber in subscribers {
+        let (h, c) = subscriber.await?;
+        histogram.add(h).context("merge histograms")?;
+        changes += c;
+    }
+    Ok(Latency { offered: rate, sent, changes, histogram })
+}
