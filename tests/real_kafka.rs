@@ -230,3 +230,31 @@ async fn a_new_engine_takes_over_the_state_of_the_last_one() {
     drop(producer);
     second.stop(Duration::from_secs(20)).await.unwrap();
 }
+
+/// `faultline bench` as a capacity planner runs it, scaled down: a storm through a real
+/// broker, raw and end-to-end rates, and latency figures from real gRPC subscribers.
+#[test]
+fn bench_measures_throughput_against_raw_consumption_and_latency_to_subscribers() {
+    let broker = KafkaBroker::start();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["bench", "--brokers", broker.bootstrap(), "--cis", "2000", "--count", "3000"])
+        .args(["--rate", "400", "--duration", "4s", "--warmup", "1s", "--subscribers", "2"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let figure = |label: &str| -> f64 {
+        let line = stdout.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("no `{label}`:\n{stdout}"));
+        line.split(label).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(figure("raw rdkafka consumption") > 0.0, "{stdout}");
+    assert!(figure("faultline end to end") > 0.0, "{stdout}");
+    assert!(stdout.contains("2000 CIs") && stdout.contains("3000 mixed alarms"), "conditions printed: {stdout}");
+    assert!(figure("alarms sent") == 1600.0, "400/s for 4 s: {stdout}");
+    assert!(figure("incident changes timed") > 0.0, "subscribers saw changes: {stdout}");
+    let p99 = figure("p99");
+    assert!(p99 > 0.0 && p99 < 60_000.0, "a latency in milliseconds: {stdout}");
+    // Every alarm produced went through the engine.
+    assert!(stdout.contains("engine: 4600 alarms in"), "{stdout}");
+}

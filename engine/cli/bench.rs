@@ -134,7 +134,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             options.subscribers,
             options.warmup.as_secs()
         );
-        println!("  alarms sent {}, incident changes timed {}", l.sent, l.changes);
+        println!("  alarms sent {}   incident changes timed {}", l.sent, l.changes);
         println!(
             "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
             ms(0.5),
@@ -144,6 +144,8 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             h.max() as f64 / 1000.0
         );
     }
+    // Everything produced has been applied before the totals are read.
+    engine_rate(&engine, options.count + latency.as_ref().map_or(0, |l| l.sent)).await?;
     let stats = engine.handle().call(|ctx| ctx.stats()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!();
     println!(
