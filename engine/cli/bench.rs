@@ -214,20 +214,8 @@ fn produce(
         alarm.event_time = wall_clock();
         let value = to_json(&alarm);
         bytes += value.len() as u64;
-        let mut record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((error, _)) => return Err(error).context("cannot send to Kafka"),
-            }
-        }
+        let record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
+        kafka::send_waiting(producer, record).context("cannot send to Kafka")?;
     }
     producer.flush(Duration::from_secs(60)).context("cannot flush to Kafka")?;
     Ok((count as f64 / started.elapsed().as_secs_f64(), bytes))

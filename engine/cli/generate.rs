@@ -117,20 +117,8 @@ pub fn alarms(options: &AlarmOptions, sink: Sink) -> anyhow::Result<u64> {
                 let mut alarm = storm.next_alarm();
                 alarm.event_time = crate::runtime::core_loop::wall_clock();
                 let value = to_json(&alarm);
-                let mut record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((
-                            rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                            back,
-                        )) => {
-                            record = back;
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        Err((error, _)) => return Err(error).context("cannot send to Kafka"),
-                    }
-                }
+                let record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
+                kafka::send_waiting(&producer, record).context("cannot send to Kafka")?;
             }
             producer.flush(Duration::from_secs(30)).context("cannot flush to Kafka")?;
             eprintln!(

@@ -17,7 +17,8 @@ pub mod topics;
 use crate::config::KafkaConfig;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{BaseRecord, FutureProducer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 
 /// A client's settings: the bootstrap servers, then the client's own defaults, then the
 /// configured pass-through properties, so an operator can override anything.
@@ -38,4 +39,22 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, defaults: &[(&str, &str
 pub fn producer(kafka: &KafkaConfig, brokers: &str) -> Result<FutureProducer, KafkaError> {
     // Idempotence keeps retried sends from doubling records.
     client_config(kafka, brokers, &[("enable.idempotence", "true"), ("linger.ms", "2")]).create()
+}
+
+/// Sends a record, waiting while the producer's queue is full (backpressure from a slower
+/// broker) instead of failing.
+pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, str, str>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
 }
