@@ -206,6 +206,10 @@ fn cluster_id() -> String {
     if nbits > 0 {
         out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
     }
+    // The storage tool would read an id starting with `-` as an option.
+    if out.starts_with('-') {
+        out.replace_range(..1, "A");
+    }
     out
 }
 
