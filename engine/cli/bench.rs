@@ -14,9 +14,10 @@
 //! Conditions (machine, partitions, message size, network size, offered load) are printed
 //! with the figures.
 
+use super::generate::{produce, producer};
 use crate::config::{AlarmFormat, Config, InputTopic, Overrides};
 use crate::generate::carrier;
-use crate::generate::scenario::{Kind, Storm, to_json};
+use crate::generate::scenario::{Kind, Storm};
 use crate::kafka;
 use crate::proto::v1;
 use crate::runtime::Engine;
@@ -25,7 +26,6 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -92,7 +92,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     // Throughput: the whole storm is in the topic before anyone reads it.
     let start = wall_clock();
     let (produce_per_sec, bytes) = {
-        let producer = producer(&config)?;
+        let producer = producer(&config.kafka, &options.brokers)?;
         let (count, topic, topology, scenario, seed) =
             (options.count, topic.clone(), topology.clone(), options.scenario, options.seed);
         tokio::task::spawn_blocking(move || {
@@ -172,53 +172,6 @@ fn machine() -> String {
         .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("{cpus} cores, {model}, {memory}, {} {}", std::env::consts::OS, std::env::consts::ARCH)
-}
-
-fn producer(config: &Config) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
-    kafka::client_config(
-        &config.kafka,
-        &config.kafka.brokers,
-        &[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("batch.size", "1000000"),
-            ("queue.buffering.max.messages", "1000000"),
-            ("compression.type", "lz4"),
-        ],
-    )
-    .create()
-    .context("cannot create the Kafka producer")
-}
-
-/// Sends `count` alarms of the storm, paced at `rate` if given; each alarm's event time is
-/// its send time. Returns the rate achieved and the bytes sent.
-fn produce(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    storm: &mut Storm<'_>,
-    count: u64,
-    rate: Option<f64>,
-) -> anyhow::Result<(f64, u64)> {
-    let started = Instant::now();
-    let mut bytes = 0u64;
-    for i in 0..count {
-        if let Some(rate) = rate {
-            let due = Duration::from_secs_f64(i as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed())
-                && wait > Duration::from_micros(500)
-            {
-                std::thread::sleep(wait);
-            }
-        }
-        let mut alarm = storm.next_alarm();
-        alarm.event_time = wall_clock();
-        let value = to_json(&alarm);
-        bytes += value.len() as u64;
-        let record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
-        kafka::send_waiting(producer, record).context("cannot send to Kafka")?;
-    }
-    producer.flush(Duration::from_secs(60)).context("cannot flush to Kafka")?;
-    Ok((count as f64 / started.elapsed().as_secs_f64(), bytes))
 }
 
 /// A plain consumer reads `count` messages of `topic` from the start, doing nothing with
@@ -316,7 +269,7 @@ async fn latency(
         }));
     }
 
-    let producer = producer(config)?;
+    let producer = producer(&config.kafka, &config.kafka.brokers)?;
     let (rate, warmup, duration, topic) = (options.rate, options.warmup, options.duration, topic.to_owned());
     let (topology, scenario, seed) = (topology.clone(), options.scenario, options.seed.wrapping_add(1));
     let gate = measuring.clone();

@@ -99,46 +99,73 @@ pub fn alarms(options: &AlarmOptions, sink: Sink) -> anyhow::Result<u64> {
         Sink::Topic { brokers, topic, kafka: settings } => {
             let now = crate::runtime::core_loop::wall_clock();
             let mut storm = Storm::new(&topology, options.scenario, options.seed, now, options.rate)?;
-            let producer: ThreadedProducer<Deliveries> = kafka::client_config(
-                settings,
-                brokers,
-                &[("enable.idempotence", "true"), ("linger.ms", "5"), ("queue.buffering.max.messages", "1000000")],
-            )
-            .create_with_context(Deliveries::default())
-            .context("cannot create the Kafka producer")?;
-            for i in 0..count {
-                // Paced: notification i leaves at i / rate seconds.
-                let due = Duration::from_secs_f64(i as f64 / options.rate);
-                if let Some(wait) = due.checked_sub(started.elapsed())
-                    && wait > Duration::from_millis(1)
-                {
-                    std::thread::sleep(wait);
-                }
-                let mut alarm = storm.next_alarm();
-                alarm.event_time = crate::runtime::core_loop::wall_clock();
-                let value = to_json(&alarm);
-                let record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
-                kafka::send_waiting(&producer, record).context("cannot send to Kafka")?;
-            }
-            producer.flush(Duration::from_secs(30)).context("cannot flush to Kafka")?;
+            let producer = producer(settings, brokers)?;
+            let (rate, _) = produce(&producer, topic, &mut storm, count, Some(options.rate))?;
             eprintln!(
-                "{topic}: {count} {} alarms in {:.1} s ({:.0}/s)",
+                "{topic}: {count} {} alarms in {:.1} s ({rate:.0}/s)",
                 options.scenario.name(),
                 started.elapsed().as_secs_f64(),
-                count as f64 / started.elapsed().as_secs_f64()
             );
-            let failed = producer.context().failed.load(Ordering::Relaxed);
-            if failed > 0 {
-                anyhow::bail!("{failed} of {count} alarms were not delivered to {topic}");
-            }
         }
     }
     Ok(count)
 }
 
+/// The load tools' producer: idempotent, batching, with room for a fast storm.
+pub(crate) fn producer(settings: &KafkaConfig, brokers: &str) -> anyhow::Result<ThreadedProducer<Deliveries>> {
+    kafka::client_config(
+        settings,
+        brokers,
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("compression.type", "lz4"),
+        ],
+    )
+    .create_with_context(Deliveries::default())
+    .context("cannot create the Kafka producer")
+}
+
+/// Sends `count` alarms of the storm keyed by resource, paced at `rate` if given (alarm i
+/// leaves at i / rate seconds), each stamped with its send time; waits for every delivery.
+/// Returns the rate achieved and the bytes sent; fails if the brokers refused any.
+pub(crate) fn produce(
+    producer: &ThreadedProducer<Deliveries>,
+    topic: &str,
+    storm: &mut Storm<'_>,
+    count: u64,
+    rate: Option<f64>,
+) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let failed_before = producer.context().failed.load(Ordering::Relaxed);
+    let mut bytes = 0u64;
+    for i in 0..count {
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed())
+                && wait > Duration::from_micros(500)
+            {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut alarm = storm.next_alarm();
+        alarm.event_time = crate::runtime::core_loop::wall_clock();
+        let value = to_json(&alarm);
+        bytes += value.len() as u64;
+        let record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());
+        kafka::send_waiting(producer, record).context("cannot send to Kafka")?;
+    }
+    producer.flush(Duration::from_secs(60)).context("cannot flush to Kafka")?;
+    let failed = producer.context().failed.load(Ordering::Relaxed) - failed_before;
+    anyhow::ensure!(failed == 0, "{failed} of {count} alarms were not delivered to {topic}");
+    Ok((count as f64 / started.elapsed().as_secs_f64(), bytes))
+}
+
 /// Counts the records the brokers did not take (after librdkafka's own retries).
 #[derive(Default)]
-struct Deliveries {
+pub(crate) struct Deliveries {
     failed: AtomicU64,
 }
 

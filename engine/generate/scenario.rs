@@ -88,13 +88,23 @@ impl<'t> Catalogue<'t> {
         self.topology.dependents(ci).iter().copied().filter(move |&d| self.topology.ci(d).class == class)
     }
 
-    /// The links on a port, each with the port at its other end.
-    fn far_ends(&self, port: CiIdx) -> Vec<(CiIdx, CiIdx)> {
-        self.dependents_of(port, CiClass::Link)
-            .flat_map(|link| {
-                self.topology.dependencies(link).iter().filter(move |&&p| p != port).map(move |&p| (link, p))
-            })
-            .collect()
+    /// What the network reports when a port goes dark: each fibre on it down, and loss of
+    /// signal at the fibre's other end.
+    fn fibre_symptoms(&self, port: CiIdx) -> Vec<Script> {
+        let mut alarms = Vec::new();
+        for link in self.dependents_of(port, CiClass::Link) {
+            alarms.push(Script {
+                resource: link,
+                alarm_type: "LINK_DOWN",
+                severity: Severity::Major,
+                event_type: EventType::Communications,
+            });
+            for &far in self.topology.dependencies(link).iter().filter(|&&p| p != port) {
+                let event_type = EventType::Communications;
+                alarms.push(Script { resource: far, alarm_type: "LOS", severity: Severity::Major, event_type });
+            }
+        }
+        alarms
     }
 
     fn name(&self, ci: CiIdx) -> &str {
@@ -102,8 +112,7 @@ impl<'t> Catalogue<'t> {
     }
 }
 
-/// One alarm an episode raises: its resource and type, the severity it raises with, and
-/// whether it is the episode's root.
+/// One alarm an episode raises: its resource and type and the severity it raises with.
 #[derive(Clone, Debug)]
 struct Script {
     resource: CiIdx,
@@ -242,10 +251,7 @@ impl<'t> Storm<'t> {
                     alarms.push(script(device, "NODE_UNREACHABLE", Severity::Critical, EventType::Communications));
                     for card in c.dependents_of(device, CiClass::Card) {
                         for port in c.dependents_of(card, CiClass::Port) {
-                            for (link, far) in c.far_ends(port) {
-                                alarms.push(script(far, "LOS", Severity::Major, EventType::Communications));
-                                alarms.push(script(link, "LINK_DOWN", Severity::Major, EventType::Communications));
-                            }
+                            alarms.extend(c.fibre_symptoms(port));
                         }
                     }
                 }
@@ -255,10 +261,7 @@ impl<'t> Storm<'t> {
                 alarms.push(script(card, "EQPT_FAIL", Severity::Critical, EventType::Equipment));
                 for port in c.dependents_of(card, CiClass::Port) {
                     alarms.push(script(port, "LOS", Severity::Major, EventType::Communications));
-                    for (link, far) in c.far_ends(port) {
-                        alarms.push(script(link, "LINK_DOWN", Severity::Major, EventType::Communications));
-                        alarms.push(script(far, "LOS", Severity::Major, EventType::Communications));
-                    }
+                    alarms.extend(c.fibre_symptoms(port));
                 }
             }
             Kind::Flapping => {

@@ -249,11 +249,17 @@ fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?S
     producer: &TxnProducer,
     mut record: BaseRecord<'_, K, P>,
 ) -> Result<(), OutputError> {
+    let started = Instant::now();
+    let mut next_warning = started + Duration::from_secs(1);
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                tracing::trace!("producer queue full; waiting");
+                // Said once a second, so a core held up by a broker that takes nothing is seen.
+                if Instant::now() >= next_warning {
+                    tracing::warn!(waited_ms = started.elapsed().as_millis() as u64, "producer queue full; waiting");
+                    next_warning += Duration::from_secs(1);
+                }
                 record = returned;
                 std::thread::sleep(Duration::from_millis(1));
             }
