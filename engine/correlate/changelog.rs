@@ -168,17 +168,21 @@ impl IncidentBook {
             }
             let services: BTreeMap<CiIdx, State> =
                 record.services.iter().filter_map(|(ci, state)| Some((lookup(ci)?, *state))).collect();
-            let tracked = Tracked {
+            let mut tracked = Tracked {
                 roots: set(&record.roots, &mut lookup),
                 registered_roots,
                 services,
                 symptoms: set(&record.symptoms, &mut lookup),
                 restored_since: record.restored_since,
                 incident: std::sync::Arc::new(record.incident),
+                stale: Vec::new(),
             };
             for &ci in tracked.roots.iter().chain(&tracked.symptoms) {
                 super::incidents::join(&mut self.members, ci, id);
             }
+            // The writer may have had updates pending for any of them: the first refresh
+            // brings every part up to date, as the writer's would.
+            tracked.stale.extend(tracked.roots.iter().chain(&tracked.symptoms));
             self.incidents.insert(id, tracked);
         }
         self.next_id = meta.next_incident.max(highest + 1);

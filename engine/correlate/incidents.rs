@@ -88,6 +88,9 @@ pub(super) struct Tracked {
     pub(super) symptoms: BTreeSet<CiIdx>,
     /// When every impacted service was last seen restored; cleared by a new impact.
     pub(super) restored_since: Option<EpochMillis>,
+    /// Roots and symptoms whose alarms changed since the last refresh: their part of the
+    /// alarm lists is brought up to date at the next one.
+    pub(super) stale: Vec<CiIdx>,
 }
 
 /// What one batch of CI changes did to an incident: the kind of change to publish, whether
@@ -211,9 +214,16 @@ impl IncidentBook {
                     }
                 }
             }
-            if let Some(owners) = self.members.get(&ci) {
-                for &owner in owners {
-                    touch(&mut kinds, owner).cis.push(ci);
+            for owner in [self.by_root.get(&ci), self.by_symptom.get(&ci)].into_iter().flatten() {
+                touch(&mut kinds, *owner).cis.push(ci);
+            }
+            // Every incident naming the CI brings its part up to date at its next refresh;
+            // only the owners refresh now.
+            for owner in self.members.get(&ci).into_iter().flatten() {
+                if let Some(t) = self.incidents.get_mut(owner)
+                    && !t.stale.contains(&ci)
+                {
+                    t.stale.push(ci);
                 }
             }
         }
@@ -346,6 +356,7 @@ impl IncidentBook {
             services: BTreeMap::new(),
             symptoms: BTreeSet::new(),
             restored_since: None,
+            stale: Vec::new(),
         };
         self.incidents.insert(id, tracked);
         id
@@ -366,6 +377,7 @@ impl IncidentBook {
         let policy = &self.policy;
         let t = self.incidents.get_mut(&id)?;
         let Touch { kind, services: services_moved, cis: mut alarm_cis } = touched;
+        alarm_cis.append(&mut t.stale);
         // Whether anything a reader sees moved: tracked field by field, so that no refresh
         // clones the whole incident (timeline included) just to compare it afterwards.
         let mut moved = false;
@@ -593,14 +605,22 @@ impl IncidentBook {
             if !t.roots.is_disjoint(&t.symptoms) {
                 return Err(format!("{id}: a CI is both root and symptom"));
             }
-            // Merging again must change nothing: no active alarm missing, none stale.
-            let roots = merge_alarms(&t.incident.root_cause_alarms, &t.roots, topology, impact, EpochMillis::MIN);
-            if roots != t.incident.root_cause_alarms {
-                return Err(format!("{id}: root-cause alarms {:?}, expected {roots:?}", t.incident.root_cause_alarms));
-            }
-            let symptoms = merge_alarms(&t.incident.symptom_alarms, &t.symptoms, topology, impact, EpochMillis::MIN);
-            if symptoms != t.incident.symptom_alarms {
-                return Err(format!("{id}: symptom alarms {:?}, expected {symptoms:?}", t.incident.symptom_alarms));
+            // Merging again must change nothing (no active alarm missing, none left over),
+            // leaving out the CIs whose update waits for the incident's next refresh.
+            let current = |ci: CiIdx| !t.stale.contains(&ci);
+            let settled = |list: &[AlarmRef]| -> Vec<AlarmRef> {
+                list.iter().filter(|a| topology.lookup(&a.resource).is_none_or(current)).cloned().collect()
+            };
+            for (what, list, set) in [
+                ("root-cause", &t.incident.root_cause_alarms, &t.roots),
+                ("symptom", &t.incident.symptom_alarms, &t.symptoms),
+            ] {
+                let set: BTreeSet<CiIdx> = set.iter().copied().filter(|&ci| current(ci)).collect();
+                let kept = settled(list);
+                let expected = merge_alarms(&kept, &set, topology, impact, EpochMillis::MIN);
+                if expected != kept {
+                    return Err(format!("{id}: {what} alarms {kept:?}, expected {expected:?}"));
+                }
             }
         }
         let mut kept = self.members.clone();
