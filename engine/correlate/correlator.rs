@@ -247,6 +247,11 @@ impl Correlator {
         self.incidents.iter()
     }
 
+    /// The incidents as the core shares them with its published changes.
+    pub fn shared_incidents(&self) -> impl Iterator<Item = &Arc<Incident>> {
+        self.incidents.shared()
+    }
+
     pub fn alarms(&self) -> &AlarmStage {
         &self.alarms
     }

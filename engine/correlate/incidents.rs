@@ -179,6 +179,11 @@ impl IncidentBook {
         self.incidents.values().map(|t| &*t.incident)
     }
 
+    /// Incidents not yet closed, by id, as shared with published changes.
+    pub fn shared(&self) -> impl Iterator<Item = &Arc<Incident>> {
+        self.incidents.values().map(|t| &t.incident)
+    }
+
     /// Follows the CIs the impact stage reports as changed; appends incident changes.
     pub fn on_changes(
         &mut self,

@@ -1,6 +1,7 @@
 //! Incident filters shared by `Subscribe` and `ListIncidents`.
 
-use crate::proto::v1;
+use crate::model::incident::Incident;
+use crate::proto::{self, v1};
 
 #[derive(Clone, Debug, Default)]
 pub struct IncidentFilter {
@@ -11,11 +12,11 @@ pub struct IncidentFilter {
 }
 
 impl IncidentFilter {
-    pub fn matches(&self, incident: &v1::Incident) -> bool {
-        (self.states.is_empty() || self.states.contains(&incident.state))
-            && (self.priorities.is_empty() || self.priorities.contains(&incident.priority))
-            && (self.service.is_empty() || incident.impacted_services.iter().any(|s| s.service_id == self.service))
-            && (self.customer.is_empty() || incident.impacted_customers.iter().any(|c| c.customer_id == self.customer))
+    pub fn matches(&self, incident: &Incident) -> bool {
+        (self.states.is_empty() || self.states.contains(&(proto::incident_state_to_proto(incident.state) as i32)))
+            && (self.priorities.is_empty() || self.priorities.contains(&i32::from(incident.priority.0)))
+            && (self.service.is_empty() || incident.services.iter().any(|s| *s.id == *self.service))
+            && (self.customer.is_empty() || incident.customers.iter().any(|c| *c.id == *self.customer))
     }
 }
 

@@ -1,13 +1,18 @@
 //! `faultline.v1.IncidentService`: the live stream (snapshot, then changes), queries, and
 //! operator actions. A subscriber that falls behind is dropped with RESOURCE_EXHAUSTED;
-//! it never slows the pipeline or another subscriber.
+//! it never slows the pipeline or another subscriber. The core hands the stream shared
+//! incidents; each change is converted and encoded once, by the subscriber tasks
+//! ([`super::wire`]).
 
 use super::filter::IncidentFilter;
+use super::server::incident_service_server::IncidentService;
 use super::status::{incident_id, required};
-use crate::model::incident::IncidentId;
+use super::wire::{EncodedChange, PublishedChange};
+use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
 use crate::runtime::{EngineHandle, SharedChange};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,10 +31,10 @@ impl IncidentApi {
     }
 }
 
-type SubscribeStream = ReceiverStream<Result<v1::SubscribeIncidentsResponse, Status>>;
+type SubscribeStream = ReceiverStream<Result<EncodedChange, Status>>;
 
 #[tonic::async_trait]
-impl v1::incident_service_server::IncidentService for IncidentApi {
+impl IncidentService for IncidentApi {
     type SubscribeStream = SubscribeStream;
 
     async fn subscribe(
@@ -41,7 +46,7 @@ impl v1::incident_service_server::IncidentService for IncidentApi {
             .handle
             .call(|ctx| {
                 let changes = ctx.subscribe();
-                let snapshot: Vec<v1::Incident> = ctx.correlator.incidents().map(proto::incident_to_proto).collect();
+                let snapshot: Vec<Arc<Incident>> = ctx.correlator.shared_incidents().cloned().collect();
                 (snapshot, changes)
             })
             .await?;
@@ -68,22 +73,19 @@ impl v1::incident_service_server::IncidentService for IncidentApi {
         let response = self
             .handle
             .call(move |ctx| {
-                let mut matching =
-                    ctx.correlator.incidents().map(proto::incident_to_proto).filter(|i| filter.matches(i));
                 let mut total = 0;
                 let mut page = Vec::new();
                 let mut next_page_token = String::new();
-                for incident in matching.by_ref() {
+                for incident in ctx.correlator.incidents().filter(|i| filter.matches(i)) {
                     total += 1;
-                    let id: Option<IncidentId> = incident.id.parse().ok();
-                    if after.is_some_and(|after| id.is_some_and(|id| id <= after)) {
+                    if after.is_some_and(|after| incident.id <= after) {
                         continue;
                     }
                     if page.len() == size {
                         next_page_token = page.last().map(|i: &v1::Incident| i.id.clone()).unwrap_or_default();
                         continue;
                     }
-                    page.push(incident);
+                    page.push(proto::incident_to_proto(incident));
                 }
                 v1::ListIncidentsResponse { incidents: page, next_page_token, total_size: total }
             })
@@ -156,20 +158,18 @@ impl v1::incident_service_server::IncidentService for IncidentApi {
 /// incidents) is sent once more so the subscriber learns it left.
 async fn forward(
     filter: IncidentFilter,
-    snapshot: Vec<v1::Incident>,
+    snapshot: Vec<Arc<Incident>>,
     mut changes: broadcast::Receiver<SharedChange>,
-    tx: mpsc::Sender<Result<v1::SubscribeIncidentsResponse, Status>>,
+    tx: mpsc::Sender<Result<EncodedChange, Status>>,
 ) {
-    let mut following: HashSet<String> = HashSet::new();
+    let mut following: HashSet<IncidentId> = HashSet::new();
     for incident in snapshot.into_iter().filter(|i| filter.matches(i)) {
-        following.insert(incident.id.clone());
-        let item = v1::SubscribeIncidentsResponse { kind: v1::ChangeKind::Snapshot as i32, incident: Some(incident) };
-        if tx.send(Ok(item)).await.is_err() {
+        following.insert(incident.id);
+        if tx.send(Ok(PublishedChange::snapshot(incident).encoded())).await.is_err() {
             return;
         }
     }
-    let complete = v1::SubscribeIncidentsResponse { kind: v1::ChangeKind::SnapshotComplete as i32, incident: None };
-    if tx.send(Ok(complete)).await.is_err() {
+    if tx.send(Ok(EncodedChange::snapshot_complete())).await.is_err() {
         return;
     }
     loop {
@@ -195,14 +195,14 @@ async fn forward(
                 return;
             }
         };
-        let Some(incident) = &change.incident else { continue };
+        let incident = change.incident();
         let relevant = if filter.matches(incident) {
-            following.insert(incident.id.clone());
+            following.insert(incident.id);
             true
         } else {
             following.remove(&incident.id)
         };
-        if relevant && tx.send(Ok((*change).clone())).await.is_err() {
+        if relevant && tx.send(Ok(change.encoded())).await.is_err() {
             return;
         }
     }

@@ -6,8 +6,15 @@ mod filter;
 mod incidents;
 mod status;
 mod topology;
+pub mod wire;
 
-use crate::proto::{self, v1};
+/// The generated servers; their messages are [`crate::proto::v1`]'s (see `build.rs`).
+#[allow(clippy::all, clippy::pedantic)]
+mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/faultline.v1.rs"));
+}
+
+use crate::proto;
 use crate::runtime::EngineHandle;
 pub use filter::IncidentFilter;
 use tokio::net::TcpListener;
@@ -60,10 +67,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(v1::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(
+        .add_service(server::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(
             handle.clone(),
         )))
-        .add_service(v1::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle)))
+        .add_service(server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .map_err(|e| e.to_string());

@@ -21,7 +21,7 @@ impl TopologyApi {
 }
 
 #[tonic::async_trait]
-impl v1::topology_service_server::TopologyService for TopologyApi {
+impl super::server::topology_service_server::TopologyService for TopologyApi {
     async fn get_ci(&self, request: Request<v1::GetCiRequest>) -> Result<Response<v1::CiStatus>, Status> {
         let id = required("id", &request.get_ref().id)?.to_owned();
         let status = self.handle.call(move |ctx| ci_status(ctx.correlator, &id)).await??;

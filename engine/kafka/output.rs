@@ -1,9 +1,14 @@
 //! Commit after the effect, atomically: everything the core writes goes through one
-//! transactional producer. A transaction holds the incident snapshots and dead letters of a
-//! few batches, the state changelog records of what those batches changed, and the input
-//! offsets that follow them (`send_offsets_to_transaction`). Either all of it becomes
+//! transactional producer. A transaction holds the dead letters of a few batches, the
+//! latest snapshot of each incident they changed, the state changelog records of what they
+//! changed, and the input offsets that follow them (`send_offsets_to_transaction`). Either all of it becomes
 //! visible to read_committed readers, or none of it does and the input is consumed again:
 //! nothing lost, nothing doubled, whatever moment the process dies at.
+//!
+//! The incidents topic is compacted and carries the latest snapshot per incident: within
+//! one transaction, an incident that changed a thousand times is written once, at its
+//! newest version (versions on the topic only ever increase). Snapshots are encoded at
+//! commit, so an incident costs one encoding per transaction, however busy it was.
 //!
 //! The producer is created and its transactions initialised (which fences a previous
 //! incarnation and aborts its open transaction) before the changelog is read back, so the
@@ -15,7 +20,8 @@ use crate::config::{IncidentFormat, KafkaConfig};
 use crate::correlate::changelog::CoreChanges;
 use crate::kafka::incident_json;
 use crate::kafka::ingest::AlarmConsumer;
-use crate::proto::v1;
+use crate::model::incident::{Incident, IncidentId};
+use crate::proto;
 use prost::Message as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -74,6 +80,8 @@ pub struct Output {
     opened_at: Option<Instant>,
     /// The next offset to consume per input partition, for the open transaction.
     offsets: BTreeMap<(String, i32), i64>,
+    /// The newest snapshot of each incident changed in the open transaction.
+    incidents: BTreeMap<IncidentId, Arc<Incident>>,
     buffer: Vec<u8>,
     /// Cleared while a commit is being retried (brokers unreachable), for health checks.
     healthy: Arc<AtomicBool>,
@@ -95,6 +103,7 @@ impl Output {
             state_topic: kafka.state_topic.clone(),
             opened_at: None,
             offsets: BTreeMap::new(),
+            incidents: BTreeMap::new(),
             buffer: Vec::new(),
             healthy,
         }
@@ -119,16 +128,28 @@ impl Output {
         Ok(())
     }
 
-    /// Writes an incident snapshot, keyed by its id.
-    pub fn incident(&mut self, incident: &v1::Incident) -> Result<(), OutputError> {
+    /// Adds an incident snapshot to the open transaction, replacing an older one of the
+    /// same incident; written at commit, keyed by the incident id.
+    pub fn incident(&mut self, incident: &Arc<Incident>) -> Result<(), OutputError> {
         self.begin()?;
-        self.buffer.clear();
-        match self.incidents_format {
-            IncidentFormat::Protobuf => incident.encode(&mut self.buffer).expect("a Vec grows as needed"),
-            IncidentFormat::Json => self.buffer = incident_json::to_json(incident),
+        self.incidents.insert(incident.id, incident.clone());
+        Ok(())
+    }
+
+    /// Encodes and sends the snapshots gathered in the open transaction.
+    fn send_incidents(&mut self) -> Result<(), OutputError> {
+        for incident in std::mem::take(&mut self.incidents).into_values() {
+            let incident = proto::incident_to_proto(&incident);
+            self.buffer.clear();
+            match self.incidents_format {
+                IncidentFormat::Protobuf => incident.encode(&mut self.buffer).expect("a Vec grows as needed"),
+                IncidentFormat::Json => self.buffer = incident_json::to_json(&incident),
+            }
+            let record =
+                BaseRecord::to(&self.incidents_topic).key(incident.id.as_bytes()).payload(self.buffer.as_slice());
+            send(&self.producer, record)?;
         }
-        let record = BaseRecord::to(&self.incidents_topic).key(incident.id.as_bytes()).payload(self.buffer.as_slice());
-        send(&self.producer, record)
+        Ok(())
     }
 
     pub fn dead_letter(&mut self, refused: &Refused) -> Result<(), OutputError> {
@@ -146,14 +167,15 @@ impl Output {
         Ok(())
     }
 
-    /// Writes the changelog records of `changes`, the consumed offsets, and commits. Does
-    /// nothing when no transaction is open and nothing changed. Retries while the brokers
-    /// are unreachable; an abort or a fatal error is returned.
+    /// Writes the incident snapshots, the changelog records of `changes`, the consumed
+    /// offsets, and commits. Does nothing when no transaction is open and nothing changed.
+    /// Retries while the brokers are unreachable; an abort or a fatal error is returned.
     pub fn commit(&mut self, changes: Option<&CoreChanges>) -> Result<(), OutputError> {
         if self.opened_at.is_none() && changes.is_none() {
             return Ok(());
         }
         self.begin()?;
+        self.send_incidents()?;
         if let Some(changes) = changes {
             let mut failed = Ok(());
             let (producer, topic) = (&self.producer, self.state_topic.as_str());
@@ -188,11 +210,26 @@ impl Output {
             })?;
         }
         tracing::debug!(partitions = self.offsets.len(), "committing the transaction");
+        self.wait_delivered();
         self.retrying("commit", |p| p.commit_transaction(CALL_TIMEOUT))?;
         tracing::debug!("transaction committed");
         self.opened_at = None;
         self.offsets.clear();
         Ok(())
+    }
+
+    /// Waits until the brokers have acknowledged every record sent, for at most a second.
+    /// `commit_transaction` flushes first, but rust-rdkafka's flush waits in steps of a full
+    /// 100 ms while anything is in flight: that step was most of every commit's time, and
+    /// the core does nothing else while it commits. Here the wait ends within a millisecond
+    /// of the last acknowledgement (the producer's own thread takes the delivery reports).
+    /// Brokers that take longer are slow or away: `commit_transaction` then does the rest,
+    /// with its timeouts, retries and health reporting.
+    fn wait_delivered(&self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Runs a transactional call until it succeeds, retrying what librdkafka says may be
@@ -233,6 +270,7 @@ impl Output {
                 let aborted = self.producer.abort_transaction(CALL_TIMEOUT);
                 self.opened_at = None;
                 self.offsets.clear();
+                self.incidents.clear();
                 return Err(OutputError::Aborted(match aborted {
                     Ok(()) => error.to_string(),
                     Err(abort_error) => format!("{error}; the abort failed too: {abort_error}"),

@@ -1,13 +1,16 @@
 //! The core thread: the single writer of all correlation state. It takes alarm batches
 //! from the consumer, jobs from gRPC (queries and operator actions, run as closures against
-//! the core), and timer ticks. Every incident change goes to gRPC subscribers at once and
-//! into the open Kafka transaction; every `commit_interval` the transaction takes the
-//! core's changelog and the consumed offsets and commits ([`crate::kafka::output`]).
+//! the core), and timer ticks. Every incident change goes to gRPC subscribers at once (a
+//! shared snapshot; the subscriber tasks encode it) and into the open Kafka transaction;
+//! every `commit_interval` the transaction takes the latest snapshot of each changed
+//! incident, the core's changelog and the consumed offsets, and commits
+//! ([`crate::kafka::output`]).
 //!
 //! A job that changed incidents (an operator action) commits before its reply is sent,
 //! so an acknowledgement an operator was told about survives any crash.
 
 use crate::correlate::{Correlator, Stats};
+use crate::grpc::wire::PublishedChange;
 use crate::kafka::ingest::Batch;
 use crate::kafka::output::{Output, OutputError};
 use crate::metrics::Metrics;
@@ -19,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// A change as sent to every gRPC subscriber: encoded once, shared.
-pub type SharedChange = Arc<v1::SubscribeIncidentsResponse>;
+/// A change as sent to every gRPC subscriber: shared, encoded once.
+pub type SharedChange = Arc<PublishedChange>;
 
 /// What a job hands back: the reply, sent once the job's changes are committed.
 pub type Reply = Box<dyn FnOnce() + Send>;
@@ -36,9 +39,11 @@ pub struct CoreContext<'a> {
 }
 
 impl CoreContext<'_> {
-    /// Publishes a change caused by a job (an operator action) to Kafka and subscribers.
+    /// Publishes a change caused by a job (an operator action) to Kafka and subscribers;
+    /// returns the incident for the reply.
     pub fn publish(&mut self, change: &IncidentChange) -> v1::Incident {
-        self.publisher.publish(change)
+        self.publisher.publish(change);
+        proto::incident_to_proto(&change.incident)
     }
 
     /// A receiver of every change published after this call: taken on the core thread,
@@ -67,21 +72,17 @@ impl Publisher {
         Publisher { output, changes, failure: None, published: false }
     }
 
-    fn publish(&mut self, change: &IncidentChange) -> v1::Incident {
-        let incident = proto::incident_to_proto(&change.incident);
+    fn publish(&mut self, change: &IncidentChange) {
         if self.failure.is_none()
-            && let Err(error) = self.output.incident(&incident)
+            && let Err(error) = self.output.incident(&change.incident)
         {
             self.failure = Some(error);
         }
         self.published = true;
-        let shared = Arc::new(v1::SubscribeIncidentsResponse {
-            kind: proto::change_kind_to_proto(change.kind) as i32,
-            incident: Some(incident.clone()),
-        });
         // No subscriber is not an error.
-        let _ = self.changes.send(shared);
-        incident
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(Arc::new(PublishedChange::new(change)));
+        }
     }
 
     fn check(&mut self) -> Result<(), OutputError> {

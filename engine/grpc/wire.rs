@@ -1,0 +1,120 @@
+//! Incident changes as the live stream sends them: each change is converted and encoded at
+//! most once, off the core thread, by the first subscriber that sends it; every other
+//! subscriber sends the same bytes.
+//!
+//! `SubscribeIncidentsResponse` carries the incident in field 2, length-delimited. A
+//! `bytes` field 2 is length-delimited too, so [`EncodedChange`] holding the incident's
+//! encoding is, byte for byte, the message a client decodes as `SubscribeIncidentsResponse`.
+
+use crate::model::incident::{Incident, IncidentChange};
+use crate::proto::{self, v1};
+use prost::Message as _;
+use prost::bytes::Bytes;
+use std::sync::{Arc, OnceLock};
+
+/// `faultline.v1.SubscribeIncidentsResponse` with its incident already encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EncodedChange {
+    /// A `faultline.v1.ChangeKind`.
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    /// An encoded `faultline.v1.Incident`; absent on SNAPSHOT_COMPLETE.
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    pub incident: Option<Bytes>,
+}
+
+impl EncodedChange {
+    pub fn snapshot_complete() -> EncodedChange {
+        EncodedChange { kind: v1::ChangeKind::SnapshotComplete as i32, incident: None }
+    }
+}
+
+/// One published change, shared by every subscriber through the broadcast channel.
+pub struct PublishedChange {
+    kind: v1::ChangeKind,
+    incident: Arc<Incident>,
+    encoded: OnceLock<Bytes>,
+}
+
+impl PublishedChange {
+    pub fn new(change: &IncidentChange) -> PublishedChange {
+        PublishedChange::of(proto::change_kind_to_proto(change.kind), change.incident.clone())
+    }
+
+    /// An incident of a subscriber's initial snapshot.
+    pub fn snapshot(incident: Arc<Incident>) -> PublishedChange {
+        PublishedChange::of(v1::ChangeKind::Snapshot, incident)
+    }
+
+    fn of(kind: v1::ChangeKind, incident: Arc<Incident>) -> PublishedChange {
+        PublishedChange { kind, incident, encoded: OnceLock::new() }
+    }
+
+    pub fn incident(&self) -> &Incident {
+        &self.incident
+    }
+
+    /// The change to send: the incident is encoded by the first caller, shared after.
+    pub fn encoded(&self) -> EncodedChange {
+        let incident = self.encoded.get_or_init(|| proto::incident_to_proto(&self.incident).encode_to_vec().into());
+        EncodedChange { kind: self.kind as i32, incident: Some(incident.clone()) }
+    }
+}
+
+impl std::fmt::Debug for PublishedChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishedChange")
+            .field("kind", &self.kind)
+            .field("incident", &self.incident.id)
+            .field("version", &self.incident.version)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AlarmFormat;
+    use crate::correlate::{Correlator, CorrelatorConfig};
+    use crate::generate::{ring, storm};
+    use crate::model::incident::ChangeKind;
+
+    #[test]
+    fn an_encoded_change_is_the_response_a_client_decodes() {
+        // Real incidents, with services, customers, alarms and a timeline.
+        let ring = ring(6);
+        let topology = Arc::new(crate::topology_file::parse(&ring.jsonl, "ring").unwrap());
+        let mut correlator = Correlator::new(topology, CorrelatorConfig::default());
+        let mut changes = Vec::new();
+        for (i, (_, value)) in storm(&ring, 2_000, 3).iter().enumerate() {
+            let mut alarms = Vec::new();
+            if crate::decode::decode(AlarmFormat::Json, value, 0, 1 << 20, &mut alarms).is_ok() {
+                for alarm in &alarms {
+                    correlator.apply(alarm, 1_700_000_000_000 + i as i64, &mut changes);
+                }
+            }
+        }
+        let change = changes
+            .iter()
+            .rev()
+            .find(|c| c.kind == ChangeKind::Updated && !c.incident.symptom_alarms.is_empty())
+            .expect("the storm updated an incident with symptoms");
+        let incident = &change.incident;
+        assert!(!incident.timeline.is_empty() && !incident.services.is_empty() && !incident.customers.is_empty());
+
+        let sent = PublishedChange::new(change).encoded().encode_to_vec();
+        let expected = v1::SubscribeIncidentsResponse {
+            kind: v1::ChangeKind::Updated as i32,
+            incident: Some(proto::incident_to_proto(incident)),
+        };
+        assert_eq!(sent, expected.encode_to_vec(), "the same bytes on the wire");
+        assert_eq!(v1::SubscribeIncidentsResponse::decode(sent.as_slice()).unwrap(), expected);
+
+        let complete = EncodedChange::snapshot_complete().encode_to_vec();
+        let decoded = v1::SubscribeIncidentsResponse::decode(complete.as_slice()).unwrap();
+        assert_eq!(
+            decoded,
+            v1::SubscribeIncidentsResponse { kind: v1::ChangeKind::SnapshotComplete as i32, incident: None }
+        );
+    }
+}
