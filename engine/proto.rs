@@ -10,6 +10,8 @@ use crate::model::incident::{
 use crate::model::state::State;
 use crate::model::topology::{CiClass, Rule, SlaTier};
 
+pub mod encode;
+
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("faultline.v1");

@@ -24,7 +24,8 @@ use std::sync::Arc;
 /// One incident with the bookkeeping incident management needs to carry on with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncidentRecord {
-    pub incident: Incident,
+    /// Shared with the core: an export costs a reference count, not a copy.
+    pub incident: Arc<Incident>,
     /// Root-cause CIs (the incident's root-cause group).
     pub roots: Vec<Arc<str>>,
     /// Roots this incident owns in the root → incident index.
@@ -129,7 +130,7 @@ impl IncidentBook {
         let owned_symptoms =
             t.symptoms.union(&t.roots).filter(|ci| self.by_symptom.get(ci) == Some(&id)).map(|&ci| name(ci)).collect();
         Some(IncidentRecord {
-            incident: Incident::clone(&t.incident),
+            incident: t.incident.clone(),
             roots: names(&t.roots),
             registered_roots: names(&t.registered_roots),
             services: t.services.iter().map(|(&ci, &state)| (name(ci), state)).collect(),
@@ -174,7 +175,7 @@ impl IncidentBook {
                 services,
                 symptoms: set(&record.symptoms, &mut lookup),
                 restored_since: record.restored_since,
-                incident: std::sync::Arc::new(record.incident),
+                incident: record.incident,
                 stale: Vec::new(),
             };
             for &ci in tracked.roots.iter().chain(&tracked.symptoms) {

@@ -8,7 +8,6 @@
 
 use crate::model::incident::{Incident, IncidentChange};
 use crate::proto::{self, v1};
-use prost::Message as _;
 use prost::bytes::Bytes;
 use std::sync::{Arc, OnceLock};
 
@@ -56,7 +55,11 @@ impl PublishedChange {
 
     /// The change to send: the incident is encoded by the first caller, shared after.
     pub fn encoded(&self) -> EncodedChange {
-        let incident = self.encoded.get_or_init(|| proto::incident_to_proto(&self.incident).encode_to_vec().into());
+        let incident = self.encoded.get_or_init(|| {
+            let mut bytes = Vec::new();
+            proto::encode::incident(&self.incident, &mut bytes);
+            bytes.into()
+        });
         EncodedChange { kind: self.kind as i32, incident: Some(incident.clone()) }
     }
 }
@@ -78,6 +81,7 @@ mod tests {
     use crate::correlate::{Correlator, CorrelatorConfig};
     use crate::generate::{ring, storm};
     use crate::model::incident::ChangeKind;
+    use prost::Message as _;
 
     #[test]
     fn an_encoded_change_is_the_response_a_client_decodes() {

@@ -18,6 +18,7 @@ use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const RESOURCE: &str = "resource/";
@@ -40,6 +41,7 @@ pub enum ChangelogError {
 pub fn encode(changes: &CoreChanges, mut emit: impl FnMut(&str, Option<&[u8]>)) {
     let mut key = String::new();
     let mut value = Vec::new();
+    let mut incident = Vec::new();
     for (resource, record) in &changes.resources {
         key.clear();
         key.push_str(RESOURCE);
@@ -73,6 +75,9 @@ pub fn encode(changes: &CoreChanges, mut emit: impl FnMut(&str, Option<&[u8]>)) 
             Some(record) => {
                 value.clear();
                 incident_record_to_proto(record).encode(&mut value).expect("a Vec grows as needed");
+                incident.clear();
+                proto::encode::incident(&record.incident, &mut incident);
+                proto::encode::encoded_field(INCIDENT_RECORD_INCIDENT, &incident, &mut value);
                 emit(&key, Some(&value));
             }
         }
@@ -202,9 +207,14 @@ fn ids(list: &[std::sync::Arc<str>]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// `IncidentRecord.incident`'s field number: the incident is encoded straight from the
+/// model and appended ([`proto::encode`]); field order does not matter to a decoder.
+const INCIDENT_RECORD_INCIDENT: u32 = 1;
+
+/// The record without its incident.
 fn incident_record_to_proto(r: &IncidentRecord) -> v1::IncidentRecord {
     v1::IncidentRecord {
-        incident: Some(proto::incident_to_proto(&r.incident)),
+        incident: None,
         roots: ids(&r.roots),
         registered_roots: ids(&r.registered_roots),
         services: r
@@ -226,7 +236,7 @@ fn incident_record_from_proto(r: &v1::IncidentRecord) -> Result<IncidentRecord, 
     let incident = proto::incident_from_proto(&r.incident.clone().unwrap_or_default())?;
     let arcs = |list: &[String]| list.iter().map(|s| s.as_str().into()).collect();
     Ok(IncidentRecord {
-        incident,
+        incident: Arc::new(incident),
         roots: arcs(&r.roots),
         registered_roots: arcs(&r.registered_roots),
         services: r

@@ -22,12 +22,12 @@ use crate::kafka::incident_json;
 use crate::kafka::ingest::AlarmConsumer;
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto;
-use prost::Message as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -138,17 +138,22 @@ impl Output {
 
     /// Encodes and sends the snapshots gathered in the open transaction.
     fn send_incidents(&mut self) -> Result<(), OutputError> {
+        let mut key = String::new();
+        let (mut count, mut bytes) = (0usize, 0usize);
         for incident in std::mem::take(&mut self.incidents).into_values() {
-            let incident = proto::incident_to_proto(&incident);
             self.buffer.clear();
             match self.incidents_format {
-                IncidentFormat::Protobuf => incident.encode(&mut self.buffer).expect("a Vec grows as needed"),
-                IncidentFormat::Json => self.buffer = incident_json::to_json(&incident),
+                IncidentFormat::Protobuf => proto::encode::incident(&incident, &mut self.buffer),
+                IncidentFormat::Json => self.buffer = incident_json::to_json(&proto::incident_to_proto(&incident)),
             }
-            let record =
-                BaseRecord::to(&self.incidents_topic).key(incident.id.as_bytes()).payload(self.buffer.as_slice());
+            key.clear();
+            write!(key, "{}", incident.id).expect("a String grows as needed");
+            let record = BaseRecord::to(&self.incidents_topic).key(key.as_str()).payload(self.buffer.as_slice());
             send(&self.producer, record)?;
+            count += 1;
+            bytes += self.buffer.len();
         }
+        tracing::debug!(count, bytes, "incident snapshots written");
         Ok(())
     }
 

@@ -63,13 +63,13 @@ pub struct Publisher {
     pub changes: broadcast::Sender<SharedChange>,
     /// The first error of the output since the last check: the core stops on it.
     failure: Option<OutputError>,
-    /// Whether anything was published since the last commit.
-    published: bool,
+    /// Changes published so far: a job that moved it commits before it replies.
+    published: u64,
 }
 
 impl Publisher {
     pub fn new(output: Output, changes: broadcast::Sender<SharedChange>) -> Publisher {
-        Publisher { output, changes, failure: None, published: false }
+        Publisher { output, changes, failure: None, published: 0 }
     }
 
     fn publish(&mut self, change: &IncidentChange) {
@@ -78,7 +78,7 @@ impl Publisher {
         {
             self.failure = Some(error);
         }
-        self.published = true;
+        self.published += 1;
         // No subscriber is not an error.
         if self.changes.receiver_count() > 0 {
             let _ = self.changes.send(Arc::new(PublishedChange::new(change)));
@@ -180,13 +180,15 @@ impl CoreLoop {
         output.consumed(&batch.offsets)
     }
 
-    /// Runs a job; when it changed anything, commits before its reply goes out.
+    /// Runs a job; when it changed anything, commits before its reply goes out. A job
+    /// that only reads (a query, a metrics scrape) leaves the open transaction alone.
     fn on_job(&mut self, job: Job) -> Result<(), OutputError> {
+        let published = self.publisher.published;
         let mut ctx =
             CoreContext { correlator: &mut self.correlator, now: wall_clock(), publisher: &mut self.publisher };
         let reply = job(&mut ctx);
         self.publisher.check()?;
-        if self.publisher.published {
+        if self.publisher.published != published {
             self.commit()?;
         }
         reply();
@@ -197,7 +199,6 @@ impl CoreLoop {
         let changes = self.correlator.take_changes();
         let started = Instant::now();
         self.publisher.output.commit(changes.as_ref())?;
-        self.publisher.published = false;
         self.metrics.commit.observe(started.elapsed());
         Ok(())
     }

@@ -1,0 +1,271 @@
+//! Incidents encoded straight from the model, to the bytes prost writes for
+//! [`super::incident_to_proto`]: no intermediate `v1::Incident`, so no string copied into
+//! an owned field and freed again. An incident changed in a transaction is encoded for the
+//! incidents topic, the state changelog and the live stream, and copying hundreds of
+//! timeline and alarm texts into owned strings first was most of what a commit cost.
+//!
+//! Each message is written by one function over a [`Sink`]: run on a [`Len`] it measures,
+//! on a `Vec<u8>` it writes, so a nested message's length prefix comes from the same code
+//! that writes its body. The tests check the bytes against prost's on real incidents.
+
+use super::{incident_state_to_proto, level_to_proto, severity_to_proto, sla_to_proto, state_to_proto};
+use crate::model::EpochMillis;
+use crate::model::alarm::AlarmRef;
+use crate::model::incident::{Acknowledgement, ImpactedCustomer, ImpactedService, Incident, Note, TimelineEntry};
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+const VARINT: u64 = 0;
+const LEN: u64 = 2;
+
+/// Where encoded bytes go: counted ([`Len`]) or written (`Vec<u8>`).
+pub trait Sink {
+    fn varint(&mut self, value: u64);
+    fn bytes(&mut self, bytes: &[u8]);
+}
+
+/// Counts the bytes an encoding takes.
+#[derive(Default)]
+pub struct Len(pub usize);
+
+impl Sink for Len {
+    fn varint(&mut self, value: u64) {
+        self.0 += encoded_len_varint(value);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn varint(&mut self, value: u64) {
+        encode_varint(value, self);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A protobuf message written field by field.
+trait Message {
+    fn fields<S: Sink>(&self, out: &mut S);
+}
+
+fn key<S: Sink>(out: &mut S, tag: u32, wire_type: u64) {
+    out.varint(u64::from(tag) << 3 | wire_type);
+}
+
+/// A length-delimited field, written even when empty (an element of a repeated field).
+fn delimited<S: Sink>(out: &mut S, tag: u32, bytes: &[u8]) {
+    key(out, tag, LEN);
+    out.varint(bytes.len() as u64);
+    out.bytes(bytes);
+}
+
+/// A singular string field: proto3 leaves the empty string out.
+fn string<S: Sink>(out: &mut S, tag: u32, value: &str) {
+    if !value.is_empty() {
+        delimited(out, tag, value.as_bytes());
+    }
+}
+
+/// A singular integer or enum field (int32 and enums sign-extend, as prost does).
+fn int<S: Sink>(out: &mut S, tag: u32, value: i64) {
+    if value != 0 {
+        key(out, tag, VARINT);
+        out.varint(value as u64);
+    }
+}
+
+fn message<S: Sink, M: Message>(out: &mut S, tag: u32, message: &M) {
+    let mut len = Len::default();
+    message.fields(&mut len);
+    key(out, tag, LEN);
+    out.varint(len.0 as u64);
+    message.fields(out);
+}
+
+/// `google.protobuf.Timestamp`, as [`super::timestamp`] makes it.
+struct Timestamp(EpochMillis);
+
+impl Message for Timestamp {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        let ts = super::timestamp(self.0);
+        int(out, 1, ts.seconds);
+        int(out, 2, i64::from(ts.nanos));
+    }
+}
+
+impl Message for AlarmRef {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        string(out, 1, &self.resource);
+        string(out, 2, &self.alarm_type);
+        string(out, 3, &self.qualifier);
+        int(out, 4, severity_to_proto(self.severity) as i64);
+        string(out, 5, &self.text);
+        message(out, 6, &Timestamp(self.raised_at));
+        message(out, 7, &Timestamp(self.last_seen));
+        int(out, 8, self.tally as i64);
+        if let Some(cleared) = self.cleared_at {
+            message(out, 9, &Timestamp(cleared));
+        }
+    }
+}
+
+impl Message for ImpactedService {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        string(out, 1, &self.id);
+        string(out, 2, &self.name);
+        int(out, 3, state_to_proto(self.impact) as i64);
+        string(out, 4, self.customer.as_deref().unwrap_or_default());
+    }
+}
+
+impl Message for ImpactedCustomer {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        string(out, 1, &self.id);
+        string(out, 2, &self.name);
+        int(out, 3, sla_to_proto(self.sla) as i64);
+        int(out, 4, state_to_proto(self.impact) as i64);
+    }
+}
+
+impl Message for TimelineEntry {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        message(out, 1, &Timestamp(self.time));
+        string(out, 2, self.kind.as_str());
+        string(out, 3, &self.text);
+    }
+}
+
+impl Message for Acknowledgement {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        string(out, 1, &self.by);
+        message(out, 2, &Timestamp(self.time));
+    }
+}
+
+impl Message for Note {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        string(out, 1, &self.author);
+        string(out, 2, &self.text);
+        message(out, 3, &Timestamp(self.time));
+    }
+}
+
+/// An incident with its id already formatted (`INC-000042`).
+struct IncidentFields<'a>(&'a Incident, &'a str);
+
+impl Message for IncidentFields<'_> {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        let IncidentFields(i, id) = *self;
+        string(out, 1, id);
+        string(out, 2, &i.title);
+        int(out, 3, incident_state_to_proto(i.state) as i64);
+        int(out, 4, i64::from(i.priority.0));
+        int(out, 5, level_to_proto(i.impact) as i64);
+        int(out, 6, level_to_proto(i.urgency) as i64);
+        for root in &i.root_causes {
+            delimited(out, 7, root.as_bytes());
+        }
+        for alarm in &i.root_cause_alarms {
+            message(out, 8, alarm);
+        }
+        for alarm in &i.symptom_alarms {
+            message(out, 9, alarm);
+        }
+        for service in &i.services {
+            message(out, 10, service);
+        }
+        for customer in &i.customers {
+            message(out, 11, customer);
+        }
+        for entry in &i.timeline {
+            message(out, 12, entry);
+        }
+        if let Some(acknowledgement) = &i.acknowledgement {
+            message(out, 13, acknowledgement);
+        }
+        for note in &i.notes {
+            message(out, 14, note);
+        }
+        message(out, 15, &Timestamp(i.opened_at));
+        message(out, 16, &Timestamp(i.updated_at));
+        if let Some(resolved) = i.resolved_at {
+            message(out, 17, &Timestamp(resolved));
+        }
+        int(out, 18, i.version as i64);
+    }
+}
+
+/// Appends `incident` encoded as a `faultline.v1.Incident`.
+pub fn incident(incident: &Incident, out: &mut Vec<u8>) {
+    let id = incident.id.to_string();
+    let fields = IncidentFields(incident, &id);
+    let mut len = Len::default();
+    fields.fields(&mut len);
+    out.reserve(len.0);
+    fields.fields(out);
+}
+
+/// Appends a length-delimited field `tag` holding already encoded bytes (a nested message).
+pub fn encoded_field(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    delimited(out, tag, bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AlarmFormat;
+    use crate::correlate::{Correlator, CorrelatorConfig};
+    use crate::generate::{ring, storm};
+    use crate::model::incident::IncidentChange;
+    use prost::Message as _;
+    use std::sync::Arc;
+
+    fn storm_changes() -> Vec<IncidentChange> {
+        let ring = ring(8);
+        let topology = Arc::new(crate::topology_file::parse(&ring.jsonl, "ring").unwrap());
+        let mut correlator = Correlator::new(topology, CorrelatorConfig::default());
+        let mut changes = Vec::new();
+        let mut now = 1_700_000_000_000;
+        for (_, value) in storm(&ring, 3_000, 11) {
+            let mut alarms = Vec::new();
+            if crate::decode::decode(AlarmFormat::Json, &value, 0, 1 << 20, &mut alarms).is_ok() {
+                for alarm in &alarms {
+                    now += 7;
+                    correlator.apply(alarm, now, &mut changes);
+                }
+            }
+        }
+        // Resolutions and closures come with time.
+        for _ in 0..200 {
+            now += 1_000;
+            correlator.tick(now, &mut changes);
+        }
+        changes
+    }
+
+    #[test]
+    fn incidents_encode_to_the_bytes_prost_writes() {
+        let changes = storm_changes();
+        assert!(changes.len() > 100, "{} changes", changes.len());
+        let has = |f: &dyn Fn(&Incident) -> bool| changes.iter().any(|c| f(&c.incident));
+        // Every optional part appears somewhere, so every branch is compared.
+        assert!(has(&|i| i.resolved_at.is_some()) && has(&|i| i.symptom_alarms.iter().any(|a| a.cleared_at.is_some())));
+        assert!(has(&|i| i.customers.iter().any(|c| c.sla.is_some())) && has(&|i| !i.timeline.is_empty()));
+
+        let mut with_operator = (*changes.last().unwrap().incident).clone();
+        with_operator.acknowledgement = Some(Acknowledgement { by: "noc-1".into(), time: 1_700_000_000_123 });
+        with_operator.notes.push(Note { author: "noc-1".into(), text: "fibre team on site".into(), time: -1 });
+        let extra = [Arc::new(with_operator)];
+
+        for incident in changes.iter().map(|c| &c.incident).chain(&extra) {
+            let mut ours = Vec::new();
+            super::incident(incident, &mut ours);
+            let expected = super::super::incident_to_proto(incident).encode_to_vec();
+            assert_eq!(ours, expected, "{} version {}", incident.id, incident.version);
+        }
+    }
+}
