@@ -58,7 +58,11 @@ fn restores_through_the_changelog_continue_exactly_like_the_original() {
             let end = (at + 500).min(window[1]);
             play(&mut crashing, at..end, &mut actual);
             if let Some(changes) = crashing.take_changes() {
-                changelog::encode(&changes, |key, value| changelog::fold(&mut log, key.as_bytes(), value).unwrap());
+                changelog::encode(
+                    &changes,
+                    |_| None,
+                    |key, value| changelog::fold(&mut log, key.as_bytes(), value).unwrap(),
+                );
             }
             at = end;
         }

@@ -12,7 +12,7 @@ use crate::correlate::Stats;
 use crate::correlate::changelog::{CoreChanges, CoreMeta, CoreSnapshot, IncidentRecord, ResourceRecord};
 use crate::correlate::incidents::IncidentStats;
 use crate::model::EpochMillis;
-use crate::model::incident::IncidentId;
+use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -38,7 +38,13 @@ pub enum ChangelogError {
 }
 
 /// Encodes `changes` as keyed records (`None`: a tombstone), handing each to `emit`.
-pub fn encode(changes: &CoreChanges, mut emit: impl FnMut(&str, Option<&[u8]>)) {
+/// `encoded` gives an incident's bytes when they are at hand already (the incidents
+/// topic's snapshot of the same version); others are encoded here.
+pub fn encode<'a>(
+    changes: &CoreChanges,
+    encoded: impl Fn(&Incident) -> Option<&'a [u8]>,
+    mut emit: impl FnMut(&str, Option<&[u8]>),
+) {
     let mut key = String::new();
     let mut value = Vec::new();
     let mut incident = Vec::new();
@@ -73,11 +79,16 @@ pub fn encode(changes: &CoreChanges, mut emit: impl FnMut(&str, Option<&[u8]>)) 
         match record {
             None => emit(&key, None),
             Some(record) => {
+                let bytes = match encoded(&record.incident) {
+                    Some(bytes) => bytes,
+                    None => {
+                        incident.clear();
+                        proto::encode::incident(&record.incident, &mut incident);
+                        &incident
+                    }
+                };
                 value.clear();
-                incident_record_to_proto(record).encode(&mut value).expect("a Vec grows as needed");
-                incident.clear();
-                proto::encode::incident(&record.incident, &mut incident);
-                proto::encode::encoded_field(INCIDENT_RECORD_INCIDENT, &incident, &mut value);
+                proto::encode::incident_record(record, bytes, &mut value);
                 emit(&key, Some(&value));
             }
         }
@@ -203,18 +214,17 @@ pub fn read(
     Ok((snapshot, summary))
 }
 
+#[cfg(test)]
 fn ids(list: &[std::sync::Arc<str>]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// `IncidentRecord.incident`'s field number: the incident is encoded straight from the
-/// model and appended ([`proto::encode`]); field order does not matter to a decoder.
-const INCIDENT_RECORD_INCIDENT: u32 = 1;
-
-/// The record without its incident.
-fn incident_record_to_proto(r: &IncidentRecord) -> v1::IncidentRecord {
+/// The record as prost types; records are written by [`proto::encode::incident_record`],
+/// which the tests check against this.
+#[cfg(test)]
+pub(crate) fn incident_record_to_proto(r: &IncidentRecord) -> v1::IncidentRecord {
     v1::IncidentRecord {
-        incident: None,
+        incident: Some(proto::incident_to_proto(&r.incident)),
         roots: ids(&r.roots),
         registered_roots: ids(&r.registered_roots),
         services: r
@@ -343,7 +353,7 @@ mod tests {
                 correlator.add_note(id, "noc", "looking", now).unwrap();
             }
             let changes = correlator.take_changes().expect("every step changes something");
-            encode(&changes, |key, value| fold(&mut read_back, key.as_bytes(), value).unwrap());
+            encode(&changes, |_| None, |key, value| fold(&mut read_back, key.as_bytes(), value).unwrap());
             expected.fold(changes);
         }
         assert_eq!(read_back, expected);

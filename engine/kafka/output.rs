@@ -1,9 +1,14 @@
 //! Commit after the effect, atomically: everything the core writes goes through one
-//! transactional producer. A transaction holds the dead letters of a few batches, the
+//! transactional producer. A [`Transaction`] holds the dead letters of a few batches, the
 //! latest snapshot of each incident they changed, the state changelog records of what they
-//! changed, and the input offsets that follow them (`send_offsets_to_transaction`). Either all of it becomes
-//! visible to read_committed readers, or none of it does and the input is consumed again:
-//! nothing lost, nothing doubled, whatever moment the process dies at.
+//! changed, and the input offsets that follow them (`send_offsets_to_transaction`). Either
+//! all of it becomes visible to read_committed readers, or none of it does and the input is
+//! consumed again: nothing lost, nothing doubled, whatever moment the process dies at.
+//!
+//! The core gathers a transaction for `commit_interval` and hands it to the output thread
+//! ([`Output::spawn`]), which encodes, sends and commits it while the core goes on with the
+//! next one. The hand-off holds one transaction: when the output falls two behind (slow or
+//! unreachable brokers), the core waits, and through its bounded input so does consumption.
 //!
 //! The incidents topic is compacted and carries the latest snapshot per incident: within
 //! one transaction, an incident that changed a thousand times is written once, at its
@@ -20,6 +25,7 @@ use crate::config::{IncidentFormat, KafkaConfig};
 use crate::correlate::changelog::CoreChanges;
 use crate::kafka::incident_json;
 use crate::kafka::ingest::AlarmConsumer;
+use crate::metrics::Metrics;
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto;
 use rdkafka::consumer::Consumer;
@@ -30,7 +36,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
@@ -47,6 +55,9 @@ pub enum OutputError {
     /// `kafka.instance_id`, or a fatal broker error).
     #[error("transactional producer failed: {0}")]
     Fatal(String),
+    /// The output thread stopped on one of the errors above (it logged which).
+    #[error("the kafka output stopped; uncommitted input will be consumed again after a restart")]
+    Stopped,
 }
 
 /// The transactional id and static group member id of this instance.
@@ -67,6 +78,78 @@ pub fn producer(kafka: &KafkaConfig, brokers: &str, timeout: Duration) -> Result
     Ok(producer)
 }
 
+/// Run once a transaction has committed (the reply to an operator action).
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// What one transaction writes, gathered by the core thread while it works and handed to
+/// the output thread whole: the latest snapshot of each incident changed, the dead letters,
+/// the state changelog records, and the input offsets that follow them.
+#[derive(Default)]
+pub struct Transaction {
+    /// When the first work was added; `None` while empty.
+    opened_at: Option<Instant>,
+    incidents: BTreeMap<IncidentId, Arc<Incident>>,
+    dead_letters: Vec<Refused>,
+    /// The next offset to consume per input partition.
+    offsets: BTreeMap<(String, i32), i64>,
+    changes: Option<CoreChanges>,
+    after_commit: Vec<AfterCommit>,
+}
+
+impl Transaction {
+    fn open(&mut self) {
+        self.opened_at.get_or_insert_with(Instant::now);
+    }
+
+    /// Adds an incident snapshot, replacing an older one of the same incident.
+    pub fn incident(&mut self, incident: &Arc<Incident>) {
+        self.open();
+        self.incidents.insert(incident.id, incident.clone());
+    }
+
+    pub fn dead_letter(&mut self, refused: Refused) {
+        self.open();
+        self.dead_letters.push(refused);
+    }
+
+    /// Adds consumed positions.
+    pub fn consumed(&mut self, offsets: &BTreeMap<(String, i32), i64>) {
+        self.open();
+        for (partition, &next) in offsets {
+            let entry = self.offsets.entry(partition.clone()).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+    }
+
+    /// The core's changelog records since the last transaction.
+    pub fn changes(&mut self, changes: CoreChanges) {
+        self.open();
+        self.changes = Some(changes);
+    }
+
+    /// Runs `f` once this transaction has committed; never if it fails.
+    pub fn after_commit(&mut self, f: AfterCommit) {
+        self.open();
+        self.after_commit.push(f);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.opened_at.is_none()
+    }
+
+    /// When this transaction should be handed over for commit, if it holds anything.
+    pub fn deadline(&self, interval: Duration) -> Option<Instant> {
+        self.opened_at.map(|at| at + interval)
+    }
+
+    /// Whether it has gathered work for `interval`.
+    pub fn due(&self, interval: Duration) -> bool {
+        self.opened_at.is_some_and(|at| at.elapsed() >= interval)
+    }
+}
+
+/// Writes and commits transactions, on its own thread: encoding snapshots and waiting on
+/// brokers never hold the core up, which gathers the next transaction meanwhile.
 pub struct Output {
     producer: TxnProducer,
     /// The consumer whose offsets each transaction commits (its group metadata fences a
@@ -76,13 +159,6 @@ pub struct Output {
     incidents_format: IncidentFormat,
     dead_letter_topic: String,
     state_topic: String,
-    /// When the open transaction began; `None` between transactions.
-    opened_at: Option<Instant>,
-    /// The next offset to consume per input partition, for the open transaction.
-    offsets: BTreeMap<(String, i32), i64>,
-    /// The newest snapshot of each incident changed in the open transaction.
-    incidents: BTreeMap<IncidentId, Arc<Incident>>,
-    buffer: Vec<u8>,
     /// Cleared while a commit is being retried (brokers unreachable), for health checks.
     healthy: Arc<AtomicBool>,
 }
@@ -101,90 +177,84 @@ impl Output {
             incidents_format: kafka.incidents_format,
             dead_letter_topic: kafka.dead_letter_topic.clone(),
             state_topic: kafka.state_topic.clone(),
-            opened_at: None,
-            offsets: BTreeMap::new(),
-            incidents: BTreeMap::new(),
-            buffer: Vec::new(),
             healthy,
         }
     }
 
-    /// Whether the open transaction has gathered work for `interval` and should commit.
-    pub fn due(&self, interval: Duration) -> bool {
-        self.opened_at.is_some_and(|at| at.elapsed() >= interval)
-    }
-
-    /// When the open transaction should commit, if one is open.
-    pub fn deadline(&self, interval: Duration) -> Option<Instant> {
-        self.opened_at.map(|at| at + interval)
-    }
-
-    fn begin(&mut self) -> Result<(), OutputError> {
-        if self.opened_at.is_none() {
-            tracing::debug!("beginning a transaction");
-            self.producer.begin_transaction().map_err(|e| OutputError::Fatal(e.to_string()))?;
-            self.opened_at = Some(Instant::now());
-        }
-        Ok(())
-    }
-
-    /// Adds an incident snapshot to the open transaction, replacing an older one of the
-    /// same incident; written at commit, keyed by the incident id.
-    pub fn incident(&mut self, incident: &Arc<Incident>) -> Result<(), OutputError> {
-        self.begin()?;
-        self.incidents.insert(incident.id, incident.clone());
-        Ok(())
-    }
-
-    /// Encodes and sends the snapshots gathered in the open transaction.
-    fn send_incidents(&mut self) -> Result<(), OutputError> {
-        let mut key = String::new();
-        let (mut count, mut bytes) = (0usize, 0usize);
-        for incident in std::mem::take(&mut self.incidents).into_values() {
-            self.buffer.clear();
-            match self.incidents_format {
-                IncidentFormat::Protobuf => proto::encode::incident(&incident, &mut self.buffer),
-                IncidentFormat::Json => self.buffer = incident_json::to_json(&proto::incident_to_proto(&incident)),
+    /// Commits every transaction received, in order, until the core hangs up. The first
+    /// failure stops the thread and cancels `failed`: the core then finds the channel
+    /// closed and stops too, and the engine restarts from what was committed.
+    pub fn spawn(
+        mut self,
+        transactions: crossbeam_channel::Receiver<Transaction>,
+        metrics: Arc<Metrics>,
+        failed: CancellationToken,
+    ) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new().name("kafka-output".into()).spawn(move || {
+            for transaction in transactions {
+                let started = Instant::now();
+                match self.commit(transaction) {
+                    Ok(after_commit) => {
+                        metrics.commit.observe(started.elapsed());
+                        after_commit.into_iter().for_each(|f| f());
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "kafka output stopped");
+                        failed.cancel();
+                        return;
+                    }
+                }
             }
+            tracing::debug!("kafka output stopped");
+        })
+    }
+
+    /// Encodes and sends the snapshots. Returns the protobuf encodings by incident, with
+    /// their version, for the changelog records.
+    fn send_incidents(
+        &self,
+        incidents: BTreeMap<IncidentId, Arc<Incident>>,
+    ) -> Result<BTreeMap<IncidentId, (u64, Vec<u8>)>, OutputError> {
+        let mut key = String::new();
+        let mut encoded = BTreeMap::new();
+        for incident in incidents.into_values() {
             key.clear();
             write!(key, "{}", incident.id).expect("a String grows as needed");
-            let record = BaseRecord::to(&self.incidents_topic).key(key.as_str()).payload(self.buffer.as_slice());
-            send(&self.producer, record)?;
-            count += 1;
-            bytes += self.buffer.len();
+            let record = BaseRecord::to(&self.incidents_topic).key(key.as_str());
+            match self.incidents_format {
+                IncidentFormat::Protobuf => {
+                    let mut bytes = Vec::new();
+                    proto::encode::incident(&incident, &mut bytes);
+                    send(&self.producer, record.payload(bytes.as_slice()))?;
+                    encoded.insert(incident.id, (incident.version, bytes));
+                }
+                IncidentFormat::Json => {
+                    let json = incident_json::to_json(&proto::incident_to_proto(&incident));
+                    send(&self.producer, record.payload(json.as_slice()))?;
+                }
+            }
         }
-        tracing::debug!(count, bytes, "incident snapshots written");
-        Ok(())
+        Ok(encoded)
     }
 
-    pub fn dead_letter(&mut self, refused: &Refused) -> Result<(), OutputError> {
-        self.begin()?;
-        send(&self.producer, refused.record(&self.dead_letter_topic))
-    }
-
-    /// Adds consumed positions to the open transaction.
-    pub fn consumed(&mut self, offsets: &BTreeMap<(String, i32), i64>) -> Result<(), OutputError> {
-        self.begin()?;
-        for (partition, &next) in offsets {
-            let entry = self.offsets.entry(partition.clone()).or_insert(next);
-            *entry = (*entry).max(next);
+    /// Writes one transaction and commits it. Retries while the brokers are unreachable;
+    /// an abort or a fatal error is returned. Gives back what is to run after the commit.
+    fn commit(&mut self, transaction: Transaction) -> Result<Vec<AfterCommit>, OutputError> {
+        let Transaction { opened_at: _, incidents, dead_letters, offsets, changes, after_commit } = transaction;
+        tracing::debug!("beginning a transaction");
+        self.producer.begin_transaction().map_err(|e| OutputError::Fatal(e.to_string()))?;
+        let encoded = self.send_incidents(incidents)?;
+        for refused in &dead_letters {
+            send(&self.producer, refused.record(&self.dead_letter_topic))?;
         }
-        Ok(())
-    }
-
-    /// Writes the incident snapshots, the changelog records of `changes`, the consumed
-    /// offsets, and commits. Does nothing when no transaction is open and nothing changed.
-    /// Retries while the brokers are unreachable; an abort or a fatal error is returned.
-    pub fn commit(&mut self, changes: Option<&CoreChanges>) -> Result<(), OutputError> {
-        if self.opened_at.is_none() && changes.is_none() {
-            return Ok(());
-        }
-        self.begin()?;
-        self.send_incidents()?;
-        if let Some(changes) = changes {
+        if let Some(changes) = &changes {
             let mut failed = Ok(());
             let (producer, topic) = (&self.producer, self.state_topic.as_str());
-            changelog::encode(changes, |key, value| {
+            let known = |incident: &Incident| {
+                let (version, bytes) = encoded.get(&incident.id)?;
+                (*version == incident.version).then_some(bytes.as_slice())
+            };
+            changelog::encode(changes, known, |key, value| {
                 if failed.is_ok() {
                     let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key.as_bytes());
                     if let Some(value) = value {
@@ -195,9 +265,9 @@ impl Output {
             });
             failed?;
         }
-        if !self.offsets.is_empty() {
-            let mut list = TopicPartitionList::with_capacity(self.offsets.len());
-            for ((topic, partition), &next) in &self.offsets {
+        if !offsets.is_empty() {
+            let mut list = TopicPartitionList::with_capacity(offsets.len());
+            for ((topic, partition), &next) in &offsets {
                 list.add_partition_offset(topic, *partition, Offset::Offset(next))
                     .map_err(|e| OutputError::Fatal(e.to_string()))?;
             }
@@ -214,20 +284,18 @@ impl Output {
                 p.send_offsets_to_transaction(&list, &metadata, CALL_TIMEOUT)
             })?;
         }
-        tracing::debug!(partitions = self.offsets.len(), "committing the transaction");
+        tracing::debug!(partitions = offsets.len(), "committing the transaction");
         self.wait_delivered();
         self.retrying("commit", |p| p.commit_transaction(CALL_TIMEOUT))?;
         tracing::debug!("transaction committed");
-        self.opened_at = None;
-        self.offsets.clear();
-        Ok(())
+        Ok(after_commit)
     }
 
     /// Waits until the brokers have acknowledged every record sent, for at most a second.
     /// `commit_transaction` flushes first, but rust-rdkafka's flush waits in steps of a full
-    /// 100 ms while anything is in flight: that step was most of every commit's time, and
-    /// the core does nothing else while it commits. Here the wait ends within a millisecond
-    /// of the last acknowledgement (the producer's own thread takes the delivery reports).
+    /// 100 ms while anything is in flight, which was most of every commit's time. Here the
+    /// wait ends within a millisecond of the last acknowledgement (the producer's own
+    /// thread takes the delivery reports).
     /// Brokers that take longer are slow or away: `commit_transaction` then does the rest,
     /// with its timeouts, retries and health reporting.
     fn wait_delivered(&self) {
@@ -273,9 +341,6 @@ impl Output {
             }
             if abort {
                 let aborted = self.producer.abort_transaction(CALL_TIMEOUT);
-                self.opened_at = None;
-                self.offsets.clear();
-                self.incidents.clear();
                 return Err(OutputError::Aborted(match aborted {
                     Ok(()) => error.to_string(),
                     Err(abort_error) => format!("{error}; the abort failed too: {abort_error}"),
@@ -287,7 +352,7 @@ impl Output {
 }
 
 /// Enqueues a record, waiting while librdkafka's local queue is full: the queue is the
-/// backpressure on the core thread, never an error.
+/// backpressure on the output thread (and through its channel, on the core), never an error.
 fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
     producer: &TxnProducer,
     mut record: BaseRecord<'_, K, P>,

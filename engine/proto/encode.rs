@@ -9,10 +9,13 @@
 //! that writes its body. The tests check the bytes against prost's on real incidents.
 
 use super::{incident_state_to_proto, level_to_proto, severity_to_proto, sla_to_proto, state_to_proto};
+use crate::correlate::changelog::IncidentRecord;
 use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
 use crate::model::incident::{Acknowledgement, ImpactedCustomer, ImpactedService, Incident, Note, TimelineEntry};
+use crate::model::state::State;
 use prost::encoding::{encode_varint, encoded_len_varint};
+use std::sync::Arc;
 
 const VARINT: u64 = 0;
 const LEN: u64 = 2;
@@ -209,9 +212,47 @@ pub fn incident(incident: &Incident, out: &mut Vec<u8>) {
     fields.fields(out);
 }
 
-/// Appends a length-delimited field `tag` holding already encoded bytes (a nested message).
-pub fn encoded_field(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
-    delimited(out, tag, bytes);
+fn strings<S: Sink>(out: &mut S, tag: u32, list: &[Arc<str>]) {
+    for item in list {
+        delimited(out, tag, item.as_bytes());
+    }
+}
+
+/// `faultline.v1.ServiceImpactRecord`.
+struct ServiceImpact<'a>(&'a str, State);
+
+impl Message for ServiceImpact<'_> {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        string(out, 1, self.0);
+        int(out, 2, state_to_proto(self.1) as i64);
+    }
+}
+
+/// A changelog record with its incident already encoded.
+struct RecordFields<'a>(&'a IncidentRecord, &'a [u8]);
+
+impl Message for RecordFields<'_> {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        let RecordFields(r, incident) = *self;
+        delimited(out, 1, incident);
+        strings(out, 2, &r.roots);
+        strings(out, 3, &r.registered_roots);
+        for (service, state) in &r.services {
+            message(out, 4, &ServiceImpact(service, *state));
+        }
+        strings(out, 5, &r.symptoms);
+        strings(out, 6, &r.owned_services);
+        strings(out, 7, &r.owned_symptoms);
+        if let Some(since) = r.restored_since {
+            message(out, 8, &Timestamp(since));
+        }
+    }
+}
+
+/// Appends `record` encoded as a `faultline.v1.IncidentRecord`, its incident given already
+/// encoded (by [`incident`]: the same bytes the incidents topic gets).
+pub fn incident_record(record: &IncidentRecord, incident: &[u8], out: &mut Vec<u8>) {
+    RecordFields(record, incident).fields(out);
 }
 
 #[cfg(test)]
@@ -224,13 +265,14 @@ mod tests {
     use prost::Message as _;
     use std::sync::Arc;
 
-    fn storm_changes() -> Vec<IncidentChange> {
+    /// A core that played `count` messages of the ring storm, with its changes and its clock.
+    fn storm_core(count: usize) -> (Correlator, Vec<IncidentChange>, EpochMillis) {
         let ring = ring(8);
         let topology = Arc::new(crate::topology_file::parse(&ring.jsonl, "ring").unwrap());
         let mut correlator = Correlator::new(topology, CorrelatorConfig::default());
         let mut changes = Vec::new();
         let mut now = 1_700_000_000_000;
-        for (_, value) in storm(&ring, 3_000, 11) {
+        for (_, value) in storm(&ring, count, 11) {
             let mut alarms = Vec::new();
             if crate::decode::decode(AlarmFormat::Json, &value, 0, 1 << 20, &mut alarms).is_ok() {
                 for alarm in &alarms {
@@ -239,6 +281,11 @@ mod tests {
                 }
             }
         }
+        (correlator, changes, now)
+    }
+
+    fn storm_changes() -> Vec<IncidentChange> {
+        let (mut correlator, mut changes, mut now) = storm_core(3_000);
         // Resolutions and closures come with time.
         for _ in 0..200 {
             now += 1_000;
@@ -260,12 +307,53 @@ mod tests {
         with_operator.acknowledgement = Some(Acknowledgement { by: "noc-1".into(), time: 1_700_000_000_123 });
         with_operator.notes.push(Note { author: "noc-1".into(), text: "fibre team on site".into(), time: -1 });
         let extra = [Arc::new(with_operator)];
+        let mut checked = 0;
 
         for incident in changes.iter().map(|c| &c.incident).chain(&extra) {
+            checked += 1;
             let mut ours = Vec::new();
             super::incident(incident, &mut ours);
             let expected = super::super::incident_to_proto(incident).encode_to_vec();
             assert_eq!(ours, expected, "{} version {}", incident.id, incident.version);
         }
+        assert_eq!(checked, changes.len() + 1);
+    }
+
+    #[test]
+    fn incident_records_encode_to_the_bytes_prost_writes() {
+        let ring = ring(8);
+        let topology = Arc::new(crate::topology_file::parse(&ring.jsonl, "ring").unwrap());
+        let mut correlator = Correlator::new(topology, CorrelatorConfig::default());
+        let (mut changes, mut now, mut records) = (Vec::new(), 1_700_000_000_000, 0);
+        let mut compare = |correlator: &mut Correlator| {
+            for record in correlator.take_changes().iter().flat_map(|c| &c.incidents).filter_map(|(_, r)| r.as_ref()) {
+                records += 1;
+                let mut incident = Vec::new();
+                super::incident(&record.incident, &mut incident);
+                let mut ours = Vec::new();
+                super::incident_record(record, &incident, &mut ours);
+                let expected = crate::kafka::changelog::incident_record_to_proto(record).encode_to_vec();
+                assert_eq!(ours, expected, "{} version {}", record.incident.id, record.incident.version);
+            }
+        };
+        // Records taken as a commit takes them: during the storm, then as incidents resolve.
+        for chunk in storm(&ring, 4_000, 5).chunks(100) {
+            for (_, value) in chunk {
+                let mut alarms = Vec::new();
+                if crate::decode::decode(AlarmFormat::Json, value, 0, 1 << 20, &mut alarms).is_ok() {
+                    for alarm in &alarms {
+                        now += 7;
+                        correlator.apply(alarm, now, &mut changes);
+                    }
+                }
+            }
+            compare(&mut correlator);
+        }
+        for _ in 0..30 {
+            now += 5_000;
+            correlator.tick(now, &mut changes);
+            compare(&mut correlator);
+        }
+        assert!(records > 100, "{records} records compared");
     }
 }

@@ -2,17 +2,16 @@
 //! from the consumer, jobs from gRPC (queries and operator actions, run as closures against
 //! the core), and timer ticks. Every incident change goes to gRPC subscribers at once (a
 //! shared snapshot; the subscriber tasks encode it) and into the open Kafka transaction;
-//! every `commit_interval` the transaction takes the latest snapshot of each changed
-//! incident, the core's changelog and the consumed offsets, and commits
-//! ([`crate::kafka::output`]).
+//! every `commit_interval` the transaction takes the core's changelog records and goes to
+//! the output thread, which writes and commits it ([`crate::kafka::output`]).
 //!
-//! A job that changed incidents (an operator action) commits before its reply is sent,
-//! so an acknowledgement an operator was told about survives any crash.
+//! A job that changed incidents (an operator action) is answered once its transaction has
+//! committed, so an acknowledgement an operator was told about survives any crash.
 
 use crate::correlate::{Correlator, Stats};
 use crate::grpc::wire::PublishedChange;
 use crate::kafka::ingest::Batch;
-use crate::kafka::output::{Output, OutputError};
+use crate::kafka::output::{OutputError, Transaction};
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
 use crate::model::incident::IncidentChange;
@@ -26,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub type SharedChange = Arc<PublishedChange>;
 
 /// What a job hands back: the reply, sent once the job's changes are committed.
-pub type Reply = Box<dyn FnOnce() + Send>;
+pub type Reply = crate::kafka::output::AfterCommit;
 
 /// Work sent to the core thread by the async side.
 pub type Job = Box<dyn FnOnce(&mut CoreContext<'_>) -> Reply + Send>;
@@ -57,36 +56,32 @@ impl CoreContext<'_> {
     }
 }
 
-/// Sends incident changes to the subscribers and into the open transaction.
+/// Sends incident changes to the subscribers and into the open transaction, and hands
+/// transactions to the output thread.
 pub struct Publisher {
-    pub output: Output,
+    /// The transaction being gathered.
+    open: Transaction,
+    transactions: crossbeam_channel::Sender<Transaction>,
     pub changes: broadcast::Sender<SharedChange>,
-    /// The first error of the output since the last check: the core stops on it.
-    failure: Option<OutputError>,
     /// Changes published so far: a job that moved it commits before it replies.
     published: u64,
 }
 
 impl Publisher {
-    pub fn new(output: Output, changes: broadcast::Sender<SharedChange>) -> Publisher {
-        Publisher { output, changes, failure: None, published: 0 }
+    pub fn new(
+        transactions: crossbeam_channel::Sender<Transaction>,
+        changes: broadcast::Sender<SharedChange>,
+    ) -> Publisher {
+        Publisher { open: Transaction::default(), transactions, changes, published: 0 }
     }
 
     fn publish(&mut self, change: &IncidentChange) {
-        if self.failure.is_none()
-            && let Err(error) = self.output.incident(&change.incident)
-        {
-            self.failure = Some(error);
-        }
+        self.open.incident(&change.incident);
         self.published += 1;
         // No subscriber is not an error.
         if self.changes.receiver_count() > 0 {
             let _ = self.changes.send(Arc::new(PublishedChange::new(change)));
         }
-    }
-
-    fn check(&mut self) -> Result<(), OutputError> {
-        self.failure.take().map_or(Ok(()), Err)
     }
 }
 
@@ -128,7 +123,7 @@ impl CoreLoop {
         let mut next_tick = Instant::now() + self.tick;
         let mut last_input = Instant::now();
         loop {
-            let wake = self.publisher.output.deadline(self.commit_interval).map_or(next_tick, |d| d.min(next_tick));
+            let wake = self.publisher.open.deadline(self.commit_interval).map_or(next_tick, |d| d.min(next_tick));
             let timeout = wake.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
                 recv(self.batches) -> batch => match batch {
@@ -152,10 +147,9 @@ impl CoreLoop {
                 for change in changes.drain(..) {
                     self.publisher.publish(&change);
                 }
-                self.publisher.check()?;
                 next_tick = Instant::now() + self.tick;
             }
-            if self.publisher.output.due(self.commit_interval) {
+            if self.publisher.open.due(self.commit_interval) {
                 self.commit()?;
             }
         }
@@ -171,13 +165,13 @@ impl CoreLoop {
         for change in changes.drain(..) {
             self.publisher.publish(&change);
         }
-        self.publisher.check()?;
-        let output = &mut self.publisher.output;
-        for refused in &batch.refused {
-            output.dead_letter(refused)?;
-        }
         self.correlator.count_refused(batch.refused.len() as u64);
-        output.consumed(&batch.offsets)
+        let open = &mut self.publisher.open;
+        for refused in batch.refused {
+            open.dead_letter(refused);
+        }
+        open.consumed(&batch.offsets);
+        Ok(())
     }
 
     /// Runs a job; when it changed anything, commits before its reply goes out. A job
@@ -187,19 +181,24 @@ impl CoreLoop {
         let mut ctx =
             CoreContext { correlator: &mut self.correlator, now: wall_clock(), publisher: &mut self.publisher };
         let reply = job(&mut ctx);
-        self.publisher.check()?;
-        if self.publisher.published != published {
-            self.commit()?;
+        if self.publisher.published == published {
+            reply();
+            return Ok(());
         }
-        reply();
-        Ok(())
+        self.publisher.open.after_commit(reply);
+        self.commit()
     }
 
+    /// Hands the open transaction, with the changelog records of what changed since the
+    /// last one, to the output thread; waits while it is two transactions behind.
     fn commit(&mut self) -> Result<(), OutputError> {
-        let changes = self.correlator.take_changes();
-        let started = Instant::now();
-        self.publisher.output.commit(changes.as_ref())?;
-        self.metrics.commit.observe(started.elapsed());
-        Ok(())
+        if let Some(changes) = self.correlator.take_changes() {
+            self.publisher.open.changes(changes);
+        }
+        if self.publisher.open.is_empty() {
+            return Ok(());
+        }
+        let transaction = std::mem::take(&mut self.publisher.open);
+        self.publisher.transactions.send(transaction).map_err(|_| OutputError::Stopped)
     }
 }

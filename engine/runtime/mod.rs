@@ -6,7 +6,7 @@
 //! instance and aborts its open transaction; then the state changelog is read back and the
 //! core restored from it; then the consumer joins its group (resuming from the offsets the
 //! last committed transaction stored); and only then are the gRPC and metrics ports bound.
-//! Stop: stop consuming → drain the core and commit its last transaction → stop serving.
+//! Stop: stop consuming → drain the core → commit its last transaction → stop serving.
 
 pub mod core_loop;
 pub mod handle;
@@ -68,6 +68,7 @@ pub struct Engine {
     stop_serving: CancellationToken,
     ingest: Option<JoinHandle<()>>,
     core: Option<JoinHandle<()>>,
+    output: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<Result<(), String>>,
     metrics_server: tokio::task::JoinHandle<std::io::Result<()>>,
     health: tokio::task::JoinHandle<()>,
@@ -146,12 +147,17 @@ impl Engine {
         let handle = EngineHandle::new(job_tx);
         let committing = Arc::new(AtomicBool::new(true));
 
+        // One transaction in the hand-off: the output thread commits one while the core
+        // gathers the next, and the core waits when the output falls two behind.
+        let (transactions_tx, transactions_rx) = crossbeam_channel::bounded(1);
+        let output = Output::new(producer, consumer.clone(), kafka_config, committing.clone()).spawn(
+            transactions_rx,
+            metrics.clone(),
+            failed.clone(),
+        )?;
         let core = CoreLoop {
             correlator,
-            publisher: Publisher::new(
-                Output::new(producer, consumer.clone(), kafka_config, committing.clone()),
-                changes,
-            ),
+            publisher: Publisher::new(transactions_tx, changes),
             batches: batch_rx,
             jobs: job_rx,
             tick: Duration::from_millis(config.correlation.tick_millis),
@@ -199,6 +205,7 @@ impl Engine {
             stop_serving,
             ingest: Some(ingest),
             core: Some(core),
+            output: Some(output),
             server,
             metrics_server,
             health,
@@ -241,9 +248,11 @@ impl Engine {
         self.stop_consuming.cancel();
         let ingest = self.ingest.take();
         let core = self.core.take();
+        let output = self.output.take();
         let drained = async {
             join_thread(ingest).await;
             join_thread(core).await;
+            join_thread(output).await;
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(?grace, "shutdown deadline passed before the pipeline drained");
