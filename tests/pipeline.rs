@@ -325,3 +325,40 @@ async fn health_reflection_paging_and_filters() {
     drop(producer);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// Queries leave the open transaction alone: with a commit interval of ten minutes, nothing
+/// reaches the incidents topic however often the incident is read. An operator action
+/// commits its transaction before it is answered: its snapshot is the first on the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_commit_nothing_and_operator_actions_commit_before_their_reply() {
+    let config = test_config().with("kafka.commit_interval_ms", 600_000).unwrap();
+    let engine = start(&config).await;
+    let mut incidents = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let producer = producer(engine.brokers());
+    let raise = proto::alarm_to_proto(&Alarm::raise("par-r1/1/1", "LOS", Severity::Critical, 1_000)).encode_to_vec();
+    produce(&producer, "faultline.alarms", "par-r1/1/1", &raise).await;
+
+    let id = || v1::GetIncidentRequest { id: "INC-000001".into() };
+    let deadline = std::time::Instant::now() + WAIT;
+    while incidents.get_incident(id()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the incident never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..20 {
+        incidents.get_incident(id()).await.unwrap();
+        incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap();
+    }
+    let acked = incidents
+        .acknowledge_incident(v1::AcknowledgeIncidentRequest { id: "INC-000001".into(), by: "alice".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    // The first snapshot committed is the acknowledged one: the queries committed nothing.
+    let topic = reader(engine.brokers(), "faultline.incidents");
+    let first = on_topic(&topic, "INC-000001", |_| true).await;
+    assert_eq!((first.state, first.version), (acked.state, acked.version), "the first snapshot on the topic");
+
+    drop(producer);
+    drop(topic);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}
