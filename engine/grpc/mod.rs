@@ -19,9 +19,9 @@ use crate::runtime::EngineHandle;
 pub use filter::IncidentFilter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 pub use topology::{ci_status, impact_of};
 
 const INCIDENT_SERVICE: &str = "faultline.v1.IncidentService";
@@ -63,6 +63,9 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| e.to_string())?;
 
+    // TCP_NODELAY: a stream sends small messages one at a time, and Nagle's algorithm held
+    // each one back until the client's delayed acknowledgement, 40 ms later.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -71,7 +74,7 @@ pub async fn serve(
             handle.clone(),
         )))
         .add_service(server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|e| e.to_string());
     reporter.abort();
