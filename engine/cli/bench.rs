@@ -9,7 +9,8 @@
 //!    on at a fixed offered rate. Each incident change a subscriber receives is timed from
 //!    the Kafka timestamp of the alarm that made it (the incident's `update_time`, which is
 //!    stream time: the newest record timestamp applied) to its arrival, into an
-//!    hdrhistogram; the warm-up is left out.
+//!    hdrhistogram; the warm-up is left out. Subscribers decode only that timestamp
+//!    ([`ChangeProbe`]); each has its own connection.
 //!
 //! Conditions (machine, partitions, message size, network size, offered load) are printed
 //! with the figures.
@@ -147,10 +148,27 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     // Everything produced has been applied before the totals are read.
     engine_rate(&engine, options.count + latency.as_ref().map_or(0, |l| l.sent)).await?;
     let stats = engine.handle().call(|ctx| ctx.stats()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // What each change costs a subscriber: the size of a whole snapshot.
+    let (incidents, bytes) = engine
+        .handle()
+        .call(|ctx| {
+            let mut buffer = Vec::new();
+            ctx.correlator.incidents().fold((0usize, 0usize), |(n, total), incident| {
+                buffer.clear();
+                crate::proto::encode::incident(incident, &mut buffer);
+                (n + 1, total + buffer.len())
+            })
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!();
     println!(
         "engine: {} alarms in, {} raised, {} repeats, {} cleared, {} incidents opened, {} refused",
         stats.alarms_in, stats.raised, stats.duplicates, stats.cleared, stats.incidents.opened, stats.refused
+    );
+    println!(
+        "incidents in memory at the end: {incidents}, {:.1} KB per snapshot on average (what each change sends a subscriber)",
+        bytes as f64 / incidents.max(1) as f64 / 1024.0
     );
     engine.stop(Duration::from_secs(30)).await?;
     Ok(Report { raw_per_sec, engine_per_sec, produce_per_sec, mean_bytes, latency })
@@ -172,6 +190,32 @@ fn machine() -> String {
         .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("{cpus} cores, {model}, {memory}, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+/// `SubscribeIncidentsResponse` as the bench's subscribers read it: only the incident's
+/// `update_time` is decoded, the rest skipped. With hundreds of subscribers in the bench's
+/// own process, decoding every whole incident would measure the bench, not the engine.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ChangeProbe {
+    #[prost(message, optional, tag = "2")]
+    incident: Option<IncidentProbe>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct IncidentProbe {
+    #[prost(message, optional, tag = "16")]
+    update_time: Option<prost_types::Timestamp>,
+}
+
+/// Opens `IncidentService.Subscribe` on its own connection, read as [`ChangeProbe`]s.
+async fn subscribe_probe(endpoint: &str) -> anyhow::Result<tonic::Streaming<ChangeProbe>> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?.connect().await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/faultline.v1.IncidentService/Subscribe");
+    let codec = tonic_prost::ProstCodec::<v1::SubscribeIncidentsRequest, ChangeProbe>::default();
+    let request = tonic::Request::new(v1::SubscribeIncidentsRequest::default());
+    Ok(grpc.server_streaming(request, path, codec).await?.into_inner())
 }
 
 /// A plain consumer reads `count` messages of `topic` from the start, doing nothing with
@@ -239,8 +283,7 @@ async fn latency(
     let stop = tokio_util::sync::CancellationToken::new();
     let mut subscribers = Vec::new();
     for _ in 0..options.subscribers {
-        let mut client = v1::incident_service_client::IncidentServiceClient::connect(endpoint.clone()).await?;
-        let mut stream = client.subscribe(v1::SubscribeIncidentsRequest::default()).await?.into_inner();
+        let mut stream = subscribe_probe(&endpoint).await?;
         let (measuring, stop) = (measuring.clone(), stop.clone());
         subscribers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");

@@ -7,7 +7,7 @@
 use super::filter::IncidentFilter;
 use super::server::incident_service_server::IncidentService;
 use super::status::{incident_id, required};
-use super::wire::{EncodedChange, PublishedChange};
+use super::wire::{EncodedChange, EncodedIncidents, PublishedChange};
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
 use crate::runtime::{EngineHandle, SharedChange};
@@ -23,11 +23,13 @@ const MAX_PAGE_SIZE: usize = 1000;
 
 pub struct IncidentApi {
     handle: EngineHandle,
+    /// Shared by every subscriber's task.
+    encoded: Arc<EncodedIncidents>,
 }
 
 impl IncidentApi {
     pub fn new(handle: EngineHandle) -> IncidentApi {
-        IncidentApi { handle }
+        IncidentApi { handle, encoded: Arc::default() }
     }
 }
 
@@ -50,8 +52,10 @@ impl IncidentService for IncidentApi {
                 (snapshot, changes)
             })
             .await?;
+        let live: HashSet<IncidentId> = snapshot.iter().map(|i| i.id).collect();
+        self.encoded.retain(|id| live.contains(&id));
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(forward(filter, snapshot, changes, tx));
+        tokio::spawn(forward(filter, snapshot, changes, self.encoded.clone(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -160,12 +164,13 @@ async fn forward(
     filter: IncidentFilter,
     snapshot: Vec<Arc<Incident>>,
     mut changes: broadcast::Receiver<SharedChange>,
+    encoded: Arc<EncodedIncidents>,
     tx: mpsc::Sender<Result<EncodedChange, Status>>,
 ) {
     let mut following: HashSet<IncidentId> = HashSet::new();
     for incident in snapshot.into_iter().filter(|i| filter.matches(i)) {
         following.insert(incident.id);
-        if tx.send(Ok(PublishedChange::snapshot(incident).encoded())).await.is_err() {
+        if tx.send(Ok(PublishedChange::snapshot(incident).encoded(&encoded))).await.is_err() {
             return;
         }
     }
@@ -202,7 +207,7 @@ async fn forward(
         } else {
             following.remove(&incident.id)
         };
-        if relevant && tx.send(Ok(change.encoded())).await.is_err() {
+        if relevant && tx.send(Ok(change.encoded(&encoded))).await.is_err() {
             return;
         }
     }

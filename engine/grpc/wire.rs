@@ -1,15 +1,17 @@
-//! Incident changes as the live stream sends them: each change is converted and encoded at
-//! most once, off the core thread, by the first subscriber that sends it; every other
-//! subscriber sends the same bytes.
+//! Incident changes as the live stream sends them: each change is encoded at most once,
+//! off the core thread, by the first subscriber that sends it; every other subscriber sends
+//! the same bytes. The latest encoding of each incident is kept ([`EncodedIncidents`]), so a
+//! new subscriber's initial snapshot costs no encoding for incidents already sent.
 //!
 //! `SubscribeIncidentsResponse` carries the incident in field 2, length-delimited. A
 //! `bytes` field 2 is length-delimited too, so [`EncodedChange`] holding the incident's
 //! encoding is, byte for byte, the message a client decodes as `SubscribeIncidentsResponse`.
 
-use crate::model::incident::{Incident, IncidentChange};
+use crate::model::incident::{Incident, IncidentChange, IncidentId};
 use crate::proto::{self, v1};
 use prost::bytes::Bytes;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// `faultline.v1.SubscribeIncidentsResponse` with its incident already encoded.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -54,13 +56,41 @@ impl PublishedChange {
     }
 
     /// The change to send: the incident is encoded by the first caller, shared after.
-    pub fn encoded(&self) -> EncodedChange {
-        let incident = self.encoded.get_or_init(|| {
-            let mut bytes = Vec::new();
-            proto::encode::incident(&self.incident, &mut bytes);
-            bytes.into()
-        });
+    pub fn encoded(&self, known: &EncodedIncidents) -> EncodedChange {
+        let incident = self.encoded.get_or_init(|| known.get(&self.incident));
         EncodedChange { kind: self.kind as i32, incident: Some(incident.clone()) }
+    }
+}
+
+/// The latest encoding of each incident the stream has sent. An entry holds the very
+/// `Arc` it encodes: while it does, the core cannot change that incident in place (it
+/// copies on write), so an entry whose `Arc` is the one asked about is always current.
+#[derive(Default)]
+pub struct EncodedIncidents(Mutex<HashMap<IncidentId, (Arc<Incident>, Bytes)>>);
+
+impl EncodedIncidents {
+    /// `incident`'s encoding: the kept one if it is of this very version, else made now.
+    pub fn get(&self, incident: &Arc<Incident>) -> Bytes {
+        if let Some((held, bytes)) = self.lock().get(&incident.id)
+            && Arc::ptr_eq(held, incident)
+        {
+            return bytes.clone();
+        }
+        let mut encoded = Vec::new();
+        proto::encode::incident(incident, &mut encoded);
+        let bytes = Bytes::from(encoded);
+        self.lock().insert(incident.id, (incident.clone(), bytes.clone()));
+        bytes
+    }
+
+    /// Forgets every incident `live` no longer names (closed ones).
+    pub fn retain(&self, live: impl Fn(IncidentId) -> bool) {
+        self.lock().retain(|&id, _| live(id));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IncidentId, (Arc<Incident>, Bytes)>> {
+        // A panic while holding the lock leaves a map that is still valid.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -106,7 +136,17 @@ mod tests {
         let incident = &change.incident;
         assert!(!incident.timeline.is_empty() && !incident.services.is_empty() && !incident.customers.is_empty());
 
-        let sent = PublishedChange::new(change).encoded().encode_to_vec();
+        let known = EncodedIncidents::default();
+        let sent = PublishedChange::new(change).encoded(&known).encode_to_vec();
+        // Sent again (another subscriber's snapshot): the same bytes, kept, not re-encoded.
+        let kept = known.get(incident);
+        assert_eq!(PublishedChange::snapshot(incident.clone()).encoded(&known).incident, Some(kept.clone()));
+        assert_eq!(kept.as_ptr(), known.get(incident).as_ptr(), "one encoding, shared");
+        // A new version of the incident is encoded afresh.
+        let mut next = Incident::clone(incident);
+        next.version += 1;
+        let next = Arc::new(next);
+        assert_eq!(known.get(&next).to_vec(), proto::incident_to_proto(&next).encode_to_vec());
         let expected = v1::SubscribeIncidentsResponse {
             kind: v1::ChangeKind::Updated as i32,
             incident: Some(proto::incident_to_proto(incident)),
