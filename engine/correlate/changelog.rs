@@ -176,7 +176,7 @@ impl IncidentBook {
                 symptoms: set(&record.symptoms, &mut lookup),
                 restored_since: record.restored_since,
                 incident: record.incident,
-                stale: Vec::new(),
+                stale: BTreeSet::new(),
             };
             for &ci in tracked.roots.iter().chain(&tracked.symptoms) {
                 super::incidents::join(&mut self.members, ci, id);

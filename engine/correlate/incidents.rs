@@ -89,8 +89,9 @@ pub(super) struct Tracked {
     /// When every impacted service was last seen restored; cleared by a new impact.
     pub(super) restored_since: Option<EpochMillis>,
     /// Roots and symptoms whose alarms changed since the last refresh: their part of the
-    /// alarm lists is brought up to date at the next one.
-    pub(super) stale: Vec<CiIdx>,
+    /// alarm lists is brought up to date at the next one. A set: a busy incident names
+    /// hundreds of CIs, and a list was scanned on every change of each.
+    pub(super) stale: BTreeSet<CiIdx>,
 }
 
 /// What one batch of CI changes did to an incident: the kind of change to publish, whether
@@ -225,10 +226,8 @@ impl IncidentBook {
             // Every incident naming the CI brings its part up to date at its next refresh;
             // only the owners refresh now.
             for owner in self.members.get(&ci).into_iter().flatten() {
-                if let Some(t) = self.incidents.get_mut(owner)
-                    && !t.stale.contains(&ci)
-                {
-                    t.stale.push(ci);
+                if let Some(t) = self.incidents.get_mut(owner) {
+                    t.stale.insert(ci);
                 }
             }
         }
@@ -361,7 +360,7 @@ impl IncidentBook {
             services: BTreeMap::new(),
             symptoms: BTreeSet::new(),
             restored_since: None,
-            stale: Vec::new(),
+            stale: BTreeSet::new(),
         };
         self.incidents.insert(id, tracked);
         id
@@ -382,7 +381,7 @@ impl IncidentBook {
         let policy = &self.policy;
         let t = self.incidents.get_mut(&id)?;
         let Touch { kind, services: services_moved, cis: mut alarm_cis } = touched;
-        alarm_cis.append(&mut t.stale);
+        alarm_cis.extend(std::mem::take(&mut t.stale));
         // Whether anything a reader sees moved: tracked field by field, so that no refresh
         // clones the whole incident (timeline included) just to compare it afterwards.
         let mut moved = false;
