@@ -47,9 +47,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    /// The transaction could not complete and was aborted: the in-memory state is ahead of
-    /// what is committed, so the engine must restart from the changelog.
-    #[error("transaction aborted: {0}; the uncommitted input will be consumed again after a restart")]
+    /// The transaction could not complete and was aborted; the output writes it again.
+    #[error("transaction aborted: {0}")]
     Aborted(String),
     /// The producer can no longer be used (fenced by a newer instance with the same
     /// `kafka.instance_id`, or a fatal broker error).
@@ -58,7 +57,14 @@ pub enum OutputError {
     /// The output thread stopped on one of the errors above (it logged which).
     #[error("the kafka output stopped; uncommitted input will be consumed again after a restart")]
     Stopped,
+    /// A transactional call ran far past its own timeout (librdkafka can wait forever on a
+    /// coordinator that came back in an odd state, confluentinc/librdkafka#5456).
+    #[error("`{0}` did not return within its timeout")]
+    Hung(&'static str),
 }
+
+/// How long past its own timeout a transactional call may run before it is taken as hung.
+const HUNG_AFTER: Duration = Duration::from_secs(10);
 
 /// The transactional id and static group member id of this instance.
 pub fn transactional_id(kafka: &KafkaConfig) -> String {
@@ -159,6 +165,9 @@ pub struct Output {
     incidents_format: IncidentFormat,
     dead_letter_topic: String,
     state_topic: String,
+    /// What a replacement producer is made from.
+    kafka: KafkaConfig,
+    brokers: String,
     /// Cleared while a commit is being retried (brokers unreachable), for health checks.
     healthy: Arc<AtomicBool>,
 }
@@ -168,6 +177,7 @@ impl Output {
         producer: TxnProducer,
         consumer: Arc<AlarmConsumer>,
         kafka: &KafkaConfig,
+        brokers: &str,
         healthy: Arc<AtomicBool>,
     ) -> Output {
         Output {
@@ -177,13 +187,16 @@ impl Output {
             incidents_format: kafka.incidents_format,
             dead_letter_topic: kafka.dead_letter_topic.clone(),
             state_topic: kafka.state_topic.clone(),
+            kafka: kafka.clone(),
+            brokers: brokers.to_owned(),
             healthy,
         }
     }
 
-    /// Commits every transaction received, in order, until the core hangs up. The first
-    /// failure stops the thread and cancels `failed`: the core then finds the channel
-    /// closed and stops too, and the engine restarts from what was committed.
+    /// Commits every transaction received, in order, until the core hangs up. A failure
+    /// that no new attempt can mend stops the thread and cancels `failed`: the core then
+    /// finds the channel closed and stops too, and the engine restarts from what was
+    /// committed.
     pub fn spawn(
         mut self,
         transactions: crossbeam_channel::Receiver<Transaction>,
@@ -191,10 +204,11 @@ impl Output {
         failed: CancellationToken,
     ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new().name("kafka-output".into()).spawn(move || {
-            for transaction in transactions {
+            for mut transaction in transactions {
                 let started = Instant::now();
-                match self.commit(transaction) {
-                    Ok(after_commit) => {
+                let after_commit = std::mem::take(&mut transaction.after_commit);
+                match self.commit_surely(&transaction) {
+                    Ok(()) => {
                         metrics.commit.observe(started.elapsed());
                         after_commit.into_iter().for_each(|f| f());
                     }
@@ -209,27 +223,74 @@ impl Output {
         })
     }
 
+    /// Commits `transaction`, writing it again whole when it was aborted (the brokers
+    /// rejected it, or a call hung and the producer was replaced, which aborts it): the
+    /// core's state holds its effects, so the transaction must land. Only errors that no
+    /// new attempt can mend (fenced by a newer instance, a fatal broker error) stop.
+    fn commit_surely(&mut self, transaction: &Transaction) -> Result<(), OutputError> {
+        loop {
+            match self.commit(transaction) {
+                Ok(()) => return Ok(()),
+                Err(OutputError::Aborted(reason)) => {
+                    self.healthy.store(false, Ordering::Relaxed);
+                    tracing::warn!(%reason, "transaction aborted; writing it again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(OutputError::Hung(what)) => {
+                    self.healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(
+                        what,
+                        "a transactional call hung past its timeout; replacing the producer (which aborts the \
+                         open transaction) and writing the transaction again"
+                    );
+                    self.producer = self.replacement()?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// A new transactional producer under the same transactional id: its initialisation
+    /// fences the old one and aborts the old one's open transaction. Retried while the
+    /// brokers are unreachable.
+    fn replacement(&self) -> Result<TxnProducer, OutputError> {
+        let mut attempts = 0u32;
+        loop {
+            match producer(&self.kafka, &self.brokers, CALL_TIMEOUT) {
+                Ok(producer) => {
+                    tracing::info!(attempts, "transactional producer replaced");
+                    return Ok(producer);
+                }
+                Err(error) => {
+                    attempts += 1;
+                    tracing::warn!(%error, attempts, "cannot initialise a new transactional producer yet; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     /// Encodes and sends the snapshots. Returns the protobuf encodings by incident, with
     /// their version, for the changelog records.
     fn send_incidents(
         &self,
-        incidents: BTreeMap<IncidentId, Arc<Incident>>,
+        incidents: &BTreeMap<IncidentId, Arc<Incident>>,
     ) -> Result<BTreeMap<IncidentId, (u64, Vec<u8>)>, OutputError> {
         let mut key = String::new();
         let mut encoded = BTreeMap::new();
-        for incident in incidents.into_values() {
+        for incident in incidents.values() {
             key.clear();
             write!(key, "{}", incident.id).expect("a String grows as needed");
             let record = BaseRecord::to(&self.incidents_topic).key(key.as_str());
             match self.incidents_format {
                 IncidentFormat::Protobuf => {
                     let mut bytes = Vec::new();
-                    proto::encode::incident(&incident, &mut bytes);
+                    proto::encode::incident(incident, &mut bytes);
                     send(&self.producer, record.payload(bytes.as_slice()))?;
                     encoded.insert(incident.id, (incident.version, bytes));
                 }
                 IncidentFormat::Json => {
-                    let json = incident_json::to_json(&proto::incident_to_proto(&incident));
+                    let json = incident_json::to_json(&proto::incident_to_proto(incident));
                     send(&self.producer, record.payload(json.as_slice()))?;
                 }
             }
@@ -238,16 +299,16 @@ impl Output {
     }
 
     /// Writes one transaction and commits it. Retries while the brokers are unreachable;
-    /// an abort or a fatal error is returned. Gives back what is to run after the commit.
-    fn commit(&mut self, transaction: Transaction) -> Result<Vec<AfterCommit>, OutputError> {
-        let Transaction { opened_at: _, incidents, dead_letters, offsets, changes, after_commit } = transaction;
+    /// an abort, a hung call or a fatal error is returned.
+    fn commit(&mut self, transaction: &Transaction) -> Result<(), OutputError> {
+        let Transaction { incidents, dead_letters, offsets, changes, .. } = transaction;
         tracing::debug!("beginning a transaction");
         self.producer.begin_transaction().map_err(|e| OutputError::Fatal(e.to_string()))?;
         let encoded = self.send_incidents(incidents)?;
-        for refused in &dead_letters {
+        for refused in dead_letters {
             send(&self.producer, refused.record(&self.dead_letter_topic))?;
         }
-        if let Some(changes) = &changes {
+        if let Some(changes) = changes {
             let mut failed = Ok(());
             let (producer, topic) = (&self.producer, self.state_topic.as_str());
             let known = |incident: &Incident| {
@@ -267,7 +328,7 @@ impl Output {
         }
         if !offsets.is_empty() {
             let mut list = TopicPartitionList::with_capacity(offsets.len());
-            for ((topic, partition), &next) in &offsets {
+            for ((topic, partition), &next) in offsets {
                 list.add_partition_offset(topic, *partition, Offset::Offset(next))
                     .map_err(|e| OutputError::Fatal(e.to_string()))?;
             }
@@ -288,7 +349,7 @@ impl Output {
         self.wait_delivered();
         self.retrying("commit", |p| p.commit_transaction(CALL_TIMEOUT))?;
         tracing::debug!("transaction committed");
-        Ok(after_commit)
+        Ok(())
     }
 
     /// Waits until the brokers have acknowledged every record sent, for at most a second.
@@ -310,12 +371,14 @@ impl Output {
     /// complete any more.
     fn retrying(
         &mut self,
-        what: &str,
-        call: impl Fn(&TxnProducer) -> Result<(), KafkaError>,
+        what: &'static str,
+        call: impl Fn(&TxnProducer) -> Result<(), KafkaError> + Send + Sync + 'static,
     ) -> Result<(), OutputError> {
+        let call = Arc::new(call);
         let mut attempts = 0u32;
         loop {
-            let error = match call(&self.producer) {
+            let attempt = call.clone();
+            let error = match self.watched(what, move |p| attempt(p))? {
                 Ok(()) => {
                     if attempts > 0 {
                         tracing::info!(what, attempts, "transaction went through after retries");
@@ -340,7 +403,7 @@ impl Output {
                 continue;
             }
             if abort {
-                let aborted = self.producer.abort_transaction(CALL_TIMEOUT);
+                let aborted = self.watched("abort", |p| p.abort_transaction(CALL_TIMEOUT))?;
                 return Err(OutputError::Aborted(match aborted {
                     Ok(()) => error.to_string(),
                     Err(abort_error) => format!("{error}; the abort failed too: {abort_error}"),
@@ -349,6 +412,37 @@ impl Output {
             return Err(OutputError::Fatal(error.to_string()));
         }
     }
+}
+
+impl Output {
+    /// Runs a blocking transactional call on a thread of its own and waits for it up to
+    /// its timeout and `HUNG_AFTER` more; a call still running then is reported as hung
+    /// and left behind (it ends when its producer is fenced by the replacement).
+    fn watched(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&TxnProducer) -> Result<(), KafkaError> + Send + 'static,
+    ) -> Result<Result<(), KafkaError>, OutputError> {
+        let producer = self.producer.clone();
+        within(what, CALL_TIMEOUT + HUNG_AFTER, move || call(&producer))
+    }
+}
+
+/// Runs `call` on a thread of its own; its result if it returns within `limit`, else
+/// [`OutputError::Hung`], leaving the thread to finish on its own.
+fn within<T: Send + 'static>(
+    what: &'static str,
+    limit: Duration,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, OutputError> {
+    let (done, result) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("kafka-txn-call".into())
+        .spawn(move || {
+            let _ = done.send(call());
+        })
+        .map_err(|e| OutputError::Fatal(format!("cannot start a thread: {e}")))?;
+    result.recv_timeout(limit).map_err(|_| OutputError::Hung(what))
 }
 
 /// Enqueues a record, waiting while librdkafka's local queue is full: the queue is the
@@ -373,5 +467,19 @@ fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?S
             }
             Err((error, _)) => return Err(OutputError::Fatal(format!("cannot produce: {error}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_outlives_its_limit_is_reported_hung_and_left_behind() {
+        assert_eq!(within("quick", Duration::from_secs(5), || 7).unwrap(), 7);
+        let started = Instant::now();
+        let hung = within("send offsets", Duration::from_millis(50), || std::thread::sleep(Duration::from_secs(3)));
+        assert!(matches!(hung, Err(OutputError::Hung("send offsets"))), "{hung:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "the caller does not wait for the hung call");
     }
 }

@@ -150,7 +150,7 @@ impl Engine {
         // One transaction in the hand-off: the output thread commits one while the core
         // gathers the next, and the core waits when the output falls two behind.
         let (transactions_tx, transactions_rx) = crossbeam_channel::bounded(1);
-        let output = Output::new(producer, consumer.clone(), kafka_config, committing.clone()).spawn(
+        let output = Output::new(producer, consumer.clone(), kafka_config, &brokers, committing.clone()).spawn(
             transactions_rx,
             metrics.clone(),
             failed.clone(),
