@@ -742,6 +742,11 @@ fn merge_ci_alarms(
     if active.len() == previous.len() && active.iter().zip(previous).all(|(a, b)| a == b) {
         return None;
     }
+    // Most refreshes change nothing here (the CI's cleared alarms stay listed as they
+    // were): find that out without building the merged list.
+    if listed && merged_unchanged(previous, active) {
+        return None;
+    }
     let mut merged: Vec<AlarmRef> = active.to_vec();
     let mut new = merged.len();
     if listed {
@@ -761,6 +766,32 @@ fn merge_ci_alarms(
         return None;
     }
     Some((start..end, merged, new))
+}
+
+/// Whether merging `active` into `previous` (both one CI's, listed) would give `previous`
+/// back: every active alarm listed as it is, every other listed alarm already marked
+/// cleared. Walks both in identity order; `false` when `active` is not in that order, and
+/// the caller then merges the long way.
+fn merged_unchanged(previous: &[AlarmRef], active: &[AlarmRef]) -> bool {
+    if !active.is_sorted_by(|a, b| a.identity() < b.identity()) {
+        return false;
+    }
+    let mut active = active.iter().peekable();
+    for old in previous {
+        match active.peek() {
+            Some(next) if next.identity() == old.identity() => {
+                if *next != old {
+                    return false;
+                }
+                active.next();
+            }
+            // An active alarm the list does not have yet.
+            Some(next) if next.identity() < old.identity() => return false,
+            _ if old.cleared_at.is_none() => return false,
+            _ => {}
+        }
+    }
+    active.peek().is_none()
 }
 
 /// The active alarms of `cis`, plus the ones previously listed for them that have since
