@@ -57,7 +57,14 @@ impl PublishedChange {
 
     /// The change to send: the incident is encoded by the first caller, shared after.
     pub fn encoded(&self, known: &EncodedIncidents) -> EncodedChange {
-        let incident = self.encoded.get_or_init(|| known.get(&self.incident));
+        let incident = self.encoded.get_or_init(|| {
+            let bytes = known.get(&self.incident);
+            // A closed incident has left the core: its encoding need not be kept either.
+            if self.kind == v1::ChangeKind::Closed {
+                known.forget(self.incident.id);
+            }
+            bytes
+        });
         EncodedChange { kind: self.kind as i32, incident: Some(incident.clone()) }
     }
 }
@@ -83,7 +90,11 @@ impl EncodedIncidents {
         bytes
     }
 
-    /// Forgets every incident `live` no longer names (closed ones).
+    pub fn forget(&self, id: IncidentId) {
+        self.lock().remove(&id);
+    }
+
+    /// Forgets every incident `live` does not name (closed ones).
     pub fn retain(&self, live: impl Fn(IncidentId) -> bool) {
         self.lock().retain(|&id, _| live(id));
     }
@@ -91,16 +102,6 @@ impl EncodedIncidents {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IncidentId, (Arc<Incident>, Bytes)>> {
         // A panic while holding the lock leaves a map that is still valid.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl std::fmt::Debug for PublishedChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublishedChange")
-            .field("kind", &self.kind)
-            .field("incident", &self.incident.id)
-            .field("version", &self.incident.version)
-            .finish()
     }
 }
 
@@ -147,6 +148,10 @@ mod tests {
         next.version += 1;
         let next = Arc::new(next);
         assert_eq!(known.get(&next).to_vec(), proto::incident_to_proto(&next).encode_to_vec());
+        // Once an incident closes, its encoding is not kept.
+        let closed = IncidentChange { kind: ChangeKind::Closed, incident: next.clone() };
+        assert!(PublishedChange::new(&closed).encoded(&known).incident.is_some());
+        assert!(!known.lock().contains_key(&next.id), "a closed incident's encoding is let go");
         let expected = v1::SubscribeIncidentsResponse {
             kind: v1::ChangeKind::Updated as i32,
             incident: Some(proto::incident_to_proto(incident)),

@@ -128,7 +128,7 @@ impl CoreLoop {
             crossbeam_channel::select! {
                 recv(self.batches) -> batch => match batch {
                     Ok(batch) => {
-                        self.on_batch(batch, &mut changes)?;
+                        self.on_batch(batch, &mut changes);
                         last_input = Instant::now();
                     }
                     Err(_) => break,
@@ -156,7 +156,7 @@ impl CoreLoop {
         self.commit()
     }
 
-    fn on_batch(&mut self, batch: Batch, changes: &mut Vec<IncidentChange>) -> Result<(), OutputError> {
+    fn on_batch(&mut self, batch: Batch, changes: &mut Vec<IncidentChange>) {
         let started = Instant::now();
         for (alarm, &at) in batch.alarms.iter().zip(&batch.times) {
             self.correlator.apply(alarm, at, changes);
@@ -171,7 +171,6 @@ impl CoreLoop {
             open.dead_letter(refused);
         }
         open.consumed(&batch.offsets);
-        Ok(())
     }
 
     /// Runs a job; when it changed anything, commits before its reply goes out. A job
