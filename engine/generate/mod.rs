@@ -10,6 +10,8 @@ pub mod carrier;
 mod ring;
 pub mod scenario;
 
+#[cfg(test)]
+pub(crate) use ring::play;
 pub use ring::{MAX_ACTIVE, Message, Ring, ring, storm};
 
 /// xorshift64*: small, seeded, the same on every machine (no dependency whose stream could

@@ -144,3 +144,32 @@ pub fn storm(ring: &Ring, count: usize, seed: u64) -> Vec<Message> {
     out.truncate(count);
     out
 }
+
+/// For unit tests: plays `count` messages of [`storm`] on a fresh core over `ring`, 7 ms
+/// of stream time apart (undecodable ones skipped), handing the core to `each` after every
+/// 100 messages. Returns the core, its incident changes and its clock.
+#[cfg(test)]
+pub(crate) fn play(
+    ring: &Ring,
+    count: usize,
+    seed: u64,
+    each: &mut dyn FnMut(&mut crate::correlate::Correlator),
+) -> (crate::correlate::Correlator, Vec<crate::model::incident::IncidentChange>, crate::model::EpochMillis) {
+    use crate::correlate::{Correlator, CorrelatorConfig};
+    let topology = std::sync::Arc::new(crate::topology_file::parse(&ring.jsonl, "ring").expect("the ring is valid"));
+    let mut correlator = Correlator::new(topology, CorrelatorConfig::default());
+    let (mut changes, mut now) = (Vec::new(), 1_700_000_000_000);
+    for chunk in storm(ring, count, seed).chunks(100) {
+        for (_, value) in chunk {
+            let mut alarms = Vec::new();
+            if crate::decode::decode(crate::config::AlarmFormat::Json, value, 0, 1 << 20, &mut alarms).is_ok() {
+                for alarm in &alarms {
+                    now += 7;
+                    correlator.apply(alarm, now, &mut changes);
+                }
+            }
+        }
+        each(&mut correlator);
+    }
+    (correlator, changes, now)
+}

@@ -108,27 +108,14 @@ impl EncodedIncidents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AlarmFormat;
-    use crate::correlate::{Correlator, CorrelatorConfig};
-    use crate::generate::{ring, storm};
+    use crate::generate::{play, ring};
     use crate::model::incident::ChangeKind;
     use prost::Message as _;
 
     #[test]
     fn an_encoded_change_is_the_response_a_client_decodes() {
         // Real incidents, with services, customers, alarms and a timeline.
-        let ring = ring(6);
-        let topology = Arc::new(crate::topology_file::parse(&ring.jsonl, "ring").unwrap());
-        let mut correlator = Correlator::new(topology, CorrelatorConfig::default());
-        let mut changes = Vec::new();
-        for (i, (_, value)) in storm(&ring, 2_000, 3).iter().enumerate() {
-            let mut alarms = Vec::new();
-            if crate::decode::decode(AlarmFormat::Json, value, 0, 1 << 20, &mut alarms).is_ok() {
-                for alarm in &alarms {
-                    correlator.apply(alarm, 1_700_000_000_000 + i as i64, &mut changes);
-                }
-            }
-        }
+        let (_, changes, _) = play(&ring(6), 2_000, 3, &mut |_| {});
         let change = changes
             .iter()
             .rev()

@@ -412,9 +412,7 @@ impl Output {
             return Err(OutputError::Fatal(error.to_string()));
         }
     }
-}
 
-impl Output {
     /// Runs a blocking transactional call on a thread of its own and waits for it up to
     /// its timeout and `HUNG_AFTER` more; a call still running then is reported as hung
     /// and left behind (it ends when its producer is fenced by the replacement).
@@ -457,7 +455,7 @@ fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?S
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                // Said once a second, so a core held up by a broker that takes nothing is seen.
+                // Said once a second, so an output held up by a broker that takes nothing is seen.
                 if Instant::now() >= next_warning {
                     tracing::warn!(waited_ms = started.elapsed().as_millis() as u64, "producer queue full; waiting");
                     next_warning += Duration::from_secs(1);

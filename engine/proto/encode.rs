@@ -258,34 +258,14 @@ pub fn incident_record(record: &IncidentRecord, incident: &[u8], out: &mut Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AlarmFormat;
-    use crate::correlate::{Correlator, CorrelatorConfig};
-    use crate::generate::{ring, storm};
+    use crate::correlate::Correlator;
+    use crate::generate::{play, ring};
     use crate::model::incident::IncidentChange;
     use prost::Message as _;
     use std::sync::Arc;
 
-    /// A core that played `count` messages of the ring storm, with its changes and its clock.
-    fn storm_core(count: usize) -> (Correlator, Vec<IncidentChange>, EpochMillis) {
-        let ring = ring(8);
-        let topology = Arc::new(crate::topology_file::parse(&ring.jsonl, "ring").unwrap());
-        let mut correlator = Correlator::new(topology, CorrelatorConfig::default());
-        let mut changes = Vec::new();
-        let mut now = 1_700_000_000_000;
-        for (_, value) in storm(&ring, count, 11) {
-            let mut alarms = Vec::new();
-            if crate::decode::decode(AlarmFormat::Json, &value, 0, 1 << 20, &mut alarms).is_ok() {
-                for alarm in &alarms {
-                    now += 7;
-                    correlator.apply(alarm, now, &mut changes);
-                }
-            }
-        }
-        (correlator, changes, now)
-    }
-
     fn storm_changes() -> Vec<IncidentChange> {
-        let (mut correlator, mut changes, mut now) = storm_core(3_000);
+        let (mut correlator, mut changes, mut now) = play(&ring(8), 3_000, 11, &mut |_| {});
         // Resolutions and closures come with time.
         for _ in 0..200 {
             now += 1_000;
@@ -321,10 +301,7 @@ mod tests {
 
     #[test]
     fn incident_records_encode_to_the_bytes_prost_writes() {
-        let ring = ring(8);
-        let topology = Arc::new(crate::topology_file::parse(&ring.jsonl, "ring").unwrap());
-        let mut correlator = Correlator::new(topology, CorrelatorConfig::default());
-        let (mut changes, mut now, mut records) = (Vec::new(), 1_700_000_000_000, 0);
+        let mut records = 0;
         let mut compare = |correlator: &mut Correlator| {
             for record in correlator.take_changes().iter().flat_map(|c| &c.incidents).filter_map(|(_, r)| r.as_ref()) {
                 records += 1;
@@ -337,18 +314,7 @@ mod tests {
             }
         };
         // Records taken as a commit takes them: during the storm, then as incidents resolve.
-        for chunk in storm(&ring, 4_000, 5).chunks(100) {
-            for (_, value) in chunk {
-                let mut alarms = Vec::new();
-                if crate::decode::decode(AlarmFormat::Json, value, 0, 1 << 20, &mut alarms).is_ok() {
-                    for alarm in &alarms {
-                        now += 7;
-                        correlator.apply(alarm, now, &mut changes);
-                    }
-                }
-            }
-            compare(&mut correlator);
-        }
+        let (mut correlator, mut changes, mut now) = play(&ring(8), 4_000, 5, &mut compare);
         for _ in 0..30 {
             now += 5_000;
             correlator.tick(now, &mut changes);
