@@ -111,6 +111,10 @@ enum Command {
         subscribers: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Then offer twice the measured throughput for this long (e.g. `20s`), and the
+        /// `--rate` for three times as long, printing backlog, memory and latency each second.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        overload: Duration,
     },
     /// Generate synthetic carrier networks and alarm storms.
     #[command(subcommand)]
@@ -251,7 +255,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { brokers, cis, scenario, count, rate, duration, warmup, partitions, subscribers, seed } => {
+        Command::Bench {
+            brokers,
+            cis,
+            scenario,
+            count,
+            rate,
+            duration,
+            warmup,
+            partitions,
+            subscribers,
+            seed,
+            overload,
+        } => {
             anyhow::ensure!(warmup < duration || rate == 0.0, "--warmup must be shorter than --duration");
             let options = bench::BenchOptions {
                 brokers,
@@ -264,6 +280,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 partitions,
                 subscribers,
                 seed,
+                overload,
             };
             bench::run(&options).await?;
             Ok(())

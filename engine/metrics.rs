@@ -79,6 +79,10 @@ pub struct Metrics {
     pub clamped: AtomicU64,
     /// Committing one transaction: changelog, offsets, and the brokers' acknowledgement.
     pub commit: Histogram,
+    /// Live-stream subscribers connected now.
+    pub subscribers: AtomicU64,
+    /// Subscribers dropped for falling too far behind.
+    pub subscribers_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -172,6 +176,13 @@ impl Metrics {
         for (topic, partition, lag) in lag {
             let _ = writeln!(out, "faultline_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}");
         }
+        out.push_str("# HELP faultline_subscribers Live incident-stream subscribers connected.\n");
+        out.push_str("# TYPE faultline_subscribers gauge\n");
+        let _ = writeln!(out, "faultline_subscribers {}", self.subscribers.load(Ordering::Relaxed));
+        out.push_str("# HELP faultline_subscribers_dropped_total Live incident-stream subscribers dropped for falling too far behind.\n");
+        out.push_str("# TYPE faultline_subscribers_dropped_total counter\n");
+        let _ =
+            writeln!(out, "faultline_subscribers_dropped_total {}", self.subscribers_dropped.load(Ordering::Relaxed));
         self.decode_batch.render(&mut out, "faultline_decode_batch_seconds", "Time to decode one consumed batch.");
         self.apply_batch.render(&mut out, "faultline_apply_batch_seconds", "Time for the core to apply one batch.");
         self.commit.render(&mut out, "faultline_commit_seconds", "Time to commit one Kafka transaction.");

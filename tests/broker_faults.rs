@@ -62,11 +62,7 @@ async fn until_taken(engine: &Engine, count: u64, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_waits_out_a_stopped_and_a_frozen_broker_and_loses_nothing() {
-    // The engine's log, shown by the test harness when the test fails.
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(std::env::var("FAULTS_LOG").unwrap_or_else(|_| "faultline=info,librdkafka=warn".into()))
-        .try_init();
+    log_to_test();
     let mut broker = KafkaBroker::start_own();
     let config = config_on(&broker, "faults");
     let input = config.kafka.inputs[0].topic.clone();

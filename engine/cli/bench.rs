@@ -27,6 +27,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::Producer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +45,9 @@ pub struct BenchOptions {
     pub partitions: i32,
     pub subscribers: usize,
     pub seed: u64,
+    /// Length of the overload run at twice the measured throughput (zero skips it); the
+    /// recovery at `rate` that follows lasts three times as long.
+    pub overload: Duration,
 }
 
 pub struct Latency {
@@ -59,6 +63,25 @@ pub struct Report {
     pub produce_per_sec: f64,
     pub mean_bytes: f64,
     pub latency: Option<Latency>,
+    pub overload: Vec<Second>,
+}
+
+/// One second of the overload run.
+pub struct Second {
+    pub phase: &'static str,
+    /// Alarms the brokers took from the bench's producer in this second.
+    pub offered: u64,
+    /// Alarms the engine applied in this second.
+    pub applied: u64,
+    /// Alarms in the topic not yet applied, at the end of the second.
+    pub backlog: u64,
+    /// The engine's state at the end of the second: active alarms, incidents held.
+    pub active_alarms: u64,
+    pub incidents: u64,
+    /// This process's resident memory: the engine, and the bench's producer and subscriber.
+    pub rss_mb: f64,
+    /// Latency of the incident changes received in this second.
+    pub latency: Histogram<u64>,
 }
 
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
@@ -145,8 +168,16 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             h.max() as f64 / 1000.0
         );
     }
+    let mut sent = options.count + latency.as_ref().map_or(0, |l| l.sent);
+    let overload = if options.overload > Duration::ZERO {
+        let run = overload(&engine, &config, &topic, &topology, options, engine_per_sec).await?;
+        sent += run.iter().map(|s| s.offered).sum::<u64>();
+        run
+    } else {
+        Vec::new()
+    };
     // Everything produced has been applied before the totals are read.
-    engine_rate(&engine, options.count + latency.as_ref().map_or(0, |l| l.sent)).await?;
+    engine_rate(&engine, sent).await?;
     let stats = engine.handle().call(|ctx| ctx.stats()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     // What each change costs a subscriber: the size of a whole snapshot.
     let (incidents, bytes) = engine
@@ -171,7 +202,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         bytes as f64 / incidents.max(1) as f64 / 1024.0
     );
     engine.stop(Duration::from_secs(30)).await?;
-    Ok(Report { raw_per_sec, engine_per_sec, produce_per_sec, mean_bytes, latency })
+    Ok(Report { raw_per_sec, engine_per_sec, produce_per_sec, mean_bytes, latency, overload })
 }
 
 fn machine() -> String {
@@ -197,6 +228,8 @@ fn machine() -> String {
 /// own process, decoding every whole incident would measure the bench, not the engine.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ChangeProbe {
+    #[prost(int32, tag = "1")]
+    kind: i32,
     #[prost(message, optional, tag = "2")]
     incident: Option<IncidentProbe>,
 }
@@ -252,6 +285,210 @@ fn raw_consume(config: &Config, topic: &str, count: u64) -> anyhow::Result<f64> 
     Ok(count as f64 / first.map_or(1.0, |f| f.elapsed().as_secs_f64()))
 }
 
+/// Input messages the engine has taken (alarms applied and messages refused), with its
+/// active alarms and the incidents it holds.
+async fn taken(engine: &Engine) -> anyhow::Result<(u64, u64, u64)> {
+    engine
+        .handle()
+        .call(|ctx| {
+            let stats = ctx.stats();
+            (stats.alarms_in + stats.refused, stats.active_alarms, ctx.correlator.shared_incidents().count() as u64)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// This process's resident memory, in MB.
+fn rss_mb() -> f64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (pages * 4096) as f64 / 1e6
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+/// Microseconds from an incident's `update_time` (the Kafka timestamp of the alarm that
+/// changed it) to now.
+fn age_micros(updated: &prost_types::Timestamp) -> u64 {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    let stamp = updated.seconds * 1_000_000 + i64::from(updated.nanos) / 1_000;
+    (now - stamp).max(1) as u64
+}
+
+/// Twice the measured throughput for `options.overload`, then `options.rate` until the
+/// backlog has drained and ten seconds more (at most ten minutes), with one gRPC
+/// subscriber; a row a second: what was offered and applied, the backlog in the topic, the
+/// engine's state, resident memory, and the latency of that second's incident changes. The
+/// engine's queues are bounded, so the excess waits in Kafka, not in memory; once the load
+/// drops, the backlog drains and latency comes back. The subscriber does what a dashboard
+/// should: dropped for falling behind, it subscribes again.
+async fn overload(
+    engine: &Engine,
+    config: &Config,
+    topic: &str,
+    topology: &Arc<crate::model::topology::Topology>,
+    options: &BenchOptions,
+    sustainable: f64,
+) -> anyhow::Result<Vec<Second>> {
+    const RECOVERY_LIMIT: Duration = Duration::from_secs(600);
+    let high = 2.0 * sustainable;
+    let low = if options.rate > 0.0 { options.rate } else { sustainable / 10.0 };
+    println!();
+    println!(
+        "overload: {high:.0} alarms/s offered (2 x the throughput above) for {} s, then {low:.0} alarms/s until the backlog has drained; 1 subscriber",
+        options.overload.as_secs(),
+    );
+    println!(
+        "  {:>4}  {:<8}  {:>8}  {:>8}  {:>9}  {:>8}  {:>9}  {:>6}  {:>8}  {:>8}",
+        "s", "phase", "offered", "applied", "backlog", "alarms", "incidents", "RSS MB", "p50 ms", "p99 ms"
+    );
+
+    let window = Arc::new(std::sync::Mutex::new(new_histogram()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let endpoint = format!("http://{}", engine.grpc_addr());
+    let mut stream = subscribe_probe(&endpoint).await?;
+    let subscriber = {
+        let (window, stop) = (window.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut dropped = 0u32;
+            loop {
+                let change = tokio::select! {
+                    message = stream.message() => message,
+                    _ = stop.cancelled() => return Ok(dropped),
+                };
+                match change {
+                    Ok(Some(change)) if change.kind == v1::ChangeKind::Snapshot as i32 => {}
+                    Ok(Some(change)) => {
+                        if let Some(updated) = change.incident.and_then(|i| i.update_time) {
+                            let _ = window.lock().unwrap_or_else(|e| e.into_inner()).record(age_micros(&updated));
+                        }
+                    }
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        dropped += 1;
+                        stream = subscribe_probe(&endpoint).await?;
+                    }
+                    Ok(None) => anyhow::bail!("the subscription ended"),
+                    Err(status) => anyhow::bail!("the subscription failed: {status}"),
+                }
+            }
+        })
+    };
+
+    let producer = Arc::new(producer(&config.kafka, &config.kafka.brokers)?);
+    let recovering = Arc::new(AtomicBool::new(false));
+    let enough = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (producer, recovering, enough) = (producer.clone(), recovering.clone(), enough.clone());
+        let (topic, topology, scenario, seed) = (topic.to_owned(), topology.clone(), options.scenario, options.seed);
+        let length = options.overload;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut storm = Storm::new(&topology, scenario, seed.wrapping_add(2), wall_clock(), high)?;
+            produce(&producer, &topic, &mut storm, (high * length.as_secs_f64()) as u64, Some(high))?;
+            recovering.store(true, Ordering::Relaxed);
+            // Five seconds at a time, until the sampler has seen enough.
+            while !enough.load(Ordering::Relaxed) {
+                produce(&producer, &topic, &mut storm, (low * 5.0) as u64, Some(low))?;
+            }
+            Ok(())
+        })
+    };
+
+    let base = taken(engine).await?.0;
+    let (mut delivered, mut applied) = (0, 0);
+    let mut seconds: Vec<Second> = Vec::new();
+    let mut drained_at: Option<usize> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while !feeder.is_finished() {
+        tick.tick().await;
+        let now_delivered = producer.context().delivered.load(Ordering::Relaxed);
+        let (now_taken, alarms, incidents) = taken(engine).await?;
+        let now_applied = now_taken - base;
+        let latency = std::mem::replace(&mut *window.lock().unwrap_or_else(|e| e.into_inner()), new_histogram());
+        let second = Second {
+            phase: if recovering.load(Ordering::Relaxed) { "recovery" } else { "2x" },
+            offered: now_delivered - delivered,
+            applied: now_applied - applied,
+            backlog: now_delivered.saturating_sub(now_applied),
+            active_alarms: alarms,
+            incidents,
+            rss_mb: rss_mb(),
+            latency,
+        };
+        (delivered, applied) = (now_delivered, now_applied);
+        let ms = |q: f64| {
+            if second.latency.is_empty() { f64::NAN } else { second.latency.value_at_quantile(q) as f64 / 1000.0 }
+        };
+        println!(
+            "  {:>4}  {:<8}  {:>8}  {:>8}  {:>9}  {:>8}  {:>9}  {:>6.0}  {:>8.1}  {:>8.1}",
+            seconds.len() + 1,
+            second.phase,
+            second.offered,
+            second.applied,
+            second.backlog,
+            second.active_alarms,
+            second.incidents,
+            second.rss_mb,
+            ms(0.5),
+            ms(0.99)
+        );
+        // Drained: less than a second of the recovery's input waits in the topic.
+        if second.phase == "recovery" && drained_at.is_none() && second.backlog as f64 <= low {
+            drained_at = Some(seconds.len());
+        }
+        let recovered = drained_at.is_some_and(|at| seconds.len() >= at + 10);
+        let recovery_time = seconds.iter().filter(|s| s.phase == "recovery").count() as u64;
+        seconds.push(second);
+        if recovered || recovery_time >= RECOVERY_LIMIT.as_secs() {
+            enough.store(true, Ordering::Relaxed);
+        }
+    }
+    feeder.await??;
+    stop.cancel();
+    let dropped = subscriber.await??;
+    summarise(&seconds, dropped);
+    Ok(seconds)
+}
+
+/// The overload run in a few lines: memory, the backlog, latency at the end.
+fn summarise(seconds: &[Second], dropped: u32) {
+    let peak = |phase: &str| seconds.iter().filter(|s| s.phase == phase).map(|s| s.rss_mb).fold(0.0, f64::max);
+    let first_rss = seconds.first().map_or(0.0, |s| s.rss_mb);
+    println!(
+        "  resident memory: {first_rss:.0} MB after the first second, at most {:.0} MB under 2x load, {:.0} MB in recovery",
+        peak("2x"),
+        peak("recovery")
+    );
+    let backlog_peak = seconds.iter().map(|s| s.backlog).max().unwrap_or(0);
+    let dropped_at = seconds.iter().position(|s| s.phase == "recovery").unwrap_or(seconds.len());
+    let drained = seconds[dropped_at..].iter().zip(0..).find(|(s, _)| s.backlog <= s.offered.max(1)).map(|(_, at)| at);
+    match drained {
+        Some(after) => println!("  backlog: at most {backlog_peak} alarms, drained {after} s after the load dropped"),
+        None => println!("  backlog: at most {backlog_peak} alarms, not drained by the end of the run"),
+    }
+    println!("  the subscriber was dropped for falling behind {dropped} time(s), and subscribed again");
+    let tail = &seconds[seconds.len().saturating_sub(10)..];
+    let mut last = new_histogram();
+    for second in tail {
+        let _ = last.add(&second.latency);
+    }
+    if !last.is_empty() {
+        let ms = |q: f64| last.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "  latency in the last {} s: p50 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms",
+            tail.len(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999)
+        );
+    }
+}
+
 /// From the first alarm the engine applied to the `count`th.
 async fn engine_rate(engine: &Engine, count: u64) -> anyhow::Result<f64> {
     let mut first: Option<Instant> = None;
@@ -286,7 +523,7 @@ async fn latency(
         let mut stream = subscribe_probe(&endpoint).await?;
         let (measuring, stop) = (measuring.clone(), stop.clone());
         subscribers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+            let mut histogram = new_histogram();
             let mut changes = 0u64;
             loop {
                 let change = tokio::select! {
@@ -300,12 +537,7 @@ async fn latency(
                 if !measuring.load(Ordering::Relaxed) {
                     continue;
                 }
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_micros() as i64)
-                    .unwrap_or(0);
-                let stamp = updated.seconds * 1_000_000 + i64::from(updated.nanos) / 1_000;
-                let _ = histogram.record((now - stamp).max(1) as u64);
+                let _ = histogram.record(age_micros(&updated));
                 changes += 1;
             }
             (histogram, changes)
@@ -330,7 +562,7 @@ async fn latency(
     tokio::time::sleep(Duration::from_secs(1)).await;
     measuring.store(false, Ordering::Relaxed);
     stop.cancel();
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+    let mut histogram = new_histogram();
     let mut changes = 0;
     for subscriber in subscribers {
         let (h, c) = subscriber.await?;

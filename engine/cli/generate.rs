@@ -163,9 +163,11 @@ pub(crate) fn produce(
     Ok((count as f64 / started.elapsed().as_secs_f64(), bytes))
 }
 
-/// Counts the records the brokers did not take (after librdkafka's own retries).
+/// Counts the records the brokers took, and those they did not (after librdkafka's own
+/// retries).
 #[derive(Default)]
 pub(crate) struct Deliveries {
+    pub delivered: AtomicU64,
     failed: AtomicU64,
 }
 
@@ -174,10 +176,15 @@ impl ClientContext for Deliveries {}
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result
-            && self.failed.fetch_add(1, Ordering::Relaxed) == 0
-        {
-            tracing::error!(%error, "an alarm was not delivered");
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::error!(%error, "an alarm was not delivered");
+                }
+            }
         }
     }
 }

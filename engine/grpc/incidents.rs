@@ -1,6 +1,7 @@
 //! `faultline.v1.IncidentService`: the live stream (snapshot, then changes), queries, and
-//! operator actions. A subscriber that falls behind is dropped with RESOURCE_EXHAUSTED;
-//! it never slows the pipeline or another subscriber. The core hands the stream shared
+//! operator actions. A subscriber that falls `grpc.subscriber_buffer` changes behind, by
+//! reading slowly or not at all, is dropped with RESOURCE_EXHAUSTED; it never slows the
+//! pipeline or another subscriber. The core hands the stream shared
 //! incidents; each change is converted and encoded once, by the subscriber tasks
 //! ([`super::wire`]).
 
@@ -8,41 +9,53 @@ use super::filter::IncidentFilter;
 use super::server::incident_service_server::IncidentService;
 use super::status::{incident_id, required};
 use super::wire::{EncodedChange, EncodedIncidents, PublishedChange};
+use crate::metrics::Metrics;
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
 use crate::runtime::{EngineHandle, SharedChange};
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status};
 
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
+
+/// Encoded changes queued toward one subscriber's gRPC stream.
+const QUEUE: usize = 64;
+
+/// How often a subscriber whose queue is full is checked for having fallen too far behind.
+const LAG_CHECK: Duration = Duration::from_millis(100);
 
 pub struct IncidentApi {
     handle: EngineHandle,
     /// Shared by every subscriber's task.
     encoded: Arc<EncodedIncidents>,
+    /// Changes a subscriber may fall behind the core before it is dropped (the broadcast
+    /// channel's capacity, `grpc.subscriber_buffer`).
+    buffer: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl IncidentApi {
-    pub fn new(handle: EngineHandle) -> IncidentApi {
-        IncidentApi { handle, encoded: Arc::default() }
+    pub fn new(handle: EngineHandle, buffer: usize, metrics: Arc<Metrics>) -> IncidentApi {
+        IncidentApi { handle, encoded: Arc::default(), buffer, metrics }
     }
 }
 
-type SubscribeStream = ReceiverStream<Result<EncodedChange, Status>>;
-
 #[tonic::async_trait]
 impl IncidentService for IncidentApi {
-    type SubscribeStream = SubscribeStream;
+    type SubscribeStream = Subscription;
 
     async fn subscribe(
         &self,
         request: Request<v1::SubscribeIncidentsRequest>,
-    ) -> Result<Response<SubscribeStream>, Status> {
+    ) -> Result<Response<Subscription>, Status> {
         let filter = IncidentFilter::from(request.get_ref());
         let (snapshot, changes) = self
             .handle
@@ -54,9 +67,11 @@ impl IncidentService for IncidentApi {
             .await?;
         let live: HashSet<IncidentId> = snapshot.iter().map(|i| i.id).collect();
         self.encoded.retain(|id| live.contains(&id));
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(forward(filter, snapshot, changes, self.encoded.clone(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (end_tx, end_rx) = oneshot::channel();
+        let feed = Feed { changes, tx, buffer: self.buffer };
+        tokio::spawn(serve_subscriber(filter, snapshot, feed, self.encoded.clone(), end_tx, self.metrics.clone()));
+        Ok(Response::new(Subscription { changes: rx, end: Some(end_rx) }))
     }
 
     async fn list_incidents(
@@ -157,49 +172,126 @@ impl IncidentService for IncidentApi {
     }
 }
 
+/// One subscriber's end of the live stream: the changes queued for it, then, when the
+/// server cut it off, why. The reason follows every queued change and needs no room in the
+/// queue, so a subscriber dropped for being slow still learns why once it reads on.
+pub struct Subscription {
+    changes: mpsc::Receiver<EncodedChange>,
+    end: Option<oneshot::Receiver<Status>>,
+}
+
+impl Stream for Subscription {
+    type Item = Result<EncodedChange, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match std::task::ready!(self.changes.poll_recv(cx)) {
+            Some(change) => Poll::Ready(Some(Ok(change))),
+            // The feeding task has ended, so the reason, if any, was sent before.
+            None => Poll::Ready(self.end.take().and_then(|mut end| end.try_recv().ok()).map(Err)),
+        }
+    }
+}
+
+/// Why a subscriber's feed ended.
+enum Cut {
+    /// The client went away.
+    Gone,
+    /// The server ended the stream, for this reason.
+    Ended(Status),
+}
+
+/// One subscriber's feed: its receiver of the core's changes, its queue toward gRPC, and
+/// how far it may fall behind the core (the broadcast buffer) before it is dropped.
+struct Feed {
+    changes: broadcast::Receiver<SharedChange>,
+    tx: mpsc::Sender<EncodedChange>,
+    buffer: usize,
+}
+
+impl Feed {
+    /// Queues `change`. While the queue is full (the client reads slowly or not at all),
+    /// this watches how far the subscriber falls behind the core, and cuts it off once the
+    /// changes it has not taken no longer fit in the broadcast buffer: a stalled client is
+    /// dropped as soon as one that reads slowly would be, and slows nobody meanwhile.
+    async fn send(&self, change: EncodedChange) -> Result<(), Cut> {
+        let reserve = self.tx.reserve();
+        tokio::pin!(reserve);
+        let mut check = tokio::time::interval(LAG_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                permit = &mut reserve => {
+                    permit.map_err(|_| Cut::Gone)?.send(change);
+                    return Ok(());
+                }
+                _ = check.tick() => {
+                    let behind = self.changes.len();
+                    if behind > self.buffer {
+                        return Err(too_slow(behind));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next change from the core, or why the feed ends.
+    async fn next(&mut self) -> Result<SharedChange, Cut> {
+        let change = tokio::select! {
+            change = self.changes.recv() => change,
+            _ = self.tx.closed() => return Err(Cut::Gone),
+        };
+        change.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(missed) => too_slow(missed as usize),
+            broadcast::error::RecvError::Closed => Cut::Ended(Status::unavailable("the engine is shutting down")),
+        })
+    }
+}
+
+fn too_slow(behind: usize) -> Cut {
+    Cut::Ended(Status::resource_exhausted(format!(
+        "subscriber too slow: {behind} incident changes behind, dropped; subscribe again for a fresh snapshot"
+    )))
+}
+
+/// Feeds one subscriber until it goes away or is cut off, counting it in the metrics while
+/// it is connected.
+async fn serve_subscriber(
+    filter: IncidentFilter,
+    snapshot: Vec<Arc<Incident>>,
+    mut feed: Feed,
+    encoded: Arc<EncodedIncidents>,
+    end: oneshot::Sender<Status>,
+    metrics: Arc<Metrics>,
+) {
+    metrics.subscribers.fetch_add(1, Ordering::Relaxed);
+    let fed = forward(filter, snapshot, &mut feed, &encoded).await;
+    metrics.subscribers.fetch_sub(1, Ordering::Relaxed);
+    if let Err(Cut::Ended(status)) = fed {
+        if status.code() == Code::ResourceExhausted {
+            metrics.subscribers_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(reason = status.message(), "subscriber dropped");
+        }
+        let _ = end.send(status);
+    }
+}
+
 /// Feeds one subscriber: the filtered snapshot, a SNAPSHOT_COMPLETE marker, then live
 /// changes. An incident that leaves the filter (e.g. resolved, under a filter on open
 /// incidents) is sent once more so the subscriber learns it left.
 async fn forward(
     filter: IncidentFilter,
     snapshot: Vec<Arc<Incident>>,
-    mut changes: broadcast::Receiver<SharedChange>,
-    encoded: Arc<EncodedIncidents>,
-    tx: mpsc::Sender<Result<EncodedChange, Status>>,
-) {
+    feed: &mut Feed,
+    encoded: &EncodedIncidents,
+) -> Result<(), Cut> {
     let mut following: HashSet<IncidentId> = HashSet::new();
     for incident in snapshot.into_iter().filter(|i| filter.matches(i)) {
         following.insert(incident.id);
-        if tx.send(Ok(PublishedChange::snapshot(incident).encoded(&encoded))).await.is_err() {
-            return;
-        }
+        feed.send(PublishedChange::snapshot(incident).encoded(encoded)).await?;
     }
-    if tx.send(Ok(EncodedChange::snapshot_complete())).await.is_err() {
-        return;
-    }
+    feed.send(EncodedChange::snapshot_complete()).await?;
     loop {
-        let change = tokio::select! {
-            change = changes.recv() => change,
-            _ = tx.closed() => return,
-        };
-        let change = match change {
-            Ok(change) => change,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let status = Status::resource_exhausted(format!(
-                    "subscriber too slow: {missed} incident changes behind, dropped; subscribe again for a fresh snapshot"
-                ));
-                let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
-                return;
-            }
-            Err(broadcast::error::RecvError::Closed) => {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    tx.send(Err(Status::unavailable("the engine is shutting down"))),
-                )
-                .await;
-                return;
-            }
-        };
+        let change = feed.next().await?;
         let incident = change.incident();
         let relevant = if filter.matches(incident) {
             following.insert(incident.id);
@@ -207,8 +299,8 @@ async fn forward(
         } else {
             following.remove(&incident.id)
         };
-        if relevant && tx.send(Ok(change.encoded(&encoded))).await.is_err() {
-            return;
+        if relevant {
+            feed.send(change.encoded(encoded)).await?;
         }
     }
 }

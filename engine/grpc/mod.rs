@@ -14,9 +14,11 @@ mod server {
     include!(concat!(env!("OUT_DIR"), "/server/faultline.v1.rs"));
 }
 
+use crate::metrics::Metrics;
 use crate::proto;
 use crate::runtime::EngineHandle;
 pub use filter::IncidentFilter;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -27,11 +29,19 @@ pub use topology::{ci_status, impact_of};
 const INCIDENT_SERVICE: &str = "faultline.v1.IncidentService";
 const TOPOLOGY_SERVICE: &str = "faultline.v1.TopologyService";
 
+/// What the live stream needs beyond the engine handle.
+pub struct Subscribers {
+    /// Changes a subscriber may fall behind before it is dropped (`grpc.subscriber_buffer`).
+    pub buffer: usize,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Serves every service on `listener` until `shutdown`. `kafka_up` drives the health
 /// status: SERVING while the engine can reach its brokers, NOT_SERVING while it cannot.
 pub async fn serve(
     listener: TcpListener,
     handle: EngineHandle,
+    subscribers: Subscribers,
     mut kafka_up: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -72,6 +82,8 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(server::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(
             handle.clone(),
+            subscribers.buffer,
+            subscribers.metrics,
         )))
         .add_service(server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle)))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

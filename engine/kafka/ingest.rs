@@ -62,7 +62,11 @@ impl ConsumerContext for IngestContext {
 /// The consumer of the input topics.
 pub type AlarmConsumer = BaseConsumer<IngestContext>;
 
-pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<AlarmConsumer, KafkaError> {
+/// `embedded`: the brokers are the embedded mock cluster, which answers a fetch that finds
+/// nothing only when the fetch's whole wait is over, not as soon as a record arrives as a
+/// broker does; there the consumer waits 10 ms instead of 500 (Kafka's default), or every
+/// alarm reaching an idle engine would wait up to half a second.
+pub fn consumer(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Result<AlarmConsumer, KafkaError> {
     // No auto-commit: offsets move only inside the core's transactions. Static membership
     // lets a restarted instance take its partitions back at once, so the session timeout can
     // be long (as static membership is meant to be used): a broker restart or a network
@@ -79,6 +83,7 @@ pub fn consumer(kafka: &KafkaConfig, brokers: &str) -> Result<AlarmConsumer, Kaf
             ("auto.offset.reset", "earliest"),
             ("isolation.level", "read_committed"),
             ("enable.partition.eof", "false"),
+            ("fetch.wait.max.ms", if embedded { "10" } else { "500" }),
         ],
     )
     .create_with_context(IngestContext)?;

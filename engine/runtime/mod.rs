@@ -130,7 +130,7 @@ impl Engine {
             "state restored from the changelog"
         );
         let consumer = Arc::new(
-            ingest::consumer(kafka_config, &brokers)
+            ingest::consumer(kafka_config, &brokers, embedded.is_some())
                 .map_err(|e| StartError::Kafka(format!("cannot subscribe: {e}")))?,
         );
 
@@ -184,7 +184,9 @@ impl Engine {
             kafka_up,
             stop_serving.clone(),
         ));
-        let server = tokio::spawn(grpc::serve(listener, handle.clone(), kafka_health, stop_serving.clone()));
+        let subscribers = grpc::Subscribers { buffer: config.grpc.subscriber_buffer, metrics: metrics.clone() };
+        let server =
+            tokio::spawn(grpc::serve(listener, handle.clone(), subscribers, kafka_health, stop_serving.clone()));
         let metrics_server = tokio::spawn(metrics::serve(
             metrics_listener,
             metrics,

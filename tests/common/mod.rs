@@ -50,7 +50,15 @@ pub fn sample_topology() -> Arc<faultline::model::topology::Topology> {
     Arc::new(topology_file::load(&path).unwrap())
 }
 
+/// Sends the engine's log to the test harness, which shows it when a test fails. The
+/// `TEST_LOG` environment variable overrides the filter.
+pub fn log_to_test() {
+    let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "faultline=info,librdkafka=warn".into());
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
+}
+
 pub async fn start(config: &Config) -> Engine {
+    log_to_test();
     Engine::start_with(config, sample_topology()).await.expect("engine starts")
 }
 

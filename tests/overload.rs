@@ -1,0 +1,159 @@
+//! Overload at the gRPC edge: a subscriber that stops reading is dropped with
+//! RESOURCE_EXHAUSTED and its reason, and meanwhile a subscriber that keeps up receives
+//! every change, in order, as if the other were not there.
+
+mod common;
+
+use common::*;
+use faultline::generate as storm;
+use faultline::proto::v1;
+use faultline::runtime::Engine;
+use faultline::topology_file;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use v1::incident_service_client::IncidentServiceClient;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A subscription on a connection of its own (a stream that is not read holds its
+/// connection's HTTP/2 window, so sharing one would stall the other stream client-side).
+async fn subscribe(endpoint: &str) -> tonic::Streaming<v1::SubscribeIncidentsResponse> {
+    let mut client = IncidentServiceClient::connect(endpoint.to_owned()).await.unwrap();
+    let mut stream = client.subscribe(v1::SubscribeIncidentsRequest::default()).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.kind, v1::ChangeKind::SnapshotComplete as i32, "an empty engine sends only the marker");
+    stream
+}
+
+async fn metric(metrics_addr: &str, name: &str) -> u64 {
+    let body = scrape(metrics_addr).await;
+    let line = body.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn produce_all(producer: &FutureProducer, messages: &[storm::Message]) {
+    let sends = messages.iter().map(|(key, value)| {
+        producer.send(FutureRecord::to(JSON_TOPIC).key(key).payload(value), Duration::from_secs(10))
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).expect("produce");
+    }
+}
+
+/// Waits until the engine has taken `count` input messages: each round's changes then
+/// reach the subscribers as one burst, not piled up behind the consumer's first join.
+async fn applied(engine: &Engine, count: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = engine.handle().call(|ctx| ctx.stats()).await.unwrap();
+        if stats.alarms_in + stats.refused >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the engine took {} of {count} messages", stats.alarms_in + stats.refused);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_dropped_with_its_reason_and_slows_nobody() {
+    log_to_test();
+    let ring = storm::ring(30);
+    let topology = Arc::new(topology_file::parse(&ring.jsonl, "ring").unwrap());
+    // A buffer that holds the changes of one round below, not the backlog of a stalled reader.
+    let config = test_config().with("grpc.subscriber_buffer", 256).unwrap();
+    let engine = Engine::start_with(&config, topology).await.expect("engine starts");
+    let endpoint = format!("http://{}", engine.grpc_addr());
+    let metrics_addr = engine.metrics_addr().to_string();
+
+    let mut stalled = subscribe(&endpoint).await;
+    let mut live = subscribe(&endpoint).await;
+    // The live subscriber reads everything: the versions it saw of each incident, in order.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            match live.message().await {
+                Ok(Some(change)) => {
+                    let incident = change.incident.expect("a live change carries its incident");
+                    let _ = seen_tx.send((incident.id, incident.version));
+                }
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
+            }
+        }
+    });
+    assert_eq!(metric(&metrics_addr, "faultline_subscribers").await, 2);
+
+    // The storm goes on until the stalled subscriber has fallen the whole buffer behind.
+    let producer = producer(engine.brokers());
+    let messages = storm::storm(&ring, 40_000, 0x51_0e);
+    let mut rounds = messages.chunks(100);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut produced = 0;
+    while metric(&metrics_addr, "faultline_subscribers_dropped_total").await == 0 {
+        assert!(Instant::now() < deadline, "the stalled subscriber was never dropped");
+        let round = rounds.next().expect("the stalled subscriber was dropped before the storm ran out");
+        produce_all(&producer, round).await;
+        produced += round.len() as u64;
+        applied(&engine, produced).await;
+    }
+    for round in rounds.by_ref().take(10) {
+        produce_all(&producer, round).await;
+        produced += round.len() as u64;
+        applied(&engine, produced).await;
+    }
+    assert_eq!(metric(&metrics_addr, "faultline_subscribers").await, 1, "only the live subscriber is left");
+
+    // The stalled subscriber, reading again, gets what was queued for it, then the reason.
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match stalled.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stalled stream ends");
+    assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+    assert!(ended.message().contains("too slow"), "{}", ended.message());
+
+    // The live subscriber catches up to the engine's state, having missed no change: each
+    // incident's versions arrive one by one, from its first.
+    let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut incidents = IncidentServiceClient::connect(endpoint.clone()).await.unwrap();
+    let caught_up = tokio::time::timeout(WAIT, async {
+        loop {
+            while let Ok((id, version)) = seen_rx.try_recv() {
+                versions.entry(id).or_default().push(version);
+            }
+            let listed = incidents
+                .list_incidents(v1::ListIncidentsRequest { page_size: 1000, ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner();
+            let current =
+                listed.incidents.iter().all(|i| versions.get(&i.id).and_then(|v| v.last()) == Some(&i.version));
+            if current && !listed.incidents.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(caught_up.is_ok(), "the live subscriber did not catch up with the engine");
+    assert!(!reader.is_finished(), "the live stream is still open: {:?}", reader.await);
+    for (id, seen) in &versions {
+        let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+        assert_eq!(seen, &expected, "every version of {id}, in order");
+    }
+    let changes: usize = versions.values().map(Vec::len).sum();
+    assert!(changes > 256, "the live subscriber saw more changes than the buffer holds: {changes}");
+
+    reader.abort();
+    drop(producer);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}
