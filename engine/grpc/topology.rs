@@ -53,7 +53,7 @@ fn ci_to_proto(topology: &Topology, idx: CiIdx) -> v1::ConfigurationItem {
         customer: ci.customer.map(|c| topology.ci(c).id.to_string()).unwrap_or_default(),
         sla_tier: proto::sla_to_proto(ci.sla) as i32,
         incidents: ci.incidents,
-        attributes: ci.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        attributes: ci.attributes().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 

@@ -3,9 +3,11 @@
 //! the topology topic's value), validated, and then read-only; CIs are addressed by a dense
 //! index so that propagation walks vectors, not hash maps.
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// Dense index of a CI inside one [`Topology`].
@@ -94,7 +96,14 @@ pub struct Ci {
     /// Effective tier: the CI's own, else its customer's.
     pub sla: Option<SlaTier>,
     pub incidents: bool,
-    pub attributes: BTreeMap<String, String>,
+    /// Boxed: most CIs have none, and an empty map would still take 24 bytes in each.
+    pub attributes: Option<Box<BTreeMap<String, String>>>,
+}
+
+impl Ci {
+    pub fn attributes(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.attributes.iter().flat_map(|a| a.iter())
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -113,13 +122,60 @@ pub enum TopologyError {
     EmptyId,
 }
 
+/// Each CI's neighbours on one side of the relation, packed into one vector: CI `i`'s are
+/// `targets[offsets[i]..offsets[i + 1]]` (8 bytes a CI and 4 a relation, where a vector per
+/// CI would take 24 bytes a CI and an allocation each).
+#[derive(Debug, Default)]
+struct Adjacency {
+    offsets: Vec<u32>,
+    targets: Vec<CiIdx>,
+}
+
+impl Adjacency {
+    fn of(&self, idx: CiIdx) -> &[CiIdx] {
+        let i = idx as usize;
+        &self.targets[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// The same relations seen from the other side, each list in increasing CI order.
+    fn reversed(&self) -> Adjacency {
+        let n = self.len();
+        let mut offsets = vec![0u32; n + 1];
+        for &t in &self.targets {
+            offsets[t as usize + 1] += 1;
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut next = offsets.clone();
+        let mut targets = vec![0; self.targets.len()];
+        for i in 0..n {
+            for &t in self.of(i as CiIdx) {
+                targets[next[t as usize] as usize] = i as CiIdx;
+                next[t as usize] += 1;
+            }
+        }
+        Adjacency { offsets, targets }
+    }
+}
+
+fn hash(id: &str) -> u64 {
+    FxBuildHasher.hash_one(id)
+}
+
 /// The validated, indexed dependency graph.
 #[derive(Debug, Default)]
 pub struct Topology {
     cis: Vec<Ci>,
-    index: FxHashMap<Arc<str>, CiIdx>,
-    dependencies: Vec<Vec<CiIdx>>,
-    dependents: Vec<Vec<CiIdx>>,
+    /// CI indexes, hashed by the id of the CI they point at: 4 bytes an entry, where a map
+    /// keyed by the id would repeat its 16-byte pointer.
+    index: HashTable<CiIdx>,
+    dependencies: Adjacency,
+    dependents: Adjacency,
     /// Longest dependency chain below each CI: propagation visits CIs in rank order so
     /// that each is recomputed once, after all of its dependencies.
     rank: Vec<u32>,
@@ -127,41 +183,44 @@ pub struct Topology {
 
 impl Topology {
     pub fn from_records(records: Vec<CiRecord>) -> Result<Topology, TopologyError> {
-        let mut index: FxHashMap<Arc<str>, CiIdx> = FxHashMap::default();
-        index.reserve(records.len());
-        let mut ids = Vec::with_capacity(records.len());
+        let mut index: HashTable<CiIdx> = HashTable::with_capacity(records.len());
+        let mut ids: Vec<Arc<str>> = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             if record.id.is_empty() {
                 return Err(TopologyError::EmptyId);
             }
-            let id: Arc<str> = Arc::from(record.id.as_str());
-            if index.insert(id.clone(), i as CiIdx).is_some() {
+            let h = hash(&record.id);
+            if index.find(h, |&j| *ids[j as usize] == *record.id).is_some() {
                 return Err(TopologyError::DuplicateId(record.id.clone()));
             }
-            ids.push(id);
+            index.insert_unique(h, i as CiIdx, |&j| hash(&ids[j as usize]));
+            ids.push(Arc::from(record.id.as_str()));
         }
-        let lookup = |id: &str| index.get(id).copied();
+        let lookup = |id: &str| index.find(hash(id), |&j| *ids[j as usize] == *id).copied();
 
-        let mut dependencies = Vec::with_capacity(records.len());
-        let mut dependents = vec![Vec::new(); records.len()];
-        for (i, record) in records.iter().enumerate() {
-            let mut deps = Vec::with_capacity(record.depends_on.len());
+        let relations = records.iter().map(|r| r.depends_on.len()).sum();
+        let mut dependencies = Adjacency { offsets: Vec::with_capacity(records.len() + 1), targets: Vec::new() };
+        dependencies.targets.reserve_exact(relations);
+        dependencies.offsets.push(0);
+        for record in &records {
+            let start = dependencies.targets.len();
             for dep in &record.depends_on {
                 let Some(d) = lookup(dep) else {
                     return Err(TopologyError::UnknownDependency { ci: record.id.clone(), dependency: dep.clone() });
                 };
-                if !deps.contains(&d) {
-                    deps.push(d);
-                    dependents[d as usize].push(i as CiIdx);
+                if !dependencies.targets[start..].contains(&d) {
+                    dependencies.targets.push(d);
                 }
             }
+            let deps = dependencies.targets.len() - start;
             if let Rule::Quorum(k) = record.rule
-                && k as usize > deps.len()
+                && k as usize > deps
             {
-                return Err(TopologyError::QuorumTooLarge { ci: record.id.clone(), k, deps: deps.len() });
+                return Err(TopologyError::QuorumTooLarge { ci: record.id.clone(), k, deps });
             }
-            dependencies.push(deps);
+            dependencies.offsets.push(dependencies.targets.len() as u32);
         }
+        let dependents = dependencies.reversed();
 
         let mut cis = Vec::with_capacity(records.len());
         for (i, record) in records.into_iter().enumerate() {
@@ -181,7 +240,7 @@ impl Topology {
                 customer,
                 sla: record.sla,
                 incidents: record.incidents.unwrap_or(record.class == CiClass::Cfs),
-                attributes: record.attributes,
+                attributes: (!record.attributes.is_empty()).then(|| Box::new(record.attributes)),
             });
         }
         // A service without a tier of its own inherits its customer's.
@@ -206,7 +265,7 @@ impl Topology {
     }
 
     pub fn lookup(&self, id: &str) -> Option<CiIdx> {
-        self.index.get(id).copied()
+        self.index.find(hash(id), |&j| *self.cis[j as usize].id == *id).copied()
     }
 
     pub fn ci(&self, idx: CiIdx) -> &Ci {
@@ -214,11 +273,11 @@ impl Topology {
     }
 
     pub fn dependencies(&self, idx: CiIdx) -> &[CiIdx] {
-        &self.dependencies[idx as usize]
+        self.dependencies.of(idx)
     }
 
     pub fn dependents(&self, idx: CiIdx) -> &[CiIdx] {
-        &self.dependents[idx as usize]
+        self.dependents.of(idx)
     }
 
     pub fn rank(&self, idx: CiIdx) -> u32 {
@@ -231,15 +290,15 @@ impl Topology {
 }
 
 /// Kahn's algorithm from the leaves up; returns a CI on a cycle if there is one.
-fn ranks(dependencies: &[Vec<CiIdx>], dependents: &[Vec<CiIdx>]) -> Result<Vec<u32>, usize> {
+fn ranks(dependencies: &Adjacency, dependents: &Adjacency) -> Result<Vec<u32>, usize> {
     let n = dependencies.len();
-    let mut pending: Vec<usize> = dependencies.iter().map(Vec::len).collect();
+    let mut pending: Vec<usize> = (0..n).map(|i| dependencies.of(i as CiIdx).len()).collect();
     let mut rank = vec![0u32; n];
     let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
     let mut done = 0;
     while let Some(i) = ready.pop() {
         done += 1;
-        for &d in &dependents[i] {
+        for &d in dependents.of(i as CiIdx) {
             let d = d as usize;
             rank[d] = rank[d].max(rank[i] + 1);
             pending[d] -= 1;
@@ -280,6 +339,29 @@ mod tests {
         assert_eq!(topo.rank(topo.lookup("dev").unwrap()), 0);
         assert_eq!(topo.rank(topo.lookup("port").unwrap()), 2);
         assert_eq!(topo.dependents(topo.lookup("dev").unwrap()), &[topo.lookup("card").unwrap()]);
+    }
+
+    #[test]
+    fn relations_are_packed_both_ways_once_each() {
+        let topo = Topology::from_records(vec![
+            record("dev", CiClass::Device, &[], Rule::Any),
+            record("card-1", CiClass::Card, &["dev"], Rule::Any),
+            record("card-2", CiClass::Card, &["dev", "dev"], Rule::Any),
+            record("svc", CiClass::Rfs, &["card-2", "card-1"], Rule::All),
+        ])
+        .unwrap();
+        let idx = |id: &str| topo.lookup(id).unwrap();
+        assert_eq!(topo.dependencies(idx("card-2")), &[idx("dev")], "a repeated dependency counts once");
+        assert_eq!(topo.dependencies(idx("svc")), &[idx("card-2"), idx("card-1")], "in the file's order");
+        assert_eq!(topo.dependents(idx("dev")), &[idx("card-1"), idx("card-2")]);
+        assert_eq!(topo.dependents(idx("card-1")), &[idx("svc")]);
+        assert!(topo.dependencies(idx("dev")).is_empty() && topo.dependents(idx("svc")).is_empty());
+        assert_eq!(topo.lookup("nope"), None);
+        let duplicate = Topology::from_records(vec![
+            record("dev", CiClass::Device, &[], Rule::Any),
+            record("dev", CiClass::Device, &[], Rule::Any),
+        ]);
+        assert_eq!(duplicate.unwrap_err(), TopologyError::DuplicateId("dev".into()));
     }
 
     #[test]
