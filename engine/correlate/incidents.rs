@@ -486,19 +486,6 @@ impl IncidentBook {
         now: EpochMillis,
     ) -> bool {
         let mut moved = false;
-        let services = t
-            .services
-            .iter()
-            .map(|(&s, &impact)| {
-                let ci = topology.ci(s);
-                ImpactedService {
-                    id: ci.id.clone(),
-                    name: ci.name.clone(),
-                    impact,
-                    customer: ci.customer.map(|c| topology.ci(c).id.clone()),
-                }
-            })
-            .collect();
         let mut customers: BTreeMap<CiIdx, State> = BTreeMap::new();
         for (&s, &state) in &t.services {
             if let Some(c) = topology.ci(s).customer {
@@ -506,15 +493,32 @@ impl IncidentBook {
                 *worst = (*worst).max(state);
             }
         }
-        moved |= set!(t.incident, services, services);
-        let impacted_customers = customers
-            .iter()
-            .map(|(&c, &impact)| {
-                let ci = topology.ci(c);
-                ImpactedCustomer { id: ci.id.clone(), name: ci.name.clone(), sla: ci.sla, impact }
-            })
-            .collect();
-        moved |= set!(t.incident, customers, impacted_customers);
+        // Both lists follow `t.services`, which most refreshes leave as it was: rebuilding
+        // them would clone three names a service only to find them equal.
+        if !services_listed(t, topology) {
+            let services = t
+                .services
+                .iter()
+                .map(|(&s, &impact)| {
+                    let ci = topology.ci(s);
+                    ImpactedService {
+                        id: ci.id.clone(),
+                        name: ci.name.clone(),
+                        impact,
+                        customer: ci.customer.map(|c| topology.ci(c).id.clone()),
+                    }
+                })
+                .collect();
+            moved |= set!(t.incident, services, services);
+            let impacted_customers = customers
+                .iter()
+                .map(|(&c, &impact)| {
+                    let ci = topology.ci(c);
+                    ImpactedCustomer { id: ci.id.clone(), name: ci.name.clone(), sla: ci.sla, impact }
+                })
+                .collect();
+            moved |= set!(t.incident, customers, impacted_customers);
+        }
 
         let down = t.services.values().filter(|s| **s == State::Down).count();
         let degraded = t.services.values().filter(|s| **s == State::Degraded).count();
@@ -720,6 +724,21 @@ pub(super) fn join(members: &mut FxHashMap<CiIdx, Vec<IncidentId>>, ci: CiIdx, i
     if !owners.contains(&id) {
         owners.push(id);
     }
+}
+
+/// Whether the incident's published services are `t.services` as they stand, each with the
+/// topology's name and customer (the customers list, built from the same services, is then
+/// current too).
+fn services_listed(t: &Tracked, topology: &Topology) -> bool {
+    let listed = &t.incident.services;
+    listed.len() == t.services.len()
+        && t.services.iter().zip(listed).all(|((&s, &impact), listed)| {
+            let ci = topology.ci(s);
+            listed.impact == impact
+                && listed.id == ci.id
+                && listed.name == ci.name
+                && listed.customer.as_deref() == ci.customer.map(|c| &*topology.ci(c).id)
+        })
 }
 
 /// One CI's part of an incident's alarm list (sorted by identity, so a resource's alarms
