@@ -82,40 +82,9 @@ enum Command {
         once: bool,
     },
     /// End-to-end load against a Kafka cluster: throughput against raw consumption, then
-    /// latency to gRPC subscribers at a fixed offered rate.
-    Bench {
-        /// Kafka bootstrap servers (`scripts/kafka-broker` starts a local one).
-        #[arg(long, value_name = "HOST:PORT,...")]
-        brokers: String,
-        /// Size of the generated carrier network.
-        #[arg(long, default_value_t = 100_000, value_name = "N")]
-        cis: usize,
-        #[arg(long, default_value = "mixed", value_parser = clap::value_parser!(Kind))]
-        scenario: Kind,
-        /// Alarms produced for the throughput run.
-        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
-        count: u64,
-        /// Alarms per second offered in the latency run (0 skips it).
-        #[arg(long, default_value_t = 10_000.0, value_name = "PER_SECOND")]
-        rate: f64,
-        /// Length of the latency run, e.g. `60s`.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Start of the latency run left out of the figures.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        warmup: Duration,
-        #[arg(long, default_value_t = 4)]
-        partitions: i32,
-        /// gRPC subscribers in the latency run.
-        #[arg(long, default_value_t = 1)]
-        subscribers: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Then offer twice the measured throughput for this long (e.g. `20s`), and the
-        /// `--rate` for three times as long, printing backlog, memory and latency each second.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        overload: Duration,
-    },
+    /// latency to gRPC subscribers at a fixed offered rate, then (with `--overload`) twice the
+    /// throughput and the recovery.
+    Bench(bench::BenchOptions),
     /// Generate synthetic carrier networks and alarm storms.
     #[command(subcommand)]
     Generate(GenerateCommand),
@@ -255,33 +224,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench {
-            brokers,
-            cis,
-            scenario,
-            count,
-            rate,
-            duration,
-            warmup,
-            partitions,
-            subscribers,
-            seed,
-            overload,
-        } => {
-            anyhow::ensure!(warmup < duration || rate == 0.0, "--warmup must be shorter than --duration");
-            let options = bench::BenchOptions {
-                brokers,
-                cis,
-                scenario,
-                count,
-                rate,
-                duration,
-                warmup,
-                partitions,
-                subscribers,
-                seed,
-                overload,
-            };
+        Command::Bench(options) => {
+            anyhow::ensure!(
+                options.warmup < options.duration || options.rate == 0.0,
+                "--warmup must be shorter than --duration"
+            );
             bench::run(&options).await?;
             Ok(())
         }

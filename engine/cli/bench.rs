@@ -32,21 +32,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+#[derive(clap::Args)]
 pub struct BenchOptions {
+    /// Kafka bootstrap servers (`scripts/kafka-broker` starts a local one).
+    #[arg(long, value_name = "HOST:PORT,...")]
     pub brokers: String,
+    /// Size of the generated carrier network.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub cis: usize,
+    #[arg(long, default_value = "mixed", value_parser = clap::value_parser!(Kind))]
     pub scenario: Kind,
-    /// Alarms in the throughput phase.
+    /// Alarms produced for the throughput run.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub count: u64,
-    /// Offered alarms per second in the latency phase (0 skips it).
+    /// Alarms per second offered in the latency run (0 skips it), and after an overload.
+    #[arg(long, default_value_t = 10_000.0, value_name = "PER_SECOND")]
     pub rate: f64,
+    /// Length of the latency run, e.g. `60s`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Start of the latency run left out of the figures.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// gRPC subscribers in the latency run.
+    #[arg(long, default_value_t = 1)]
     pub subscribers: usize,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Length of the overload run at twice the measured throughput (zero skips it); the
-    /// recovery at `rate` that follows lasts three times as long.
+    /// Then offer twice the measured throughput for this long (e.g. `10s`), and `--rate`
+    /// until the backlog has drained, printing backlog, memory and latency each second.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub overload: Duration,
 }
 
