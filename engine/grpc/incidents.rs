@@ -214,12 +214,21 @@ impl Feed {
     /// changes it has not taken no longer fit in the broadcast buffer: a stalled client is
     /// dropped as soon as one that reads slowly would be, and slows nobody meanwhile.
     async fn send(&self, change: EncodedChange) -> Result<(), Cut> {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(change);
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Cut::Gone),
+            Err(mpsc::error::TrySendError::Full(())) => {}
+        }
         let reserve = self.tx.reserve();
         tokio::pin!(reserve);
-        let mut check = tokio::time::interval(LAG_CHECK);
+        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + LAG_CHECK, LAG_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 permit = &mut reserve => {
                     permit.map_err(|_| Cut::Gone)?.send(change);
                     return Ok(());
