@@ -12,6 +12,10 @@
 //!    hdrhistogram; the warm-up is left out. Subscribers decode only that timestamp
 //!    ([`ChangeProbe`]); each has its own connection.
 //!
+//! 3. **Overload** (`--overload D`). Twice the throughput measured in 1 is offered for `D`,
+//!    then `--rate` again until the backlog has drained; a row a second shows what was
+//!    offered and applied, the backlog in Kafka, the engine's state, memory and latency.
+//!
 //! Conditions (machine, partitions, message size, network size, offered load) are printed
 //! with the figures.
 
@@ -83,9 +87,26 @@ pub struct Report {
     pub overload: Vec<Second>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Twice the measured throughput offered.
+    Overload,
+    /// The load dropped back to `--rate`.
+    Recovery,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Overload => "2x",
+            Phase::Recovery => "recovery",
+        }
+    }
+}
+
 /// One second of the overload run.
 pub struct Second {
-    pub phase: &'static str,
+    pub phase: Phase,
     /// Alarms the brokers took from the bench's producer in this second.
     pub offered: u64,
     /// Alarms the engine applied in this second.
@@ -99,6 +120,13 @@ pub struct Second {
     pub rss_mb: f64,
     /// Latency of the incident changes received in this second.
     pub latency: Histogram<u64>,
+}
+
+impl Second {
+    /// In recovery, with less than a second of input waiting in the topic.
+    fn drained(&self) -> bool {
+        self.phase == Phase::Recovery && self.backlog <= self.offered.max(1)
+    }
 }
 
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
@@ -428,7 +456,7 @@ async fn overload(
         let now_applied = now_taken - base;
         let latency = std::mem::replace(&mut *window.lock().unwrap_or_else(|e| e.into_inner()), new_histogram());
         let second = Second {
-            phase: if recovering.load(Ordering::Relaxed) { "recovery" } else { "2x" },
+            phase: if recovering.load(Ordering::Relaxed) { Phase::Recovery } else { Phase::Overload },
             offered: now_delivered - delivered,
             applied: now_applied - applied,
             backlog: now_delivered.saturating_sub(now_applied),
@@ -444,7 +472,7 @@ async fn overload(
         println!(
             "  {:>4}  {:<8}  {:>8}  {:>8}  {:>9}  {:>8}  {:>9}  {:>6.0}  {:>8.1}  {:>8.1}",
             seconds.len() + 1,
-            second.phase,
+            second.phase.name(),
             second.offered,
             second.applied,
             second.backlog,
@@ -454,12 +482,11 @@ async fn overload(
             ms(0.5),
             ms(0.99)
         );
-        // Drained: less than a second of the recovery's input waits in the topic.
-        if second.phase == "recovery" && drained_at.is_none() && second.backlog as f64 <= low {
+        if drained_at.is_none() && second.drained() {
             drained_at = Some(seconds.len());
         }
         let recovered = drained_at.is_some_and(|at| seconds.len() >= at + 10);
-        let recovery_time = seconds.iter().filter(|s| s.phase == "recovery").count() as u64;
+        let recovery_time = seconds.iter().filter(|s| s.phase == Phase::Recovery).count() as u64;
         seconds.push(second);
         if recovered || recovery_time >= RECOVERY_LIMIT.as_secs() {
             enough.store(true, Ordering::Relaxed);
@@ -474,16 +501,16 @@ async fn overload(
 
 /// The overload run in a few lines: memory, the backlog, latency at the end.
 fn summarise(seconds: &[Second], dropped: u32) {
-    let peak = |phase: &str| seconds.iter().filter(|s| s.phase == phase).map(|s| s.rss_mb).fold(0.0, f64::max);
+    let peak = |phase: Phase| seconds.iter().filter(|s| s.phase == phase).map(|s| s.rss_mb).fold(0.0, f64::max);
     let first_rss = seconds.first().map_or(0.0, |s| s.rss_mb);
     println!(
         "  resident memory: {first_rss:.0} MB after the first second, at most {:.0} MB under 2x load, {:.0} MB in recovery",
-        peak("2x"),
-        peak("recovery")
+        peak(Phase::Overload),
+        peak(Phase::Recovery)
     );
     let backlog_peak = seconds.iter().map(|s| s.backlog).max().unwrap_or(0);
-    let dropped_at = seconds.iter().position(|s| s.phase == "recovery").unwrap_or(seconds.len());
-    let drained = seconds[dropped_at..].iter().zip(0..).find(|(s, _)| s.backlog <= s.offered.max(1)).map(|(_, at)| at);
+    let dropped_at = seconds.iter().position(|s| s.phase == Phase::Recovery).unwrap_or(seconds.len());
+    let drained = seconds[dropped_at..].iter().position(Second::drained);
     match drained {
         Some(after) => println!("  backlog: at most {backlog_peak} alarms, drained {after} s after the load dropped"),
         None => println!("  backlog: at most {backlog_peak} alarms, not drained by the end of the run"),
