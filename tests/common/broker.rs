@@ -41,6 +41,9 @@ impl KafkaBroker {
         let classpath = classpath();
         let dir = tempfile::Builder::new().prefix("faultline-kafka-").tempdir().unwrap();
         let (port, controller) = (free_port(), free_port());
+        // The broker's session with its own controller outlasts the fault tests' 8-second
+        // freeze: frozen together, the controller would otherwise fence the broker on waking
+        // (its 9-second default) and leave partitions without a leader for a while.
         let config = format!(
             "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller}\n\
              listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
@@ -48,7 +51,7 @@ impl KafkaBroker {
              listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\nlog.dirs={data}\n\
              offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
              transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\nnum.partitions=4\n\
-             log.cleaner.backoff.ms=1000\n",
+             log.cleaner.backoff.ms=1000\nbroker.session.timeout.ms=30000\n",
             data = dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("server.properties"), config).unwrap();
