@@ -215,6 +215,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 priorities: priority,
                 service: service.unwrap_or_default(),
                 customer: customer.unwrap_or_default(),
+                ..Default::default()
             };
             let options = watch::WatchOptions { addr, request, once };
             let shutdown = shutdown_signal();

@@ -322,6 +322,29 @@ async fn health_reflection_paging_and_filters() {
     assert_eq!(first.incident.unwrap().root_causes, vec!["mrs-r1"]);
     assert!(is(&stream.message().await.unwrap().unwrap(), v1::ChangeKind::SnapshotComplete));
 
+    // The summary view: each incident as GetIncident returns it, without its alarm lists,
+    // timeline and notes.
+    let mut summaries = incidents
+        .subscribe(v1::SubscribeIncidentsRequest { view: v1::IncidentView::Summary as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut summarised = 0;
+    loop {
+        let change = summaries.message().await.unwrap().unwrap();
+        if is(&change, v1::ChangeKind::SnapshotComplete) {
+            break;
+        }
+        let summary = change.incident.unwrap();
+        let request = v1::GetIncidentRequest { id: summary.id.clone() };
+        let mut whole = incidents.get_incident(request).await.unwrap().into_inner();
+        assert!(!whole.root_cause_alarms.is_empty() && !whole.timeline.is_empty(), "{whole:?}");
+        (whole.root_cause_alarms, whole.symptom_alarms, whole.timeline, whole.notes) = (vec![], vec![], vec![], vec![]);
+        assert_eq!(summary, whole);
+        summarised += 1;
+    }
+    assert!(summarised >= 2, "{summarised} incidents summarised");
+
     drop(producer);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }

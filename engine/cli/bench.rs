@@ -63,12 +63,31 @@ pub struct BenchOptions {
     /// gRPC subscribers in the latency run.
     #[arg(long, default_value_t = 1)]
     pub subscribers: usize,
+    /// What the subscribers ask for: whole incidents, or summaries (no alarm lists,
+    /// timeline or notes).
+    #[arg(long, value_enum, default_value = "full")]
+    pub view: StreamView,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Then offer twice the measured throughput for this long (e.g. `10s`), and `--rate`
     /// until the backlog has drained, printing backlog, memory and latency each second.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub overload: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamView {
+    Full,
+    Summary,
+}
+
+impl StreamView {
+    fn proto(self) -> v1::IncidentView {
+        match self {
+            StreamView::Full => v1::IncidentView::Full,
+            StreamView::Summary => v1::IncidentView::Summary,
+        }
+    }
 }
 
 pub struct Latency {
@@ -197,10 +216,11 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!();
         println!(
-            "latency (alarm's Kafka timestamp to incident change at a gRPC subscriber), {:.0} alarms/s offered for {} s, {} subscriber(s), first {} s left out",
+            "latency (alarm's Kafka timestamp to incident change at a gRPC subscriber), {:.0} alarms/s offered for {} s, {} subscriber(s) ({:?} view), first {} s left out",
             l.offered,
             options.duration.as_secs(),
             options.subscribers,
+            options.view,
             options.warmup.as_secs()
         );
         println!("  alarms sent {}   incident changes timed {}", l.sent, l.changes);
@@ -224,15 +244,19 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     // Everything produced has been applied before the totals are read.
     engine_rate(&engine, sent).await?;
     let stats = engine.handle().call(|ctx| ctx.stats()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    // What each change costs a subscriber: the size of a whole snapshot.
-    let (incidents, bytes) = engine
+    // What each change costs a subscriber: the size of a whole snapshot, or of a summary.
+    let (incidents, full, summary) = engine
         .handle()
         .call(|ctx| {
             let mut buffer = Vec::new();
-            ctx.correlator.incidents().fold((0usize, 0usize), |(n, total), incident| {
+            let mut size = |encode: fn(&crate::model::incident::Incident, &mut Vec<u8>), incident| {
                 buffer.clear();
-                crate::proto::encode::incident(incident, &mut buffer);
-                (n + 1, total + buffer.len())
+                encode(incident, &mut buffer);
+                buffer.len()
+            };
+            ctx.correlator.incidents().fold((0usize, 0usize, 0usize), |(n, full, summary), incident| {
+                let whole = size(crate::proto::encode::incident, incident);
+                (n + 1, full + whole, summary + size(crate::proto::encode::incident_summary, incident))
             })
         })
         .await
@@ -242,9 +266,11 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         "engine: {} alarms in, {} raised, {} repeats, {} cleared, {} incidents opened, {} refused",
         stats.alarms_in, stats.raised, stats.duplicates, stats.cleared, stats.incidents.opened, stats.refused
     );
+    let kb = |bytes: usize| bytes as f64 / incidents.max(1) as f64 / 1024.0;
     println!(
-        "incidents in memory at the end: {incidents}, {:.1} KB per snapshot on average (what each change sends a subscriber)",
-        bytes as f64 / incidents.max(1) as f64 / 1024.0
+        "incidents in memory at the end: {incidents}; what each change sends a subscriber, on average: {:.1} KB whole, {:.2} KB as a summary",
+        kb(full),
+        kb(summary)
     );
     engine.stop(Duration::from_secs(30)).await?;
     Ok(Report { raw_per_sec, engine_per_sec, produce_per_sec, mean_bytes, latency, overload })
@@ -286,13 +312,14 @@ struct IncidentProbe {
 }
 
 /// Opens `IncidentService.Subscribe` on its own connection, read as [`ChangeProbe`]s.
-async fn subscribe_probe(endpoint: &str) -> anyhow::Result<tonic::Streaming<ChangeProbe>> {
+async fn subscribe_probe(endpoint: &str, view: StreamView) -> anyhow::Result<tonic::Streaming<ChangeProbe>> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?.connect().await?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/faultline.v1.IncidentService/Subscribe");
     let codec = tonic_prost::ProstCodec::<v1::SubscribeIncidentsRequest, ChangeProbe>::default();
-    let request = tonic::Request::new(v1::SubscribeIncidentsRequest::default());
+    let request =
+        tonic::Request::new(v1::SubscribeIncidentsRequest { view: view.proto() as i32, ..Default::default() });
     Ok(grpc.server_streaming(request, path, codec).await?.into_inner())
 }
 
@@ -395,8 +422,8 @@ async fn overload(
 
     let window = Arc::new(std::sync::Mutex::new(new_histogram()));
     let stop = tokio_util::sync::CancellationToken::new();
-    let endpoint = format!("http://{}", engine.grpc_addr());
-    let mut stream = subscribe_probe(&endpoint).await?;
+    let (endpoint, view) = (format!("http://{}", engine.grpc_addr()), options.view);
+    let mut stream = subscribe_probe(&endpoint, view).await?;
     let subscriber = {
         let (window, stop) = (window.clone(), stop.clone());
         tokio::spawn(async move {
@@ -415,7 +442,7 @@ async fn overload(
                     }
                     Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                         dropped += 1;
-                        stream = subscribe_probe(&endpoint).await?;
+                        stream = subscribe_probe(&endpoint, view).await?;
                     }
                     Ok(None) => anyhow::bail!("the subscription ended"),
                     Err(status) => anyhow::bail!("the subscription failed: {status}"),
@@ -559,12 +586,12 @@ async fn latency(
     topology: &Arc<crate::model::topology::Topology>,
     options: &BenchOptions,
 ) -> anyhow::Result<Latency> {
-    let endpoint = format!("http://{}", engine.grpc_addr());
+    let (endpoint, view) = (format!("http://{}", engine.grpc_addr()), options.view);
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = tokio_util::sync::CancellationToken::new();
     let mut subscribers = Vec::new();
     for _ in 0..options.subscribers {
-        let mut stream = subscribe_probe(&endpoint).await?;
+        let mut stream = subscribe_probe(&endpoint, view).await?;
         let (measuring, stop) = (measuring.clone(), stop.clone());
         subscribers.push(tokio::spawn(async move {
             let mut histogram = new_histogram();

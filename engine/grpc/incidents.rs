@@ -8,7 +8,7 @@
 use super::filter::IncidentFilter;
 use super::server::incident_service_server::IncidentService;
 use super::status::{incident_id, required};
-use super::wire::{EncodedChange, EncodedIncidents, PublishedChange};
+use super::wire::{EncodedChange, EncodedIncidents, PublishedChange, View};
 use crate::metrics::Metrics;
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
@@ -57,6 +57,7 @@ impl IncidentService for IncidentApi {
         request: Request<v1::SubscribeIncidentsRequest>,
     ) -> Result<Response<Subscription>, Status> {
         let filter = IncidentFilter::from(request.get_ref());
+        let view = View::of(request.get_ref().view);
         let (snapshot, changes) = self
             .handle
             .call(|ctx| {
@@ -69,7 +70,7 @@ impl IncidentService for IncidentApi {
         self.encoded.retain(|id| live.contains(&id));
         let (tx, rx) = mpsc::channel(QUEUE);
         let (end_tx, end_rx) = oneshot::channel();
-        let feed = Feed { changes, tx, buffer: self.buffer };
+        let feed = Feed { changes, tx, buffer: self.buffer, view };
         tokio::spawn(serve_subscriber(filter, snapshot, feed, self.encoded.clone(), end_tx, self.metrics.clone()));
         Ok(Response::new(Subscription { changes: rx, end: Some(end_rx) }))
     }
@@ -206,6 +207,7 @@ struct Feed {
     changes: broadcast::Receiver<SharedChange>,
     tx: mpsc::Sender<EncodedChange>,
     buffer: usize,
+    view: View,
 }
 
 impl Feed {
@@ -296,7 +298,7 @@ async fn forward(
     let mut following: HashSet<IncidentId> = HashSet::new();
     for incident in snapshot.into_iter().filter(|i| filter.matches(i)) {
         following.insert(incident.id);
-        feed.send(PublishedChange::snapshot(incident).encoded(encoded)).await?;
+        feed.send(PublishedChange::snapshot(incident).encoded(encoded, feed.view)).await?;
     }
     feed.send(EncodedChange::snapshot_complete()).await?;
     loop {
@@ -309,7 +311,7 @@ async fn forward(
             following.remove(&incident.id)
         };
         if relevant {
-            feed.send(change.encoded(encoded)).await?;
+            feed.send(change.encoded(encoded, feed.view)).await?;
         }
     }
 }

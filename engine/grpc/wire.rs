@@ -30,11 +30,29 @@ impl EncodedChange {
     }
 }
 
+/// How much of each incident a subscriber receives (`faultline.v1.IncidentView`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Full,
+    /// Without the alarm lists, the timeline and the notes.
+    Summary,
+}
+
+impl View {
+    pub fn of(view: i32) -> View {
+        match v1::IncidentView::try_from(view) {
+            Ok(v1::IncidentView::Summary) => View::Summary,
+            _ => View::Full,
+        }
+    }
+}
+
 /// One published change, shared by every subscriber through the broadcast channel.
 pub struct PublishedChange {
     kind: v1::ChangeKind,
     incident: Arc<Incident>,
     encoded: OnceLock<Bytes>,
+    summary: OnceLock<Bytes>,
 }
 
 impl PublishedChange {
@@ -48,15 +66,24 @@ impl PublishedChange {
     }
 
     fn of(kind: v1::ChangeKind, incident: Arc<Incident>) -> PublishedChange {
-        PublishedChange { kind, incident, encoded: OnceLock::new() }
+        PublishedChange { kind, incident, encoded: OnceLock::new(), summary: OnceLock::new() }
     }
 
     pub fn incident(&self) -> &Incident {
         &self.incident
     }
 
-    /// The change to send: the incident is encoded by the first caller, shared after.
-    pub fn encoded(&self, known: &EncodedIncidents) -> EncodedChange {
+    /// The change to send in `view`: the incident is encoded by the first caller, shared
+    /// after.
+    pub fn encoded(&self, known: &EncodedIncidents, view: View) -> EncodedChange {
+        if view == View::Summary {
+            let incident = self.summary.get_or_init(|| {
+                let mut bytes = Vec::new();
+                proto::encode::incident_summary(&self.incident, &mut bytes);
+                Bytes::from(bytes)
+            });
+            return EncodedChange { kind: self.kind as i32, incident: Some(incident.clone()) };
+        }
         let incident = self.encoded.get_or_init(|| {
             let bytes = known.get(&self.incident);
             // A closed incident has left the core: its encoding need not be kept either.
@@ -125,10 +152,13 @@ mod tests {
         assert!(!incident.timeline.is_empty() && !incident.services.is_empty() && !incident.customers.is_empty());
 
         let known = EncodedIncidents::default();
-        let sent = PublishedChange::new(change).encoded(&known).encode_to_vec();
+        let sent = PublishedChange::new(change).encoded(&known, View::Full).encode_to_vec();
         // Sent again (another subscriber's snapshot): the same bytes, kept, not re-encoded.
         let kept = known.get(incident);
-        assert_eq!(PublishedChange::snapshot(incident.clone()).encoded(&known).incident, Some(kept.clone()));
+        assert_eq!(
+            PublishedChange::snapshot(incident.clone()).encoded(&known, View::Full).incident,
+            Some(kept.clone())
+        );
         assert_eq!(kept.as_ptr(), known.get(incident).as_ptr(), "one encoding, shared");
         // A new version of the incident is encoded afresh.
         let mut next = Incident::clone(incident);
@@ -137,7 +167,7 @@ mod tests {
         assert_eq!(known.get(&next).to_vec(), proto::incident_to_proto(&next).encode_to_vec());
         // Once an incident closes, its encoding is not kept.
         let closed = IncidentChange { kind: ChangeKind::Closed, incident: next.clone() };
-        assert!(PublishedChange::new(&closed).encoded(&known).incident.is_some());
+        assert!(PublishedChange::new(&closed).encoded(&known, View::Full).incident.is_some());
         assert!(!known.lock().contains_key(&next.id), "a closed incident's encoding is let go");
         let expected = v1::SubscribeIncidentsResponse {
             kind: v1::ChangeKind::Updated as i32,
@@ -145,6 +175,14 @@ mod tests {
         };
         assert_eq!(sent, expected.encode_to_vec(), "the same bytes on the wire");
         assert_eq!(v1::SubscribeIncidentsResponse::decode(sent.as_slice()).unwrap(), expected);
+
+        // The summary: the same response without the alarm lists, timeline and notes.
+        let summary = PublishedChange::new(change).encoded(&known, View::Summary).encode_to_vec();
+        let mut expected = expected;
+        let whole = expected.incident.as_mut().unwrap();
+        (whole.root_cause_alarms, whole.symptom_alarms, whole.timeline) = (vec![], vec![], vec![]);
+        assert_eq!(v1::SubscribeIncidentsResponse::decode(summary.as_slice()).unwrap(), expected);
+        assert!(summary.len() * 4 < sent.len(), "{} bytes against {}", summary.len(), sent.len());
 
         let complete = EncodedChange::snapshot_complete().encode_to_vec();
         let decoded = v1::SubscribeIncidentsResponse::decode(complete.as_slice()).unwrap();

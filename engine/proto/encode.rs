@@ -157,12 +157,18 @@ impl Message for Note {
     }
 }
 
-/// An incident with its id already formatted (`INC-000042`).
-struct IncidentFields<'a>(&'a Incident, &'a str);
+/// An incident with its id already formatted (`INC-000042`); with `whole` false, without
+/// its alarm lists, timeline and notes (`INCIDENT_VIEW_SUMMARY`).
+struct IncidentFields<'a>(&'a Incident, &'a str, bool);
 
 impl Message for IncidentFields<'_> {
     fn fields<S: Sink>(&self, out: &mut S) {
-        let IncidentFields(i, id) = *self;
+        let IncidentFields(i, id, whole) = *self;
+        let (root_cause_alarms, symptom_alarms, timeline, notes) = if whole {
+            (&i.root_cause_alarms[..], &i.symptom_alarms[..], &i.timeline[..], &i.notes[..])
+        } else {
+            (&[][..], &[][..], &[][..], &[][..])
+        };
         string(out, 1, id);
         string(out, 2, &i.title);
         int(out, 3, incident_state_to_proto(i.state) as i64);
@@ -172,10 +178,10 @@ impl Message for IncidentFields<'_> {
         for root in &i.root_causes {
             delimited(out, 7, root.as_bytes());
         }
-        for alarm in &i.root_cause_alarms {
+        for alarm in root_cause_alarms {
             message(out, 8, alarm);
         }
-        for alarm in &i.symptom_alarms {
+        for alarm in symptom_alarms {
             message(out, 9, alarm);
         }
         for service in &i.services {
@@ -184,13 +190,13 @@ impl Message for IncidentFields<'_> {
         for customer in &i.customers {
             message(out, 11, customer);
         }
-        for entry in &i.timeline {
+        for entry in timeline {
             message(out, 12, entry);
         }
         if let Some(acknowledgement) = &i.acknowledgement {
             message(out, 13, acknowledgement);
         }
-        for note in &i.notes {
+        for note in notes {
             message(out, 14, note);
         }
         message(out, 15, &Timestamp(i.opened_at));
@@ -204,8 +210,18 @@ impl Message for IncidentFields<'_> {
 
 /// Appends `incident` encoded as a `faultline.v1.Incident`.
 pub fn incident(incident: &Incident, out: &mut Vec<u8>) {
+    encode_incident(incident, true, out);
+}
+
+/// Appends `incident` encoded as a `faultline.v1.Incident` in `INCIDENT_VIEW_SUMMARY`:
+/// without its alarm lists, timeline and notes.
+pub fn incident_summary(incident: &Incident, out: &mut Vec<u8>) {
+    encode_incident(incident, false, out);
+}
+
+fn encode_incident(incident: &Incident, whole: bool, out: &mut Vec<u8>) {
     let id = incident.id.to_string();
-    let fields = IncidentFields(incident, &id);
+    let fields = IncidentFields(incident, &id, whole);
     let mut len = Len::default();
     fields.fields(&mut len);
     out.reserve(len.0);
@@ -293,8 +309,16 @@ mod tests {
             checked += 1;
             let mut ours = Vec::new();
             super::incident(incident, &mut ours);
-            let expected = super::super::incident_to_proto(incident).encode_to_vec();
-            assert_eq!(ours, expected, "{} version {}", incident.id, incident.version);
+            let mut expected = super::super::incident_to_proto(incident);
+            assert_eq!(ours, expected.encode_to_vec(), "{} version {}", incident.id, incident.version);
+
+            let mut summary = Vec::new();
+            super::incident_summary(incident, &mut summary);
+            expected.root_cause_alarms.clear();
+            expected.symptom_alarms.clear();
+            expected.timeline.clear();
+            expected.notes.clear();
+            assert_eq!(summary, expected.encode_to_vec(), "summary of {} version {}", incident.id, incident.version);
         }
         assert_eq!(checked, changes.len() + 1);
     }
