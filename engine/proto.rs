@@ -337,6 +337,10 @@ pub fn incident_to_proto(i: &Incident) -> v1::Incident {
         update_time: Some(timestamp(i.updated_at)),
         resolve_time: i.resolved_at.map(timestamp),
         version: i.version,
+        root_cause_alarm_count: i.root_cause_alarms.len() as u32,
+        symptom_alarm_count: i.symptom_alarms.len() as u32,
+        impacted_service_count: i.services.len() as u32,
+        impacted_customer_count: i.customers.len() as u32,
     }
 }
 

@@ -181,6 +181,7 @@ mod tests {
         let mut expected = expected;
         let whole = expected.incident.as_mut().unwrap();
         (whole.root_cause_alarms, whole.symptom_alarms, whole.timeline) = (vec![], vec![], vec![]);
+        (whole.impacted_services, whole.impacted_customers) = (vec![], vec![]);
         assert_eq!(v1::SubscribeIncidentsResponse::decode(summary.as_slice()).unwrap(), expected);
         assert!(summary.len() * 4 < sent.len(), "{} bytes against {}", summary.len(), sent.len());
 

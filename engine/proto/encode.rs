@@ -158,16 +158,23 @@ impl Message for Note {
 }
 
 /// An incident with its id already formatted (`INC-000042`); with `whole` false, without
-/// its alarm lists, timeline and notes (`INCIDENT_VIEW_SUMMARY`).
+/// its lists (`INCIDENT_VIEW_SUMMARY`: alarms, services, customers, timeline, notes).
 struct IncidentFields<'a>(&'a Incident, &'a str, bool);
 
 impl Message for IncidentFields<'_> {
     fn fields<S: Sink>(&self, out: &mut S) {
         let IncidentFields(i, id, whole) = *self;
-        let (root_cause_alarms, symptom_alarms, timeline, notes) = if whole {
-            (&i.root_cause_alarms[..], &i.symptom_alarms[..], &i.timeline[..], &i.notes[..])
+        let (root_cause_alarms, symptom_alarms, services, customers, timeline, notes) = if whole {
+            (
+                &i.root_cause_alarms[..],
+                &i.symptom_alarms[..],
+                &i.services[..],
+                &i.customers[..],
+                &i.timeline[..],
+                &i.notes[..],
+            )
         } else {
-            (&[][..], &[][..], &[][..], &[][..])
+            (&[][..], &[][..], &[][..], &[][..], &[][..], &[][..])
         };
         string(out, 1, id);
         string(out, 2, &i.title);
@@ -184,10 +191,10 @@ impl Message for IncidentFields<'_> {
         for alarm in symptom_alarms {
             message(out, 9, alarm);
         }
-        for service in &i.services {
+        for service in services {
             message(out, 10, service);
         }
-        for customer in &i.customers {
+        for customer in customers {
             message(out, 11, customer);
         }
         for entry in timeline {
@@ -205,6 +212,10 @@ impl Message for IncidentFields<'_> {
             message(out, 17, &Timestamp(resolved));
         }
         int(out, 18, i.version as i64);
+        int(out, 19, i.root_cause_alarms.len() as i64);
+        int(out, 20, i.symptom_alarms.len() as i64);
+        int(out, 21, i.services.len() as i64);
+        int(out, 22, i.customers.len() as i64);
     }
 }
 
@@ -214,7 +225,7 @@ pub fn incident(incident: &Incident, out: &mut Vec<u8>) {
 }
 
 /// Appends `incident` encoded as a `faultline.v1.Incident` in `INCIDENT_VIEW_SUMMARY`:
-/// without its alarm lists, timeline and notes.
+/// without its lists, their sizes given.
 pub fn incident_summary(incident: &Incident, out: &mut Vec<u8>) {
     encode_incident(incident, false, out);
 }
@@ -316,6 +327,8 @@ mod tests {
             super::incident_summary(incident, &mut summary);
             expected.root_cause_alarms.clear();
             expected.symptom_alarms.clear();
+            expected.impacted_services.clear();
+            expected.impacted_customers.clear();
             expected.timeline.clear();
             expected.notes.clear();
             assert_eq!(summary, expected.encode_to_vec(), "summary of {} version {}", incident.id, incident.version);
