@@ -94,6 +94,9 @@ pub struct Latency {
     pub offered: f64,
     pub sent: u64,
     pub changes: u64,
+    /// The fewest and the most changes one subscriber received while measuring: equal when
+    /// none was dropped or fell behind.
+    pub per_subscriber: (u64, u64),
     pub histogram: Histogram<u64>,
 }
 
@@ -223,7 +226,10 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             options.view,
             options.warmup.as_secs()
         );
-        println!("  alarms sent {}   incident changes timed {}", l.sent, l.changes);
+        println!(
+            "  alarms sent {}   incident changes timed {} ({} to {} a subscriber)",
+            l.sent, l.changes, l.per_subscriber.0, l.per_subscriber.1
+        );
         println!(
             "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
             ms(0.5),
@@ -634,11 +640,12 @@ async fn latency(
     measuring.store(false, Ordering::Relaxed);
     stop.cancel();
     let mut histogram = new_histogram();
-    let mut changes = 0;
+    let (mut changes, mut per_subscriber) = (0, (u64::MAX, 0));
     for subscriber in subscribers {
         let (h, c) = subscriber.await?;
         histogram.add(h).context("merge histograms")?;
         changes += c;
+        per_subscriber = (per_subscriber.0.min(c), per_subscriber.1.max(c));
     }
-    Ok(Latency { offered: rate, sent, changes, histogram })
+    Ok(Latency { offered: rate, sent, changes, per_subscriber, histogram })
 }
