@@ -486,16 +486,19 @@ impl IncidentBook {
         now: EpochMillis,
     ) -> bool {
         let mut moved = false;
-        let mut customers: BTreeMap<CiIdx, State> = BTreeMap::new();
-        for (&s, &state) in &t.services {
-            if let Some(c) = topology.ci(s).customer {
-                let worst = customers.entry(c).or_default();
-                *worst = (*worst).max(state);
-            }
-        }
-        // Both lists follow `t.services`, which most refreshes leave as it was: rebuilding
-        // them would clone three names a service only to find them equal.
+        let down = t.services.values().filter(|s| **s == State::Down).count();
+        let degraded = t.services.values().filter(|s| **s == State::Degraded).count();
+        // The lists and the priority follow `t.services` alone, which most refreshes leave
+        // as it was: rebuilding the lists would clone three names a service only to find
+        // them equal, and the priority would come out as it is.
         if !services_listed(t, topology) {
+            let mut customers: BTreeMap<CiIdx, State> = BTreeMap::new();
+            for (&s, &state) in &t.services {
+                if let Some(c) = topology.ci(s).customer {
+                    let worst = customers.entry(c).or_default();
+                    *worst = (*worst).max(state);
+                }
+            }
             let services = t
                 .services
                 .iter()
@@ -518,16 +521,17 @@ impl IncidentBook {
                 })
                 .collect();
             moved |= set!(t.incident, customers, impacted_customers);
+            if down + degraded > 0 {
+                let tiers: Vec<_> = customers.iter().map(|(&c, &s)| (topology.ci(c).sla, s)).collect();
+                let (level, urgency, priority) = policy.priority.assess(&tiers, down > 0);
+                moved |= set!(t.incident, impact, level);
+                moved |= set!(t.incident, urgency, urgency);
+                moved |= set!(t.incident, priority, priority);
+            }
         }
 
-        let down = t.services.values().filter(|s| **s == State::Down).count();
-        let degraded = t.services.values().filter(|s| **s == State::Degraded).count();
         if down + degraded > 0 {
-            let tiers: Vec<_> = customers.iter().map(|(&c, &s)| (topology.ci(c).sla, s)).collect();
-            let (level, urgency, priority) = policy.priority.assess(&tiers, down > 0);
-            moved |= set!(t.incident, impact, level);
-            moved |= set!(t.incident, urgency, urgency);
-            moved |= set!(t.incident, priority, priority);
+            // The roots may have moved without the services.
             moved |= set!(t.incident, title, title(topology, &t.roots, down, degraded));
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
