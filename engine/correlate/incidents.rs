@@ -741,7 +741,11 @@ fn services_listed(t: &Tracked, topology: &Topology) -> bool {
             listed.impact == impact
                 && listed.id == ci.id
                 && listed.name == ci.name
-                && listed.customer.as_deref() == ci.customer.map(|c| &*topology.ci(c).id)
+                && match (&listed.customer, ci.customer) {
+                    // `Arc` equality looks at the pointers first: these are the topology's own.
+                    (Some(listed), Some(c)) => *listed == topology.ci(c).id,
+                    (listed, c) => listed.is_none() && c.is_none(),
+                }
         })
 }
 
