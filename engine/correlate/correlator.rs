@@ -236,6 +236,11 @@ impl Correlator {
         self.incidents.get(id)
     }
 
+    /// The incident as shared with readers: its latest version, not a copy.
+    pub fn shared_incident(&self, id: IncidentId) -> Option<&Arc<Incident>> {
+        self.incidents.get_shared(id)
+    }
+
     /// Checks the views incident management keeps incrementally against a recomputation
     /// from scratch; for tests.
     pub fn check_views(&self) -> Result<(), String> {

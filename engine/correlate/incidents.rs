@@ -175,6 +175,11 @@ impl IncidentBook {
         self.incidents.get(&id).map(|t| &*t.incident)
     }
 
+    /// The incident as shared with readers (Kafka output, subscribers).
+    pub fn get_shared(&self, id: IncidentId) -> Option<&Arc<Incident>> {
+        self.incidents.get(&id).map(|t| &t.incident)
+    }
+
     /// Incidents not yet closed, by id.
     pub fn iter(&self) -> impl Iterator<Item = &Incident> {
         self.incidents.values().map(|t| &*t.incident)

@@ -26,7 +26,7 @@ use crate::correlate::changelog::CoreChanges;
 use crate::kafka::incident_json;
 use crate::kafka::ingest::AlarmConsumer;
 use crate::metrics::Metrics;
-use crate::model::incident::{Incident, IncidentId};
+use crate::model::incident::{ChangeKind, Incident, IncidentChange, IncidentId};
 use crate::proto;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -94,7 +94,11 @@ pub type AfterCommit = Box<dyn FnOnce() + Send>;
 pub struct Transaction {
     /// When the first work was added; `None` while empty.
     opened_at: Option<Instant>,
-    incidents: BTreeMap<IncidentId, Arc<Incident>>,
+    /// The incidents changed, each with its snapshot once [`Transaction::settle`] has run.
+    /// Until then a changed incident is noted by id alone: holding its snapshot would make
+    /// the core copy the whole incident on its next change (it writes in place only what
+    /// nobody else holds), and the transaction needs only the latest one anyway.
+    incidents: BTreeMap<IncidentId, Option<Arc<Incident>>>,
     dead_letters: Vec<Refused>,
     /// The next offset to consume per input partition.
     offsets: BTreeMap<(String, i32), i64>,
@@ -107,10 +111,25 @@ impl Transaction {
         self.opened_at.get_or_insert_with(Instant::now);
     }
 
-    /// Adds an incident snapshot, replacing an older one of the same incident.
-    pub fn incident(&mut self, incident: &Arc<Incident>) {
+    /// Notes a changed incident. A closed one leaves the core, so its last snapshot is
+    /// kept now; the others are taken at [`Transaction::settle`].
+    pub fn incident(&mut self, change: &IncidentChange) {
         self.open();
-        self.incidents.insert(incident.id, incident.clone());
+        if change.kind == ChangeKind::Closed {
+            self.incidents.insert(change.incident.id, Some(change.incident.clone()));
+        } else {
+            self.incidents.entry(change.incident.id).or_insert(None);
+        }
+    }
+
+    /// Takes the latest snapshot of every incident noted by id, as the transaction is
+    /// handed over.
+    pub fn settle(&mut self, latest: impl Fn(IncidentId) -> Option<Arc<Incident>>) {
+        for (&id, snapshot) in &mut self.incidents {
+            if snapshot.is_none() {
+                *snapshot = latest(id);
+            }
+        }
     }
 
     pub fn dead_letter(&mut self, refused: Refused) {
@@ -274,11 +293,11 @@ impl Output {
     /// their version, for the changelog records.
     fn send_incidents(
         &self,
-        incidents: &BTreeMap<IncidentId, Arc<Incident>>,
+        incidents: &BTreeMap<IncidentId, Option<Arc<Incident>>>,
     ) -> Result<BTreeMap<IncidentId, (u64, Vec<u8>)>, OutputError> {
         let mut key = String::new();
         let mut encoded = BTreeMap::new();
-        for incident in incidents.values() {
+        for incident in incidents.values().flatten() {
             key.clear();
             write!(key, "{}", incident.id).expect("a String grows as needed");
             let record = BaseRecord::to(&self.incidents_topic).key(key.as_str());

@@ -76,7 +76,7 @@ impl Publisher {
     }
 
     fn publish(&mut self, change: &IncidentChange) {
-        self.open.incident(&change.incident);
+        self.open.incident(change);
         self.published += 1;
         // No subscriber is not an error.
         if self.changes.receiver_count() > 0 {
@@ -160,11 +160,13 @@ impl CoreLoop {
         let started = Instant::now();
         for (alarm, &at) in batch.alarms.iter().zip(&batch.times) {
             self.correlator.apply(alarm, at, changes);
+            // Published at once: a change held until the batch ends would hold its
+            // incident's snapshot, and the next change would copy the whole incident.
+            for change in changes.drain(..) {
+                self.publisher.publish(&change);
+            }
         }
         self.metrics.apply_batch.observe(started.elapsed());
-        for change in changes.drain(..) {
-            self.publisher.publish(&change);
-        }
         self.correlator.count_refused(batch.refused.len() as u64);
         let open = &mut self.publisher.open;
         for refused in batch.refused {
@@ -197,6 +199,8 @@ impl CoreLoop {
         if self.publisher.open.is_empty() {
             return Ok(());
         }
+        let correlator = &self.correlator;
+        self.publisher.open.settle(|id| correlator.shared_incident(id).cloned());
         let transaction = std::mem::take(&mut self.publisher.open);
         self.publisher.transactions.send(transaction).map_err(|_| OutputError::Stopped)
     }
