@@ -490,6 +490,31 @@ fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generate::{play, ring};
+
+    #[test]
+    fn a_transaction_takes_snapshots_at_hand_over_and_a_closed_incident_its_own() {
+        let (_, changes, _) = play(&ring(6), 2_000, 3, &mut |_| {});
+        let changed = &changes[0];
+        let closed = IncidentChange {
+            kind: ChangeKind::Closed,
+            incident: changes.iter().find(|c| c.incident.id != changed.incident.id).unwrap().incident.clone(),
+        };
+        let mut transaction = Transaction::default();
+        let held = Arc::strong_count(&changed.incident);
+        transaction.incident(changed);
+        transaction.incident(&closed);
+        assert_eq!(Arc::strong_count(&changed.incident), held, "no snapshot held while gathering");
+
+        let mut newer = Incident::clone(&changed.incident);
+        newer.version += 1;
+        let newer = Arc::new(newer);
+        let latest = |id: IncidentId| (id == changed.incident.id).then(|| newer.clone());
+        transaction.settle(latest);
+        assert!(Arc::ptr_eq(transaction.incidents[&changed.incident.id].as_ref().unwrap(), &newer), "the latest");
+        let kept = transaction.incidents[&closed.incident.id].as_ref().unwrap();
+        assert!(Arc::ptr_eq(kept, &closed.incident), "a closed incident, gone from the core, keeps its last snapshot");
+    }
 
     #[test]
     fn a_call_that_outlives_its_limit_is_reported_hung_and_left_behind() {
