@@ -71,7 +71,8 @@ pub struct Metrics {
     refused: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Decoding one consumed batch (ingest stage).
     pub decode_batch: Histogram,
-    /// Applying one batch in the correlation core (alarm and impact stages).
+    /// Applying one batch in the correlation core (alarm, impact and incident stages, and
+    /// handing each change to the transaction and the subscribers).
     pub apply_batch: Histogram,
     /// Messages delivered again after a rebalance, already applied, skipped.
     pub redelivered: AtomicU64,

@@ -63,8 +63,8 @@ pub struct BenchOptions {
     /// gRPC subscribers in the latency run.
     #[arg(long, default_value_t = 1)]
     pub subscribers: usize,
-    /// What the subscribers ask for: whole incidents, or summaries (no alarm lists,
-    /// timeline or notes).
+    /// What the subscribers ask for: whole incidents, or summaries (no lists, only their
+    /// sizes).
     #[arg(long, value_enum, default_value = "full")]
     pub view: StreamView,
     #[arg(long, default_value_t = 1)]

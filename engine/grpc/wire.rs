@@ -34,7 +34,8 @@ impl EncodedChange {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
     Full,
-    /// Without the alarm lists, the timeline and the notes.
+    /// Without its lists (alarms, impacted services and customers, timeline, notes), their
+    /// sizes given.
     Summary,
 }
 
@@ -176,7 +177,7 @@ mod tests {
         assert_eq!(sent, expected.encode_to_vec(), "the same bytes on the wire");
         assert_eq!(v1::SubscribeIncidentsResponse::decode(sent.as_slice()).unwrap(), expected);
 
-        // The summary: the same response without the alarm lists, timeline and notes.
+        // The summary: the same response without the lists.
         let summary = PublishedChange::new(change).encoded(&known, View::Summary).encode_to_vec();
         let mut expected = expected;
         let whole = expected.incident.as_mut().unwrap();
