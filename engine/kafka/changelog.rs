@@ -17,6 +17,7 @@ use crate::proto::{self, v1};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,13 +175,9 @@ pub fn read(
     .create()
     .map_err(|e: KafkaError| read_error(e.to_string()))?;
     let deadline = Instant::now() + timeout;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| read_error(e.to_string()))?;
-    let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
     let mut assignment = TopicPartitionList::new();
     let mut remaining = std::collections::BTreeSet::new();
-    for partition in 0..partitions as i32 {
-        let (low, high) =
-            consumer.fetch_watermarks(topic, partition, timeout).map_err(|e| read_error(e.to_string()))?;
+    for (partition, low, high) in partition_bounds(&consumer, topic, deadline).map_err(read_error)? {
         if high > low {
             assignment
                 .add_partition_offset(topic, partition, Offset::Beginning)
@@ -212,6 +209,58 @@ pub fn read(
         }
     }
     Ok((snapshot, summary))
+}
+
+/// A partition and its low and high watermarks.
+type Bounds = (i32, i64, i64);
+
+/// Every partition of `topic` with its low and high watermarks. A topic created a moment ago
+/// may have no leader yet (the broker answers "not leader" or "leader not available", or the
+/// metadata does not know the topic): those answers are retried until `deadline`, as a
+/// client's own requests would be; any other error is returned at once.
+fn partition_bounds(consumer: &BaseConsumer, topic: &str, deadline: Instant) -> Result<Vec<Bounds>, String> {
+    let transient = |code: RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopic
+        )
+    };
+    // An error says whether it is worth retrying.
+    let attempt = || -> Result<Vec<Bounds>, (bool, String)> {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        let failed = |e: KafkaError| (e.rdkafka_error_code().is_some_and(transient), e.to_string());
+        let metadata = consumer.fetch_metadata(Some(topic), left).map_err(failed)?;
+        let Some(meta) = metadata.topics().first() else {
+            return Err((true, "the metadata does not list the topic".to_owned()));
+        };
+        if let Some(error) = meta.error() {
+            let code = RDKafkaErrorCode::from(error);
+            return Err((transient(code), format!("topic metadata: {code}")));
+        }
+        let mut bounds = Vec::with_capacity(meta.partitions().len());
+        for partition in meta.partitions() {
+            if partition.leader() < 0 {
+                return Err((true, format!("partition {} has no leader", partition.id())));
+            }
+            let (low, high) = consumer.fetch_watermarks(topic, partition.id(), left).map_err(failed)?;
+            bounds.push((partition.id(), low, high));
+        }
+        Ok(bounds)
+    };
+    loop {
+        match attempt() {
+            Ok(bounds) => return Ok(bounds),
+            Err((true, message)) if Instant::now() + Duration::from_millis(200) < deadline => {
+                tracing::debug!(topic, message, "the state changelog topic is not ready yet; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err((_, message)) => return Err(message),
+        }
+    }
 }
 
 #[cfg(test)]
