@@ -10,7 +10,7 @@ use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
 use crate::model::incident::{
     Acknowledgement, ChangeKind, ImpactedCustomer, ImpactedService, Incident, IncidentChange, IncidentId,
-    IncidentState, Level, Note, Priority, TimelineEntry, TimelineKind,
+    IncidentState, Level, Note, Priority, Timeline, TimelineEntry, TimelineKind,
 };
 use crate::model::state::State;
 use crate::model::topology::{CiIdx, Topology};
@@ -349,7 +349,7 @@ impl IncidentBook {
             symptom_alarms: Vec::new(),
             services: Vec::new(),
             customers: Vec::new(),
-            timeline: Vec::new(),
+            timeline: Timeline::default(),
             acknowledgement: None,
             notes: Vec::new(),
             opened_at: now,
@@ -720,11 +720,8 @@ fn push_timeline(
     kind: TimelineKind,
     text: String,
 ) {
-    let incident = Arc::make_mut(incident);
-    if incident.timeline.len() >= policy.timeline_limit.max(2) {
-        incident.timeline.remove(1);
-    }
-    incident.timeline.push(TimelineEntry { time: now, kind, text: text.into() });
+    let entry = TimelineEntry { time: now, kind, text: text.into() };
+    Arc::make_mut(incident).timeline.push_limited(entry, policy.timeline_limit);
 }
 
 /// Adds `ci` to the incidents whose roots or symptoms name it.

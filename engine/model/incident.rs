@@ -143,6 +143,108 @@ pub struct TimelineEntry {
     pub text: Arc<str>,
 }
 
+/// Entries a sealed timeline chunk holds.
+const CHUNK: usize = 32;
+
+/// An incident's timeline: its first entry (`opened`), always kept, then the latest ones
+/// up to a limit. Kept in shared, immutable chunks of [`CHUNK`] entries plus an open tail:
+/// copying an incident that a reader still holds (every published version is one) copies
+/// a few chunk pointers and the tail rather than hundreds of entries, and dropping the
+/// oldest entry moves nothing.
+#[derive(Clone, Default)]
+pub struct Timeline {
+    first: Option<TimelineEntry>,
+    /// Sealed chunks, oldest first; the front one's first `skip` entries are dropped.
+    chunks: std::collections::VecDeque<Arc<[TimelineEntry]>>,
+    skip: usize,
+    /// The newest entries, fewer than [`CHUNK`].
+    tail: Vec<TimelineEntry>,
+    len: usize,
+}
+
+impl Timeline {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &TimelineEntry> {
+        let sealed = self.chunks.iter().enumerate().flat_map(|(i, chunk)| &chunk[if i == 0 { self.skip } else { 0 }..]);
+        self.first.iter().chain(sealed).chain(&self.tail)
+    }
+
+    pub fn last(&self) -> Option<&TimelineEntry> {
+        self.iter().next_back()
+    }
+
+    /// Appends an entry.
+    pub fn push(&mut self, entry: TimelineEntry) {
+        self.len += 1;
+        if self.first.is_none() {
+            self.first = Some(entry);
+            return;
+        }
+        self.tail.push(entry);
+        if self.tail.len() == CHUNK {
+            let sealed: Arc<[TimelineEntry]> = std::mem::take(&mut self.tail).into();
+            self.chunks.push_back(sealed);
+        }
+    }
+
+    /// Appends an entry, first dropping the oldest after the first while the timeline
+    /// holds `limit` (at least 2) or more.
+    pub fn push_limited(&mut self, entry: TimelineEntry, limit: usize) {
+        while self.len >= limit.max(2) {
+            self.drop_second();
+        }
+        self.push(entry);
+    }
+
+    /// Drops the oldest entry after the first.
+    fn drop_second(&mut self) {
+        if let Some(front) = self.chunks.front() {
+            self.skip += 1;
+            if self.skip == front.len() {
+                self.chunks.pop_front();
+                self.skip = 0;
+            }
+        } else if !self.tail.is_empty() {
+            self.tail.remove(0);
+        } else {
+            return;
+        }
+        self.len -= 1;
+    }
+}
+
+impl FromIterator<TimelineEntry> for Timeline {
+    fn from_iter<I: IntoIterator<Item = TimelineEntry>>(entries: I) -> Timeline {
+        let mut timeline = Timeline::default();
+        for entry in entries {
+            timeline.push(entry);
+        }
+        timeline
+    }
+}
+
+impl PartialEq for Timeline {
+    fn eq(&self, other: &Timeline) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Timeline {}
+
+impl fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Acknowledgement {
     pub by: String,
@@ -171,7 +273,7 @@ pub struct Incident {
     pub symptom_alarms: Vec<AlarmRef>,
     pub services: Vec<ImpactedService>,
     pub customers: Vec<ImpactedCustomer>,
-    pub timeline: Vec<TimelineEntry>,
+    pub timeline: Timeline,
     pub acknowledgement: Option<Acknowledgement>,
     pub notes: Vec<Note>,
     pub opened_at: EpochMillis,
@@ -212,4 +314,57 @@ pub struct IncidentChange {
     pub kind: ChangeKind,
     /// Shared with the core: a change costs a reference count, not a copy.
     pub incident: std::sync::Arc<Incident>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize) -> TimelineEntry {
+        let kind = if i == 0 { TimelineKind::Opened } else { TimelineKind::Impact };
+        TimelineEntry { time: i as EpochMillis, kind, text: format!("entry {i}").into() }
+    }
+
+    fn times(timeline: &Timeline) -> Vec<EpochMillis> {
+        timeline.iter().map(|e| e.time).collect()
+    }
+
+    #[test]
+    fn a_timeline_keeps_its_first_entry_and_the_latest_up_to_its_limit() {
+        for limit in [2, 5, CHUNK, CHUNK + 1, 3 * CHUNK + 7] {
+            let mut timeline = Timeline::default();
+            let mut expected: Vec<EpochMillis> = Vec::new();
+            for i in 0..5 * CHUNK + 3 {
+                timeline.push_limited(entry(i), limit);
+                expected.push(i as EpochMillis);
+                if expected.len() > limit {
+                    expected.remove(1);
+                }
+                assert_eq!(times(&timeline), expected, "limit {limit}, after entry {i}");
+                assert_eq!(timeline.len(), expected.len());
+                assert_eq!(timeline.last().map(|e| e.time), Some(i as EpochMillis));
+            }
+        }
+    }
+
+    #[test]
+    fn timelines_with_the_same_entries_are_equal_however_they_are_held() {
+        let limit = 2 * CHUNK + 5;
+        let mut trimmed = Timeline::default();
+        for i in 0..4 * CHUNK {
+            trimmed.push_limited(entry(i), limit);
+        }
+        // The same entries, never trimmed: chunked differently.
+        let collected: Timeline = trimmed.iter().cloned().collect();
+        assert_eq!(collected, trimmed);
+        assert_eq!(format!("{collected:?}"), format!("{trimmed:?}"));
+
+        // A copy goes its own way: the original does not move.
+        let before = times(&trimmed);
+        let mut copy = trimmed.clone();
+        copy.push_limited(entry(10_000), limit);
+        assert_eq!(times(&trimmed), before);
+        assert_ne!(copy, trimmed);
+        assert_eq!(copy.last().map(|e| e.time), Some(10_000));
+    }
 }

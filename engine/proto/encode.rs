@@ -164,17 +164,10 @@ struct IncidentFields<'a>(&'a Incident, &'a str, bool);
 impl Message for IncidentFields<'_> {
     fn fields<S: Sink>(&self, out: &mut S) {
         let IncidentFields(i, id, whole) = *self;
-        let (root_cause_alarms, symptom_alarms, services, customers, timeline, notes) = if whole {
-            (
-                &i.root_cause_alarms[..],
-                &i.symptom_alarms[..],
-                &i.services[..],
-                &i.customers[..],
-                &i.timeline[..],
-                &i.notes[..],
-            )
+        let (root_cause_alarms, symptom_alarms, services, customers, notes) = if whole {
+            (&i.root_cause_alarms[..], &i.symptom_alarms[..], &i.services[..], &i.customers[..], &i.notes[..])
         } else {
-            (&[][..], &[][..], &[][..], &[][..], &[][..], &[][..])
+            (&[][..], &[][..], &[][..], &[][..], &[][..])
         };
         string(out, 1, id);
         string(out, 2, &i.title);
@@ -197,8 +190,10 @@ impl Message for IncidentFields<'_> {
         for customer in customers {
             message(out, 11, customer);
         }
-        for entry in timeline {
-            message(out, 12, entry);
+        if whole {
+            for entry in i.timeline.iter() {
+                message(out, 12, entry);
+            }
         }
         if let Some(acknowledgement) = &i.acknowledgement {
             message(out, 13, acknowledgement);
