@@ -124,6 +124,8 @@ pub struct IncidentBook {
     pub(super) stats: IncidentStats,
     /// Incidents whose state or bookkeeping changed since the last
     /// [`IncidentBook::take_dirty`] (closed ones included): the changelog's next writes.
+    /// Only those: a record carries the whole incident, and an incident a storm merely
+    /// touched (a symptom repeating, a service whose roots stayed) has nothing new to write.
     pub(super) dirty: BTreeSet<IncidentId>,
     /// No timer is due before this time (a lower bound: a cancelled hold-down leaves it
     /// early, and the next scan moves it on). Lets [`IncidentBook::tick`] run before every
@@ -213,9 +215,10 @@ impl IncidentBook {
                 let Some(&id) = self.by_root.get(root) else { continue };
                 touch(&mut kinds, id).cis.push(ci);
                 if symptom && self.by_symptom.get(&ci) != Some(&id) {
+                    // Its owned symptoms changed, and the previous owner's too, even if
+                    // nothing either publishes did: the changelog must hear of it.
+                    self.dirty.insert(id);
                     if let Some(previous) = self.by_symptom.insert(ci, id) {
-                        // The previous owner's bookkeeping changed too, even if nothing it
-                        // publishes did: the changelog must hear of it.
                         self.dirty.insert(previous);
                     }
                     if let Some(t) = self.incidents.get_mut(&id)
@@ -237,8 +240,8 @@ impl IncidentBook {
             }
         }
         for (id, touched) in kinds {
-            self.dirty.insert(id);
             if let Some(change) = self.refresh(&topology, impact, id, touched, now) {
+                self.dirty.insert(id);
                 out.push(change);
             }
         }
@@ -261,6 +264,7 @@ impl IncidentBook {
                 && t.services.get(&service).is_some_and(|s| !s.is_up())
             {
                 t.services.insert(service, State::Up);
+                self.dirty.insert(id);
                 let text = format!("service {name} restored");
                 push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
                 touch(kinds, id).services = true;
@@ -276,9 +280,14 @@ impl IncidentBook {
                 id
             }
         };
-        let previous = self.by_service.insert(service, id).filter(|&p| p != id);
+        let previous = self.by_service.insert(service, id);
+        if previous != Some(id) {
+            // It follows the service now; the previous owner no longer does, whether or
+            // not their views change below.
+            self.dirty.insert(id);
+        }
+        let previous = previous.filter(|&p| p != id);
         if let Some(previous) = previous {
-            // It no longer follows the service, whether or not its view changes below.
             self.dirty.insert(previous);
         }
         if let Some(previous) = previous
@@ -305,14 +314,18 @@ impl IncidentBook {
             touch(kinds, id).kind = ChangeKind::Reopened;
         }
         if t.services.insert(service, state.effective) != Some(state.effective) {
+            self.dirty.insert(id);
             let text = format!("service {name} {}", state.effective.as_str());
             push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
         }
-        t.restored_since = None;
+        if t.restored_since.take().is_some() {
+            self.dirty.insert(id);
+        }
         for &root in &state.roots {
             if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
                 v.insert(id);
                 t.registered_roots.insert(root);
+                self.dirty.insert(id);
             }
         }
         touch(kinds, id).services = true;
@@ -438,8 +451,8 @@ impl IncidentBook {
         }
         // A CI on_changes attached as a symptom that is still one of the roots stays a root.
         for ci in &alarm_cis {
-            if t.roots.contains(ci) {
-                t.symptoms.remove(ci);
+            if t.roots.contains(ci) && t.symptoms.remove(ci) {
+                self.dirty.insert(id);
             }
         }
 
