@@ -211,22 +211,32 @@ impl IncidentBook {
         for &ci in changed {
             let state = impact.state(ci);
             let symptom = !state.alarms.is_empty() && !state.is_root(ci);
+            // A symptom of several incidents' roots is owned by the last root's incident;
+            // each of them lists it. Ownership is settled once the roots are walked: an
+            // owner passed on the way and left again has nothing new to write.
+            let owner = self.by_symptom.get(&ci).copied();
+            let mut settled = owner;
             for root in &state.roots {
                 let Some(&id) = self.by_root.get(root) else { continue };
                 touch(&mut kinds, id).cis.push(ci);
-                if symptom && self.by_symptom.get(&ci) != Some(&id) {
-                    // Its owned symptoms changed, and the previous owner's too, even if
-                    // nothing either publishes did: the changelog must hear of it.
-                    self.dirty.insert(id);
-                    if let Some(previous) = self.by_symptom.insert(ci, id) {
-                        self.dirty.insert(previous);
-                    }
+                if symptom && settled != Some(id) {
+                    settled = Some(id);
                     if let Some(t) = self.incidents.get_mut(&id)
                         && t.symptoms.insert(ci)
                     {
                         join(&mut self.members, ci, id);
+                        self.dirty.insert(id);
                     }
                 }
+            }
+            if let Some(id) = settled
+                && settled != owner
+            {
+                // Its owned symptoms changed, and the previous owner's too, even if nothing
+                // either publishes did: the changelog must hear of it.
+                self.by_symptom.insert(ci, id);
+                self.dirty.insert(id);
+                self.dirty.extend(owner);
             }
             for owner in [self.by_root.get(&ci), self.by_symptom.get(&ci)].into_iter().flatten() {
                 touch(&mut kinds, *owner).cis.push(ci);
