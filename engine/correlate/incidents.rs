@@ -214,7 +214,7 @@ impl IncidentBook {
             // A symptom of several incidents' roots is owned by the last root's incident;
             // each of them lists it. Ownership is settled once the roots are walked: an
             // owner passed on the way and left again has nothing new to write.
-            let owner = self.by_symptom.get(&ci).copied();
+            let owner = if symptom { self.by_symptom.get(&ci).copied() } else { None };
             let mut settled = owner;
             for root in &state.roots {
                 let Some(&id) = self.by_root.get(root) else { continue };
