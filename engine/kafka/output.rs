@@ -7,8 +7,10 @@
 //!
 //! The core gathers a transaction for `commit_interval` and hands it to the output thread
 //! ([`Output::spawn`]), which encodes, sends and commits it while the core goes on with the
-//! next one. The hand-off holds one transaction: when the output falls two behind (slow or
-//! unreachable brokers), the core waits, and through its bounded input so does consumption.
+//! next one. The hand-off holds one transaction. While one waits there, a due transaction
+//! stays open and gathers more (fewer, larger commits when the brokers are slow, and the
+//! core is not held up by a slow commit); past ten commit intervals the core waits, and
+//! through its bounded input so does consumption (unreachable brokers).
 //!
 //! The incidents topic is compacted and carries the latest snapshot per incident: within
 //! one transaction, an incident that changed a thousand times is written once, at its

@@ -147,7 +147,7 @@ pub struct TimelineEntry {
 const CHUNK: usize = 32;
 
 /// An incident's timeline: its first entry (`opened`), always kept, then the latest ones
-/// up to a limit. Kept in shared, immutable chunks of [`CHUNK`] entries plus an open tail:
+/// up to a limit. Kept in shared, immutable chunks of `CHUNK` entries plus an open tail:
 /// copying an incident that a reader still holds (every published version is one) copies
 /// a few chunk pointers and the tail rather than hundreds of entries, and dropping the
 /// oldest entry moves nothing.
@@ -157,7 +157,7 @@ pub struct Timeline {
     /// Sealed chunks, oldest first; the front one's first `skip` entries are dropped.
     chunks: std::collections::VecDeque<Arc<[TimelineEntry]>>,
     skip: usize,
-    /// The newest entries, fewer than [`CHUNK`].
+    /// The newest entries, fewer than `CHUNK`.
     tail: Vec<TimelineEntry>,
     len: usize,
 }

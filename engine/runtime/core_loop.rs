@@ -3,7 +3,10 @@
 //! the core), and timer ticks. Every incident change goes to gRPC subscribers at once (a
 //! shared snapshot; the subscriber tasks encode it) and into the open Kafka transaction;
 //! every `commit_interval` the transaction takes the core's changelog records and goes to
-//! the output thread, which writes and commits it ([`crate::kafka::output`]).
+//! the output thread, which writes and commits it ([`crate::kafka::output`]). A due
+//! transaction is handed over once the output has taken the one before: until then it
+//! gathers on, so a slow commit never stalls the core, for at most `GATHER_LIMIT`
+//! intervals.
 //!
 //! A job that changed incidents (an operator action) is answered once its transaction has
 //! committed, so an acknowledgement an operator was told about survives any crash.
@@ -85,6 +88,14 @@ impl Publisher {
     }
 }
 
+/// A due transaction waits for the output to take the one before it, gathering more work
+/// meanwhile, for at most this many commit intervals; past that the core waits for the
+/// output (backpressure on the input), so a transaction stays bounded.
+const GATHER_LIMIT: u32 = 10;
+
+/// How often the core looks whether the output has taken the transaction before a due one.
+const OUTPUT_POLL: Duration = Duration::from_millis(1);
+
 pub struct CoreLoop {
     pub correlator: Correlator,
     pub publisher: Publisher,
@@ -123,7 +134,13 @@ impl CoreLoop {
         let mut next_tick = Instant::now() + self.tick;
         let mut last_input = Instant::now();
         loop {
-            let wake = self.publisher.open.deadline(self.commit_interval).map_or(next_tick, |d| d.min(next_tick));
+            let wake = match self.publisher.open.deadline(self.commit_interval) {
+                // Due, but the output is still busy: look again shortly.
+                Some(due) if due <= Instant::now() => Instant::now() + OUTPUT_POLL,
+                Some(due) => due,
+                None => next_tick,
+            }
+            .min(next_tick);
             let timeout = wake.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
                 recv(self.batches) -> batch => match batch {
@@ -149,7 +166,10 @@ impl CoreLoop {
                 }
                 next_tick = Instant::now() + self.tick;
             }
-            if self.publisher.open.due(self.commit_interval) {
+            if self.publisher.open.due(self.commit_interval)
+                && (self.publisher.transactions.is_empty()
+                    || self.publisher.open.due(self.commit_interval * GATHER_LIMIT))
+            {
                 self.commit()?;
             }
         }
@@ -191,7 +211,7 @@ impl CoreLoop {
     }
 
     /// Hands the open transaction, with the changelog records of what changed since the
-    /// last one, to the output thread; waits while it is two transactions behind.
+    /// last one, to the output thread; waits while the hand-off is full.
     fn commit(&mut self) -> Result<(), OutputError> {
         if let Some(changes) = self.correlator.take_changes() {
             self.publisher.open.changes(changes);
@@ -203,5 +223,73 @@ impl CoreLoop {
         self.publisher.open.settle(|id| correlator.shared_incident(id).cloned());
         let transaction = std::mem::take(&mut self.publisher.open);
         self.publisher.transactions.send(transaction).map_err(|_| OutputError::Stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::CorrelatorConfig;
+    use crate::generate::ring;
+    use std::collections::BTreeMap;
+
+    /// Runs a read-only job on the core; `None` if it does not answer within `wait`.
+    fn ask(jobs: &crossbeam_channel::Sender<Job>, wait: Duration) -> Option<u64> {
+        let (answer, answered) = crossbeam_channel::bounded(1);
+        let job: Job = Box::new(move |ctx| {
+            let _ = answer.send(ctx.stats().alarms_in);
+            Box::new(|| {})
+        });
+        jobs.send(job).ok()?;
+        answered.recv_timeout(wait).ok()
+    }
+
+    #[test]
+    fn a_busy_output_holds_the_core_up_only_past_the_gather_limit() {
+        let topology = Arc::new(crate::topology_file::parse(&ring(4).jsonl, "ring").unwrap());
+        let (transactions, output) = crossbeam_channel::bounded(1);
+        // The output is busy: a transaction already waits in the hand-off, and nobody takes it.
+        transactions.send(Transaction::default()).unwrap();
+        let (batches, batch_rx) = crossbeam_channel::bounded(4);
+        let (jobs, job_rx) = crossbeam_channel::bounded(16);
+        let commit_interval = Duration::from_millis(20);
+        let core = CoreLoop {
+            correlator: Correlator::new(topology, CorrelatorConfig::default()),
+            publisher: Publisher::new(transactions, broadcast::channel(16).0),
+            batches: batch_rx,
+            jobs: job_rx,
+            tick: Duration::from_millis(50),
+            idle_clock: Duration::from_secs(3600),
+            commit_interval,
+            metrics: Arc::new(Metrics::default()),
+            failed: CancellationToken::new(),
+        };
+        let core = std::thread::spawn(move || core.run());
+
+        let batch = |next: i64| Batch {
+            alarms: Vec::new(),
+            times: Vec::new(),
+            offsets: BTreeMap::from([(("alarms".to_owned(), 0), next)]),
+            refused: Vec::new(),
+        };
+        // Due transactions keep gathering while the output is busy: the core goes on.
+        for next in 1..=3 {
+            batches.send(batch(next)).unwrap();
+            std::thread::sleep(commit_interval * 2);
+            assert!(ask(&jobs, Duration::from_secs(5)).is_some(), "the core waited for a busy output");
+        }
+        // Past the gather limit it waits for the output, so the transaction stays bounded.
+        std::thread::sleep(commit_interval * GATHER_LIMIT);
+        batches.send(batch(4)).unwrap();
+        assert!(ask(&jobs, commit_interval * 5).is_none(), "the core went on past the gather limit");
+
+        // Once the output takes the waiting transaction, the gathered one follows and the
+        // core answers again.
+        assert!(output.recv().unwrap().is_empty(), "the transaction that was waiting");
+        let gathered = output.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!gathered.is_empty());
+        assert!(ask(&jobs, Duration::from_secs(5)).is_some());
+        drop((batches, jobs, output));
+        core.join().unwrap();
     }
 }

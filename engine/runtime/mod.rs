@@ -148,7 +148,8 @@ impl Engine {
         let committing = Arc::new(AtomicBool::new(true));
 
         // One transaction in the hand-off: the output thread commits one while the core
-        // gathers the next, and the core waits when the output falls two behind.
+        // gathers the next; a due transaction gathers on while one waits here, up to a limit
+        // past which the core waits (`core_loop::GATHER_LIMIT`).
         let (transactions_tx, transactions_rx) = crossbeam_channel::bounded(1);
         let output = Output::new(producer, consumer.clone(), kafka_config, &brokers, committing.clone()).spawn(
             transactions_rx,
