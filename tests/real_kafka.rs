@@ -255,6 +255,10 @@ fn bench_measures_throughput_against_raw_consumption_and_latency_to_subscribers(
     assert!(figure("incident changes timed") > 0.0, "subscribers saw changes: {stdout}");
     let p99 = figure("p99");
     assert!(p99 > 0.0 && p99 < 60_000.0, "a latency in milliseconds: {stdout}");
+    // The baseline beside it: a plain consumer of the same topic timed the same alarms.
+    let alone = stdout.lines().find(|l| l.contains("Kafka alone")).unwrap_or_else(|| panic!("no baseline:\n{stdout}"));
+    let alone_p50: f64 = alone.split("p50").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(alone_p50 > 0.0 && alone_p50 < 60_000.0, "the plain consumer timed alarms: {stdout}");
     // Every alarm produced went through the engine.
     assert!(stdout.contains("engine: 4600 alarms in"), "{stdout}");
 }

@@ -98,6 +98,10 @@ pub struct Latency {
     /// none was dropped or fell behind.
     pub per_subscriber: (u64, u64),
     pub histogram: Histogram<u64>,
+    /// Kafka alone: each alarm's Kafka timestamp to its arrival at a plain consumer of the
+    /// same topic, at the same time. What the broker and the machine cost before the
+    /// engine does anything; the engine's latency cannot be lower.
+    pub kafka_alone: Histogram<u64>,
 }
 
 pub struct Report {
@@ -238,6 +242,16 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             ms(0.999),
             h.max() as f64 / 1000.0
         );
+        let k = &l.kafka_alone;
+        let ms = |q: f64| k.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "  Kafka alone (a plain consumer of the same topic, at the same time): p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            k.max() as f64 / 1000.0
+        );
     }
     let mut sent = options.count + latency.as_ref().map_or(0, |l| l.sent);
     let overload = if options.overload > Duration::ZERO {
@@ -331,6 +345,29 @@ async fn subscribe_probe(endpoint: &str, view: StreamView) -> anyhow::Result<ton
 
 /// A plain consumer reads `count` messages of `topic` from the start, doing nothing with
 /// them: the ceiling any consumer of this topic on this machine can reach.
+/// A consumer with no group of its own, assigned every partition of `topic` at its end:
+/// it reads what is produced from now on.
+fn plain_consumer_at_end(config: &Config, topic: &str) -> anyhow::Result<BaseConsumer> {
+    let consumer: BaseConsumer = kafka::client_config(
+        &config.kafka,
+        &config.kafka.brokers,
+        &[
+            ("group.id", &format!("{}-plain", config.kafka.group_id)),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+        ],
+    )
+    .create()
+    .context("cannot create the plain consumer")?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).context("topic metadata")?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::End).context("assignment")?;
+    }
+    consumer.assign(&assignment).context("cannot assign the plain consumer")?;
+    Ok(consumer)
+}
+
 fn raw_consume(config: &Config, topic: &str, count: u64) -> anyhow::Result<f64> {
     let consumer: BaseConsumer = kafka::client_config(
         &config.kafka,
@@ -621,6 +658,29 @@ async fn latency(
         }));
     }
 
+    let baseline = {
+        let (config, topic, measuring, stop) = (config.clone(), topic.to_owned(), measuring.clone(), stop.clone());
+        let consumer = plain_consumer_at_end(&config, &topic)?;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Histogram<u64>> {
+            let mut histogram = new_histogram();
+            while !stop.is_cancelled() {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(message)) if measuring.load(Ordering::Relaxed) => {
+                        if let Some(millis) = message.timestamp().to_millis() {
+                            let stamp = prost_types::Timestamp {
+                                seconds: millis.div_euclid(1000),
+                                nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+                            };
+                            let _ = histogram.record(age_micros(&stamp));
+                        }
+                    }
+                    Some(Err(error)) => return Err(error).context("the plain consumer"),
+                    _ => {}
+                }
+            }
+            Ok(histogram)
+        })
+    };
     let producer = producer(&config.kafka, &config.kafka.brokers)?;
     let (rate, warmup, duration, topic) = (options.rate, options.warmup, options.duration, topic.to_owned());
     let (topology, scenario, seed) = (topology.clone(), options.scenario, options.seed.wrapping_add(1));
@@ -647,5 +707,6 @@ async fn latency(
         changes += c;
         per_subscriber = (per_subscriber.0.min(c), per_subscriber.1.max(c));
     }
-    Ok(Latency { offered: rate, sent, changes, per_subscriber, histogram })
+    let kafka_alone = baseline.await??;
+    Ok(Latency { offered: rate, sent, changes, per_subscriber, histogram, kafka_alone })
 }
