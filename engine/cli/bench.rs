@@ -343,22 +343,20 @@ async fn subscribe_probe(endpoint: &str, view: StreamView) -> anyhow::Result<ton
     Ok(grpc.server_streaming(request, path, codec).await?.into_inner())
 }
 
-/// A plain consumer reads `count` messages of `topic` from the start, doing nothing with
-/// them: the ceiling any consumer of this topic on this machine can reach.
-/// A consumer with no group of its own, assigned every partition of `topic` at its end:
-/// it reads what is produced from now on.
+/// A consumer that only reads, in a group of its own (`<group_id>-<group>`), read_committed
+/// like the engine's.
+fn plain_consumer(config: &Config, group: &str, settings: &[(&str, &str)]) -> anyhow::Result<BaseConsumer> {
+    let group = format!("{}-{group}", config.kafka.group_id);
+    let mut all =
+        vec![("group.id", group.as_str()), ("enable.auto.commit", "false"), ("isolation.level", "read_committed")];
+    all.extend_from_slice(settings);
+    kafka::client_config(&config.kafka, &config.kafka.brokers, &all).create().context("cannot create a plain consumer")
+}
+
+/// A plain consumer assigned every partition of `topic` at its end: it reads what is
+/// produced from now on.
 fn plain_consumer_at_end(config: &Config, topic: &str) -> anyhow::Result<BaseConsumer> {
-    let consumer: BaseConsumer = kafka::client_config(
-        &config.kafka,
-        &config.kafka.brokers,
-        &[
-            ("group.id", &format!("{}-plain", config.kafka.group_id)),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-        ],
-    )
-    .create()
-    .context("cannot create the plain consumer")?;
+    let consumer = plain_consumer(config, "plain", &[])?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).context("topic metadata")?;
     let mut assignment = rdkafka::TopicPartitionList::new();
     for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -368,19 +366,10 @@ fn plain_consumer_at_end(config: &Config, topic: &str) -> anyhow::Result<BaseCon
     Ok(consumer)
 }
 
+/// A plain consumer reads `count` messages of `topic` from the start, doing nothing with
+/// them: the ceiling any consumer of this topic on this machine can reach.
 fn raw_consume(config: &Config, topic: &str, count: u64) -> anyhow::Result<f64> {
-    let consumer: BaseConsumer = kafka::client_config(
-        &config.kafka,
-        &config.kafka.brokers,
-        &[
-            ("group.id", &format!("{}-raw", config.kafka.group_id)),
-            ("auto.offset.reset", "earliest"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-        ],
-    )
-    .create()
-    .context("cannot create the raw consumer")?;
+    let consumer = plain_consumer(config, "raw", &[("auto.offset.reset", "earliest")])?;
     consumer.subscribe(&[topic]).context("cannot subscribe")?;
     let mut seen = 0u64;
     let mut first: Option<Instant> = None;
