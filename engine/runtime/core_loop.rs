@@ -279,7 +279,7 @@ mod tests {
             assert!(ask(&jobs, Duration::from_secs(5)).is_some(), "the core waited for a busy output");
         }
         // Past the gather limit it waits for the output, so the transaction stays bounded.
-        std::thread::sleep(commit_interval * GATHER_LIMIT);
+        std::thread::sleep(commit_interval * GATHER_LIMIT * 2);
         batches.send(batch(4)).unwrap();
         assert!(ask(&jobs, commit_interval * 5).is_none(), "the core went on past the gather limit");
 
