@@ -292,14 +292,12 @@ impl IncidentBook {
         };
         let previous = self.by_service.insert(service, id);
         if previous != Some(id) {
-            // It follows the service now; the previous owner no longer does, whether or
+            // It follows the service now and the previous owner no longer does, whether or
             // not their views change below.
             self.dirty.insert(id);
+            self.dirty.extend(previous);
         }
         let previous = previous.filter(|&p| p != id);
-        if let Some(previous) = previous {
-            self.dirty.insert(previous);
-        }
         if let Some(previous) = previous
             && let Some(t) = self.incidents.get_mut(&previous)
             && t.services.get(&service).is_some_and(|s| !s.is_up())
