@@ -343,12 +343,16 @@ async fn subscribe_probe(endpoint: &str, view: StreamView) -> anyhow::Result<ton
     Ok(grpc.server_streaming(request, path, codec).await?.into_inner())
 }
 
-/// A consumer that only reads, in a group of its own (`<group_id>-<group>`), read_committed
-/// like the engine's.
+/// A consumer that only reads, in a group of its own (`<group_id>-<group>`), fetching as
+/// the engine's does.
 fn plain_consumer(config: &Config, group: &str, settings: &[(&str, &str)]) -> anyhow::Result<BaseConsumer> {
     let group = format!("{}-{group}", config.kafka.group_id);
-    let mut all =
-        vec![("group.id", group.as_str()), ("enable.auto.commit", "false"), ("isolation.level", "read_committed")];
+    let mut all = vec![
+        ("group.id", group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("isolation.level", "read_committed"),
+        ("fetch.queue.backoff.ms", kafka::ingest::FETCH_QUEUE_BACKOFF_MS),
+    ];
     all.extend_from_slice(settings);
     kafka::client_config(&config.kafka, &config.kafka.brokers, &all).create().context("cannot create a plain consumer")
 }
