@@ -65,7 +65,7 @@ pub type AlarmConsumer = BaseConsumer<IngestContext>;
 /// How long librdkafka waits before fetching again once its local queue is over its
 /// thresholds (`fetch.queue.backoff.ms`; 1 s by default). The core drains a full queue in
 /// well under a second and then sat without input for the rest of it, several times a
-/// second under load (end to end 108k-154k alarms/s; 216k-221k with this).
+/// second under load (end to end 108k-154k alarms/s; 177k-221k with this).
 pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// `embedded`: the brokers are the embedded mock cluster, which differs from a broker in
