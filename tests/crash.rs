@@ -401,14 +401,23 @@ async fn sigterm_drains_commits_and_exits_in_time() {
     let input = single_partition_topic(&broker, "alarms-sigterm").await;
     let run = write_config(dir.path(), "sigterm", broker.bootstrap(), &input, &topology);
     let mut engine = spawn(&run.config);
-    feed(&broker, &input, &storm::storm(&ring, 20_000, 9)).await;
+    let messages = storm::storm(&ring, 60_000, 9);
+    let (first, rest) = messages.split_at(10_000);
+    feed(&broker, &input, first).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while progress(broker.bootstrap(), &run.group, &input).0 == 0 {
         assert!(Instant::now() < deadline, "the engine never committed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    Command::new("kill").args(["-TERM", &engine.child.id().to_string()]).status().unwrap();
+    // SIGTERM while input is still arriving: the engine is busy with it when told to stop.
+    let stop = async {
+        while progress(broker.bootstrap(), &run.group, &input).1 < first.len() as i64 + 5_000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Command::new("kill").args(["-TERM", &engine.child.id().to_string()]).status().unwrap();
+    };
+    tokio::join!(feed(&broker, &input, rest), stop);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = engine.child.try_wait().unwrap() {
