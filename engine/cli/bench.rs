@@ -422,9 +422,13 @@ fn new_histogram() -> Histogram<u64> {
 /// Microseconds from an incident's `update_time` (the Kafka timestamp of the alarm that
 /// changed it) to now.
 fn age_micros(updated: &prost_types::Timestamp) -> u64 {
+    micros_since(updated.seconds * 1_000_000 + i64::from(updated.nanos) / 1_000)
+}
+
+/// Microseconds from `stamp` (since the Unix epoch) to now; at least 1.
+fn micros_since(stamp: i64) -> u64 {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-    let stamp = updated.seconds * 1_000_000 + i64::from(updated.nanos) / 1_000;
     (now - stamp).max(1) as u64
 }
 
@@ -661,11 +665,7 @@ async fn latency(
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(message)) if measuring.load(Ordering::Relaxed) => {
                         if let Some(millis) = message.timestamp().to_millis() {
-                            let stamp = prost_types::Timestamp {
-                                seconds: millis.div_euclid(1000),
-                                nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
-                            };
-                            let _ = histogram.record(age_micros(&stamp));
+                            let _ = histogram.record(micros_since(millis * 1_000));
                         }
                     }
                     Some(Err(error)) => return Err(error).context("the plain consumer"),
