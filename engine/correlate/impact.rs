@@ -59,6 +59,8 @@ pub struct ImpactStage {
     /// Propagation worklist, ordered by rank then index (deterministic).
     queue: BinaryHeap<Reverse<(u32, CiIdx)>>,
     queued: Vec<bool>,
+    /// Scratch space for root causes while propagating.
+    roots_buffer: Vec<CiIdx>,
 }
 
 impl ImpactStage {
@@ -70,6 +72,7 @@ impl ImpactStage {
             unmapped: BTreeMap::new(),
             queue: BinaryHeap::new(),
             queued: vec![false; n],
+            roots_buffer: Vec::new(),
         }
     }
 
@@ -114,14 +117,23 @@ impl ImpactStage {
     fn propagate_from(&mut self, start: CiIdx, changed: &mut Vec<CiIdx>) {
         self.enqueue(start);
         let mut start_reported = false;
+        // One buffer for every evaluation: most leave the roots as they were, and those
+        // that move them copy into the CI's own list, reusing its allocation.
+        let mut roots = std::mem::take(&mut self.roots_buffer);
         while let Some(Reverse((_, idx))) = self.queue.pop() {
             self.queued[idx as usize] = false;
-            let (effective, roots) = self.evaluate(idx);
+            let effective = self.evaluate(idx, &mut roots);
             let state = &mut self.states[idx as usize];
             let moved = state.effective != effective || state.roots != roots;
             if moved {
                 state.effective = effective;
-                state.roots = roots;
+                if roots.is_empty() {
+                    // Restored: its list goes, so a network's worth of CIs once failed
+                    // holds no memory for it.
+                    state.roots = Vec::new();
+                } else {
+                    state.roots.clone_from(&roots);
+                }
                 for i in 0..self.topology.dependents(idx).len() {
                     let dependent = self.topology.dependents(idx)[i];
                     self.enqueue(dependent);
@@ -132,6 +144,7 @@ impl ImpactStage {
                 changed.push(idx);
             }
         }
+        self.roots_buffer = roots;
         debug_assert!(start_reported);
     }
 
@@ -164,14 +177,16 @@ impl ImpactStage {
         }
     }
 
-    fn evaluate(&self, idx: CiIdx) -> (State, Vec<CiIdx>) {
+    /// The state of `idx` from its own alarms and its dependencies; its root causes, sorted,
+    /// into `roots` (empty when up).
+    fn evaluate(&self, idx: CiIdx, roots: &mut Vec<CiIdx>) -> State {
+        roots.clear();
         let own = self.states[idx as usize].own;
         let from_deps = self.dependency_state(idx);
         let effective = own.max(from_deps);
         if effective.is_up() {
-            return (State::Up, Vec::new());
+            return State::Up;
         }
-        let mut roots = Vec::new();
         if own > from_deps {
             roots.push(idx);
         }
@@ -185,7 +200,7 @@ impl ImpactStage {
         }
         roots.sort_unstable();
         roots.dedup();
-        (effective, roots)
+        effective
     }
 
     /// For each root cause of `idx`, a path down the dependency graph that links them.

@@ -275,8 +275,13 @@ impl IncidentBook {
             {
                 t.services.insert(service, State::Up);
                 self.dirty.insert(id);
-                let text = format!("service {name} restored");
-                push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
+                push_timeline(
+                    &mut t.incident,
+                    &self.policy,
+                    now,
+                    TimelineKind::Impact,
+                    format_args!("service {name} restored"),
+                );
                 touch(kinds, id).services = true;
             }
             return;
@@ -303,8 +308,13 @@ impl IncidentBook {
             && t.services.get(&service).is_some_and(|s| !s.is_up())
         {
             t.services.insert(service, State::Up);
-            let text = format!("service {name} now impacted under {id}");
-            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
+            push_timeline(
+                &mut t.incident,
+                &self.policy,
+                now,
+                TimelineKind::Impact,
+                format_args!("service {name} now impacted under {id}"),
+            );
             touch(kinds, previous).services = true;
         }
         let Some(t) = self.incidents.get_mut(&id) else { return };
@@ -316,15 +326,20 @@ impl IncidentBook {
                 &self.policy,
                 now,
                 TimelineKind::Reopened,
-                "root cause failed again".to_owned(),
+                format_args!("root cause failed again"),
             );
             self.stats.reopened += 1;
             touch(kinds, id).kind = ChangeKind::Reopened;
         }
         if t.services.insert(service, state.effective) != Some(state.effective) {
             self.dirty.insert(id);
-            let text = format!("service {name} {}", state.effective.as_str());
-            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Impact, text);
+            push_timeline(
+                &mut t.incident,
+                &self.policy,
+                now,
+                TimelineKind::Impact,
+                format_args!("service {name} {}", state.effective.as_str()),
+            );
         }
         if t.restored_since.take().is_some() {
             self.dirty.insert(id);
@@ -378,7 +393,7 @@ impl IncidentBook {
             resolved_at: None,
             version: 0,
         });
-        push_timeline(&mut incident, &self.policy, now, TimelineKind::Opened, "incident opened".to_owned());
+        push_timeline(&mut incident, &self.policy, now, TimelineKind::Opened, format_args!("incident opened"));
         let tracked = Tracked {
             incident,
             roots: BTreeSet::new(),
@@ -426,8 +441,13 @@ impl IncidentBook {
             BTreeSet::new()
         };
         for &root in live.difference(&t.roots) {
-            let text = format!("root cause {}", topology.ci(root).name);
-            push_timeline(&mut t.incident, policy, now, TimelineKind::RootCause, text);
+            push_timeline(
+                &mut t.incident,
+                policy,
+                now,
+                TimelineKind::RootCause,
+                format_args!("root cause {}", topology.ci(root).name),
+            );
             moved = true;
             roots_moved = true;
             if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
@@ -488,8 +508,13 @@ impl IncidentBook {
         }
         if attached > 0 {
             self.stats.symptoms_attached += attached as u64;
-            let text = format!("{attached} symptom alarm(s) attached");
-            push_timeline(&mut t.incident, policy, now, TimelineKind::Symptom, text);
+            push_timeline(
+                &mut t.incident,
+                policy,
+                now,
+                TimelineKind::Symptom,
+                format_args!("{attached} symptom alarm(s) attached"),
+            );
         }
 
         if services_moved || roots_moved {
@@ -562,9 +587,16 @@ impl IncidentBook {
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
             *due = Some(due.map_or(now + policy.hold_down_ms, |due| due.min(now + policy.hold_down_ms)));
-            let text =
-                format!("all services restored; resolves after {} s unless impacted again", policy.hold_down_ms / 1000);
-            push_timeline(&mut t.incident, policy, now, TimelineKind::Restored, text);
+            push_timeline(
+                &mut t.incident,
+                policy,
+                now,
+                TimelineKind::Restored,
+                format_args!(
+                    "all services restored; resolves after {} s unless impacted again",
+                    policy.hold_down_ms / 1000
+                ),
+            );
             moved = true;
         }
         moved
@@ -589,9 +621,16 @@ impl IncidentBook {
                     Arc::make_mut(&mut t.incident).state = IncidentState::Resolved;
                     Arc::make_mut(&mut t.incident).resolved_at = Some(now);
                     t.restored_since = None;
-                    let text =
-                        format!("resolved automatically: services restored for {} s", self.policy.hold_down_ms / 1000);
-                    push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
+                    push_timeline(
+                        &mut t.incident,
+                        &self.policy,
+                        now,
+                        TimelineKind::Resolved,
+                        format_args!(
+                            "resolved automatically: services restored for {} s",
+                            self.policy.hold_down_ms / 1000
+                        ),
+                    );
                     self.stats.resolved += 1;
                     self.dirty.insert(id);
                     out.push(publish(&mut t.incident, ChangeKind::Resolved, now));
@@ -623,7 +662,7 @@ impl IncidentBook {
                 }
             }
             Arc::make_mut(&mut t.incident).state = IncidentState::Closed;
-            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Closed, "reopen window over".to_owned());
+            push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Closed, format_args!("reopen window over"));
             self.stats.closed += 1;
             self.dirty.insert(id);
             out.push(publish(&mut t.incident, ChangeKind::Closed, now));
@@ -682,7 +721,13 @@ impl IncidentBook {
         Arc::make_mut(&mut t.incident).state = IncidentState::Acknowledged;
         Arc::make_mut(&mut t.incident).acknowledgement = Some(Acknowledgement { by: by.to_owned(), time: now });
         self.dirty.insert(id);
-        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Acknowledged, format!("acknowledged by {by}"));
+        push_timeline(
+            &mut t.incident,
+            &self.policy,
+            now,
+            TimelineKind::Acknowledged,
+            format_args!("acknowledged by {by}"),
+        );
         Ok(publish(&mut t.incident, ChangeKind::Acknowledged, now))
     }
 
@@ -705,9 +750,16 @@ impl IncidentBook {
         t.restored_since = None;
         let close_at = now + self.policy.reopen_window_ms;
         self.due = Some(self.due.map_or(close_at, |due| due.min(close_at)));
-        let text = if reason.is_empty() { format!("resolved by {by}") } else { format!("resolved by {by}: {reason}") };
         self.dirty.insert(id);
-        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Resolved, text);
+        let colon = if reason.is_empty() { "" } else { ": " };
+        let policy = &self.policy;
+        push_timeline(
+            &mut t.incident,
+            policy,
+            now,
+            TimelineKind::Resolved,
+            format_args!("resolved by {by}{colon}{reason}"),
+        );
         self.stats.resolved += 1;
         Ok(publish(&mut t.incident, ChangeKind::Resolved, now))
     }
@@ -722,7 +774,7 @@ impl IncidentBook {
         let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
         Arc::make_mut(&mut t.incident).notes.push(Note { author: author.to_owned(), text: text.to_owned(), time: now });
         self.dirty.insert(id);
-        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Note, format!("note by {author}"));
+        push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Note, format_args!("note by {author}"));
         Ok(publish(&mut t.incident, ChangeKind::NoteAdded, now))
     }
 }
@@ -739,9 +791,22 @@ fn push_timeline(
     policy: &IncidentPolicy,
     now: EpochMillis,
     kind: TimelineKind,
-    text: String,
+    text: std::fmt::Arguments<'_>,
 ) {
-    let entry = TimelineEntry { time: now, kind, text: text.into() };
+    thread_local! {
+        /// Entries are formatted here and copied once into their shared text.
+        static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    let text: Arc<str> = match text.as_str() {
+        Some(text) => Arc::from(text),
+        None => TEXT.with_borrow_mut(|buffer| {
+            use std::fmt::Write;
+            buffer.clear();
+            buffer.write_fmt(text).expect("formatting into a String does not fail");
+            Arc::from(buffer.as_str())
+        }),
+    };
+    let entry = TimelineEntry { time: now, kind, text };
     Arc::make_mut(incident).timeline.push_limited(entry, policy.timeline_limit);
 }
 
