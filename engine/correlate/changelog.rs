@@ -12,6 +12,7 @@
 //! exactly as the one that wrote the records.
 
 use super::Stats;
+use super::impacted::Impacted;
 use super::incidents::{IncidentBook, Tracked};
 use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
@@ -126,14 +127,14 @@ impl IncidentBook {
         // An incident owns services among those it impacted, and symptoms among its
         // symptoms and former roots: looking there avoids scanning the whole indexes.
         let owned_services =
-            t.services.keys().filter(|ci| self.by_service.get(ci) == Some(&id)).map(|&ci| name(ci)).collect();
+            t.services.iter().filter(|(ci, _)| self.by_service.get(ci) == Some(&id)).map(|(ci, _)| name(ci)).collect();
         let owned_symptoms =
             t.symptoms.union(&t.roots).filter(|ci| self.by_symptom.get(ci) == Some(&id)).map(|&ci| name(ci)).collect();
         Some(IncidentRecord {
             incident: t.incident.clone(),
             roots: names(&t.roots),
             registered_roots: names(&t.registered_roots),
-            services: t.services.iter().map(|(&ci, &state)| (name(ci), state)).collect(),
+            services: t.services.iter().map(|(ci, state)| (name(ci), state)).collect(),
             symptoms: names(&t.symptoms),
             owned_services,
             owned_symptoms,
@@ -167,8 +168,9 @@ impl IncidentBook {
             for symptom in set(&record.owned_symptoms, &mut lookup) {
                 self.by_symptom.insert(symptom, id);
             }
-            let services: BTreeMap<CiIdx, State> =
+            let services: Vec<(CiIdx, State)> =
                 record.services.iter().filter_map(|(ci, state)| Some((lookup(ci)?, *state))).collect();
+            let services = Impacted::restore(services, topology);
             let mut tracked = Tracked {
                 roots: set(&record.roots, &mut lookup),
                 registered_roots,

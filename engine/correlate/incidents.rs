@@ -5,12 +5,13 @@
 //! and closes after it. Operators acknowledge, annotate and resolve.
 
 use super::impact::ImpactStage;
+use super::impacted::Impacted;
 use super::priority::PriorityPolicy;
 use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
 use crate::model::incident::{
-    Acknowledgement, ChangeKind, ImpactedCustomer, ImpactedService, Incident, IncidentChange, IncidentId,
-    IncidentState, Level, Note, Priority, Timeline, TimelineEntry, TimelineKind,
+    Acknowledgement, ChangeKind, Incident, IncidentChange, IncidentId, IncidentState, Level, Note, Priority, Timeline,
+    TimelineEntry, TimelineKind,
 };
 use crate::model::state::State;
 use crate::model::topology::{CiIdx, Topology};
@@ -82,8 +83,8 @@ pub(super) struct Tracked {
     pub(super) roots: BTreeSet<CiIdx>,
     /// Every root registered in `by_root` for this incident, to unregister on close.
     pub(super) registered_roots: BTreeSet<CiIdx>,
-    /// Impacted services with their current state (`Up` once restored).
-    pub(super) services: BTreeMap<CiIdx, State>,
+    /// Impacted services with their current state (`Up` once restored), and their customers.
+    pub(super) services: Impacted,
     /// Failed CIs with alarms of their own whose failure the roots explain.
     pub(super) symptoms: BTreeSet<CiIdx>,
     /// When every impacted service was last seen restored; cleared by a new impact.
@@ -216,9 +217,16 @@ impl IncidentBook {
             // owner passed on the way and left again has nothing new to write.
             let owner = if symptom { self.by_symptom.get(&ci).copied() } else { None };
             let mut settled = owner;
+            // A CI with no alarms that no incident names (a service, a port down with its
+            // card) has no part in any alarm list: its owners refresh, but need not look
+            // at it. Most changed CIs are such.
+            let listed = !state.alarms.is_empty() || self.members.contains_key(&ci);
             for root in &state.roots {
                 let Some(&id) = self.by_root.get(root) else { continue };
-                touch(&mut kinds, id).cis.push(ci);
+                let touched = touch(&mut kinds, id);
+                if listed {
+                    touched.cis.push(ci);
+                }
                 if symptom && settled != Some(id) {
                     settled = Some(id);
                     if let Some(t) = self.incidents.get_mut(&id)
@@ -239,7 +247,10 @@ impl IncidentBook {
                 self.dirty.extend(owner);
             }
             for owner in [self.by_root.get(&ci), self.by_symptom.get(&ci)].into_iter().flatten() {
-                touch(&mut kinds, *owner).cis.push(ci);
+                let touched = touch(&mut kinds, *owner);
+                if listed {
+                    touched.cis.push(ci);
+                }
             }
             // Every incident naming the CI brings its part up to date at its next refresh;
             // only the owners refresh now.
@@ -271,9 +282,9 @@ impl IncidentBook {
             let Some(&id) = self.by_service.get(&service) else { return };
             if let Some(t) = self.incidents.get_mut(&id)
                 && t.incident.state.is_active()
-                && t.services.get(&service).is_some_and(|s| !s.is_up())
+                && t.services.get(service).is_some_and(|s| !s.is_up())
             {
-                t.services.insert(service, State::Up);
+                t.services.set(service, State::Up, topology);
                 self.dirty.insert(id);
                 push_timeline(
                     &mut t.incident,
@@ -305,9 +316,9 @@ impl IncidentBook {
         let previous = previous.filter(|&p| p != id);
         if let Some(previous) = previous
             && let Some(t) = self.incidents.get_mut(&previous)
-            && t.services.get(&service).is_some_and(|s| !s.is_up())
+            && t.services.get(service).is_some_and(|s| !s.is_up())
         {
-            t.services.insert(service, State::Up);
+            t.services.set(service, State::Up, topology);
             push_timeline(
                 &mut t.incident,
                 &self.policy,
@@ -331,7 +342,7 @@ impl IncidentBook {
             self.stats.reopened += 1;
             touch(kinds, id).kind = ChangeKind::Reopened;
         }
-        if t.services.insert(service, state.effective) != Some(state.effective) {
+        if t.services.set(service, state.effective, topology) != Some(state.effective) {
             self.dirty.insert(id);
             push_timeline(
                 &mut t.incident,
@@ -361,7 +372,7 @@ impl IncidentBook {
             let continuing = self
                 .incidents
                 .get(&id)
-                .is_some_and(|t| t.incident.state.is_active() && t.services.get(&service).is_some_and(|s| !s.is_up()));
+                .is_some_and(|t| t.incident.state.is_active() && t.services.get(service).is_some_and(|s| !s.is_up()));
             if continuing {
                 return Some(id);
             }
@@ -398,7 +409,7 @@ impl IncidentBook {
             incident,
             roots: BTreeSet::new(),
             registered_roots: BTreeSet::new(),
-            services: BTreeMap::new(),
+            services: Impacted::new(),
             symptoms: BTreeSet::new(),
             restored_since: None,
             stale: BTreeSet::new(),
@@ -435,7 +446,7 @@ impl IncidentBook {
             t.services
                 .iter()
                 .filter(|(_, s)| !s.is_up())
-                .flat_map(|(&s, _)| impact.state(s).roots.iter().copied())
+                .flat_map(|(s, _)| impact.state(s).roots.iter().copied())
                 .collect()
         } else {
             BTreeSet::new()
@@ -536,49 +547,16 @@ impl IncidentBook {
         due: &mut Option<EpochMillis>,
         now: EpochMillis,
     ) -> bool {
-        let mut moved = false;
-        let down = t.services.values().filter(|s| **s == State::Down).count();
-        let degraded = t.services.values().filter(|s| **s == State::Degraded).count();
-        // The lists and the priority follow `t.services` alone, which most refreshes leave
-        // as it was: rebuilding the lists would clone three names a service only to find
-        // them equal, and the priority would come out as it is.
-        if !services_listed(t, topology) {
-            let mut customers: BTreeMap<CiIdx, State> = BTreeMap::new();
-            for (&s, &state) in &t.services {
-                if let Some(c) = topology.ci(s).customer {
-                    let worst = customers.entry(c).or_default();
-                    *worst = (*worst).max(state);
-                }
-            }
-            let services = t
-                .services
-                .iter()
-                .map(|(&s, &impact)| {
-                    let ci = topology.ci(s);
-                    ImpactedService {
-                        id: ci.id.clone(),
-                        name: ci.name.clone(),
-                        impact,
-                        customer: ci.customer.map(|c| topology.ci(c).id.clone()),
-                    }
-                })
-                .collect();
-            moved |= set!(t.incident, services, services);
-            let impacted_customers = customers
-                .iter()
-                .map(|(&c, &impact)| {
-                    let ci = topology.ci(c);
-                    ImpactedCustomer { id: ci.id.clone(), name: ci.name.clone(), sla: ci.sla, impact }
-                })
-                .collect();
-            moved |= set!(t.incident, customers, impacted_customers);
-            if down + degraded > 0 {
-                let tiers: Vec<_> = customers.iter().map(|(&c, &s)| (topology.ci(c).sla, s)).collect();
-                let (level, urgency, priority) = policy.priority.assess(&tiers, down > 0);
-                moved |= set!(t.incident, impact, level);
-                moved |= set!(t.incident, urgency, urgency);
-                moved |= set!(t.incident, priority, priority);
-            }
+        let (down, degraded) = t.services.counts();
+        // The lists follow the services that moved since they were last published; the
+        // priority follows the lists.
+        let mut moved = t.services.publish(&mut t.incident, topology);
+        if moved && down + degraded > 0 {
+            let tiers: Vec<_> = t.services.customer_impact().collect();
+            let (level, urgency, priority) = policy.priority.assess(&tiers, down > 0);
+            moved |= set!(t.incident, impact, level);
+            moved |= set!(t.incident, urgency, urgency);
+            moved |= set!(t.incident, priority, priority);
         }
 
         if down + degraded > 0 {
@@ -682,6 +660,7 @@ impl IncidentBook {
             if !t.roots.is_disjoint(&t.symptoms) {
                 return Err(format!("{id}: a CI is both root and symptom"));
             }
+            t.services.check(&t.incident, topology).map_err(|difference| format!("{id}: {difference}"))?;
             // Merging again must change nothing (no active alarm missing, none left over),
             // leaving out the CIs whose update waits for the incident's next refresh.
             let current = |ci: CiIdx| !t.stale.contains(&ci);
@@ -816,25 +795,6 @@ pub(super) fn join(members: &mut FxHashMap<CiIdx, Vec<IncidentId>>, ci: CiIdx, i
     if !owners.contains(&id) {
         owners.push(id);
     }
-}
-
-/// Whether the incident's published services are `t.services` as they stand, each with the
-/// topology's name and customer (the customers list, built from the same services, is then
-/// current too).
-fn services_listed(t: &Tracked, topology: &Topology) -> bool {
-    let listed = &t.incident.services;
-    listed.len() == t.services.len()
-        && t.services.iter().zip(listed).all(|((&s, &impact), listed)| {
-            let ci = topology.ci(s);
-            listed.impact == impact
-                && listed.id == ci.id
-                && listed.name == ci.name
-                && match (&listed.customer, ci.customer) {
-                    // `Arc` equality looks at the pointers first: these are the topology's own.
-                    (Some(listed), Some(c)) => *listed == topology.ci(c).id,
-                    (listed, c) => listed.is_none() && c.is_none(),
-                }
-        })
 }
 
 /// One CI's part of an incident's alarm list (sorted by identity, so a resource's alarms

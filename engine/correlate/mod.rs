@@ -15,6 +15,7 @@ pub mod alarm_stage;
 pub mod changelog;
 mod correlator;
 pub mod impact;
+mod impacted;
 pub mod incidents;
 pub mod priority;
 

@@ -1,0 +1,342 @@
+//! An incident's impacted services and their customers, kept with the lists the incident
+//! publishes. A storm moves a few services of a large incident at a time: the counts, the
+//! customers' worst impact and the published lists follow each change, so that keeping an
+//! incident of a thousand services current costs what changed, not a thousand services.
+
+use crate::model::incident::{ImpactedCustomer, ImpactedService, Incident};
+use crate::model::state::State;
+use crate::model::topology::{CiIdx, SlaTier, Topology};
+use std::sync::Arc;
+
+/// One customer of the impacted services: how many of its services are in each state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Customer {
+    ci: CiIdx,
+    sla: Option<SlaTier>,
+    /// Services by state: up, degraded, down.
+    services: [u32; 3],
+}
+
+impl Customer {
+    fn worst(&self) -> State {
+        match self.services {
+            [_, _, down] if down > 0 => State::Down,
+            [_, degraded, _] if degraded > 0 => State::Degraded,
+            _ => State::Up,
+        }
+    }
+}
+
+fn slot(state: State) -> usize {
+    match state {
+        State::Up => 0,
+        State::Degraded => 1,
+        State::Down => 2,
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct Impacted {
+    /// Every service the incident has impacted, by CI, with its current state (`Up` once
+    /// restored: a service stays listed until the incident closes).
+    services: Vec<(CiIdx, State)>,
+    /// Their customers, by CI.
+    customers: Vec<Customer>,
+    down: usize,
+    degraded: usize,
+    /// Services whose state moved since the lists were last published.
+    pending: Vec<CiIdx>,
+    /// Whether the published lists are those of `services` but for `pending`; false for an
+    /// incident taken back from a changelog, whose lists are rebuilt once in full.
+    published: bool,
+}
+
+impl Impacted {
+    pub(super) fn new() -> Impacted {
+        Impacted { published: true, ..Impacted::default() }
+    }
+
+    /// Services and states as a changelog recorded them; the lists are rebuilt at the
+    /// first publication.
+    pub(super) fn restore(services: impl IntoIterator<Item = (CiIdx, State)>, topology: &Topology) -> Impacted {
+        let mut impacted = Impacted::default();
+        for (ci, state) in services {
+            impacted.set(ci, state, topology);
+        }
+        impacted.pending.clear();
+        impacted
+    }
+
+    pub(super) fn get(&self, service: CiIdx) -> Option<State> {
+        self.services.binary_search_by_key(&service, |&(ci, _)| ci).ok().map(|at| self.services[at].1)
+    }
+
+    /// Sets a service's state; returns the previous one (`None` when newly impacted).
+    pub(super) fn set(&mut self, service: CiIdx, state: State, topology: &Topology) -> Option<State> {
+        let previous = match self.services.binary_search_by_key(&service, |&(ci, _)| ci) {
+            Ok(at) => Some(std::mem::replace(&mut self.services[at].1, state)),
+            Err(at) => {
+                self.services.insert(at, (service, state));
+                None
+            }
+        };
+        if previous == Some(state) {
+            return previous;
+        }
+        for (was, count) in [(previous, -1), (Some(state), 1)] {
+            match was {
+                Some(State::Down) => self.down = self.down.wrapping_add_signed(count),
+                Some(State::Degraded) => self.degraded = self.degraded.wrapping_add_signed(count),
+                _ => {}
+            }
+        }
+        if let Some(customer) = topology.ci(service).customer {
+            let at = match self.customers.binary_search_by_key(&customer, |c| c.ci) {
+                Ok(at) => at,
+                Err(at) => {
+                    let sla = topology.ci(customer).sla;
+                    self.customers.insert(at, Customer { ci: customer, sla, services: [0; 3] });
+                    at
+                }
+            };
+            let counts = &mut self.customers[at].services;
+            if let Some(previous) = previous {
+                counts[slot(previous)] -= 1;
+            }
+            counts[slot(state)] += 1;
+        }
+        self.pending.push(service);
+        previous
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (CiIdx, State)> + '_ {
+        self.services.iter().copied()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    /// Services currently down and degraded.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (self.down, self.degraded)
+    }
+
+    /// The customers' SLA tiers and worst impact, by customer.
+    pub(super) fn customer_impact(&self) -> impl Iterator<Item = (Option<SlaTier>, State)> + '_ {
+        self.customers.iter().map(|c| (c.sla, c.worst()))
+    }
+
+    /// Brings the incident's services and customers lists up to date; true when they moved.
+    pub(super) fn publish(&mut self, incident: &mut Arc<Incident>, topology: &Topology) -> bool {
+        if !self.published {
+            self.published = true;
+            self.pending.clear();
+            let services: Vec<ImpactedService> =
+                self.services.iter().map(|&(s, state)| listed(s, state, topology)).collect();
+            let customers: Vec<ImpactedCustomer> =
+                self.customers.iter().map(|c| listed_customer(c, topology)).collect();
+            let moved = incident.services != services || incident.customers != customers;
+            if moved {
+                let writable = Arc::make_mut(incident);
+                writable.services = services;
+                writable.customers = customers;
+            }
+            return moved;
+        }
+        if self.pending.is_empty() {
+            return false;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_unstable();
+        pending.dedup();
+        let mut moved = false;
+        // In CI order, so that every list entry before the one at hand is already current
+        // and its index here is its index in the published list.
+        let mut customers = Vec::new();
+        for &service in &pending {
+            let at = self.services.binary_search_by_key(&service, |&(ci, _)| ci).expect("a pending service is listed");
+            let state = self.services[at].1;
+            let ci = topology.ci(service);
+            if incident.services.get(at).is_some_and(|listed| listed.id == ci.id) {
+                if incident.services[at].impact != state {
+                    Arc::make_mut(incident).services[at].impact = state;
+                    moved = true;
+                }
+            } else {
+                Arc::make_mut(incident).services.insert(at, listed(service, state, topology));
+                moved = true;
+            }
+            customers.extend(ci.customer);
+        }
+        customers.sort_unstable();
+        customers.dedup();
+        for customer in customers {
+            let at = self.customers.binary_search_by_key(&customer, |c| c.ci).expect("a listed service's customer");
+            let entry = &self.customers[at];
+            if incident.customers.get(at).is_some_and(|listed| listed.id == topology.ci(customer).id) {
+                let worst = entry.worst();
+                if incident.customers[at].impact != worst {
+                    Arc::make_mut(incident).customers[at].impact = worst;
+                    moved = true;
+                }
+            } else {
+                Arc::make_mut(incident).customers.insert(at, listed_customer(entry, topology));
+                moved = true;
+            }
+        }
+        pending.clear();
+        self.pending = pending;
+        moved
+    }
+}
+
+impl Impacted {
+    /// Checks the counts, the customers and (once published) the incident's lists against
+    /// a recomputation from the services alone. For tests; `Err` names the first difference.
+    pub(super) fn check(&self, incident: &Incident, topology: &Topology) -> Result<(), String> {
+        let mut fresh = Impacted::new();
+        for &(ci, state) in &self.services {
+            fresh.set(ci, state, topology);
+        }
+        if (fresh.down, fresh.degraded) != (self.down, self.degraded) {
+            return Err(format!("counts {:?}, expected {:?}", self.counts(), fresh.counts()));
+        }
+        if fresh.customers != self.customers {
+            return Err(format!("customers {:?}, expected {:?}", self.customers, fresh.customers));
+        }
+        if self.published && self.pending.is_empty() {
+            let services: Vec<_> = self.services.iter().map(|&(s, state)| listed(s, state, topology)).collect();
+            let customers: Vec<_> = self.customers.iter().map(|c| listed_customer(c, topology)).collect();
+            if incident.services != services {
+                return Err(format!("services listed {:?}, expected {services:?}", incident.services));
+            }
+            if incident.customers != customers {
+                return Err(format!("customers listed {:?}, expected {customers:?}", incident.customers));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn listed(service: CiIdx, impact: State, topology: &Topology) -> ImpactedService {
+    let ci = topology.ci(service);
+    ImpactedService {
+        id: ci.id.clone(),
+        name: ci.name.clone(),
+        impact,
+        customer: ci.customer.map(|c| topology.ci(c).id.clone()),
+    }
+}
+
+fn listed_customer(customer: &Customer, topology: &Topology) -> ImpactedCustomer {
+    let ci = topology.ci(customer.ci);
+    ImpactedCustomer { id: ci.id.clone(), name: ci.name.clone(), sla: customer.sla, impact: customer.worst() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::incident::{IncidentId, IncidentState, Level, Priority, Timeline};
+    use crate::model::topology::{CiClass, CiRecord, Rule};
+
+    fn network() -> Topology {
+        let ci = |id: &str, class, customer: Option<&str>, sla| CiRecord {
+            id: id.into(),
+            class,
+            name: format!("{id} name"),
+            depends_on: Vec::new(),
+            rule: Rule::Any,
+            customer: customer.map(str::to_owned),
+            sla,
+            incidents: None,
+            attributes: Default::default(),
+        };
+        let mut records = vec![
+            ci("cust-a", CiClass::Customer, None, Some(SlaTier::Gold)),
+            ci("cust-b", CiClass::Customer, None, Some(SlaTier::Bronze)),
+            ci("rfs", CiClass::Rfs, None, None),
+        ];
+        for i in 0..6 {
+            let customer = if i % 2 == 0 { "cust-a" } else { "cust-b" };
+            records.push(ci(&format!("svc-{i}"), CiClass::Cfs, Some(customer), None));
+        }
+        Topology::from_records(records).expect("a valid network")
+    }
+
+    fn incident() -> Arc<Incident> {
+        Arc::new(Incident {
+            id: IncidentId(1),
+            title: String::new(),
+            state: IncidentState::Open,
+            priority: Priority(5),
+            impact: Level::Low,
+            urgency: Level::Low,
+            root_causes: Vec::new(),
+            root_cause_alarms: Vec::new(),
+            symptom_alarms: Vec::new(),
+            services: Vec::new(),
+            customers: Vec::new(),
+            timeline: Timeline::default(),
+            acknowledgement: None,
+            notes: Vec::new(),
+            opened_at: 0,
+            updated_at: 0,
+            resolved_at: None,
+            version: 0,
+        })
+    }
+
+    #[test]
+    fn lists_follow_each_change_as_a_rebuild_would_give_them() {
+        let topology = network();
+        let idx = |id: &str| topology.lookup(id).expect("known");
+        let mut impacted = Impacted::new();
+        let mut incident = incident();
+        // Batches as storms bring them: services out of order, new ones between listed
+        // ones, a customer first seen through a later service, a state set back.
+        let batches: [&[(&str, State)]; 4] = [
+            // Two new customers, the later one first seen through the earlier service.
+            &[("svc-3", State::Down), ("svc-1", State::Degraded), ("svc-2", State::Down)],
+            &[("svc-0", State::Down), ("rfs", State::Down), ("svc-5", State::Degraded)],
+            &[("svc-3", State::Up), ("svc-0", State::Degraded), ("svc-0", State::Down), ("svc-4", State::Up)],
+            &[("svc-1", State::Up), ("svc-5", State::Up), ("svc-0", State::Up), ("svc-4", State::Up)],
+        ];
+        for batch in batches {
+            for &(service, state) in batch {
+                impacted.set(idx(service), state, &topology);
+            }
+            assert!(impacted.publish(&mut incident, &topology), "every batch moves a list");
+            impacted.check(&incident, &topology).expect("lists as a rebuild gives them");
+        }
+        let services: Vec<_> = incident.services.iter().map(|s| (&*s.id, s.impact)).collect();
+        assert_eq!(
+            services,
+            [
+                ("rfs", State::Down),
+                ("svc-0", State::Up),
+                ("svc-1", State::Up),
+                ("svc-2", State::Down),
+                ("svc-3", State::Up),
+                ("svc-4", State::Up),
+                ("svc-5", State::Up)
+            ]
+        );
+        let customers: Vec<_> = incident.customers.iter().map(|c| (&*c.id, c.impact, c.sla)).collect();
+        assert_eq!(
+            customers,
+            [("cust-a", State::Down, Some(SlaTier::Gold)), ("cust-b", State::Up, Some(SlaTier::Bronze))]
+        );
+        assert_eq!(impacted.counts(), (2, 0), "rfs and svc-2 are still down");
+        assert!(!impacted.publish(&mut incident, &topology), "nothing moved since");
+
+        // Taken back from a changelog: the first publication rebuilds the lists in full.
+        let mut restored = Impacted::restore(impacted.iter(), &topology);
+        let mut emptied = incident.clone();
+        Arc::make_mut(&mut emptied).services.clear();
+        Arc::make_mut(&mut emptied).customers.clear();
+        assert!(restored.publish(&mut emptied, &topology));
+        assert_eq!((&emptied.services, &emptied.customers), (&incident.services, &incident.customers));
+        assert!(!restored.publish(&mut incident.clone(), &topology), "as published before");
+    }
+}
