@@ -117,7 +117,7 @@ impl Correlator {
                 }
             }
             correlator.changed.clear();
-            correlator.impact.apply(&update, &mut correlator.changed);
+            correlator.impact.apply(update, &mut correlator.changed);
         }
         correlator.alarms.take_dirty();
         let topology = correlator.impact.topology().clone();
@@ -187,12 +187,12 @@ impl Correlator {
             AlarmOutcome::Cleared => self.stats.cleared += 1,
             AlarmOutcome::ClearWithoutRaise => self.stats.clears_without_raise += 1,
         }
-        let landed = update.map(|update| self.apply_update(&update, now, out));
+        let landed = update.map(|update| self.apply_update(update, now, out));
         Outcome { alarm: outcome, landed }
     }
 
     /// The impact stage's entry point: one resource's active alarms changed.
-    pub fn apply_update(&mut self, update: &ResourceUpdate, now: EpochMillis, out: &mut Vec<IncidentChange>) -> Landed {
+    pub fn apply_update(&mut self, update: ResourceUpdate, now: EpochMillis, out: &mut Vec<IncidentChange>) -> Landed {
         let now = self.advance(now, out);
         self.changed.clear();
         let landed = self.impact.apply(update, &mut self.changed);

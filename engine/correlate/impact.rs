@@ -9,8 +9,7 @@ use crate::model::alarm::AlarmRef;
 use crate::model::state::State;
 use crate::model::topology::{CiClass, CiIdx, Rule, Topology};
 use rustc_hash::FxHashSet;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The live state of one CI.
@@ -56,8 +55,10 @@ pub struct ImpactStage {
     states: Vec<CiState>,
     /// Resources with active alarms that the topology does not know.
     unmapped: BTreeMap<Arc<str>, Vec<AlarmRef>>,
-    /// Propagation worklist, ordered by rank then index (deterministic).
-    queue: BinaryHeap<Reverse<(u32, CiIdx)>>,
+    /// Propagation worklist by rank: a dependent always ranks above its dependencies, so
+    /// taking the ranks in order, each in index order, recomputes every CI once, after all
+    /// it depends on (and in the same order every time).
+    ranks: Vec<Vec<CiIdx>>,
     queued: Vec<bool>,
     /// Scratch space for root causes while propagating.
     roots_buffer: Vec<CiIdx>,
@@ -70,7 +71,7 @@ impl ImpactStage {
             topology,
             states: vec![CiState::default(); n],
             unmapped: BTreeMap::new(),
-            queue: BinaryHeap::new(),
+            ranks: Vec::new(),
             queued: vec![false; n],
             roots_buffer: Vec::new(),
         }
@@ -98,18 +99,18 @@ impl ImpactStage {
 
     /// Applies a resource update and propagates it. Every CI whose effective state, roots
     /// or alarms changed is appended to `changed`, in propagation order.
-    pub fn apply(&mut self, update: &ResourceUpdate, changed: &mut Vec<CiIdx>) -> Landed {
+    pub fn apply(&mut self, update: ResourceUpdate, changed: &mut Vec<CiIdx>) -> Landed {
         let Some(idx) = self.topology.lookup(&update.resource) else {
             if update.alarms.is_empty() {
                 self.unmapped.remove(&update.resource);
             } else {
-                self.unmapped.insert(update.resource.clone(), update.alarms.clone());
+                self.unmapped.insert(update.resource, update.alarms);
             }
             return Landed::Unmapped;
         };
         let state = &mut self.states[idx as usize];
         state.own = update.own_state;
-        state.alarms.clone_from(&update.alarms);
+        state.alarms = update.alarms;
         self.propagate_from(idx, changed);
         Landed::Mapped(idx)
     }
@@ -120,29 +121,40 @@ impl ImpactStage {
         // One buffer for every evaluation: most leave the roots as they were, and those
         // that move them copy into the CI's own list, reusing its allocation.
         let mut roots = std::mem::take(&mut self.roots_buffer);
-        while let Some(Reverse((_, idx))) = self.queue.pop() {
-            self.queued[idx as usize] = false;
-            let effective = self.evaluate(idx, &mut roots);
-            let state = &mut self.states[idx as usize];
-            let moved = state.effective != effective || state.roots != roots;
-            if moved {
-                state.effective = effective;
-                if roots.is_empty() {
-                    // Restored: its list goes, so a network's worth of CIs once failed
-                    // holds no memory for it.
-                    state.roots = Vec::new();
-                } else {
-                    state.roots.clone_from(&roots);
+        let mut rank = self.topology.rank(start) as usize;
+        while rank < self.ranks.len() {
+            let mut taken = std::mem::take(&mut self.ranks[rank]);
+            taken.sort_unstable();
+            for &idx in &taken {
+                self.queued[idx as usize] = false;
+                let effective = self.evaluate(idx, &mut roots);
+                let state = &mut self.states[idx as usize];
+                let moved = state.effective != effective || state.roots != roots;
+                if moved {
+                    state.effective = effective;
+                    if roots.is_empty() {
+                        // Restored: its list goes, so a network's worth of CIs once failed
+                        // holds no memory for it.
+                        state.roots = Vec::new();
+                    } else {
+                        state.roots.clone_from(&roots);
+                    }
+                    for i in 0..self.topology.dependents(idx).len() {
+                        let dependent = self.topology.dependents(idx)[i];
+                        self.enqueue(dependent);
+                    }
                 }
-                for i in 0..self.topology.dependents(idx).len() {
-                    let dependent = self.topology.dependents(idx)[i];
-                    self.enqueue(dependent);
+                if moved || idx == start {
+                    start_reported |= idx == start;
+                    changed.push(idx);
                 }
             }
-            if moved || idx == start {
-                start_reported |= idx == start;
-                changed.push(idx);
-            }
+            taken.clear();
+            // Back in its place with its allocation; nothing joined it meanwhile, since
+            // dependents rank higher.
+            debug_assert!(self.ranks[rank].is_empty());
+            self.ranks[rank] = taken;
+            rank += 1;
         }
         self.roots_buffer = roots;
         debug_assert!(start_reported);
@@ -151,7 +163,11 @@ impl ImpactStage {
     fn enqueue(&mut self, idx: CiIdx) {
         if !self.queued[idx as usize] {
             self.queued[idx as usize] = true;
-            self.queue.push(Reverse((self.topology.rank(idx), idx)));
+            let rank = self.topology.rank(idx) as usize;
+            if rank >= self.ranks.len() {
+                self.ranks.resize_with(rank + 1, Vec::new);
+            }
+            self.ranks[rank].push(idx);
         }
     }
 
