@@ -127,7 +127,7 @@ impl IncidentBook {
         // An incident owns services among those it impacted, and symptoms among its
         // symptoms and former roots: looking there avoids scanning the whole indexes.
         let owned_services =
-            t.services.iter().filter(|(ci, _)| self.by_service.get(ci) == Some(&id)).map(|(ci, _)| name(ci)).collect();
+            t.services.iter().filter(|&(ci, _)| self.service_owner(ci) == Some(id)).map(|(ci, _)| name(ci)).collect();
         let owned_symptoms =
             t.symptoms.union(&t.roots).filter(|ci| self.by_symptom.get(ci) == Some(&id)).map(|&ci| name(ci)).collect();
         Some(IncidentRecord {
@@ -163,7 +163,7 @@ impl IncidentBook {
                 self.by_root.insert(root, id);
             }
             for service in set(&record.owned_services, &mut lookup) {
-                self.by_service.insert(service, id);
+                self.set_service_owner(service, Some(id));
             }
             for symptom in set(&record.owned_symptoms, &mut lookup) {
                 self.by_symptom.insert(symptom, id);

@@ -70,8 +70,8 @@ impl Correlator {
     pub fn new(topology: Arc<Topology>, config: CorrelatorConfig) -> Correlator {
         Correlator {
             alarms: AlarmStage::new(config.alarms),
+            incidents: IncidentBook::new(config.incidents, topology.len()),
             impact: ImpactStage::new(topology),
-            incidents: IncidentBook::new(config.incidents),
             stats: Stats::default(),
             changed: Vec::new(),
             exported_meta: CoreMeta::default(),

@@ -22,8 +22,10 @@ pub struct CiState {
     /// Root-cause CIs that explain `effective`, sorted; empty when up. Contains the CI
     /// itself when its own failure is worse than what its dependencies explain.
     pub roots: Vec<CiIdx>,
-    /// The CI's active alarms, as last reported by the alarm stage.
-    pub alarms: Vec<AlarmRef>,
+    /// The CI's active alarms, as last reported by the alarm stage. A boxed slice, not a
+    /// vector: replaced whole at each update, it has no use for a capacity word, and a
+    /// million CIs each save it.
+    pub alarms: Box<[AlarmRef]>,
 }
 
 impl CiState {
@@ -110,7 +112,7 @@ impl ImpactStage {
         };
         let state = &mut self.states[idx as usize];
         state.own = update.own_state;
-        state.alarms = update.alarms;
+        state.alarms = update.alarms.into_boxed_slice();
         self.propagate_from(idx, changed);
         Landed::Mapped(idx)
     }
@@ -129,7 +131,7 @@ impl ImpactStage {
                 self.queued[idx as usize] = false;
                 let effective = self.evaluate(idx, &mut roots);
                 let state = &mut self.states[idx as usize];
-                let moved = state.effective != effective || state.roots != roots;
+                let moved = state.effective != effective || *state.roots != *roots;
                 if moved {
                     state.effective = effective;
                     if roots.is_empty() {

@@ -116,7 +116,9 @@ pub struct IncidentBook {
     /// the compacted incidents topic.
     pub(super) incidents: BTreeMap<IncidentId, Tracked>,
     pub(super) by_root: FxHashMap<CiIdx, IncidentId>,
-    pub(super) by_service: FxHashMap<CiIdx, IncidentId>,
+    /// The incident each service is impacted under, by CI (0 for none): a table, not a
+    /// map, since every service a storm moves looks itself up here.
+    pub(super) by_service: Vec<u64>,
     pub(super) by_symptom: FxHashMap<CiIdx, IncidentId>,
     /// The incidents whose roots or symptoms contain a CI: a change to the CI's alarms
     /// reaches each of them, not only the one that owns it.
@@ -135,12 +137,13 @@ pub struct IncidentBook {
 }
 
 impl IncidentBook {
-    pub fn new(policy: IncidentPolicy) -> IncidentBook {
+    /// An incident book for a topology of `cis` CIs.
+    pub fn new(policy: IncidentPolicy, cis: usize) -> IncidentBook {
         IncidentBook {
             policy,
             incidents: BTreeMap::new(),
             by_root: FxHashMap::default(),
-            by_service: FxHashMap::default(),
+            by_service: vec![0; cis],
             by_symptom: FxHashMap::default(),
             members: FxHashMap::default(),
             next_id: 1,
@@ -279,7 +282,7 @@ impl IncidentBook {
         let state = impact.state(service);
         let name = &topology.ci(service).name;
         if state.effective.is_up() {
-            let Some(&id) = self.by_service.get(&service) else { return };
+            let Some(id) = self.service_owner(service) else { return };
             if let Some(t) = self.incidents.get_mut(&id)
                 && t.incident.state.is_active()
                 && t.services.get(service).is_some_and(|s| !s.is_up())
@@ -306,7 +309,7 @@ impl IncidentBook {
                 id
             }
         };
-        let previous = self.by_service.insert(service, id);
+        let previous = self.set_service_owner(service, Some(id));
         if previous != Some(id) {
             // It follows the service now and the previous owner no longer does, whether or
             // not their views change below.
@@ -365,10 +368,22 @@ impl IncidentBook {
         touch(kinds, id).services = true;
     }
 
+    /// The incident a service is impacted under, if any.
+    pub(super) fn service_owner(&self, service: CiIdx) -> Option<IncidentId> {
+        Some(self.by_service[service as usize]).filter(|&id| id != 0).map(IncidentId)
+    }
+
+    /// Sets the incident a service is impacted under; returns the previous one.
+    pub(super) fn set_service_owner(&mut self, service: CiIdx, id: Option<IncidentId>) -> Option<IncidentId> {
+        let previous = self.service_owner(service);
+        self.by_service[service as usize] = id.map_or(0, |id| id.0);
+        previous
+    }
+
     /// The incident an impacted service belongs to: the one it is already impacted under,
     /// else the oldest one that owns one of its root causes.
     fn choose(&self, service: CiIdx, roots: &[CiIdx]) -> Option<IncidentId> {
-        if let Some(&id) = self.by_service.get(&service) {
+        if let Some(id) = self.service_owner(service) {
             let continuing = self
                 .incidents
                 .get(&id)
@@ -629,8 +644,18 @@ impl IncidentBook {
                     self.by_root.remove(root);
                 }
             }
-            self.by_service.retain(|_, owner| *owner != id);
-            self.by_symptom.retain(|_, owner| *owner != id);
+            // It owns services among those it impacted, and symptoms among its symptoms
+            // and former roots.
+            for (service, _) in t.services.iter() {
+                if self.service_owner(service) == Some(id) {
+                    self.set_service_owner(service, None);
+                }
+            }
+            for ci in t.symptoms.iter().chain(&t.roots) {
+                if self.by_symptom.get(ci) == Some(&id) {
+                    self.by_symptom.remove(ci);
+                }
+            }
             for ci in t.roots.iter().chain(&t.symptoms) {
                 if let Some(owners) = self.members.get_mut(ci) {
                     owners.retain(|&owner| owner != id);
