@@ -5,7 +5,7 @@
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, AlarmRef, Severity};
 use crate::model::state::{Effect, State};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 /// Maps an alarm to its effect on the resource: X.733 severity by default, with
@@ -83,22 +83,32 @@ pub fn notification_key(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
+/// One resource's active alarms, in identity order.
+#[derive(Debug, Default)]
+struct Resource {
+    alarms: Vec<ActiveAlarm>,
+    /// Listed in `AlarmStage::dirty` since the last take: a flag here spares every repeat
+    /// a second look-up of the resource.
+    dirty: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct AlarmStage {
     /// Active alarms per resource. Most resources carry one or two alarms, so a short
     /// vector scanned linearly beats a map keyed by the full identity (no key allocation
     /// when a repeat is looked up).
-    resources: FxHashMap<Arc<str>, Vec<ActiveAlarm>>,
+    resources: hashbrown::HashMap<Arc<str>, Resource, rustc_hash::FxBuildHasher>,
     policy: AlarmPolicy,
     active: usize,
     /// Resources whose active alarms (tallies included) changed since the last
-    /// [`AlarmStage::take_dirty`]: what the changelog must write at the next commit.
-    dirty: FxHashSet<Arc<str>>,
+    /// [`AlarmStage::take_dirty`]: what the changelog must write at the next commit. A
+    /// resource whose last alarm cleared and that was raised again may be listed twice.
+    dirty: Vec<Arc<str>>,
 }
 
 impl AlarmStage {
     pub fn new(policy: AlarmPolicy) -> AlarmStage {
-        AlarmStage { resources: FxHashMap::default(), policy, active: 0, dirty: FxHashSet::default() }
+        AlarmStage { resources: Default::default(), policy, active: 0, dirty: Vec::new() }
     }
 
     /// Rebuilds the active alarms from a changelog: one list per resource, as
@@ -107,20 +117,20 @@ impl AlarmStage {
     pub fn restore(&mut self, alarms: impl IntoIterator<Item = (AlarmRef, u64)>) -> Vec<ResourceUpdate> {
         for (alarm, notification) in alarms {
             let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
-            let active = self.resources.entry(alarm.resource.clone()).or_default();
+            let active = &mut self.resources.entry(alarm.resource.clone()).or_default().alarms;
             let entry = ActiveAlarm { alarm, effect, notification };
             match active.binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity())) {
                 Ok(at) => active[at] = entry,
                 Err(at) => active.insert(at, entry),
             }
         }
-        self.active = self.resources.values().map(Vec::len).sum();
+        self.active = self.resources.values().map(|r| r.alarms.len()).sum();
         let mut resources: Vec<&Arc<str>> = self.resources.keys().collect();
         resources.sort_unstable();
         resources
             .into_iter()
             .map(|resource| {
-                let active = &self.resources[resource];
+                let active = &self.resources[resource].alarms;
                 ResourceUpdate {
                     resource: resource.clone(),
                     own_state: own_state(active),
@@ -132,12 +142,19 @@ impl AlarmStage {
 
     /// The resources changed since the last call, sorted.
     pub fn take_dirty(&mut self) -> Vec<ChangedResource> {
-        let mut dirty: Vec<Arc<str>> = self.dirty.drain().collect();
+        let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
+        dirty.dedup();
         dirty
             .into_iter()
             .map(|resource| {
-                let active = self.resources.get(&resource).map(Vec::as_slice).unwrap_or_default();
+                let active = match self.resources.get_mut(&resource) {
+                    Some(entry) => {
+                        entry.dirty = false;
+                        entry.alarms.as_slice()
+                    }
+                    None => &[],
+                };
                 let alarms = active.iter().map(|a| a.alarm.clone()).collect();
                 let notifications = active.iter().map(|a| a.notification).collect();
                 ChangedResource { resource, alarms, notifications }
@@ -153,102 +170,114 @@ impl AlarmStage {
     /// Applies one notification; returns what it did and, when the resource's active
     /// alarms changed, the update for the impact stage.
     pub fn apply(&mut self, alarm: &Alarm) -> (AlarmOutcome, Option<ResourceUpdate>) {
-        let position = self
-            .resources
-            .get(alarm.resource.as_str())
-            .and_then(|active| active.iter().position(|a| same_identity(&a.alarm, alarm)));
-
+        let Some((key, entry)) = self.resources.get_key_value_mut(alarm.resource.as_str()) else {
+            if alarm.cleared {
+                return (AlarmOutcome::ClearWithoutRaise, None);
+            }
+            let resource: Arc<str> = Arc::from(alarm.resource.as_str());
+            let active = raised(&self.policy, resource.clone(), alarm);
+            self.dirty.push(resource.clone());
+            let update = ResourceUpdate {
+                resource: resource.clone(),
+                own_state: own_state(std::slice::from_ref(&active)),
+                alarms: vec![active.alarm.clone()],
+            };
+            self.resources.insert(resource, Resource { alarms: vec![active], dirty: true });
+            self.active += 1;
+            return (AlarmOutcome::Raised, Some(update));
+        };
+        let position = entry.alarms.iter().position(|a| same_identity(&a.alarm, alarm));
         let outcome = match (alarm.cleared, position) {
             (true, None) => return (AlarmOutcome::ClearWithoutRaise, None),
             (true, Some(i)) => {
-                let active = self.resources.get_mut(alarm.resource.as_str()).expect("looked up above");
-                let removed = active.remove(i);
-                self.dirty.insert(removed.alarm.resource);
+                entry.alarms.remove(i);
                 self.active -= 1;
                 AlarmOutcome::Cleared
             }
             (false, Some(i)) => {
-                let active = self.resources.get_mut(alarm.resource.as_str()).expect("looked up above");
-                let entry = &mut active[i];
+                let active = &mut entry.alarms[i];
                 let notification = notification_key(&alarm.notification_id);
-                if notification != 0 && entry.notification == notification {
+                if notification != 0 && active.notification == notification {
                     return (AlarmOutcome::DuplicateNotification, None);
                 }
-                entry.notification = notification;
-                entry.alarm.tally += 1;
-                entry.alarm.last_seen = entry.alarm.last_seen.max(alarm.event_time);
-                if !self.dirty.contains(&entry.alarm.resource) {
-                    self.dirty.insert(entry.alarm.resource.clone());
+                active.notification = notification;
+                active.alarm.tally += 1;
+                active.alarm.last_seen = active.alarm.last_seen.max(alarm.event_time);
+                let changed = active.alarm.severity != alarm.severity;
+                if changed {
+                    active.alarm.severity = alarm.severity;
+                    active.effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
+                    if !alarm.text.is_empty() {
+                        active.alarm.text = Arc::from(alarm.text.as_str());
+                    }
                 }
-                if entry.alarm.severity == alarm.severity {
+                if !entry.dirty {
+                    entry.dirty = true;
+                    self.dirty.push(key.clone());
+                }
+                if !changed {
                     return (AlarmOutcome::Repeated, None);
-                }
-                entry.alarm.severity = alarm.severity;
-                entry.effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
-                if !alarm.text.is_empty() {
-                    entry.alarm.text = Arc::from(alarm.text.as_str());
                 }
                 AlarmOutcome::SeverityChanged
             }
             (false, None) => {
-                let resource = match self.resources.get_key_value(alarm.resource.as_str()) {
-                    Some((key, _)) => key.clone(),
-                    None => Arc::from(alarm.resource.as_str()),
-                };
-                let entry = ActiveAlarm {
-                    alarm: AlarmRef {
-                        resource: resource.clone(),
-                        alarm_type: Arc::from(alarm.alarm_type.as_str()),
-                        qualifier: Arc::from(alarm.qualifier.as_str()),
-                        severity: alarm.severity,
-                        text: Arc::from(alarm.text.as_str()),
-                        raised_at: alarm.event_time,
-                        last_seen: alarm.event_time,
-                        tally: 1,
-                        cleared_at: None,
-                    },
-                    effect: self.policy.effect(&alarm.alarm_type, alarm.severity),
-                    notification: notification_key(&alarm.notification_id),
-                };
-                self.dirty.insert(resource.clone());
-                let active = self.resources.entry(resource).or_default();
-                let at = active
-                    .binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity()))
+                let active = raised(&self.policy, key.clone(), alarm);
+                let at = entry
+                    .alarms
+                    .binary_search_by(|a| a.alarm.identity().cmp(&active.alarm.identity()))
                     .unwrap_or_else(|at| at);
-                active.insert(at, entry);
+                entry.alarms.insert(at, active);
                 self.active += 1;
                 AlarmOutcome::Raised
             }
         };
-        (outcome, Some(self.update_for(&alarm.resource)))
-    }
-
-    fn update_for(&mut self, resource: &str) -> ResourceUpdate {
-        let (key, active) = self.resources.get_key_value(resource).expect("resource present after a change");
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(key.clone());
+        }
         let update = ResourceUpdate {
             resource: key.clone(),
-            own_state: own_state(active),
-            alarms: active.iter().map(|a| a.alarm.clone()).collect(),
+            own_state: own_state(&entry.alarms),
+            alarms: entry.alarms.iter().map(|a| a.alarm.clone()).collect(),
         };
-        if active.is_empty() {
-            self.resources.remove(resource);
+        if entry.alarms.is_empty() {
+            self.resources.remove(alarm.resource.as_str());
         }
-        update
+        (outcome, Some(update))
     }
 
     /// The active alarms of one resource, with live tallies.
     pub fn active_alarms(&self, resource: &str) -> Vec<AlarmRef> {
-        self.resources.get(resource).map(|a| a.iter().map(|a| a.alarm.clone()).collect()).unwrap_or_default()
+        self.resources.get(resource).map(|r| r.alarms.iter().map(|a| a.alarm.clone()).collect()).unwrap_or_default()
     }
 
     /// The clock of the newest notification on an alarm, if it is active.
     pub fn last_seen(&self, resource: &str, alarm_type: &str, qualifier: &str) -> Option<EpochMillis> {
-        self.resources.get(resource).and_then(|active| {
-            active
+        self.resources.get(resource).and_then(|r| {
+            r.alarms
                 .iter()
                 .find(|a| &*a.alarm.alarm_type == alarm_type && &*a.alarm.qualifier == qualifier)
                 .map(|a| a.alarm.last_seen)
         })
+    }
+}
+
+/// A newly raised alarm on `resource`.
+fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm) -> ActiveAlarm {
+    ActiveAlarm {
+        alarm: AlarmRef {
+            resource,
+            alarm_type: Arc::from(alarm.alarm_type.as_str()),
+            qualifier: Arc::from(alarm.qualifier.as_str()),
+            severity: alarm.severity,
+            text: Arc::from(alarm.text.as_str()),
+            raised_at: alarm.event_time,
+            last_seen: alarm.event_time,
+            tally: 1,
+            cleared_at: None,
+        },
+        effect: policy.effect(&alarm.alarm_type, alarm.severity),
+        notification: notification_key(&alarm.notification_id),
     }
 }
 
