@@ -72,6 +72,20 @@ struct ActiveAlarm {
     /// again is a retransmission (an element manager resending after a timeout), not a
     /// repeat. A fingerprint, so the per-repeat path allocates nothing.
     notification: u64,
+    /// [`identity_key`] of the alarm's type and qualifier: a resource's alarms are told
+    /// apart by comparing these first, not their strings.
+    identity: u64,
+}
+
+/// A 64-bit hash of an alarm's type and qualifier (the resource is the map's key). Kept in
+/// memory only, never written.
+fn identity_key(alarm_type: &str, qualifier: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(alarm_type.as_bytes());
+    hasher.write_u8(0xff);
+    hasher.write(qualifier.as_bytes());
+    hasher.finish()
 }
 
 /// A stable 64-bit fingerprint of a notification id (FNV-1a; the same on every machine and
@@ -118,7 +132,8 @@ impl AlarmStage {
         for (alarm, notification) in alarms {
             let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
             let active = &mut self.resources.entry(alarm.resource.clone()).or_default().alarms;
-            let entry = ActiveAlarm { alarm, effect, notification };
+            let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
+            let entry = ActiveAlarm { alarm, effect, notification, identity };
             match active.binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity())) {
                 Ok(at) => active[at] = entry,
                 Err(at) => active.insert(at, entry),
@@ -186,7 +201,8 @@ impl AlarmStage {
             self.active += 1;
             return (AlarmOutcome::Raised, Some(update));
         };
-        let position = entry.alarms.iter().position(|a| same_identity(&a.alarm, alarm));
+        let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
+        let position = entry.alarms.iter().position(|a| a.identity == identity && same_identity(&a.alarm, alarm));
         let outcome = match (alarm.cleared, position) {
             (true, None) => return (AlarmOutcome::ClearWithoutRaise, None),
             (true, Some(i)) => {
@@ -278,6 +294,7 @@ fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm) -> ActiveAlar
         },
         effect: policy.effect(&alarm.alarm_type, alarm.severity),
         notification: notification_key(&alarm.notification_id),
+        identity: identity_key(&alarm.alarm_type, &alarm.qualifier),
     }
 }
 
