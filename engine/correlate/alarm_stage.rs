@@ -5,6 +5,7 @@
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, AlarmRef, Severity};
 use crate::model::state::{Effect, State};
+use crate::model::topology::{CiIdx, Topology};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -52,6 +53,10 @@ pub struct ResourceUpdate {
     pub own_state: State,
     /// Its active alarms, in identity order.
     pub alarms: Vec<AlarmRef>,
+    /// Where the resource sits in the topology, when the sender knows it (an alarm stage
+    /// given the topology looks each resource up once, as its first alarm is raised); the
+    /// impact stage looks it up otherwise.
+    pub ci: Option<CiIdx>,
 }
 
 /// A resource whose active alarms changed, for the changelog.
@@ -104,6 +109,8 @@ struct Resource {
     /// Listed in `AlarmStage::dirty` since the last take: a flag here spares every repeat
     /// a second look-up of the resource.
     dirty: bool,
+    /// Its place in the topology, if the stage has one and the resource is in it.
+    ci: Option<CiIdx>,
 }
 
 #[derive(Debug, Default)]
@@ -118,11 +125,22 @@ pub struct AlarmStage {
     /// [`AlarmStage::take_dirty`]: what the changelog must write at the next commit. A
     /// resource whose last alarm cleared and that was raised again may be listed twice.
     dirty: Vec<Arc<str>>,
+    /// Resources are looked up here once, not by the impact stage at every update.
+    topology: Option<Arc<Topology>>,
 }
 
 impl AlarmStage {
     pub fn new(policy: AlarmPolicy) -> AlarmStage {
-        AlarmStage { resources: Default::default(), policy, active: 0, dirty: Vec::new() }
+        AlarmStage { resources: Default::default(), policy, active: 0, dirty: Vec::new(), topology: None }
+    }
+
+    /// An alarm stage whose updates say where each resource sits in `topology`.
+    pub fn with_topology(policy: AlarmPolicy, topology: Arc<Topology>) -> AlarmStage {
+        AlarmStage { topology: Some(topology), ..AlarmStage::new(policy) }
+    }
+
+    fn locate(&self, resource: &str) -> Option<CiIdx> {
+        self.topology.as_ref().and_then(|topology| topology.lookup(resource))
     }
 
     /// Rebuilds the active alarms from a changelog: one list per resource, as
@@ -131,7 +149,10 @@ impl AlarmStage {
     pub fn restore(&mut self, alarms: impl IntoIterator<Item = (AlarmRef, u64)>) -> Vec<ResourceUpdate> {
         for (alarm, notification) in alarms {
             let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
-            let active = &mut self.resources.entry(alarm.resource.clone()).or_default().alarms;
+            let ci = self.locate(&alarm.resource);
+            let resource =
+                self.resources.entry(alarm.resource.clone()).or_insert_with(|| Resource { ci, ..Resource::default() });
+            let active = &mut resource.alarms;
             let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
             let entry = ActiveAlarm { alarm, effect, notification, identity };
             match active.binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity())) {
@@ -145,11 +166,12 @@ impl AlarmStage {
         resources
             .into_iter()
             .map(|resource| {
-                let active = &self.resources[resource].alarms;
+                let entry = &self.resources[resource];
                 ResourceUpdate {
                     resource: resource.clone(),
-                    own_state: own_state(active),
-                    alarms: active.iter().map(|a| a.alarm.clone()).collect(),
+                    own_state: own_state(&entry.alarms),
+                    alarms: entry.alarms.iter().map(|a| a.alarm.clone()).collect(),
+                    ci: entry.ci,
                 }
             })
             .collect()
@@ -192,12 +214,14 @@ impl AlarmStage {
             let resource: Arc<str> = Arc::from(alarm.resource.as_str());
             let active = raised(&self.policy, resource.clone(), alarm);
             self.dirty.push(resource.clone());
+            let ci = self.locate(&resource);
             let update = ResourceUpdate {
                 resource: resource.clone(),
                 own_state: own_state(std::slice::from_ref(&active)),
                 alarms: vec![active.alarm.clone()],
+                ci,
             };
-            self.resources.insert(resource, Resource { alarms: vec![active], dirty: true });
+            self.resources.insert(resource, Resource { alarms: vec![active], dirty: true, ci });
             self.active += 1;
             return (AlarmOutcome::Raised, Some(update));
         };
@@ -255,6 +279,7 @@ impl AlarmStage {
             resource: key.clone(),
             own_state: own_state(&entry.alarms),
             alarms: entry.alarms.iter().map(|a| a.alarm.clone()).collect(),
+            ci: entry.ci,
         };
         if entry.alarms.is_empty() {
             self.resources.remove(alarm.resource.as_str());

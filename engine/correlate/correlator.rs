@@ -69,7 +69,7 @@ pub struct Correlator {
 impl Correlator {
     pub fn new(topology: Arc<Topology>, config: CorrelatorConfig) -> Correlator {
         Correlator {
-            alarms: AlarmStage::new(config.alarms),
+            alarms: AlarmStage::with_topology(config.alarms, topology.clone()),
             incidents: IncidentBook::new(config.incidents, topology.len()),
             impact: ImpactStage::new(topology),
             stats: Stats::default(),

@@ -102,7 +102,8 @@ impl ImpactStage {
     /// Applies a resource update and propagates it. Every CI whose effective state, roots
     /// or alarms changed is appended to `changed`, in propagation order.
     pub fn apply(&mut self, update: ResourceUpdate, changed: &mut Vec<CiIdx>) -> Landed {
-        let Some(idx) = self.topology.lookup(&update.resource) else {
+        debug_assert!(update.ci.is_none_or(|ci| *self.topology.ci(ci).id == *update.resource));
+        let Some(idx) = update.ci.or_else(|| self.topology.lookup(&update.resource)) else {
             if update.alarms.is_empty() {
                 self.unmapped.remove(&update.resource);
             } else {

@@ -256,8 +256,12 @@ mod tests {
         let (text, _) = network(2_000, 1);
         let topology = std::sync::Arc::new(crate::topology_file::parse(&text, "generated").unwrap());
         let mut impact = ImpactStage::new(topology.clone());
-        let down =
-            |resource: &str| ResourceUpdate { resource: resource.into(), own_state: State::Down, alarms: vec![] };
+        let down = |resource: &str| ResourceUpdate {
+            resource: resource.into(),
+            own_state: State::Down,
+            alarms: vec![],
+            ci: None,
+        };
         let path = topology.lookup("path-g0-s3").unwrap();
         // One fibre of a diverse pair: the hop degrades, the path stays up.
         impact.apply(down("g0-s3~g0-s4-a"), &mut Vec::new());
