@@ -44,8 +44,9 @@ pub(super) struct Impacted {
     customers: Vec<Customer>,
     down: usize,
     degraded: usize,
-    /// Services whose state moved since the lists were last published.
-    pending: Vec<CiIdx>,
+    /// Services whose state moved since the lists were last published, each with whether
+    /// it was newly impacted (not listed yet).
+    pending: Vec<(CiIdx, bool)>,
     /// Whether the published lists are those of `services` but for `pending`; false for an
     /// incident taken back from a changelog, whose lists are rebuilt once in full.
     published: bool,
@@ -105,7 +106,7 @@ impl Impacted {
             }
             counts[slot(state)] += 1;
         }
-        self.pending.push(service);
+        self.pending.push((service, previous.is_none()));
         previous
     }
 
@@ -148,17 +149,21 @@ impl Impacted {
             return false;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_unstable();
-        pending.dedup();
+        pending.sort_unstable_by_key(|&(ci, _)| ci);
+        pending.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            earlier.1 |= same && later.1;
+            same
+        });
         let mut moved = false;
         // In CI order, so that every list entry before the one at hand is already current
         // and its index here is its index in the published list.
         let mut customers = Vec::new();
-        for &service in &pending {
+        for &(service, new) in &pending {
             let at = self.services.binary_search_by_key(&service, |&(ci, _)| ci).expect("a pending service is listed");
             let state = self.services[at].1;
             let ci = topology.ci(service);
-            if incident.services.get(at).is_some_and(|listed| listed.id == ci.id) {
+            if !new {
                 if incident.services[at].impact != state {
                     Arc::make_mut(incident).services[at].impact = state;
                     moved = true;

@@ -289,12 +289,12 @@ impl IncidentBook {
             {
                 t.services.set(service, State::Up, topology);
                 self.dirty.insert(id);
-                push_timeline(
+                push_timeline_parts(
                     &mut t.incident,
                     &self.policy,
                     now,
                     TimelineKind::Impact,
-                    format_args!("service {name} restored"),
+                    &["service ", name, " restored"],
                 );
                 touch(kinds, id).services = true;
             }
@@ -347,12 +347,12 @@ impl IncidentBook {
         }
         if t.services.set(service, state.effective, topology) != Some(state.effective) {
             self.dirty.insert(id);
-            push_timeline(
+            push_timeline_parts(
                 &mut t.incident,
                 &self.policy,
                 now,
                 TimelineKind::Impact,
-                format_args!("service {name} {}", state.effective.as_str()),
+                &["service ", name, " ", state.effective.as_str()],
             );
         }
         if t.restored_since.take().is_some() {
@@ -797,21 +797,41 @@ fn push_timeline(
     kind: TimelineKind,
     text: std::fmt::Arguments<'_>,
 ) {
-    thread_local! {
-        /// Entries are formatted here and copied once into their shared text.
-        static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-    }
     let text: Arc<str> = match text.as_str() {
         Some(text) => Arc::from(text),
-        None => TEXT.with_borrow_mut(|buffer| {
+        None => shared_text(|buffer| {
             use std::fmt::Write;
-            buffer.clear();
             buffer.write_fmt(text).expect("formatting into a String does not fail");
-            Arc::from(buffer.as_str())
         }),
     };
     let entry = TimelineEntry { time: now, kind, text };
     Arc::make_mut(incident).timeline.push_limited(entry, policy.timeline_limit);
+}
+
+/// [`push_timeline`] for a text of a few pieces, put together without the formatting
+/// machinery: the entries a storm writes for every service it moves.
+fn push_timeline_parts(
+    incident: &mut Arc<Incident>,
+    policy: &IncidentPolicy,
+    now: EpochMillis,
+    kind: TimelineKind,
+    parts: &[&str],
+) {
+    let text = shared_text(|buffer| parts.iter().for_each(|part| buffer.push_str(part)));
+    let entry = TimelineEntry { time: now, kind, text };
+    Arc::make_mut(incident).timeline.push_limited(entry, policy.timeline_limit);
+}
+
+/// A timeline text written into a reused buffer and copied once into its shared string.
+fn shared_text(write: impl FnOnce(&mut String)) -> Arc<str> {
+    thread_local! {
+        static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    TEXT.with_borrow_mut(|buffer| {
+        buffer.clear();
+        write(buffer);
+        Arc::from(buffer.as_str())
+    })
 }
 
 /// Adds `ci` to the incidents whose roots or symptoms name it.
