@@ -179,6 +179,7 @@ impl IncidentBook {
                 restored_since: record.restored_since,
                 incident: record.incident,
                 stale: BTreeSet::new(),
+                titled: None,
             };
             for &ci in tracked.roots.iter().chain(&tracked.symptoms) {
                 super::incidents::join(&mut self.members, ci, id);

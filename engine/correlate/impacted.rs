@@ -156,38 +156,63 @@ impl Impacted {
             same
         });
         let mut moved = false;
-        // In CI order, so that every list entry before the one at hand is already current
-        // and its index here is its index in the published list.
-        let mut customers = Vec::new();
-        for &(service, new) in &pending {
-            let at = self.services.binary_search_by_key(&service, |&(ci, _)| ci).expect("a pending service is listed");
-            let state = self.services[at].1;
-            let ci = topology.ci(service);
-            if !new {
+        let mut customers: Vec<CiIdx> = pending.iter().filter_map(|&(s, _)| topology.ci(s).customer).collect();
+        if pending.iter().any(|&(_, new)| new) {
+            // New services join the list: one merge of the list with them, as inserting
+            // each would move the rest of the list every time.
+            let writable = Arc::make_mut(incident);
+            let mut listed_before = std::mem::take(&mut writable.services).into_iter();
+            let mut pending = pending.iter().peekable();
+            writable.services = self
+                .services
+                .iter()
+                .map(|&(service, state)| match pending.next_if(|&&(ci, _)| ci == service) {
+                    Some(&(_, true)) => listed(service, state, topology),
+                    _ => {
+                        let mut entry = listed_before.next().expect("every service but the new ones is listed");
+                        entry.impact = state;
+                        entry
+                    }
+                })
+                .collect();
+            moved = true;
+        } else {
+            for &(service, _) in &pending {
+                let at =
+                    self.services.binary_search_by_key(&service, |&(ci, _)| ci).expect("a pending service is listed");
+                let state = self.services[at].1;
                 if incident.services[at].impact != state {
                     Arc::make_mut(incident).services[at].impact = state;
                     moved = true;
                 }
-            } else {
-                Arc::make_mut(incident).services.insert(at, listed(service, state, topology));
-                moved = true;
             }
-            customers.extend(ci.customer);
         }
         customers.sort_unstable();
         customers.dedup();
-        for customer in customers {
-            let at = self.customers.binary_search_by_key(&customer, |c| c.ci).expect("a listed service's customer");
-            let entry = &self.customers[at];
-            if incident.customers.get(at).is_some_and(|listed| listed.id == topology.ci(customer).id) {
-                let worst = entry.worst();
+        if incident.customers.len() != self.customers.len() {
+            // Likewise for new customers: the listed ones keep their entries, in order.
+            let writable = Arc::make_mut(incident);
+            let mut listed_before = std::mem::take(&mut writable.customers).into_iter().peekable();
+            writable.customers = self
+                .customers
+                .iter()
+                .map(|customer| match listed_before.next_if(|listed| listed.id == topology.ci(customer.ci).id) {
+                    Some(mut entry) => {
+                        entry.impact = customer.worst();
+                        entry
+                    }
+                    None => listed_customer(customer, topology),
+                })
+                .collect();
+            moved = true;
+        } else {
+            for customer in customers {
+                let at = self.customers.binary_search_by_key(&customer, |c| c.ci).expect("a listed service's customer");
+                let worst = self.customers[at].worst();
                 if incident.customers[at].impact != worst {
                     Arc::make_mut(incident).customers[at].impact = worst;
                     moved = true;
                 }
-            } else {
-                Arc::make_mut(incident).customers.insert(at, listed_customer(entry, topology));
-                moved = true;
             }
         }
         pending.clear();

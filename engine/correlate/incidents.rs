@@ -93,6 +93,9 @@ pub(super) struct Tracked {
     /// alarm lists is brought up to date at the next one. A set: a busy incident names
     /// hundreds of CIs, and a list was scanned on every change of each.
     pub(super) stale: BTreeSet<CiIdx>,
+    /// The services down and degraded when the title was last written (it names them and
+    /// the roots); `None` until it is written by this process.
+    pub(super) titled: Option<(usize, usize)>,
 }
 
 /// What one batch of CI changes did to an incident: the kind of change to publish, whether
@@ -428,6 +431,7 @@ impl IncidentBook {
             symptoms: BTreeSet::new(),
             restored_since: None,
             stale: BTreeSet::new(),
+            titled: None,
         };
         self.incidents.insert(id, tracked);
         id
@@ -544,7 +548,7 @@ impl IncidentBook {
         }
 
         if services_moved || roots_moved {
-            moved |= Self::refresh_impact(t, topology, policy, &mut self.due, now);
+            moved |= Self::refresh_impact(t, topology, policy, roots_moved, &mut self.due, now);
         }
 
         if !moved && kind == ChangeKind::Updated {
@@ -559,10 +563,14 @@ impl IncidentBook {
         t: &mut Tracked,
         topology: &Topology,
         policy: &IncidentPolicy,
+        roots_moved: bool,
         due: &mut Option<EpochMillis>,
         now: EpochMillis,
     ) -> bool {
         let (down, degraded) = t.services.counts();
+        if roots_moved {
+            t.titled = None;
+        }
         // The lists follow the services that moved since they were last published; the
         // priority follows the lists.
         let mut moved = t.services.publish(&mut t.incident, topology);
@@ -576,7 +584,10 @@ impl IncidentBook {
 
         if down + degraded > 0 {
             // The roots may have moved without the services.
-            moved |= set!(t.incident, title, title(topology, &t.roots, down, degraded));
+            if t.titled != Some((down, degraded)) {
+                moved |= set!(t.incident, title, title(topology, &t.roots, down, degraded));
+                t.titled = Some((down, degraded));
+            }
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
             *due = Some(due.map_or(now + policy.hold_down_ms, |due| due.min(now + policy.hold_down_ms)));
@@ -686,6 +697,13 @@ impl IncidentBook {
                 return Err(format!("{id}: a CI is both root and symptom"));
             }
             t.services.check(&t.incident, topology).map_err(|difference| format!("{id}: {difference}"))?;
+            let (down, degraded) = t.services.counts();
+            if t.titled.is_some()
+                && down + degraded > 0
+                && t.incident.title != title(topology, &t.roots, down, degraded)
+            {
+                return Err(format!("{id}: title {:?} does not name its roots and services", t.incident.title));
+            }
             // Merging again must change nothing (no active alarm missing, none left over),
             // leaving out the CIs whose update waits for the incident's next refresh.
             let current = |ci: CiIdx| !t.stale.contains(&ci);
