@@ -267,7 +267,7 @@ fn listed_customer(customer: &Customer, topology: &Topology) -> ImpactedCustomer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::incident::{IncidentId, IncidentState, Level, Priority, Timeline};
+    use crate::model::incident::IncidentId;
     use crate::model::topology::{CiClass, CiRecord, Rule};
 
     fn network() -> Topology {
@@ -295,26 +295,7 @@ mod tests {
     }
 
     fn incident() -> Arc<Incident> {
-        Arc::new(Incident {
-            id: IncidentId(1),
-            title: String::new(),
-            state: IncidentState::Open,
-            priority: Priority(5),
-            impact: Level::Low,
-            urgency: Level::Low,
-            root_causes: Vec::new(),
-            root_cause_alarms: Vec::new(),
-            symptom_alarms: Vec::new(),
-            services: Vec::new(),
-            customers: Vec::new(),
-            timeline: Timeline::default(),
-            acknowledgement: None,
-            notes: Vec::new(),
-            opened_at: 0,
-            updated_at: 0,
-            resolved_at: None,
-            version: 0,
-        })
+        Arc::new(Incident::new(IncidentId(1), 0))
     }
 
     #[test]

@@ -402,26 +402,7 @@ impl IncidentBook {
         let id = IncidentId(self.next_id);
         self.next_id += 1;
         self.stats.opened += 1;
-        let mut incident = Arc::new(Incident {
-            id,
-            title: String::new(),
-            state: IncidentState::Open,
-            priority: Priority(5),
-            impact: Level::Low,
-            urgency: Level::Low,
-            root_causes: Vec::new(),
-            root_cause_alarms: Vec::new(),
-            symptom_alarms: Vec::new(),
-            services: Vec::new(),
-            customers: Vec::new(),
-            timeline: Timeline::default(),
-            acknowledgement: None,
-            notes: Vec::new(),
-            opened_at: now,
-            updated_at: now,
-            resolved_at: None,
-            version: 0,
-        });
+        let mut incident = Arc::new(Incident::new(id, now));
         push_timeline(&mut incident, &self.policy, now, TimelineKind::Opened, format_args!("incident opened"));
         let tracked = Tracked {
             incident,

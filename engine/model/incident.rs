@@ -283,6 +283,32 @@ pub struct Incident {
     pub version: u64,
 }
 
+impl Incident {
+    /// An incident just opened at `now`: no impact, no alarms, an empty timeline.
+    pub fn new(id: IncidentId, now: EpochMillis) -> Incident {
+        Incident {
+            id,
+            title: String::new(),
+            state: IncidentState::Open,
+            priority: Priority(5),
+            impact: Level::Low,
+            urgency: Level::Low,
+            root_causes: Vec::new(),
+            root_cause_alarms: Vec::new(),
+            symptom_alarms: Vec::new(),
+            services: Vec::new(),
+            customers: Vec::new(),
+            timeline: Timeline::default(),
+            acknowledgement: None,
+            notes: Vec::new(),
+            opened_at: now,
+            updated_at: now,
+            resolved_at: None,
+            version: 0,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
     Opened,
