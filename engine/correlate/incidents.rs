@@ -10,13 +10,13 @@ use super::priority::PriorityPolicy;
 use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
 use crate::model::incident::{
-    Acknowledgement, ChangeKind, Incident, IncidentChange, IncidentId, IncidentState, Level, Note, Priority, Timeline,
-    TimelineEntry, TimelineKind,
+    Acknowledgement, ChangeKind, Incident, IncidentChange, IncidentId, IncidentState, Note, TimelineEntry, TimelineKind,
 };
 use crate::model::state::State;
 use crate::model::topology::{CiIdx, Topology};
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 /// Puts a value in a field of a shared incident; true when that changed it. The incident
@@ -133,10 +133,11 @@ pub struct IncidentBook {
     /// Only those: a record carries the whole incident, and an incident a storm merely
     /// touched (a symptom repeating, a service whose roots stayed) has nothing new to write.
     pub(super) dirty: BTreeSet<IncidentId>,
-    /// No timer is due before this time (a lower bound: a cancelled hold-down leaves it
-    /// early, and the next scan moves it on). Lets [`IncidentBook::tick`] run before every
-    /// alarm at the cost of one comparison.
-    pub(super) due: Option<EpochMillis>,
+    /// Timers by deadline: a hold-down ending, a reopen window closing. An entry is
+    /// checked against its incident when due, so one left by a cancelled hold-down or a
+    /// reopened incident is dropped then. Lets [`IncidentBook::tick`] run before every
+    /// alarm at the cost of one comparison, and look only at the incidents due.
+    pub(super) timers: BinaryHeap<Reverse<(EpochMillis, IncidentId)>>,
 }
 
 impl IncidentBook {
@@ -152,23 +153,29 @@ impl IncidentBook {
             next_id: 1,
             stats: IncidentStats::default(),
             dirty: BTreeSet::new(),
-            due: None,
+            timers: BinaryHeap::new(),
         }
     }
 
-    /// Recomputes the earliest timer from every incident (after a restore).
+    /// Sets every incident's timer from its state (after a restore).
     pub(super) fn reschedule(&mut self) {
-        self.due = self
+        let policy = &self.policy;
+        self.timers = self
             .incidents
-            .values()
-            .filter_map(|t| match t.incident.state {
-                IncidentState::Open | IncidentState::Acknowledged => {
-                    t.restored_since.map(|since| since + self.policy.hold_down_ms)
-                }
-                IncidentState::Resolved => t.incident.resolved_at.map(|at| at + self.policy.reopen_window_ms),
-                IncidentState::Closed => Some(EpochMillis::MIN),
+            .iter()
+            .filter_map(|(&id, t)| {
+                let at = match t.incident.state {
+                    IncidentState::Open | IncidentState::Acknowledged => {
+                        t.restored_since.map(|since| since + policy.hold_down_ms)
+                    }
+                    IncidentState::Resolved => {
+                        Some(t.incident.resolved_at.map_or(EpochMillis::MIN, |at| at + policy.reopen_window_ms))
+                    }
+                    IncidentState::Closed => Some(EpochMillis::MIN),
+                };
+                at.map(|at| Reverse((at, id)))
             })
-            .min();
+            .collect();
     }
 
     /// The incidents changed since the last call, in id order.
@@ -529,7 +536,7 @@ impl IncidentBook {
         }
 
         if services_moved || roots_moved {
-            moved |= Self::refresh_impact(t, topology, policy, roots_moved, &mut self.due, now);
+            moved |= Self::refresh_impact(t, topology, policy, roots_moved, &mut self.timers, now);
         }
 
         if !moved && kind == ChangeKind::Updated {
@@ -545,7 +552,7 @@ impl IncidentBook {
         topology: &Topology,
         policy: &IncidentPolicy,
         roots_moved: bool,
-        due: &mut Option<EpochMillis>,
+        timers: &mut BinaryHeap<Reverse<(EpochMillis, IncidentId)>>,
         now: EpochMillis,
     ) -> bool {
         let (down, degraded) = t.services.counts();
@@ -571,7 +578,7 @@ impl IncidentBook {
             }
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
             t.restored_since = Some(now);
-            *due = Some(due.map_or(now + policy.hold_down_ms, |due| due.min(now + policy.hold_down_ms)));
+            timers.push(Reverse((now + policy.hold_down_ms, t.incident.id)));
             push_timeline(
                 &mut t.incident,
                 policy,
@@ -589,18 +596,27 @@ impl IncidentBook {
 
     /// Advances timers: auto-resolution after the hold-down, closing after the reopen window.
     pub fn tick(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) {
-        if self.due.is_none_or(|due| now < due) {
+        if self.timers.peek().is_none_or(|Reverse((at, _))| now < *at) {
             return;
         }
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, id))) = self.timers.peek()
+            && at <= now
+        {
+            self.timers.pop();
+            due.push(id);
+        }
+        // In id order, as everything the core publishes at one time.
+        due.sort_unstable();
+        due.dedup();
         let mut closing = Vec::new();
-        let mut next: Option<EpochMillis> = None;
-        let mut later = |at: EpochMillis| next = Some(next.map_or(at, |n| n.min(at)));
-        for (&id, t) in self.incidents.iter_mut() {
+        for id in due {
+            let Some(t) = self.incidents.get_mut(&id) else { continue };
             match t.incident.state {
                 IncidentState::Open | IncidentState::Acknowledged => {
+                    // Not restored (any more), or restored again since: not due.
                     let Some(since) = t.restored_since else { continue };
                     if now - since < self.policy.hold_down_ms {
-                        later(since + self.policy.hold_down_ms);
                         continue;
                     }
                     Arc::make_mut(&mut t.incident).state = IncidentState::Resolved;
@@ -619,16 +635,15 @@ impl IncidentBook {
                     self.stats.resolved += 1;
                     self.dirty.insert(id);
                     out.push(publish(&mut t.incident, ChangeKind::Resolved, now));
-                    later(now + self.policy.reopen_window_ms);
+                    self.timers.push(Reverse((now + self.policy.reopen_window_ms, id)));
                 }
                 IncidentState::Resolved => match t.incident.resolved_at {
-                    Some(at) if now - at < self.policy.reopen_window_ms => later(at + self.policy.reopen_window_ms),
+                    Some(at) if now - at < self.policy.reopen_window_ms => {}
                     _ => closing.push(id),
                 },
                 IncidentState::Closed => closing.push(id),
             }
         }
-        self.due = next;
         for id in closing {
             let Some(mut t) = self.incidents.remove(&id) else { continue };
             for root in &t.registered_roots {
@@ -752,7 +767,7 @@ impl IncidentBook {
         Arc::make_mut(&mut t.incident).resolved_at = Some(now);
         t.restored_since = None;
         let close_at = now + self.policy.reopen_window_ms;
-        self.due = Some(self.due.map_or(close_at, |due| due.min(close_at)));
+        self.timers.push(Reverse((close_at, id)));
         self.dirty.insert(id);
         let colon = if reason.is_empty() { "" } else { ": " };
         let policy = &self.policy;
