@@ -299,13 +299,7 @@ impl IncidentBook {
             {
                 t.services.set(service, State::Up, topology);
                 self.dirty.insert(id);
-                push_timeline_parts(
-                    &mut t.incident,
-                    &self.policy,
-                    now,
-                    TimelineKind::Impact,
-                    &["service ", name, " restored"],
-                );
+                push_service_entry(&mut t.incident, &self.policy, now, name, "restored");
                 touch(kinds, id).services = true;
             }
             return;
@@ -357,13 +351,7 @@ impl IncidentBook {
         }
         if t.services.set(service, state.effective, topology) != Some(state.effective) {
             self.dirty.insert(id);
-            push_timeline_parts(
-                &mut t.incident,
-                &self.policy,
-                now,
-                TimelineKind::Impact,
-                &["service ", name, " ", state.effective.as_str()],
-            );
+            push_service_entry(&mut t.incident, &self.policy, now, name, state.effective.as_str());
         }
         if t.restored_since.take().is_some() {
             self.dirty.insert(id);
@@ -822,17 +810,11 @@ fn push_timeline(
     Arc::make_mut(incident).timeline.push_limited(entry, policy.timeline_limit);
 }
 
-/// [`push_timeline`] for a text of a few pieces, put together without the formatting
-/// machinery: the entries a storm writes for every service it moves.
-fn push_timeline_parts(
-    incident: &mut Arc<Incident>,
-    policy: &IncidentPolicy,
-    now: EpochMillis,
-    kind: TimelineKind,
-    parts: &[&str],
-) {
-    let text = shared_text(|buffer| parts.iter().for_each(|part| buffer.push_str(part)));
-    let entry = TimelineEntry { time: now, kind, text };
+/// The impact entry for a service (`service <name> <what>`), put together without the
+/// formatting machinery: a storm writes one for every service it moves.
+fn push_service_entry(incident: &mut Arc<Incident>, policy: &IncidentPolicy, now: EpochMillis, name: &str, what: &str) {
+    let text = shared_text(|buffer| ["service ", name, " ", what].iter().for_each(|part| buffer.push_str(part)));
+    let entry = TimelineEntry { time: now, kind: TimelineKind::Impact, text };
     Arc::make_mut(incident).timeline.push_limited(entry, policy.timeline_limit);
 }
 
