@@ -243,22 +243,16 @@ impl AlarmStage {
                 active.notification = notification;
                 active.alarm.tally += 1;
                 active.alarm.last_seen = active.alarm.last_seen.max(alarm.event_time);
-                let changed = active.alarm.severity != alarm.severity;
-                if changed {
+                if active.alarm.severity == alarm.severity {
+                    AlarmOutcome::Repeated
+                } else {
                     active.alarm.severity = alarm.severity;
                     active.effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
                     if !alarm.text.is_empty() {
                         active.alarm.text = Arc::from(alarm.text.as_str());
                     }
+                    AlarmOutcome::SeverityChanged
                 }
-                if !entry.dirty {
-                    entry.dirty = true;
-                    self.dirty.push(key.clone());
-                }
-                if !changed {
-                    return (AlarmOutcome::Repeated, None);
-                }
-                AlarmOutcome::SeverityChanged
             }
             (false, None) => {
                 let active = raised(&self.policy, key.clone(), alarm);
@@ -274,6 +268,10 @@ impl AlarmStage {
         if !entry.dirty {
             entry.dirty = true;
             self.dirty.push(key.clone());
+        }
+        // A repeat changes the tally the changelog keeps, not the resource's alarms.
+        if outcome == AlarmOutcome::Repeated {
+            return (outcome, None);
         }
         let update = ResourceUpdate {
             resource: key.clone(),

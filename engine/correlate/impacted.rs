@@ -42,8 +42,8 @@ pub(super) struct Impacted {
     services: Vec<(CiIdx, State)>,
     /// Their customers, by CI.
     customers: Vec<Customer>,
-    down: usize,
-    degraded: usize,
+    /// Services by state: up, degraded, down.
+    by_state: [usize; 3],
     /// Services whose state moved since the lists were last published, each with whether
     /// it was newly impacted (not listed yet).
     pending: Vec<(CiIdx, bool)>,
@@ -84,13 +84,10 @@ impl Impacted {
         if previous == Some(state) {
             return previous;
         }
-        for (was, count) in [(previous, -1), (Some(state), 1)] {
-            match was {
-                Some(State::Down) => self.down = self.down.wrapping_add_signed(count),
-                Some(State::Degraded) => self.degraded = self.degraded.wrapping_add_signed(count),
-                _ => {}
-            }
+        if let Some(previous) = previous {
+            self.by_state[slot(previous)] -= 1;
         }
+        self.by_state[slot(state)] += 1;
         if let Some(customer) = topology.ci(service).customer {
             let at = match self.customers.binary_search_by_key(&customer, |c| c.ci) {
                 Ok(at) => at,
@@ -120,7 +117,14 @@ impl Impacted {
 
     /// Services currently down and degraded.
     pub(super) fn counts(&self) -> (usize, usize) {
-        (self.down, self.degraded)
+        (self.by_state[slot(State::Down)], self.by_state[slot(State::Degraded)])
+    }
+
+    /// The services and customers lists rebuilt in full.
+    fn lists(&self, topology: &Topology) -> (Vec<ImpactedService>, Vec<ImpactedCustomer>) {
+        let services = self.services.iter().map(|&(s, state)| listed(s, state, topology)).collect();
+        let customers = self.customers.iter().map(|c| listed_customer(c, topology)).collect();
+        (services, customers)
     }
 
     /// The customers' SLA tiers and worst impact, by customer.
@@ -133,10 +137,7 @@ impl Impacted {
         if !self.published {
             self.published = true;
             self.pending.clear();
-            let services: Vec<ImpactedService> =
-                self.services.iter().map(|&(s, state)| listed(s, state, topology)).collect();
-            let customers: Vec<ImpactedCustomer> =
-                self.customers.iter().map(|c| listed_customer(c, topology)).collect();
+            let (services, customers) = self.lists(topology);
             let moved = incident.services != services || incident.customers != customers;
             if moved {
                 let writable = Arc::make_mut(incident);
@@ -156,7 +157,6 @@ impl Impacted {
             same
         });
         let mut moved = false;
-        let mut customers: Vec<CiIdx> = pending.iter().filter_map(|&(s, _)| topology.ci(s).customer).collect();
         if pending.iter().any(|&(_, new)| new) {
             // New services join the list: one merge of the list with them, as inserting
             // each would move the rest of the list every time.
@@ -187,8 +187,6 @@ impl Impacted {
                 }
             }
         }
-        customers.sort_unstable();
-        customers.dedup();
         if incident.customers.len() != self.customers.len() {
             // Likewise for new customers: the listed ones keep their entries, in order.
             let writable = Arc::make_mut(incident);
@@ -206,6 +204,9 @@ impl Impacted {
                 .collect();
             moved = true;
         } else {
+            let mut customers: Vec<CiIdx> = pending.iter().filter_map(|&(s, _)| topology.ci(s).customer).collect();
+            customers.sort_unstable();
+            customers.dedup();
             for customer in customers {
                 let at = self.customers.binary_search_by_key(&customer, |c| c.ci).expect("a listed service's customer");
                 let worst = self.customers[at].worst();
@@ -219,9 +220,7 @@ impl Impacted {
         self.pending = pending;
         moved
     }
-}
 
-impl Impacted {
     /// Checks the counts, the customers and (once published) the incident's lists against
     /// a recomputation from the services alone. For tests; `Err` names the first difference.
     pub(super) fn check(&self, incident: &Incident, topology: &Topology) -> Result<(), String> {
@@ -229,15 +228,14 @@ impl Impacted {
         for &(ci, state) in &self.services {
             fresh.set(ci, state, topology);
         }
-        if (fresh.down, fresh.degraded) != (self.down, self.degraded) {
+        if fresh.by_state != self.by_state {
             return Err(format!("counts {:?}, expected {:?}", self.counts(), fresh.counts()));
         }
         if fresh.customers != self.customers {
             return Err(format!("customers {:?}, expected {:?}", self.customers, fresh.customers));
         }
         if self.published && self.pending.is_empty() {
-            let services: Vec<_> = self.services.iter().map(|&(s, state)| listed(s, state, topology)).collect();
-            let customers: Vec<_> = self.customers.iter().map(|c| listed_customer(c, topology)).collect();
+            let (services, customers) = self.lists(topology);
             if incident.services != services {
                 return Err(format!("services listed {:?}, expected {services:?}", incident.services));
             }
