@@ -10,6 +10,7 @@ use crate::model::incident::{
 use crate::model::state::State;
 use crate::model::topology::{CiClass, Rule, SlaTier};
 
+pub mod delta;
 pub mod encode;
 
 #[allow(clippy::all, clippy::pedantic)]

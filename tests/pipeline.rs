@@ -391,3 +391,120 @@ async fn queries_commit_nothing_and_operator_actions_commit_before_their_reply()
     drop(topic);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// The delta view: a subscriber that applies each change to the incident it holds has,
+/// after every change, exactly the incident a subscriber of whole incidents received for it,
+/// and receives far fewer bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_subscriber_holds_each_incident_as_sent_whole() {
+    let engine = start(&test_config()).await;
+    let mut incidents = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let subscribe = |view: v1::IncidentView| {
+        let mut client = incidents.clone();
+        async move {
+            let request = v1::SubscribeIncidentsRequest { view: view as i32, ..Default::default() };
+            let mut stream = client.subscribe(request).await.unwrap().into_inner();
+            let complete = stream.message().await.unwrap().unwrap();
+            assert!(is(&complete, v1::ChangeKind::SnapshotComplete), "nothing open yet");
+            stream
+        }
+    };
+    let mut whole = subscribe(v1::IncidentView::Full).await;
+    let mut deltas = subscribe(v1::IncidentView::Delta).await;
+
+    // Faults on every layer, repeats, severity changes, clears (symptoms come and go while
+    // the incidents live), then operator actions.
+    let producer = producer(engine.brokers());
+    let mut time = 1_000;
+    let mut send = |alarm: Alarm| {
+        time += 10;
+        let mut alarm = alarm;
+        alarm.event_time = time;
+        let key = alarm.resource.to_string();
+        let bytes = proto::alarm_to_proto(&alarm).encode_to_vec();
+        let producer = &producer;
+        async move { produce(producer, "faultline.alarms", &key, &bytes).await }
+    };
+    let faults = [
+        ("par-r1/1/1", "LOS"),
+        ("lyo-r1/1/1", "LOS"),
+        ("link-par-lyo-a", "LINK_DOWN"),
+        ("mrs-r1", "POWER"),
+        ("mrs-r1/1/1", "LINK_DOWN"),
+        ("link-lyo-mrs-1", "LINK_DOWN"),
+        ("link-lyo-mrs-2", "LINK_DOWN"),
+        ("par-r1/2/1", "LOS"),
+        ("link-par-lyo-b", "LINK_DOWN"),
+    ];
+    for (resource, kind) in faults {
+        send(Alarm::raise(resource, kind, Severity::Major, 0)).await;
+    }
+    for (resource, kind) in faults.iter().step_by(2) {
+        send(Alarm::raise(resource, kind, Severity::Critical, 0)).await;
+    }
+    for (resource, kind) in faults.iter().skip(4).step_by(3) {
+        send(Alarm::clear(resource, kind, 0)).await;
+    }
+    send(Alarm::raise("mrs-r1/1/1", "LINK_DOWN", Severity::Minor, 0)).await;
+    // Once everything is in: the operator's turn, ending with a note that marks the end.
+    let deadline = std::time::Instant::now() + WAIT;
+    let opened = loop {
+        let listed = incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+        if listed.incidents.iter().any(|i| {
+            i.symptom_alarms.iter().any(|a| a.resource == "mrs-r1/1/1" && a.severity == v1::Severity::Minor as i32)
+        }) {
+            break listed.incidents;
+        }
+        assert!(std::time::Instant::now() < deadline, "the alarms never all applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(opened.len() >= 2, "{} incidents", opened.len());
+    let id = opened[0].id.clone();
+    incidents
+        .acknowledge_incident(v1::AcknowledgeIncidentRequest { id: id.clone(), by: "alice".into() })
+        .await
+        .unwrap();
+    let note = |text: &str| v1::AddIncidentNoteRequest { id: id.clone(), author: "alice".into(), text: text.into() };
+    incidents.add_incident_note(note("fibre team dispatched")).await.unwrap();
+    incidents.add_incident_note(note("done")).await.unwrap();
+
+    // The whole incidents, change by change, up to the last note.
+    let mut sent_whole = Vec::new();
+    let mut whole_bytes = 0;
+    loop {
+        let change = whole.message().await.unwrap().unwrap();
+        let incident = change.incident.clone().unwrap();
+        whole_bytes += change.encoded_len();
+        sent_whole.push((change.kind, incident.clone()));
+        if incident.notes.last().is_some_and(|n| n.text == "done") {
+            break;
+        }
+    }
+    // The same changes as deltas, applied one by one.
+    let mut held: std::collections::HashMap<String, v1::Incident> = Default::default();
+    let (mut applied, mut delta_bytes) = (0, 0);
+    for (kind, expected) in &sent_whole {
+        let change = deltas.message().await.unwrap().unwrap();
+        delta_bytes += change.encoded_len();
+        assert_eq!(change.kind, *kind);
+        let incident = change.incident.unwrap();
+        match change.delta {
+            Some(delta) => {
+                let holding = held.get_mut(&incident.id).expect("a delta for an incident held");
+                proto::delta::apply(holding, incident, &delta).unwrap();
+                applied += 1;
+            }
+            None => {
+                held.insert(incident.id.clone(), incident);
+            }
+        }
+        assert_eq!(&held[&expected.id], expected, "after version {} of {}", expected.version, expected.id);
+    }
+    let opened_whole = sent_whole.iter().filter(|(kind, _)| *kind == v1::ChangeKind::Opened as i32).count();
+    assert_eq!(applied + opened_whole, sent_whole.len(), "every change but openings sent as a delta");
+    assert!(applied >= 10, "{applied} deltas");
+    assert!(delta_bytes * 2 < whole_bytes, "{delta_bytes} bytes as deltas against {whole_bytes} whole");
+
+    drop(producer);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

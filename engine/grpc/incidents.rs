@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
 use crate::runtime::{EngineHandle, SharedChange};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -288,30 +288,34 @@ async fn serve_subscriber(
 
 /// Feeds one subscriber: the filtered snapshot, a SNAPSHOT_COMPLETE marker, then live
 /// changes. An incident that leaves the filter (e.g. resolved, under a filter on open
-/// incidents) is sent once more so the subscriber learns it left.
+/// incidents) is sent once more so the subscriber learns it left. In `View::Delta` the
+/// subscriber's versions are kept (shared with the core and every other subscriber), so
+/// that each change is sent as a delta from the version it holds.
 async fn forward(
     filter: IncidentFilter,
     snapshot: Vec<Arc<Incident>>,
     feed: &mut Feed,
     encoded: &EncodedIncidents,
 ) -> Result<(), Cut> {
-    let mut following: HashSet<IncidentId> = HashSet::new();
+    let deltas = feed.view == View::Delta;
+    let keep = |incident: &Arc<Incident>| deltas.then(|| incident.clone());
+    let mut following: HashMap<IncidentId, Option<Arc<Incident>>> = HashMap::new();
     for incident in snapshot.into_iter().filter(|i| filter.matches(i)) {
-        following.insert(incident.id);
-        feed.send(PublishedChange::snapshot(incident).encoded(encoded, feed.view)).await?;
+        following.insert(incident.id, keep(&incident));
+        feed.send(PublishedChange::snapshot(incident).encoded(encoded, feed.view, None)).await?;
     }
     feed.send(EncodedChange::snapshot_complete()).await?;
     loop {
         let change = feed.next().await?;
         let incident = change.incident();
-        let relevant = if filter.matches(incident) {
-            following.insert(incident.id);
-            true
+        // Sent when followed, or leaving the filter: with the version held, if any.
+        let send = if filter.matches(incident) {
+            Some(following.insert(incident.id, keep(incident)).flatten())
         } else {
             following.remove(&incident.id)
         };
-        if relevant {
-            feed.send(change.encoded(encoded, feed.view)).await?;
+        if let Some(held) = send {
+            feed.send(change.encoded(encoded, feed.view, held.as_ref())).await?;
         }
     }
 }

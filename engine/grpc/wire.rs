@@ -8,6 +8,7 @@
 //! encoding is, byte for byte, the message a client decodes as `SubscribeIncidentsResponse`.
 
 use crate::model::incident::{Incident, IncidentChange, IncidentId};
+use crate::proto::delta::IncidentDelta;
 use crate::proto::{self, v1};
 use prost::bytes::Bytes;
 use std::collections::HashMap;
@@ -22,11 +23,15 @@ pub struct EncodedChange {
     /// An encoded `faultline.v1.Incident`; absent on SNAPSHOT_COMPLETE.
     #[prost(bytes = "bytes", optional, tag = "2")]
     pub incident: Option<Bytes>,
+    /// An encoded `faultline.v1.IncidentDelta` (`INCIDENT_VIEW_DELTA`), `incident` then
+    /// being the summary.
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    pub delta: Option<Bytes>,
 }
 
 impl EncodedChange {
     pub fn snapshot_complete() -> EncodedChange {
-        EncodedChange { kind: v1::ChangeKind::SnapshotComplete as i32, incident: None }
+        EncodedChange { kind: v1::ChangeKind::SnapshotComplete as i32, incident: None, delta: None }
     }
 }
 
@@ -37,12 +42,15 @@ pub enum View {
     /// Without its lists (alarms, impacted services and customers, timeline, notes), their
     /// sizes given.
     Summary,
+    /// The summary and what the lists did since the version the subscriber holds.
+    Delta,
 }
 
 impl View {
     pub fn of(view: i32) -> View {
         match v1::IncidentView::try_from(view) {
             Ok(v1::IncidentView::Summary) => View::Summary,
+            Ok(v1::IncidentView::Delta) => View::Delta,
             _ => View::Full,
         }
     }
@@ -54,6 +62,9 @@ pub struct PublishedChange {
     incident: Arc<Incident>,
     encoded: OnceLock<Bytes>,
     summary: OnceLock<Bytes>,
+    /// The delta from the version before, with that version's number; `None` when the
+    /// change is not expressible as one.
+    delta: OnceLock<Option<(u64, Bytes)>>,
 }
 
 impl PublishedChange {
@@ -67,23 +78,27 @@ impl PublishedChange {
     }
 
     fn of(kind: v1::ChangeKind, incident: Arc<Incident>) -> PublishedChange {
-        PublishedChange { kind, incident, encoded: OnceLock::new(), summary: OnceLock::new() }
+        PublishedChange { kind, incident, encoded: OnceLock::new(), summary: OnceLock::new(), delta: OnceLock::new() }
     }
 
-    pub fn incident(&self) -> &Incident {
+    pub fn incident(&self) -> &Arc<Incident> {
         &self.incident
     }
 
-    /// The change to send in `view`: the incident is encoded by the first caller, shared
-    /// after.
-    pub fn encoded(&self, known: &EncodedIncidents, view: View) -> EncodedChange {
-        if view == View::Summary {
-            let incident = self.summary.get_or_init(|| {
-                let mut bytes = Vec::new();
-                proto::encode::incident_summary(&self.incident, &mut bytes);
-                Bytes::from(bytes)
-            });
-            return EncodedChange { kind: self.kind as i32, incident: Some(incident.clone()) };
+    /// The change to send in `view` to a subscriber that holds `held`, the version of the
+    /// incident it was sent last, if any (`View::Delta` only): encoded by the first caller,
+    /// shared after. In `View::Delta` the whole incident goes to a subscriber that holds no
+    /// earlier version, or when the change is not expressible as a delta.
+    pub fn encoded(&self, known: &EncodedIncidents, view: View, held: Option<&Arc<Incident>>) -> EncodedChange {
+        let kind = self.kind as i32;
+        match (view, held) {
+            (View::Summary, _) => return EncodedChange { kind, incident: Some(self.summary()), delta: None },
+            (View::Delta, Some(held)) if held.version < self.incident.version => {
+                if let Some(delta) = self.delta_from(held) {
+                    return EncodedChange { kind, incident: Some(self.summary()), delta: Some(delta) };
+                }
+            }
+            _ => {}
         }
         let incident = self.encoded.get_or_init(|| {
             let bytes = known.get(&self.incident);
@@ -93,7 +108,33 @@ impl PublishedChange {
             }
             bytes
         });
-        EncodedChange { kind: self.kind as i32, incident: Some(incident.clone()) }
+        EncodedChange { kind, incident: Some(incident.clone()), delta: None }
+    }
+
+    fn summary(&self) -> Bytes {
+        let summary = self.summary.get_or_init(|| {
+            let mut bytes = Vec::new();
+            proto::encode::incident_summary(&self.incident, &mut bytes);
+            Bytes::from(bytes)
+        });
+        summary.clone()
+    }
+
+    /// The encoded delta from `held`. Every subscriber following the incident holds the
+    /// version published before this one, so it is made once; another base (not expected)
+    /// is served without keeping it.
+    fn delta_from(&self, held: &Incident) -> Option<Bytes> {
+        let encode = |held: &Incident| {
+            let delta = IncidentDelta::between(held, &self.incident)?;
+            let mut bytes = Vec::new();
+            proto::encode::incident_delta(&delta, &mut bytes);
+            Some(Bytes::from(bytes))
+        };
+        match self.delta.get_or_init(|| encode(held).map(|bytes| (held.version, bytes))) {
+            Some((base, bytes)) if *base == held.version => Some(bytes.clone()),
+            Some(_) => encode(held),
+            None => None,
+        }
     }
 }
 
@@ -153,11 +194,11 @@ mod tests {
         assert!(!incident.timeline.is_empty() && !incident.services.is_empty() && !incident.customers.is_empty());
 
         let known = EncodedIncidents::default();
-        let sent = PublishedChange::new(change).encoded(&known, View::Full).encode_to_vec();
+        let sent = PublishedChange::new(change).encoded(&known, View::Full, None).encode_to_vec();
         // Sent again (another subscriber's snapshot): the same bytes, kept, not re-encoded.
         let kept = known.get(incident);
         assert_eq!(
-            PublishedChange::snapshot(incident.clone()).encoded(&known, View::Full).incident,
+            PublishedChange::snapshot(incident.clone()).encoded(&known, View::Full, None).incident,
             Some(kept.clone())
         );
         assert_eq!(kept.as_ptr(), known.get(incident).as_ptr(), "one encoding, shared");
@@ -168,17 +209,18 @@ mod tests {
         assert_eq!(known.get(&next).to_vec(), proto::incident_to_proto(&next).encode_to_vec());
         // Once an incident closes, its encoding is not kept.
         let closed = IncidentChange { kind: ChangeKind::Closed, incident: next.clone() };
-        assert!(PublishedChange::new(&closed).encoded(&known, View::Full).incident.is_some());
+        assert!(PublishedChange::new(&closed).encoded(&known, View::Full, None).incident.is_some());
         assert!(!known.lock().contains_key(&next.id), "a closed incident's encoding is let go");
         let expected = v1::SubscribeIncidentsResponse {
             kind: v1::ChangeKind::Updated as i32,
             incident: Some(proto::incident_to_proto(incident)),
+            delta: None,
         };
         assert_eq!(sent, expected.encode_to_vec(), "the same bytes on the wire");
         assert_eq!(v1::SubscribeIncidentsResponse::decode(sent.as_slice()).unwrap(), expected);
 
         // The summary: the same response without the lists.
-        let summary = PublishedChange::new(change).encoded(&known, View::Summary).encode_to_vec();
+        let summary = PublishedChange::new(change).encoded(&known, View::Summary, None).encode_to_vec();
         let mut expected = expected;
         let whole = expected.incident.as_mut().unwrap();
         (whole.root_cause_alarms, whole.symptom_alarms, whole.timeline) = (vec![], vec![], vec![]);
@@ -190,7 +232,11 @@ mod tests {
         let decoded = v1::SubscribeIncidentsResponse::decode(complete.as_slice()).unwrap();
         assert_eq!(
             decoded,
-            v1::SubscribeIncidentsResponse { kind: v1::ChangeKind::SnapshotComplete as i32, incident: None }
+            v1::SubscribeIncidentsResponse {
+                kind: v1::ChangeKind::SnapshotComplete as i32,
+                incident: None,
+                delta: None
+            }
         );
     }
 }

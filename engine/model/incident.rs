@@ -160,6 +160,9 @@ pub struct Timeline {
     /// The newest entries, fewer than `CHUNK`.
     tail: Vec<TimelineEntry>,
     len: usize,
+    /// Entries ever appended, dropped ones included: what a later version of the timeline
+    /// added is told by the difference ([`Timeline::changes_since`]).
+    pushed: u64,
 }
 
 impl Timeline {
@@ -181,8 +184,28 @@ impl Timeline {
         self.iter().next_back()
     }
 
+    /// What this timeline lost and gained since `earlier`, the version it was made from:
+    /// how many entries right after the first were dropped, then the entries appended
+    /// (those still held). `None` if this timeline was not made from `earlier` by
+    /// appending.
+    pub fn changes_since<'a>(&'a self, earlier: &Timeline) -> Option<(usize, impl Iterator<Item = &'a TimelineEntry>)> {
+        let appended = usize::try_from(self.pushed.checked_sub(earlier.pushed)?).ok()?;
+        let (dropped, kept) = if earlier.is_empty() {
+            (0, self.len)
+        } else {
+            // The first entry always stays; of the appended ones, the latest are held.
+            let kept = appended.min(self.len.checked_sub(1)?);
+            ((earlier.len + kept).checked_sub(self.len)?, kept)
+        };
+        if kept > appended || dropped > earlier.len.saturating_sub(1) {
+            return None;
+        }
+        Some((dropped, self.iter().skip(self.len - kept)))
+    }
+
     /// Appends an entry.
     pub fn push(&mut self, entry: TimelineEntry) {
+        self.pushed += 1;
         self.len += 1;
         if self.first.is_none() {
             self.first = Some(entry);

@@ -8,6 +8,7 @@
 //! on a `Vec<u8>` it writes, so a nested message's length prefix comes from the same code
 //! that writes its body. The tests check the bytes against prost's on real incidents.
 
+use super::delta::{IncidentDelta, ListEdit};
 use super::{incident_state_to_proto, level_to_proto, severity_to_proto, sla_to_proto, state_to_proto};
 use crate::correlate::changelog::IncidentRecord;
 use crate::model::EpochMillis;
@@ -232,6 +233,61 @@ fn encode_incident(incident: &Incident, whole: bool, out: &mut Vec<u8>) {
     fields.fields(&mut len);
     out.reserve(len.0);
     fields.fields(out);
+}
+
+/// An `AlarmEdit`, `ServiceEdit` or `CustomerEdit`: a list entry placed at a position.
+struct Edit<'a, T>(u32, bool, &'a T);
+
+impl<T: Message> Message for Edit<'_, T> {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        let Edit(index, inserted, entry) = *self;
+        int(out, 1, i64::from(index));
+        int(out, 2, i64::from(inserted));
+        message(out, 3, entry);
+    }
+}
+
+/// A list's removals (a packed `repeated uint32`) and edits.
+fn list_edit<S: Sink, T: Message>(out: &mut S, tags: (u32, u32), edit: &ListEdit<'_, T>) {
+    if !edit.removed.is_empty() {
+        let mut len = Len::default();
+        for &index in &edit.removed {
+            len.varint(u64::from(index));
+        }
+        key(out, tags.0, LEN);
+        out.varint(len.0 as u64);
+        for &index in &edit.removed {
+            out.varint(u64::from(index));
+        }
+    }
+    for &(index, inserted, entry) in &edit.edits {
+        message(out, tags.1, &Edit(index, inserted, entry));
+    }
+}
+
+impl Message for IncidentDelta<'_> {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        int(out, 1, self.base_version as i64);
+        list_edit(out, (2, 3), &self.root_cause_alarms);
+        list_edit(out, (4, 5), &self.symptom_alarms);
+        list_edit(out, (6, 7), &self.services);
+        list_edit(out, (8, 9), &self.customers);
+        int(out, 10, self.timeline_dropped as i64);
+        for entry in &self.timeline_added {
+            message(out, 11, *entry);
+        }
+        for note in self.notes_added {
+            message(out, 12, note);
+        }
+    }
+}
+
+/// Appends `delta` encoded as a `faultline.v1.IncidentDelta`.
+pub fn incident_delta(delta: &IncidentDelta<'_>, out: &mut Vec<u8>) {
+    let mut len = Len::default();
+    delta.fields(&mut len);
+    out.reserve(len.0);
+    delta.fields(out);
 }
 
 fn strings<S: Sink>(out: &mut S, tag: u32, list: &[Arc<str>]) {
