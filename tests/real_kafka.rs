@@ -253,6 +253,8 @@ fn bench_measures_throughput_against_raw_consumption_and_latency_to_subscribers(
     assert!(stdout.contains("2000 CIs") && stdout.contains("3000 mixed alarms"), "conditions printed: {stdout}");
     assert!(figure("alarms sent") == 1600.0, "400/s for 4 s: {stdout}");
     assert!(figure("incident changes timed") > 0.0, "subscribers saw changes: {stdout}");
+    let per_change = stdout.split("a subscriber), ").nth(1).and_then(|rest| rest.split_whitespace().next());
+    assert!(per_change.and_then(|kb| kb.parse::<f64>().ok()).is_some_and(|kb| kb > 0.0), "bytes received: {stdout}");
     let p99 = figure("p99");
     assert!(p99 > 0.0 && p99 < 60_000.0, "a latency in milliseconds: {stdout}");
     // The baseline beside it: a plain consumer of the same topic timed the same alarms.

@@ -63,8 +63,8 @@ pub struct BenchOptions {
     /// gRPC subscribers in the latency run.
     #[arg(long, default_value_t = 1)]
     pub subscribers: usize,
-    /// What the subscribers ask for: whole incidents, or summaries (no lists, only their
-    /// sizes).
+    /// What the subscribers ask for: whole incidents, summaries (no lists, only their
+    /// sizes), or deltas (the summary and what the lists did).
     #[arg(long, value_enum, default_value = "full")]
     pub view: StreamView,
     #[arg(long, default_value_t = 1)]
@@ -79,6 +79,7 @@ pub struct BenchOptions {
 pub enum StreamView {
     Full,
     Summary,
+    Delta,
 }
 
 impl StreamView {
@@ -86,6 +87,7 @@ impl StreamView {
         match self {
             StreamView::Full => v1::IncidentView::Full,
             StreamView::Summary => v1::IncidentView::Summary,
+            StreamView::Delta => v1::IncidentView::Delta,
         }
     }
 }
@@ -97,6 +99,8 @@ pub struct Latency {
     /// The fewest and the most changes one subscriber received while measuring: equal when
     /// none was dropped or fell behind.
     pub per_subscriber: (u64, u64),
+    /// The bytes of incidents (and deltas) those changes carried.
+    pub bytes: usize,
     pub histogram: Histogram<u64>,
     /// Kafka alone: each alarm's Kafka timestamp to its arrival at a plain consumer of the
     /// same topic, at the same time. What the broker and the machine cost before the
@@ -231,8 +235,12 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             options.warmup.as_secs()
         );
         println!(
-            "  alarms sent {}   incident changes timed {} ({} to {} a subscriber)",
-            l.sent, l.changes, l.per_subscriber.0, l.per_subscriber.1
+            "  alarms sent {}   incident changes timed {} ({} to {} a subscriber), {:.2} KB each on average",
+            l.sent,
+            l.changes,
+            l.per_subscriber.0,
+            l.per_subscriber.1,
+            l.bytes as f64 / l.changes.max(1) as f64 / 1024.0
         );
         println!(
             "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
@@ -315,14 +323,49 @@ fn machine() -> String {
 }
 
 /// `SubscribeIncidentsResponse` as the bench's subscribers read it: only the incident's
-/// `update_time` is decoded, the rest skipped. With hundreds of subscribers in the bench's
-/// own process, decoding every whole incident would measure the bench, not the engine.
-#[derive(Clone, PartialEq, prost::Message)]
+/// `update_time` is decoded, the rest skipped, and the bytes of the incident and of its delta
+/// counted. With hundreds of subscribers in the bench's own process, decoding every whole
+/// incident would measure the bench, not the engine.
+#[derive(Clone, Debug, Default)]
 struct ChangeProbe {
-    #[prost(int32, tag = "1")]
+    /// A `faultline.v1.ChangeKind`.
     kind: i32,
-    #[prost(message, optional, tag = "2")]
     incident: Option<IncidentProbe>,
+    /// The encoded sizes of the incident and of the delta.
+    bytes: usize,
+}
+
+impl prost::Message for ChangeProbe {
+    fn encode_raw(&self, _: &mut impl prost::bytes::BufMut) {
+        unreachable!("the bench only reads changes")
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        let before = buf.remaining();
+        let merged = match tag {
+            1 => prost::encoding::int32::merge(wire_type, &mut self.kind, buf, ctx),
+            2 => prost::encoding::message::merge(wire_type, self.incident.get_or_insert_default(), buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        };
+        if tag != 1 {
+            self.bytes += before - buf.remaining();
+        }
+        merged
+    }
+
+    fn encoded_len(&self) -> usize {
+        0
+    }
+
+    fn clear(&mut self) {
+        *self = ChangeProbe::default();
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -635,7 +678,7 @@ async fn latency(
         let (measuring, stop) = (measuring.clone(), stop.clone());
         subscribers.push(tokio::spawn(async move {
             let mut histogram = new_histogram();
-            let mut changes = 0u64;
+            let (mut changes, mut bytes) = (0u64, 0usize);
             loop {
                 let change = tokio::select! {
                     message = stream.message() => match message {
@@ -650,8 +693,9 @@ async fn latency(
                 }
                 let _ = histogram.record(age_micros(&updated));
                 changes += 1;
+                bytes += change.bytes;
             }
-            (histogram, changes)
+            (histogram, changes, bytes)
         }));
     }
 
@@ -694,13 +738,14 @@ async fn latency(
     measuring.store(false, Ordering::Relaxed);
     stop.cancel();
     let mut histogram = new_histogram();
-    let (mut changes, mut per_subscriber) = (0, (u64::MAX, 0));
+    let (mut changes, mut per_subscriber, mut bytes) = (0, (u64::MAX, 0), 0);
     for subscriber in subscribers {
-        let (h, c) = subscriber.await?;
+        let (h, c, b) = subscriber.await?;
         histogram.add(h).context("merge histograms")?;
         changes += c;
+        bytes += b;
         per_subscriber = (per_subscriber.0.min(c), per_subscriber.1.max(c));
     }
     let kafka_alone = baseline.await??;
-    Ok(Latency { offered: rate, sent, changes, per_subscriber, histogram, kafka_alone })
+    Ok(Latency { offered: rate, sent, changes, per_subscriber, bytes, histogram, kafka_alone })
 }

@@ -19,8 +19,43 @@ use std::hash::Hash;
 pub struct ListEdit<'a, T> {
     /// Positions in the earlier list, ascending.
     pub removed: Vec<u32>,
-    /// (position in the new list, inserted rather than replaced, entry), ascending.
-    pub edits: Vec<(u32, bool, &'a T)>,
+    /// (position in the new list, how, entry), ascending.
+    pub edits: Vec<(u32, EditKind, &'a T)>,
+}
+
+/// `faultline.v1.EditKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EditKind {
+    Inserted = 1,
+    Replaced = 2,
+    /// Only the entry's state changed: only that is sent.
+    Updated = 3,
+}
+
+/// An entry of an incident's list, part of which is its state (what changes as the
+/// incident goes on: an alarm's severity, last seen time, tally and clearing; a service's or
+/// customer's impact).
+pub trait Entry: PartialEq {
+    /// Whether `next` differs from `self` in its state only.
+    fn same_but_state(&self, next: &Self) -> bool;
+}
+
+impl Entry for AlarmRef {
+    fn same_but_state(&self, next: &AlarmRef) -> bool {
+        self.identity() == next.identity() && self.text == next.text && self.raised_at == next.raised_at
+    }
+}
+
+impl Entry for ImpactedService {
+    fn same_but_state(&self, next: &ImpactedService) -> bool {
+        self.id == next.id && self.name == next.name && self.customer == next.customer
+    }
+}
+
+impl Entry for ImpactedCustomer {
+    fn same_but_state(&self, next: &ImpactedCustomer) -> bool {
+        self.id == next.id && self.name == next.name && self.sla == next.sla
+    }
 }
 
 impl<T> ListEdit<'_, T> {
@@ -68,7 +103,7 @@ impl<'a> IncidentDelta<'a> {
 /// The edit that makes `next` of `earlier`, entries matched by `key`. Both lists keep their
 /// entries in one order (whatever it is), so entries in both keep their relative order;
 /// `None` if they do not, or a key repeats.
-fn list_edit<'a, T: PartialEq, K: Hash + Eq>(
+fn list_edit<'a, T: Entry, K: Hash + Eq>(
     earlier: &'a [T],
     next: &'a [T],
     key: impl Fn(&'a T) -> K,
@@ -87,7 +122,7 @@ fn list_edit<'a, T: PartialEq, K: Hash + Eq>(
             edit.removed.push(position(i)?);
         }
         for (j, entry) in new_middle.iter().enumerate() {
-            edit.edits.push((position(j)?, true, entry));
+            edit.edits.push((position(j)?, EditKind::Inserted, entry));
         }
         return Some(edit);
     }
@@ -108,11 +143,13 @@ fn list_edit<'a, T: PartialEq, K: Hash + Eq>(
                 }
                 last_kept = Some(i);
                 kept[i] = true;
-                if old_middle[i] != *entry {
-                    edit.edits.push((position(j)?, false, entry));
+                let earlier = &old_middle[i];
+                if earlier != entry {
+                    let kind = if earlier.same_but_state(entry) { EditKind::Updated } else { EditKind::Replaced };
+                    edit.edits.push((position(j)?, kind, entry));
                 }
             }
-            None => edit.edits.push((position(j)?, true, entry)),
+            None => edit.edits.push((position(j)?, EditKind::Inserted, entry)),
         }
     }
     for (i, kept) in kept.into_iter().enumerate() {
@@ -130,6 +167,8 @@ pub enum ApplyError {
     Version { id: String, base: u64, held: u64 },
     #[error("{list}: position {index} is past the end of the list")]
     Position { list: &'static str, index: u32 },
+    #[error("{list}: unknown edit kind {kind}")]
+    Kind { list: &'static str, kind: i32 },
     #[error("the change carries no incident")]
     NoIncident,
 }
@@ -143,29 +182,37 @@ pub fn apply(held: &mut v1::Incident, incident: v1::Incident, delta: &v1::Incide
     if held.version != delta.base_version || held.id != incident.id {
         return Err(ApplyError::Version { id: incident.id, base: delta.base_version, held: held.version });
     }
+    let alarm_state = |held: &mut v1::AlarmRef, next: v1::AlarmRef| {
+        (held.severity, held.last_seen_time, held.tally, held.cleared_time) =
+            (next.severity, next.last_seen_time, next.tally, next.cleared_time);
+    };
     apply_list(
         &mut held.root_cause_alarms,
         "root_cause_alarms",
         &delta.root_cause_alarms_removed,
-        delta.root_cause_alarms.iter().map(|e| (e.index, e.inserted, e.alarm.clone().unwrap_or_default())),
+        delta.root_cause_alarms.iter().map(|e| (e.index, e.kind, e.alarm.clone().unwrap_or_default())),
+        alarm_state,
     )?;
     apply_list(
         &mut held.symptom_alarms,
         "symptom_alarms",
         &delta.symptom_alarms_removed,
-        delta.symptom_alarms.iter().map(|e| (e.index, e.inserted, e.alarm.clone().unwrap_or_default())),
+        delta.symptom_alarms.iter().map(|e| (e.index, e.kind, e.alarm.clone().unwrap_or_default())),
+        alarm_state,
     )?;
     apply_list(
         &mut held.impacted_services,
         "impacted_services",
         &delta.impacted_services_removed,
-        delta.impacted_services.iter().map(|e| (e.index, e.inserted, e.service.clone().unwrap_or_default())),
+        delta.impacted_services.iter().map(|e| (e.index, e.kind, e.service.clone().unwrap_or_default())),
+        |held, next| held.impact = next.impact,
     )?;
     apply_list(
         &mut held.impacted_customers,
         "impacted_customers",
         &delta.impacted_customers_removed,
-        delta.impacted_customers.iter().map(|e| (e.index, e.inserted, e.customer.clone().unwrap_or_default())),
+        delta.impacted_customers.iter().map(|e| (e.index, e.kind, e.customer.clone().unwrap_or_default())),
+        |held, next| held.impact = next.impact,
     )?;
     let dropped = delta.timeline_dropped as usize;
     if dropped > 0 {
@@ -189,11 +236,14 @@ pub fn apply(held: &mut v1::Incident, incident: v1::Incident, delta: &v1::Incide
     Ok(())
 }
 
+/// One list: `removed` (positions in the held list), then `edits` (position, a
+/// `v1::EditKind`, entry), an update taking the state of the entry with `update`.
 fn apply_list<T>(
     list: &mut Vec<T>,
     name: &'static str,
     removed: &[u32],
-    edits: impl Iterator<Item = (u32, bool, T)>,
+    edits: impl Iterator<Item = (u32, i32, T)>,
+    update: impl Fn(&mut T, T),
 ) -> Result<(), ApplyError> {
     for &index in removed.iter().rev() {
         if index as usize >= list.len() {
@@ -201,14 +251,15 @@ fn apply_list<T>(
         }
         list.remove(index as usize);
     }
-    for (index, inserted, entry) in edits {
+    for (index, kind, entry) in edits {
         let at = index as usize;
-        match (inserted, at.cmp(&list.len())) {
-            (true, std::cmp::Ordering::Greater) | (false, std::cmp::Ordering::Greater | std::cmp::Ordering::Equal) => {
-                return Err(ApplyError::Position { list: name, index });
-            }
-            (true, _) => list.insert(at, entry),
-            (false, _) => list[at] = entry,
+        let past = || ApplyError::Position { list: name, index };
+        match v1::EditKind::try_from(kind) {
+            Ok(v1::EditKind::Inserted) if at <= list.len() => list.insert(at, entry),
+            Ok(v1::EditKind::Replaced) => *list.get_mut(at).ok_or_else(past)? = entry,
+            Ok(v1::EditKind::Updated) => update(list.get_mut(at).ok_or_else(past)?, entry),
+            Ok(v1::EditKind::Inserted) => return Err(past()),
+            Ok(v1::EditKind::Unspecified) | Err(_) => return Err(ApplyError::Kind { list: name, kind }),
         }
     }
     Ok(())
@@ -278,6 +329,13 @@ mod tests {
         assert!(delta_bytes * 10 < whole_bytes, "{delta_bytes} bytes of deltas against {whole_bytes} whole");
     }
 
+    /// (key, state).
+    impl Entry for (u8, u8) {
+        fn same_but_state(&self, next: &(u8, u8)) -> bool {
+            self.0 == next.0
+        }
+    }
+
     #[test]
     fn list_edits_cover_insertions_removals_and_changes_anywhere() {
         // Entries (key, value): the key identifies, the value may change.
@@ -293,8 +351,9 @@ mod tests {
             for next in lists {
                 let edit = list_edit(earlier, next, |e| e.0).expect("same order");
                 let mut list = earlier.to_vec();
-                apply_list(&mut list, "test", &edit.removed, edit.edits.iter().map(|&(i, ins, e)| (i, ins, *e)))
-                    .unwrap();
+                let edits = edit.edits.iter().map(|&(i, kind, e)| (i, kind as i32, *e));
+                // An update carries the state only: the key is not sent.
+                apply_list(&mut list, "test", &edit.removed, edits, |held, next| held.1 = next.1).unwrap();
                 assert_eq!(list, next, "{earlier:?} -> {next:?} by {edit:?}");
                 if earlier == next {
                     assert!(edit.is_empty());

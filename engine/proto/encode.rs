@@ -8,7 +8,7 @@
 //! on a `Vec<u8>` it writes, so a nested message's length prefix comes from the same code
 //! that writes its body. The tests check the bytes against prost's on real incidents.
 
-use super::delta::{IncidentDelta, ListEdit};
+use super::delta::{EditKind, IncidentDelta, ListEdit};
 use super::{incident_state_to_proto, level_to_proto, severity_to_proto, sla_to_proto, state_to_proto};
 use crate::correlate::changelog::IncidentRecord;
 use crate::model::EpochMillis;
@@ -235,20 +235,59 @@ fn encode_incident(incident: &Incident, whole: bool, out: &mut Vec<u8>) {
     fields.fields(out);
 }
 
-/// An `AlarmEdit`, `ServiceEdit` or `CustomerEdit`: a list entry placed at a position.
-struct Edit<'a, T>(u32, bool, &'a T);
+/// An entry's state alone (`EDIT_KIND_UPDATED`), the rest left out.
+trait StateFields {
+    fn state_fields<S: Sink>(&self, out: &mut S);
+}
 
-impl<T: Message> Message for Edit<'_, T> {
+impl StateFields for AlarmRef {
+    fn state_fields<S: Sink>(&self, out: &mut S) {
+        int(out, 4, severity_to_proto(self.severity) as i64);
+        message(out, 7, &Timestamp(self.last_seen));
+        int(out, 8, self.tally as i64);
+        if let Some(cleared) = self.cleared_at {
+            message(out, 9, &Timestamp(cleared));
+        }
+    }
+}
+
+impl StateFields for ImpactedService {
+    fn state_fields<S: Sink>(&self, out: &mut S) {
+        int(out, 3, state_to_proto(self.impact) as i64);
+    }
+}
+
+impl StateFields for ImpactedCustomer {
+    fn state_fields<S: Sink>(&self, out: &mut S) {
+        int(out, 4, state_to_proto(self.impact) as i64);
+    }
+}
+
+struct StateOf<'a, T>(&'a T);
+
+impl<T: StateFields> Message for StateOf<'_, T> {
     fn fields<S: Sink>(&self, out: &mut S) {
-        let Edit(index, inserted, entry) = *self;
+        self.0.state_fields(out);
+    }
+}
+
+/// An `AlarmEdit`, `ServiceEdit` or `CustomerEdit`: a list entry placed at a position.
+struct Edit<'a, T>(u32, EditKind, &'a T);
+
+impl<T: Message + StateFields> Message for Edit<'_, T> {
+    fn fields<S: Sink>(&self, out: &mut S) {
+        let Edit(index, kind, entry) = *self;
         int(out, 1, i64::from(index));
-        int(out, 2, i64::from(inserted));
-        message(out, 3, entry);
+        int(out, 2, kind as i64);
+        match kind {
+            EditKind::Updated => message(out, 3, &StateOf(entry)),
+            EditKind::Inserted | EditKind::Replaced => message(out, 3, entry),
+        }
     }
 }
 
 /// A list's removals (a packed `repeated uint32`) and edits.
-fn list_edit<S: Sink, T: Message>(out: &mut S, tags: (u32, u32), edit: &ListEdit<'_, T>) {
+fn list_edit<S: Sink, T: Message + StateFields>(out: &mut S, tags: (u32, u32), edit: &ListEdit<'_, T>) {
     if !edit.removed.is_empty() {
         let mut len = Len::default();
         for &index in &edit.removed {
@@ -260,8 +299,8 @@ fn list_edit<S: Sink, T: Message>(out: &mut S, tags: (u32, u32), edit: &ListEdit
             out.varint(u64::from(index));
         }
     }
-    for &(index, inserted, entry) in &edit.edits {
-        message(out, tags.1, &Edit(index, inserted, entry));
+    for &(index, kind, entry) in &edit.edits {
+        message(out, tags.1, &Edit(index, kind, entry));
     }
 }
 
