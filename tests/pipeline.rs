@@ -508,3 +508,121 @@ async fn a_delta_subscriber_holds_each_incident_as_sent_whole() {
     drop(producer);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// The next response on the stream, in time.
+async fn next_response(stream: &mut Changes) -> v1::SubscribeIncidentsResponse {
+    let next = tokio::time::timeout(WAIT, stream.message()).await.expect("a change in time");
+    next.expect("stream healthy").expect("stream open")
+}
+
+/// Waits until `GetIncident` for `id` satisfies `wanted` (`None`: the incident is gone).
+async fn incident_until(
+    incidents: &mut IncidentServiceClient<tonic::transport::Channel>,
+    id: &str,
+    wanted: impl Fn(Option<&v1::Incident>) -> bool,
+) -> Option<v1::Incident> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = incidents.get_incident(v1::GetIncidentRequest { id: id.into() }).await.ok().map(|r| r.into_inner());
+        if wanted(got.as_ref()) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} never became as wanted: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Resuming: a dashboard that comes back with the token of the last change it received is
+/// sent only the incidents that changed while it was away and a CLOSED for each one that
+/// closed, then the live stream; tokens the engine cannot resume from are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_subscription_sends_only_what_changed_or_closed_while_away() {
+    let config = test_config().with("correlation.reopen_window_secs", 1).unwrap();
+    let engine = start(&config).await;
+    let mut incidents = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let producer = producer(engine.brokers());
+    let send = |alarm: Alarm| {
+        let (key, bytes) = (alarm.resource.to_string(), proto::alarm_to_proto(&alarm).encode_to_vec());
+        let producer = &producer;
+        async move { produce(producer, "faultline.alarms", &key, &bytes).await }
+    };
+    send(Alarm::raise("par-r1/1/1", "LOS", Severity::Critical, 1_000)).await;
+    send(Alarm::raise("mrs-r1", "POWER", Severity::Major, 1_000)).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let (paris, marseille) = loop {
+        let listed = incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+        let by_root = |root: &str| listed.incidents.iter().find(|i| i.root_causes == [root]).cloned();
+        if let (Some(p), Some(m)) = (by_root("par-r1/1/1"), by_root("mrs-r1")) {
+            break (p, m);
+        }
+        assert!(std::time::Instant::now() < deadline, "the two incidents never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let subscriber = incidents.clone();
+    let subscribe = |token: &str| {
+        let mut client = subscriber.clone();
+        let request = v1::SubscribeIncidentsRequest { resume_token: token.into(), ..Default::default() };
+        async move { client.subscribe(request).await.map(|r| r.into_inner()) }
+    };
+
+    // A whole snapshot: both incidents, then the token of that point.
+    let mut stream = subscribe("").await.unwrap();
+    let mut snapshot = Vec::new();
+    let token = loop {
+        let change = next_response(&mut stream).await;
+        if is(&change, v1::ChangeKind::SnapshotComplete) {
+            break change.resume_token;
+        }
+        assert!(change.resume_token.is_empty(), "a snapshot entry is no point to resume from");
+        snapshot.push(change.incident.unwrap().id);
+    };
+    snapshot.sort();
+    let mut both = vec![paris.id.clone(), marseille.id.clone()];
+    both.sort();
+    assert_eq!(snapshot, both);
+    assert!(!token.is_empty());
+    drop(stream);
+
+    // Away: Marseille changes, Paris does not. Back: Marseille alone, as it is now.
+    send(Alarm::raise("mrs-r1", "POWER", Severity::Critical, 2_000)).await;
+    let now = incident_until(&mut incidents, &marseille.id, |i| i.is_some_and(|i| i.version > marseille.version)).await;
+    let mut stream = subscribe(&token).await.unwrap();
+    let change = next_response(&mut stream).await;
+    assert!(is(&change, v1::ChangeKind::Snapshot));
+    assert_eq!(change.incident, now, "the changed incident, whole");
+    let complete = next_response(&mut stream).await;
+    assert!(is(&complete, v1::ChangeKind::SnapshotComplete), "nothing else: Paris did not change");
+    assert!(!complete.resume_token.is_empty() && complete.resume_token != token);
+
+    // Live changes carry their token.
+    send(Alarm::raise("par-r1/1/1", "LOS", Severity::Major, 3_000)).await;
+    let live = next_response(&mut stream).await;
+    assert!(is(&live, v1::ChangeKind::Updated) && live.incident.unwrap().id == paris.id);
+    assert!(!live.resume_token.is_empty());
+    drop(stream);
+
+    // Away again: Marseille clears, resolves and closes. Back: told it closed.
+    send(Alarm::clear("mrs-r1", "POWER", 4_000)).await;
+    incident_until(&mut incidents, &marseille.id, |i| i.is_none()).await;
+    let mut stream = subscribe(&live.resume_token).await.unwrap();
+    let closed = next_response(&mut stream).await;
+    assert!(is(&closed, v1::ChangeKind::Closed), "{closed:?}");
+    let closed = closed.incident.unwrap();
+    assert_eq!((closed.id.as_str(), closed.state), (marseille.id.as_str(), v1::IncidentState::Closed as i32));
+    assert!(is(&next_response(&mut stream).await, v1::ChangeKind::SnapshotComplete));
+    drop(stream);
+
+    // Tokens that cannot be resumed, each with its reason.
+    let refused = subscribe("not a token").await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let run = token.split('-').next().unwrap();
+    let other_run = format!("{:016x}-1", u64::from_str_radix(run, 16).unwrap() ^ 1);
+    let refused = subscribe(&other_run).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("earlier run"), "{}", refused.message());
+    let ahead = format!("{run}-{}", u64::MAX);
+    assert_eq!(subscribe(&ahead).await.unwrap_err().code(), Code::InvalidArgument);
+
+    drop(producer);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

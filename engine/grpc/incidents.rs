@@ -12,6 +12,7 @@ use super::wire::{EncodedChange, EncodedIncidents, PublishedChange, View};
 use crate::metrics::Metrics;
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
+use crate::runtime::resume::{ResumeError, ResumeToken, Since};
 use crate::runtime::{EngineHandle, SharedChange};
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -58,15 +59,30 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<Subscription>, Status> {
         let filter = IncidentFilter::from(request.get_ref());
         let view = View::of(request.get_ref().view);
+        let resume = match request.get_ref().resume_token.as_str() {
+            "" => None,
+            token => {
+                Some(token.parse::<ResumeToken>().map_err(|_| Status::invalid_argument("invalid `resume_token`"))?)
+            }
+        };
         let (snapshot, changes) = self
             .handle
-            .call(|ctx| {
+            .call(move |ctx| {
                 let changes = ctx.subscribe();
-                let snapshot: Vec<Arc<Incident>> = ctx.correlator.shared_incidents().cloned().collect();
+                let since = resume.map(|token| ctx.changed_since(token)).transpose();
+                let snapshot = since.map(|since| Snapshot {
+                    incidents: ctx.correlator.shared_incidents().cloned().collect(),
+                    since,
+                    point: ctx.resume_point(),
+                });
                 (snapshot, changes)
             })
             .await?;
-        let live: HashSet<IncidentId> = snapshot.iter().map(|i| i.id).collect();
+        let snapshot = snapshot.map_err(|e| match e {
+            ResumeError::Ahead => Status::invalid_argument(e.to_string()),
+            ResumeError::OtherRun | ResumeError::TooOld => Status::failed_precondition(e.to_string()),
+        })?;
+        let live: HashSet<IncidentId> = snapshot.incidents.iter().map(|i| i.id).collect();
         self.encoded.retain(|id| live.contains(&id));
         let (tx, rx) = mpsc::channel(QUEUE);
         let (end_tx, end_rx) = oneshot::channel();
@@ -264,11 +280,20 @@ fn too_slow(behind: usize) -> Cut {
     )))
 }
 
+/// What a new subscriber starts from: every incident in memory, at the point `point` of the
+/// stream; with `since`, the subscriber resumes and is sent only what changed and closed
+/// after its token.
+struct Snapshot {
+    incidents: Vec<Arc<Incident>>,
+    since: Option<Since>,
+    point: ResumeToken,
+}
+
 /// Feeds one subscriber until it goes away or is cut off, counting it in the metrics while
 /// it is connected.
 async fn serve_subscriber(
     filter: IncidentFilter,
-    snapshot: Vec<Arc<Incident>>,
+    snapshot: Snapshot,
     mut feed: Feed,
     encoded: Arc<EncodedIncidents>,
     end: oneshot::Sender<Status>,
@@ -286,25 +311,42 @@ async fn serve_subscriber(
     }
 }
 
-/// Feeds one subscriber: the filtered snapshot, a SNAPSHOT_COMPLETE marker, then live
-/// changes. An incident that leaves the filter (e.g. resolved, under a filter on open
-/// incidents) is sent once more so the subscriber learns it left. In `View::Delta` the
-/// subscriber's versions are kept (shared with the core and every other subscriber), so
-/// that each change is sent as a delta from the version it holds.
+/// Feeds one subscriber: the filtered snapshot (or, resuming, what changed and closed since
+/// its token), a SNAPSHOT_COMPLETE marker, then live changes. An incident that leaves the
+/// filter (e.g. resolved, under a filter on open incidents) is sent once more so the
+/// subscriber learns it left. In `View::Delta` the subscriber's versions are kept (shared
+/// with the core and every other subscriber), so that each change is sent as a delta from
+/// the version it holds.
 async fn forward(
     filter: IncidentFilter,
-    snapshot: Vec<Arc<Incident>>,
+    snapshot: Snapshot,
     feed: &mut Feed,
     encoded: &EncodedIncidents,
 ) -> Result<(), Cut> {
     let deltas = feed.view == View::Delta;
     let keep = |incident: &Arc<Incident>| deltas.then(|| incident.clone());
     let mut following: HashMap<IncidentId, Option<Arc<Incident>>> = HashMap::new();
-    for incident in snapshot.into_iter().filter(|i| filter.matches(i)) {
-        following.insert(incident.id, keep(&incident));
-        feed.send(PublishedChange::snapshot(incident).encoded(encoded, feed.view, None)).await?;
+    let Snapshot { incidents, since, point } = snapshot;
+    for incident in incidents {
+        let matches = filter.matches(&incident);
+        // A resuming subscriber holds the incidents that did not change since its token as
+        // they are now; one that changed is sent even if it left the filter, so that the
+        // subscriber lets it go.
+        let send = match &since {
+            None => matches,
+            Some(since) => since.changed.contains(&incident.id),
+        };
+        if matches {
+            following.insert(incident.id, keep(&incident));
+        }
+        if send {
+            feed.send(PublishedChange::snapshot(incident).encoded(encoded, feed.view, None)).await?;
+        }
     }
-    feed.send(EncodedChange::snapshot_complete()).await?;
+    for &id in since.iter().flat_map(|since| &since.closed) {
+        feed.send(EncodedChange::closed_while_away(id)).await?;
+    }
+    feed.send(EncodedChange::snapshot_complete(point)).await?;
     loop {
         let change = feed.next().await?;
         let incident = change.incident();

@@ -10,6 +10,7 @@
 use crate::model::incident::{Incident, IncidentChange, IncidentId};
 use crate::proto::delta::IncidentDelta;
 use crate::proto::{self, v1};
+use crate::runtime::resume::ResumeToken;
 use prost::bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,11 +28,31 @@ pub struct EncodedChange {
     /// being the summary.
     #[prost(bytes = "bytes", optional, tag = "3")]
     pub delta: Option<Bytes>,
+    /// The resume token (a `string` on the wire), on live changes and SNAPSHOT_COMPLETE.
+    #[prost(bytes = "bytes", optional, tag = "4")]
+    pub resume_token: Option<Bytes>,
 }
 
 impl EncodedChange {
-    pub fn snapshot_complete() -> EncodedChange {
-        EncodedChange { kind: v1::ChangeKind::SnapshotComplete as i32, incident: None, delta: None }
+    pub fn snapshot_complete(point: ResumeToken) -> EncodedChange {
+        EncodedChange {
+            kind: v1::ChangeKind::SnapshotComplete as i32,
+            incident: None,
+            delta: None,
+            resume_token: Some(Bytes::from(point.to_string())),
+        }
+    }
+
+    /// An incident closed while a resuming subscriber was away: its id and state only.
+    pub fn closed_while_away(id: IncidentId) -> EncodedChange {
+        let incident =
+            v1::Incident { id: id.to_string(), state: v1::IncidentState::Closed as i32, ..Default::default() };
+        EncodedChange {
+            kind: v1::ChangeKind::Closed as i32,
+            incident: Some(Bytes::from(prost::Message::encode_to_vec(&incident))),
+            delta: None,
+            resume_token: None,
+        }
     }
 }
 
@@ -60,6 +81,8 @@ impl View {
 pub struct PublishedChange {
     kind: v1::ChangeKind,
     incident: Arc<Incident>,
+    /// Where the stream resumes after this change; none on a snapshot's incidents.
+    resume_token: Option<Bytes>,
     encoded: OnceLock<Bytes>,
     summary: OnceLock<Bytes>,
     /// The delta from the version before, with that version's number; `None` when the
@@ -68,17 +91,26 @@ pub struct PublishedChange {
 }
 
 impl PublishedChange {
-    pub fn new(change: &IncidentChange) -> PublishedChange {
-        PublishedChange::of(proto::change_kind_to_proto(change.kind), change.incident.clone())
+    /// A change published at the point `token` names.
+    pub fn new(change: &IncidentChange, token: ResumeToken) -> PublishedChange {
+        let token = Bytes::from(token.to_string());
+        PublishedChange::of(proto::change_kind_to_proto(change.kind), change.incident.clone(), Some(token))
     }
 
     /// An incident of a subscriber's initial snapshot.
     pub fn snapshot(incident: Arc<Incident>) -> PublishedChange {
-        PublishedChange::of(v1::ChangeKind::Snapshot, incident)
+        PublishedChange::of(v1::ChangeKind::Snapshot, incident, None)
     }
 
-    fn of(kind: v1::ChangeKind, incident: Arc<Incident>) -> PublishedChange {
-        PublishedChange { kind, incident, encoded: OnceLock::new(), summary: OnceLock::new(), delta: OnceLock::new() }
+    fn of(kind: v1::ChangeKind, incident: Arc<Incident>, resume_token: Option<Bytes>) -> PublishedChange {
+        PublishedChange {
+            kind,
+            incident,
+            resume_token,
+            encoded: OnceLock::new(),
+            summary: OnceLock::new(),
+            delta: OnceLock::new(),
+        }
     }
 
     pub fn incident(&self) -> &Arc<Incident> {
@@ -91,11 +123,14 @@ impl PublishedChange {
     /// earlier version, or when the change is not expressible as a delta.
     pub fn encoded(&self, known: &EncodedIncidents, view: View, held: Option<&Arc<Incident>>) -> EncodedChange {
         let kind = self.kind as i32;
+        let resume_token = self.resume_token.clone();
         match (view, held) {
-            (View::Summary, _) => return EncodedChange { kind, incident: Some(self.summary()), delta: None },
+            (View::Summary, _) => {
+                return EncodedChange { kind, incident: Some(self.summary()), delta: None, resume_token };
+            }
             (View::Delta, Some(held)) if held.version < self.incident.version => {
                 if let Some(delta) = self.delta_from(held) {
-                    return EncodedChange { kind, incident: Some(self.summary()), delta: Some(delta) };
+                    return EncodedChange { kind, incident: Some(self.summary()), delta: Some(delta), resume_token };
                 }
             }
             _ => {}
@@ -108,7 +143,7 @@ impl PublishedChange {
             }
             bytes
         });
-        EncodedChange { kind, incident: Some(incident.clone()), delta: None }
+        EncodedChange { kind, incident: Some(incident.clone()), delta: None, resume_token }
     }
 
     fn summary(&self) -> Bytes {
@@ -194,7 +229,8 @@ mod tests {
         assert!(!incident.timeline.is_empty() && !incident.services.is_empty() && !incident.customers.is_empty());
 
         let known = EncodedIncidents::default();
-        let sent = PublishedChange::new(change).encoded(&known, View::Full, None).encode_to_vec();
+        let token = crate::runtime::resume::ResumeLog::new(1, 1).record(change);
+        let sent = PublishedChange::new(change, token).encoded(&known, View::Full, None).encode_to_vec();
         // Sent again (another subscriber's snapshot): the same bytes, kept, not re-encoded.
         let kept = known.get(incident);
         assert_eq!(
@@ -209,18 +245,19 @@ mod tests {
         assert_eq!(known.get(&next).to_vec(), proto::incident_to_proto(&next).encode_to_vec());
         // Once an incident closes, its encoding is not kept.
         let closed = IncidentChange { kind: ChangeKind::Closed, incident: next.clone() };
-        assert!(PublishedChange::new(&closed).encoded(&known, View::Full, None).incident.is_some());
+        assert!(PublishedChange::new(&closed, token).encoded(&known, View::Full, None).incident.is_some());
         assert!(!known.lock().contains_key(&next.id), "a closed incident's encoding is let go");
         let expected = v1::SubscribeIncidentsResponse {
             kind: v1::ChangeKind::Updated as i32,
             incident: Some(proto::incident_to_proto(incident)),
             delta: None,
+            resume_token: token.to_string(),
         };
         assert_eq!(sent, expected.encode_to_vec(), "the same bytes on the wire");
         assert_eq!(v1::SubscribeIncidentsResponse::decode(sent.as_slice()).unwrap(), expected);
 
         // The summary: the same response without the lists.
-        let summary = PublishedChange::new(change).encoded(&known, View::Summary, None).encode_to_vec();
+        let summary = PublishedChange::new(change, token).encoded(&known, View::Summary, None).encode_to_vec();
         let mut expected = expected;
         let whole = expected.incident.as_mut().unwrap();
         (whole.root_cause_alarms, whole.symptom_alarms, whole.timeline) = (vec![], vec![], vec![]);
@@ -228,14 +265,15 @@ mod tests {
         assert_eq!(v1::SubscribeIncidentsResponse::decode(summary.as_slice()).unwrap(), expected);
         assert!(summary.len() * 4 < sent.len(), "{} bytes against {}", summary.len(), sent.len());
 
-        let complete = EncodedChange::snapshot_complete().encode_to_vec();
+        let complete = EncodedChange::snapshot_complete(token).encode_to_vec();
         let decoded = v1::SubscribeIncidentsResponse::decode(complete.as_slice()).unwrap();
         assert_eq!(
             decoded,
             v1::SubscribeIncidentsResponse {
                 kind: v1::ChangeKind::SnapshotComplete as i32,
                 incident: None,
-                delta: None
+                delta: None,
+                resume_token: token.to_string(),
             }
         );
     }

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::model::EpochMillis;
 use crate::model::incident::IncidentChange;
 use crate::proto::{self, v1};
+use crate::runtime::resume::{CLOSED_KEPT, ResumeError, ResumeLog, ResumeToken, Since};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
@@ -54,6 +55,16 @@ impl CoreContext<'_> {
         self.publisher.changes.subscribe()
     }
 
+    /// Where the stream is: the token a subscription taken now resumes from.
+    pub fn resume_point(&self) -> ResumeToken {
+        self.publisher.resume.point()
+    }
+
+    /// The incidents changed and closed after `token`.
+    pub fn changed_since(&self, token: ResumeToken) -> Result<Since, ResumeError> {
+        self.publisher.resume.since(token)
+    }
+
     pub fn stats(&self) -> Stats {
         self.correlator.stats()
     }
@@ -68,6 +79,7 @@ pub struct Publisher {
     pub changes: broadcast::Sender<SharedChange>,
     /// Changes published so far: a job that moved it commits before it replies.
     published: u64,
+    resume: ResumeLog,
 }
 
 impl Publisher {
@@ -75,15 +87,24 @@ impl Publisher {
         transactions: crossbeam_channel::Sender<Transaction>,
         changes: broadcast::Sender<SharedChange>,
     ) -> Publisher {
-        Publisher { open: Transaction::default(), transactions, changes, published: 0 }
+        // This run's resume tokens are told apart from an earlier run's by its start time.
+        let run = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Publisher {
+            open: Transaction::default(),
+            transactions,
+            changes,
+            published: 0,
+            resume: ResumeLog::new(run, CLOSED_KEPT),
+        }
     }
 
     fn publish(&mut self, change: &IncidentChange) {
         self.open.incident(change);
         self.published += 1;
+        let token = self.resume.record(change);
         // No subscriber is not an error.
         if self.changes.receiver_count() > 0 {
-            let _ = self.changes.send(Arc::new(PublishedChange::new(change)));
+            let _ = self.changes.send(Arc::new(PublishedChange::new(change, token)));
         }
     }
 }

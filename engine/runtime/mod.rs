@@ -11,6 +11,7 @@
 pub mod core_loop;
 pub mod handle;
 mod health;
+pub mod resume;
 
 use crate::config::Config;
 use crate::correlate::Correlator;
