@@ -331,6 +331,7 @@ struct ChangeProbe {
     /// A `faultline.v1.ChangeKind`.
     kind: i32,
     incident: Option<IncidentProbe>,
+    resume_token: String,
     /// The encoded sizes of the incident and of the delta.
     bytes: usize,
 }
@@ -350,10 +351,11 @@ impl prost::Message for ChangeProbe {
         let before = buf.remaining();
         let merged = match tag {
             1 => prost::encoding::int32::merge(wire_type, &mut self.kind, buf, ctx),
+            4 => prost::encoding::string::merge(wire_type, &mut self.resume_token, buf, ctx),
             2 => prost::encoding::message::merge(wire_type, self.incident.get_or_insert_default(), buf, ctx),
             _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
         };
-        if tag != 1 {
+        if tag == 2 || tag == 3 {
             self.bytes += before - buf.remaining();
         }
         merged
@@ -375,14 +377,22 @@ struct IncidentProbe {
 }
 
 /// Opens `IncidentService.Subscribe` on its own connection, read as [`ChangeProbe`]s.
-async fn subscribe_probe(endpoint: &str, view: StreamView) -> anyhow::Result<tonic::Streaming<ChangeProbe>> {
+async fn subscribe_probe(
+    endpoint: &str,
+    view: StreamView,
+    resume_token: &str,
+) -> anyhow::Result<tonic::Streaming<ChangeProbe>> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?.connect().await?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/faultline.v1.IncidentService/Subscribe");
     let codec = tonic_prost::ProstCodec::<v1::SubscribeIncidentsRequest, ChangeProbe>::default();
-    let request =
-        tonic::Request::new(v1::SubscribeIncidentsRequest { view: view.proto() as i32, ..Default::default() });
+    let request = v1::SubscribeIncidentsRequest {
+        view: view.proto() as i32,
+        resume_token: resume_token.into(),
+        ..Default::default()
+    };
+    let request = tonic::Request::new(request);
     Ok(grpc.server_streaming(request, path, codec).await?.into_inner())
 }
 
@@ -506,26 +516,37 @@ async fn overload(
     let window = Arc::new(std::sync::Mutex::new(new_histogram()));
     let stop = tokio_util::sync::CancellationToken::new();
     let (endpoint, view) = (format!("http://{}", engine.grpc_addr()), options.view);
-    let mut stream = subscribe_probe(&endpoint, view).await?;
+    let mut stream = subscribe_probe(&endpoint, view, "").await?;
     let subscriber = {
         let (window, stop) = (window.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut dropped = 0u32;
+            let (mut dropped, mut resumed) = (0u32, 0u32);
+            let mut token = String::new();
             loop {
                 let change = tokio::select! {
                     message = stream.message() => message,
-                    _ = stop.cancelled() => return Ok(dropped),
+                    _ = stop.cancelled() => return Ok((dropped, resumed)),
                 };
                 match change {
                     Ok(Some(change)) if change.kind == v1::ChangeKind::Snapshot as i32 => {}
                     Ok(Some(change)) => {
+                        if !change.resume_token.is_empty() {
+                            token = change.resume_token;
+                        }
                         if let Some(updated) = change.incident.and_then(|i| i.update_time) {
                             let _ = window.lock().unwrap_or_else(|e| e.into_inner()).record(age_micros(&updated));
                         }
                     }
                     Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        // Back from where it was: only the incidents that changed since.
                         dropped += 1;
-                        stream = subscribe_probe(&endpoint, view).await?;
+                        stream = match subscribe_probe(&endpoint, view, &token).await {
+                            Ok(stream) => {
+                                resumed += 1;
+                                stream
+                            }
+                            Err(_) => subscribe_probe(&endpoint, view, "").await?,
+                        };
                     }
                     Ok(None) => anyhow::bail!("the subscription ended"),
                     Err(status) => anyhow::bail!("the subscription failed: {status}"),
@@ -604,13 +625,13 @@ async fn overload(
     }
     feeder.await??;
     stop.cancel();
-    let dropped = subscriber.await??;
-    summarise(&seconds, dropped);
+    let (dropped, resumed) = subscriber.await??;
+    summarise(&seconds, dropped, resumed);
     Ok(seconds)
 }
 
 /// The overload run in a few lines: memory, the backlog, latency at the end.
-fn summarise(seconds: &[Second], dropped: u32) {
+fn summarise(seconds: &[Second], dropped: u32, resumed: u32) {
     let peak = |phase: Phase| seconds.iter().filter(|s| s.phase == phase).map(|s| s.rss_mb).fold(0.0, f64::max);
     let first_rss = seconds.first().map_or(0.0, |s| s.rss_mb);
     println!(
@@ -625,7 +646,9 @@ fn summarise(seconds: &[Second], dropped: u32) {
         Some(after) => println!("  backlog: at most {backlog_peak} alarms, drained {after} s after the load dropped"),
         None => println!("  backlog: at most {backlog_peak} alarms, not drained by the end of the run"),
     }
-    println!("  the subscriber was dropped for falling behind {dropped} time(s), and subscribed again");
+    println!(
+        "  the subscriber was dropped for falling behind {dropped} time(s), and subscribed again ({resumed} time(s) resuming from its last change)"
+    );
     let tail = &seconds[seconds.len().saturating_sub(10)..];
     let mut last = new_histogram();
     for second in tail {
@@ -674,7 +697,7 @@ async fn latency(
     let stop = tokio_util::sync::CancellationToken::new();
     let mut subscribers = Vec::new();
     for _ in 0..options.subscribers {
-        let mut stream = subscribe_probe(&endpoint, view).await?;
+        let mut stream = subscribe_probe(&endpoint, view, "").await?;
         let (measuring, stop) = (measuring.clone(), stop.clone());
         subscribers.push(tokio::spawn(async move {
             let mut histogram = new_histogram();
