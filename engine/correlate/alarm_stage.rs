@@ -8,6 +8,7 @@ use crate::model::state::{Effect, State};
 use crate::model::topology::{CiIdx, Topology};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
+use thin_vec::{ThinVec, thin_vec};
 
 /// Maps an alarm to its effect on the resource: X.733 severity by default, with
 /// per-alarm-type overrides from configuration.
@@ -51,8 +52,9 @@ pub struct ResourceUpdate {
     pub resource: Arc<str>,
     /// The resource's own state from its active alarms alone.
     pub own_state: State,
-    /// Its active alarms, in identity order.
-    pub alarms: Vec<AlarmRef>,
+    /// Its active alarms, in identity order; kept as they come by the impact stage (one
+    /// word per CI there).
+    pub alarms: ThinVec<AlarmRef>,
     /// Where the resource sits in the topology, when the sender knows it (an alarm stage
     /// given the topology looks each resource up once, as its first alarm is raised); the
     /// impact stage looks it up otherwise.
@@ -218,7 +220,7 @@ impl AlarmStage {
             let update = ResourceUpdate {
                 resource: resource.clone(),
                 own_state: own_state(std::slice::from_ref(&active)),
-                alarms: vec![active.alarm.clone()],
+                alarms: thin_vec![active.alarm.clone()],
                 ci,
             };
             self.resources.insert(resource, Resource { alarms: vec![active], dirty: true, ci });

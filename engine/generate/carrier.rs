@@ -259,7 +259,7 @@ mod tests {
         let down = |resource: &str| ResourceUpdate {
             resource: resource.into(),
             own_state: State::Down,
-            alarms: vec![],
+            alarms: Default::default(),
             ci: None,
         };
         let path = topology.lookup("path-g0-s3").unwrap();
