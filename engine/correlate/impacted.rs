@@ -35,18 +35,28 @@ fn slot(state: State) -> usize {
     }
 }
 
+/// An impacted service: its current state, and its customer as the topology gives it (kept
+/// here, so that a change of state needs no look-up in the topology, a cache miss on a large
+/// network).
+#[derive(Clone, Copy, Debug)]
+struct Service {
+    ci: CiIdx,
+    state: State,
+    customer: Option<CiIdx>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(super) struct Impacted {
     /// Every service the incident has impacted, by CI, with its current state (`Up` once
     /// restored: a service stays listed until the incident closes).
-    services: Vec<(CiIdx, State)>,
+    services: Vec<Service>,
     /// Their customers, by CI.
     customers: Vec<Customer>,
     /// Services by state: up, degraded, down.
     by_state: [usize; 3],
     /// Services whose state moved since the lists were last published, each with whether
-    /// it was newly impacted (not listed yet).
-    pending: Vec<(CiIdx, bool)>,
+    /// it was newly impacted (not listed yet) and its customer.
+    pending: Vec<(CiIdx, bool, Option<CiIdx>)>,
     /// Whether the published lists are those of `services` but for `pending`; false for an
     /// incident taken back from a changelog, whose lists are rebuilt once in full.
     published: bool,
@@ -69,16 +79,20 @@ impl Impacted {
     }
 
     pub(super) fn get(&self, service: CiIdx) -> Option<State> {
-        self.services.binary_search_by_key(&service, |&(ci, _)| ci).ok().map(|at| self.services[at].1)
+        self.services.binary_search_by_key(&service, |s| s.ci).ok().map(|at| self.services[at].state)
     }
 
     /// Sets a service's state; returns the previous one (`None` when newly impacted).
     pub(super) fn set(&mut self, service: CiIdx, state: State, topology: &Topology) -> Option<State> {
-        let previous = match self.services.binary_search_by_key(&service, |&(ci, _)| ci) {
-            Ok(at) => Some(std::mem::replace(&mut self.services[at].1, state)),
+        let (previous, customer) = match self.services.binary_search_by_key(&service, |s| s.ci) {
+            Ok(at) => {
+                let listed = &mut self.services[at];
+                (Some(std::mem::replace(&mut listed.state, state)), listed.customer)
+            }
             Err(at) => {
-                self.services.insert(at, (service, state));
-                None
+                let customer = topology.ci(service).customer;
+                self.services.insert(at, Service { ci: service, state, customer });
+                (None, customer)
             }
         };
         if previous == Some(state) {
@@ -88,7 +102,7 @@ impl Impacted {
             self.by_state[slot(previous)] -= 1;
         }
         self.by_state[slot(state)] += 1;
-        if let Some(customer) = topology.ci(service).customer {
+        if let Some(customer) = customer {
             let at = match self.customers.binary_search_by_key(&customer, |c| c.ci) {
                 Ok(at) => at,
                 Err(at) => {
@@ -103,12 +117,12 @@ impl Impacted {
             }
             counts[slot(state)] += 1;
         }
-        self.pending.push((service, previous.is_none()));
+        self.pending.push((service, previous.is_none(), customer));
         previous
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (CiIdx, State)> + '_ {
-        self.services.iter().copied()
+        self.services.iter().map(|s| (s.ci, s.state))
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -122,7 +136,7 @@ impl Impacted {
 
     /// The services and customers lists rebuilt in full.
     fn lists(&self, topology: &Topology) -> (Vec<ImpactedService>, Vec<ImpactedCustomer>) {
-        let services = self.services.iter().map(|&(s, state)| listed(s, state, topology)).collect();
+        let services = self.services.iter().map(|s| listed(s.ci, s.state, topology)).collect();
         let customers = self.customers.iter().map(|c| listed_customer(c, topology)).collect();
         (services, customers)
     }
@@ -150,14 +164,14 @@ impl Impacted {
             return false;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_unstable_by_key(|&(ci, _)| ci);
+        pending.sort_unstable_by_key(|&(ci, _, _)| ci);
         pending.dedup_by(|later, earlier| {
             let same = later.0 == earlier.0;
             earlier.1 |= same && later.1;
             same
         });
         let mut moved = false;
-        if pending.iter().any(|&(_, new)| new) {
+        if pending.iter().any(|&(_, new, _)| new) {
             // New services join the list: one merge of the list with them, as inserting
             // each would move the rest of the list every time.
             let writable = Arc::make_mut(incident);
@@ -166,21 +180,20 @@ impl Impacted {
             writable.services = self
                 .services
                 .iter()
-                .map(|&(service, state)| match pending.next_if(|&&(ci, _)| ci == service) {
-                    Some(&(_, true)) => listed(service, state, topology),
+                .map(|s| match pending.next_if(|&&(ci, _, _)| ci == s.ci) {
+                    Some(&(_, true, _)) => listed(s.ci, s.state, topology),
                     _ => {
                         let mut entry = listed_before.next().expect("every service but the new ones is listed");
-                        entry.impact = state;
+                        entry.impact = s.state;
                         entry
                     }
                 })
                 .collect();
             moved = true;
         } else {
-            for &(service, _) in &pending {
-                let at =
-                    self.services.binary_search_by_key(&service, |&(ci, _)| ci).expect("a pending service is listed");
-                let state = self.services[at].1;
+            for &(service, _, _) in &pending {
+                let at = self.services.binary_search_by_key(&service, |s| s.ci).expect("a pending service is listed");
+                let state = self.services[at].state;
                 if incident.services[at].impact != state {
                     Arc::make_mut(incident).services[at].impact = state;
                     moved = true;
@@ -204,7 +217,7 @@ impl Impacted {
                 .collect();
             moved = true;
         } else {
-            let mut customers: Vec<CiIdx> = pending.iter().filter_map(|&(s, _)| topology.ci(s).customer).collect();
+            let mut customers: Vec<CiIdx> = pending.iter().filter_map(|&(_, _, customer)| customer).collect();
             customers.sort_unstable();
             customers.dedup();
             for customer in customers {
@@ -225,8 +238,11 @@ impl Impacted {
     /// a recomputation from the services alone. For tests; `Err` names the first difference.
     pub(super) fn check(&self, incident: &Incident, topology: &Topology) -> Result<(), String> {
         let mut fresh = Impacted::new();
-        for &(ci, state) in &self.services {
-            fresh.set(ci, state, topology);
+        for s in &self.services {
+            if s.customer != topology.ci(s.ci).customer {
+                return Err(format!("service {} kept with customer {:?}", s.ci, s.customer));
+            }
+            fresh.set(s.ci, s.state, topology);
         }
         if fresh.by_state != self.by_state {
             return Err(format!("counts {:?}, expected {:?}", self.counts(), fresh.counts()));
