@@ -7,6 +7,8 @@
 //!   reopen windows fire as they would live.
 //! - `topology/load/<N>-cis`: reading and validating a topology file; the bytes each CI
 //!   holds in memory once loaded, with the correlator's per-CI state (all-in), are printed.
+//!   `topology/load/<N>-cis-vpn6`: the same network with its VPNs spanning six sites, about
+//!   three relations per CI (design.md's 1M CIs / 3M relations).
 //! - `query/*`: the core's side of `GetImpact` and `GetCi` during a site power outage.
 //!
 //! `cargo bench --bench core` (all), `cargo bench --bench core -- core/mixed/1000000` (one).
@@ -55,13 +57,20 @@ const START: i64 = 1_767_225_600_000;
 const RATE: f64 = 100_000.0;
 
 fn network_file(cis: usize) -> PathBuf {
+    network_file_spanning(cis, 1)
+}
+
+/// A generated network whose VPNs span `vpn_sites` sites, written once and kept.
+fn network_file_spanning(cis: usize, vpn_sites: usize) -> PathBuf {
     let dir = std::env::temp_dir().join("faultline-bench");
     std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let path = dir.join(format!("carrier-{cis}.jsonl"));
+    let name =
+        if vpn_sites == 1 { format!("carrier-{cis}.jsonl") } else { format!("carrier-{cis}-vpn{vpn_sites}.jsonl") };
+    let path = dir.join(name);
     if !path.exists() {
         let partial = path.with_extension("partial");
         let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).expect("a writable temp dir"));
-        carrier::write_network(cis, 1, &mut out, |_| {}).expect("a network");
+        carrier::write_network(cis, 1, vpn_sites, &mut out, |_| {}).expect("a network");
         drop(out);
         std::fs::rename(&partial, &path).expect("rename");
     }
@@ -114,24 +123,28 @@ fn topology_load(c: &mut Criterion) {
     let mut group = c.benchmark_group("topology");
     group.sample_size(10);
     let cis = 1_000_000;
-    let path = network_file(cis);
-    let before = LIVE.load(Ordering::Relaxed);
-    let topology = Arc::new(topology_file::load(&path).expect("a valid network"));
-    let graph = LIVE.load(Ordering::Relaxed) - before;
-    let correlator = Correlator::new(topology.clone(), config());
-    let all_in = LIVE.load(Ordering::Relaxed) - before;
-    let relations: usize = topology.iter().map(|(i, _)| topology.dependencies(i).len()).sum();
-    println!(
-        "topology/{cis}-cis: {relations} dependencies; {} bytes per CI for the graph, {} all-in with the correlator's state",
-        graph / cis as isize,
-        all_in / cis as isize
-    );
-    drop(correlator);
-    drop(topology);
-    group.throughput(Throughput::Elements(cis as u64));
-    group.bench_function(format!("load/{cis}-cis"), |b| {
-        b.iter(|| topology_file::load(&path).expect("a valid network"));
-    });
+    for (vpn_sites, suffix) in [(1, ""), (6, "-vpn6")] {
+        let path = network_file_spanning(cis, vpn_sites);
+        let before = LIVE.load(Ordering::Relaxed);
+        let topology = Arc::new(topology_file::load(&path).expect("a valid network"));
+        let graph = LIVE.load(Ordering::Relaxed) - before;
+        let correlator = Correlator::new(topology.clone(), config());
+        let all_in = LIVE.load(Ordering::Relaxed) - before;
+        let dependencies: usize = topology.iter().map(|(i, _)| topology.dependencies(i).len()).sum();
+        let customers = topology.iter().filter(|(_, ci)| ci.customer.is_some()).count();
+        println!(
+            "topology/{cis}-cis{suffix}: {} relations ({dependencies} dependencies, {customers} customer links); {} bytes per CI for the graph, {} all-in with the correlator's state",
+            dependencies + customers,
+            graph / cis as isize,
+            all_in / cis as isize
+        );
+        drop(correlator);
+        drop(topology);
+        group.throughput(Throughput::Elements(cis as u64));
+        group.bench_function(format!("load/{cis}-cis{suffix}"), |b| {
+            b.iter(|| topology_file::load(&path).expect("a valid network"));
+        });
+    }
     group.finish();
 }
 

@@ -99,6 +99,10 @@ enum GenerateCommand {
         cis: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Sites each L2VPN and L3VPN service spans (1: each stays at its site). 6 gives
+        /// about three relations per CI.
+        #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        vpn_sites: u16,
         /// Topology file to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -233,8 +237,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             bench::run(&options).await?;
             Ok(())
         }
-        Command::Generate(GenerateCommand::Topology { cis, seed, out }) => {
-            tokio::task::spawn_blocking(move || generate::topology(cis, seed, &out)).await??;
+        Command::Generate(GenerateCommand::Topology { cis, seed, vpn_sites, out }) => {
+            tokio::task::spawn_blocking(move || generate::topology(cis, seed, vpn_sites.into(), &out)).await??;
             Ok(())
         }
         Command::Generate(GenerateCommand::Alarms {

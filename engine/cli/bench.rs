@@ -161,7 +161,7 @@ impl Second {
 
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     let mut text = Vec::new();
-    let shape = carrier::write_network(options.cis, options.seed, &mut text, |_| {})?;
+    let shape = carrier::write_network(options.cis, options.seed, 1, &mut text, |_| {})?;
     let topology =
         Arc::new(crate::topology_file::parse(std::str::from_utf8(&text)?, "generated").context("generated network")?);
     drop(text);

@@ -30,13 +30,14 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Writes a network of `cis` CIs to `out`; prints its shape on stderr.
-pub fn topology(cis: usize, seed: u64, out: &Path) -> anyhow::Result<Shape> {
+/// Writes a network of `cis` CIs to `out`, VPNs spanning `vpn_sites` sites; prints its shape
+/// on stderr.
+pub fn topology(cis: usize, seed: u64, vpn_sites: usize, out: &Path) -> anyhow::Result<Shape> {
     let started = Instant::now();
     let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
     let bar = if cis >= PROGRESS_FROM { progress_bar(cis as u64, "CIs") } else { ProgressBar::hidden() };
-    let shape = carrier::write_network(cis, seed, &mut writer, |done| bar.set_position(done as u64))?;
+    let shape = carrier::write_network(cis, seed, vpn_sites, &mut writer, |done| bar.set_position(done as u64))?;
     writer.flush().with_context(|| format!("cannot write {}", out.display()))?;
     bar.finish_and_clear();
     eprintln!(

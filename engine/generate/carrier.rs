@@ -5,7 +5,11 @@
 //! round the ring to the hub (`any` over their hops) joined into a protected path
 //! (`all`), one customer-facing service per access port (`any` over the access port and
 //! the site's protected path), wholesale services over the bundles (`degrade`), and
-//! customers with SLA tiers buying services across many sites.
+//! customers with SLA tiers buying services across many sites. With `vpn_sites` K above
+//! 1, each L2VPN and L3VPN service spans K consecutive sites: it depends on the same access
+//! port and the protected path at each (a port carries several customers' VLANs), and a
+//! failure at any one of them degrades it (`degrade`); K = 6 gives about three relations
+//! per CI.
 //!
 //! `faultline generate topology --cis N` writes exactly N CIs; the same seed gives the same
 //! bytes.
@@ -58,6 +62,7 @@ fn site_cost(position: usize, links: bool) -> usize {
 pub fn write_network(
     cis: usize,
     seed: u64,
+    vpn_sites: usize,
     out: &mut impl Write,
     mut progress: impl FnMut(usize),
 ) -> Result<Shape, CarrierError> {
@@ -77,11 +82,13 @@ pub fn write_network(
     let mut rng = Rng::new(seed);
     let mut shape = Shape { sites, ..Shape::default() };
     let mut service = 0usize;
+    let span = vpn_sites.clamp(1, sites);
     for ring_start in (0..sites).step_by(RING_SITES) {
         let ring = ring_start / RING_SITES;
         let size = RING_SITES.min(sites - ring_start);
         for position in 0..size {
-            write_site(out, &mut rng, &mut shape, &mut service, ring, position, size, customers_planned)?;
+            let place = Place { ring, position, size, sites, span };
+            write_site(out, &mut rng, &mut shape, &mut service, place, customers_planned)?;
             progress(shape.cis);
         }
     }
@@ -105,17 +112,26 @@ fn site_id(ring: usize, position: usize) -> String {
     format!("g{ring}-s{position}")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a site is: its ring, its position on it and the ring's size, among how many sites,
+/// and how many sites a VPN spans.
+#[derive(Clone, Copy)]
+struct Place {
+    ring: usize,
+    position: usize,
+    size: usize,
+    sites: usize,
+    span: usize,
+}
+
 fn write_site(
     out: &mut impl Write,
     rng: &mut Rng,
     shape: &mut Shape,
     service: &mut usize,
-    ring: usize,
-    position: usize,
-    size: usize,
+    place: Place,
     customers: usize,
 ) -> io::Result<()> {
+    let Place { ring, position, size, sites, span } = place;
     let site = site_id(ring, position);
     let mut cis = 0;
     let mut relations = 0;
@@ -184,15 +200,29 @@ fn write_site(
         relations += size + 2;
     }
 
+    // The sites a VPN from here spans: this one and the next ones, round all the sites.
+    let here = ring * RING_SITES + position;
+    let spanned: Vec<String> =
+        (1..span).map(|k| (here + k) % sites).map(|g| site_id(g / RING_SITES, g % RING_SITES)).collect();
     for d in 0..DEVICES {
         for c in ACCESS_CARDS {
             for p in 0..PORTS {
                 let customer = rng.below(customers);
+                let kind = rng.below(4);
+                let mut depends_on = format!(r#""{site}-pe{d}/{c}/{p}","path-{site}""#);
+                let mut rule = "";
+                if matches!(kind, 1 | 2) && !spanned.is_empty() {
+                    for other in &spanned {
+                        depends_on.push_str(&format!(r#","{other}-pe{d}/{c}/{p}","path-{other}""#));
+                    }
+                    rule = r#","rule":"degrade""#;
+                    relations += 2 * spanned.len();
+                }
                 writeln!(
                     out,
-                    r#"{{"id":"svc-{n}","class":"cfs","name":"{kind} {n}","customer":"cust-{customer}","depends_on":["{site}-pe{d}/{c}/{p}","path-{site}"]}}"#,
+                    r#"{{"id":"svc-{n}","class":"cfs","name":"{kind} {n}","customer":"cust-{customer}","depends_on":[{depends_on}]{rule}}}"#,
                     n = *service,
-                    kind = ["Internet", "L2VPN", "L3VPN", "Voice"][rng.below(4)],
+                    kind = ["Internet", "L2VPN", "L3VPN", "Voice"][kind],
                 )?;
                 *service += 1;
             }
@@ -226,15 +256,19 @@ mod tests {
     use crate::model::topology::CiClass;
 
     fn network(cis: usize, seed: u64) -> (String, Shape) {
+        spanning(cis, seed, 1)
+    }
+
+    fn spanning(cis: usize, seed: u64, vpn_sites: usize) -> (String, Shape) {
         let mut out = Vec::new();
-        let shape = write_network(cis, seed, &mut out, |_| {}).unwrap();
+        let shape = write_network(cis, seed, vpn_sites, &mut out, |_| {}).unwrap();
         (String::from_utf8(out).unwrap(), shape)
     }
 
     #[test]
     fn exact_size_valid_and_seeded() {
-        for cis in [MIN_CIS, 1_000, 12_345] {
-            let (text, shape) = network(cis, 3);
+        for (cis, vpn_sites) in [(MIN_CIS, 1), (1_000, 1), (12_345, 1), (MIN_CIS, 6), (12_345, 6)] {
+            let (text, shape) = spanning(cis, 3, vpn_sites);
             let topology = crate::topology_file::parse(&text, "generated").expect("a valid network");
             assert_eq!((topology.len(), shape.cis), (cis, cis));
             let relations: usize = topology.iter().map(|(i, _)| topology.dependencies(i).len()).sum::<usize>()
@@ -244,8 +278,28 @@ mod tests {
             assert_eq!(services, shape.services);
         }
         assert_eq!(network(5_000, 9).0, network(5_000, 9).0, "same seed, same bytes");
+        assert_eq!(spanning(5_000, 9, 6).0, spanning(5_000, 9, 6).0);
         assert_ne!(network(5_000, 9).0, network(5_000, 10).0);
-        assert!(matches!(write_network(10, 1, &mut Vec::new(), |_| {}), Err(CarrierError::TooSmall(10))));
+        assert!(matches!(write_network(10, 1, 1, &mut Vec::new(), |_| {}), Err(CarrierError::TooSmall(10))));
+    }
+
+    #[test]
+    fn vpns_spanning_six_sites_make_three_relations_per_ci() {
+        let (text, shape) = spanning(50_000, 1, 6);
+        let (_, local) = network(50_000, 1);
+        assert_eq!((shape.cis, shape.services), (local.cis, local.services), "the same CIs, more relations");
+        let per_ci = shape.relations as f64 / shape.cis as f64;
+        assert!((2.8..3.2).contains(&per_ci), "{per_ci} relations per CI");
+        let topology = crate::topology_file::parse(&text, "generated").unwrap();
+        let (vpn, ci) = topology.iter().find(|(_, ci)| ci.name.contains("VPN")).expect("VPNs");
+        // Its access port and path at each of six sites; a failure at one degrades it.
+        let site = |id: &str| {
+            let id = id.strip_prefix("path-").unwrap_or(id);
+            id.split('-').take(2).collect::<Vec<_>>().join("-")
+        };
+        let sites: std::collections::BTreeSet<String> =
+            topology.dependencies(vpn).iter().map(|&d| site(&topology.ci(d).id)).collect();
+        assert_eq!((topology.dependencies(vpn).len(), sites.len(), ci.rule), (12, 6, crate::model::topology::Rule::Degrade));
     }
 
     #[test]

@@ -416,7 +416,7 @@ mod tests {
 
     fn network() -> Arc<Topology> {
         let mut text = Vec::new();
-        carrier::write_network(5_000, 4, &mut text, |_| {}).unwrap();
+        carrier::write_network(5_000, 4, 1, &mut text, |_| {}).unwrap();
         Arc::new(crate::topology_file::parse(std::str::from_utf8(&text).unwrap(), "net").unwrap())
     }
 
