@@ -157,6 +157,7 @@ fn generate_writes_a_network_and_a_storm_the_engine_reads() {
     let (ok, stderr) = run(&["generate", "topology", "--cis", "3000", "--seed", "5", "--out", net.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("3000 CIs"), "{stderr}");
+    let net_stderr = stderr;
     let topology = faultline::topology_file::load(&net).expect("the engine loads what generate writes");
     assert_eq!(topology.len(), 3000);
 
@@ -175,6 +176,30 @@ fn generate_writes_a_network_and_a_storm_the_engine_reads() {
     assert!(alarms.iter().all(|a| topology.lookup(&a.resource).is_some()), "every alarm is on a known resource");
     assert_eq!(alarms[0].alarm_type, "EQPT_FAIL", "a card failure starts at the card");
     assert_eq!(alarms[10].event_time - alarms[0].event_time, 20, "2 ms apart at 500/s");
+
+    // Denser: the same CIs, VPNs spanning six sites, about three relations per CI.
+    let relations = |stderr: &str| -> usize {
+        let before = stderr.split(" relations").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let dense = dir.path().join("dense.jsonl");
+    let (ok, dense_stderr) = run(&[
+        "generate",
+        "topology",
+        "--cis",
+        "3000",
+        "--seed",
+        "5",
+        "--vpn-sites",
+        "6",
+        "--out",
+        dense.to_str().unwrap(),
+    ]);
+    assert!(ok, "{dense_stderr}");
+    assert_eq!(faultline::topology_file::load(&dense).unwrap().len(), 3000);
+    assert!(relations(&dense_stderr) > relations(&net_stderr) * 3 / 2, "{net_stderr}\n{dense_stderr}");
+    let (ok, stderr) = run(&["generate", "topology", "--cis", "3000", "--vpn-sites", "0", "--out", "x"]);
+    assert!(!ok && stderr.contains("--vpn-sites"), "{stderr}");
 
     let (ok, stderr) = run(&["generate", "topology", "--cis", "10", "--out", net.to_str().unwrap()]);
     assert!(!ok && stderr.contains("--cis 10 is too small"), "{stderr}");

@@ -299,7 +299,10 @@ mod tests {
         };
         let sites: std::collections::BTreeSet<String> =
             topology.dependencies(vpn).iter().map(|&d| site(&topology.ci(d).id)).collect();
-        assert_eq!((topology.dependencies(vpn).len(), sites.len(), ci.rule), (12, 6, crate::model::topology::Rule::Degrade));
+        assert_eq!(
+            (topology.dependencies(vpn).len(), sites.len(), ci.rule),
+            (12, 6, crate::model::topology::Rule::Degrade)
+        );
     }
 
     #[test]
