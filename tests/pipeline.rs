@@ -416,14 +416,11 @@ async fn a_delta_subscriber_holds_each_incident_as_sent_whole() {
     // the incidents live), then operator actions.
     let producer = producer(engine.brokers());
     let mut time = 1_000;
-    let mut send = |alarm: Alarm| {
+    let mut send = |mut alarm: Alarm| {
         time += 10;
-        let mut alarm = alarm;
         alarm.event_time = time;
-        let key = alarm.resource.to_string();
-        let bytes = proto::alarm_to_proto(&alarm).encode_to_vec();
         let producer = &producer;
-        async move { produce(producer, "faultline.alarms", &key, &bytes).await }
+        async move { produce_alarm(producer, &alarm).await }
     };
     let faults = [
         ("par-r1/1/1", "LOS"),
@@ -542,9 +539,8 @@ async fn a_resumed_subscription_sends_only_what_changed_or_closed_while_away() {
     let mut incidents = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
     let producer = producer(engine.brokers());
     let send = |alarm: Alarm| {
-        let (key, bytes) = (alarm.resource.to_string(), proto::alarm_to_proto(&alarm).encode_to_vec());
         let producer = &producer;
-        async move { produce(producer, "faultline.alarms", &key, &bytes).await }
+        async move { produce_alarm(producer, &alarm).await }
     };
     send(Alarm::raise("par-r1/1/1", "LOS", Severity::Critical, 1_000)).await;
     send(Alarm::raise("mrs-r1", "POWER", Severity::Major, 1_000)).await;

@@ -74,6 +74,12 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload:
         .expect("produce");
 }
 
+/// Produces `alarm` in protobuf to `faultline.alarms`, keyed by its resource.
+pub async fn produce_alarm(producer: &FutureProducer, alarm: &faultline::model::alarm::Alarm) {
+    let bytes = prost::Message::encode_to_vec(&faultline::proto::alarm_to_proto(alarm));
+    produce(producer, "faultline.alarms", &alarm.resource, &bytes).await;
+}
+
 /// A consumer of `topic` from its beginning, in a group of its own.
 pub fn reader(brokers: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
