@@ -157,3 +157,119 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_its_reason_and_slows_no
     drop(producer);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// A terminal that stalls until released: what `faultline watch` prints, kept.
+#[derive(Clone)]
+struct Terminal {
+    printed: Arc<std::sync::Mutex<Vec<u8>>>,
+    released: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Write for Terminal {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut printed = self.printed.lock().unwrap();
+        // The header line goes through; then nothing until released.
+        while printed.contains(&b'\n') && !self.released.load(std::sync::atomic::Ordering::Relaxed) {
+            drop(printed);
+            std::thread::sleep(Duration::from_millis(10));
+            printed = self.printed.lock().unwrap();
+        }
+        printed.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Terminal {
+    /// The last line printed for each incident.
+    fn last_lines(&self) -> BTreeMap<String, String> {
+        let printed = String::from_utf8(self.printed.lock().unwrap().clone()).unwrap();
+        let id = |line: &str| line.split_whitespace().nth(2).map(str::to_owned);
+        printed.lines().skip(1).filter_map(|line| Some((id(line)?, line.to_owned()))).collect()
+    }
+}
+
+/// `faultline watch` whose terminal stalls in a storm is dropped like any subscriber, then
+/// resumes from the last change it received and goes on: in the end, the line it printed
+/// last for each incident shows the incident as the engine holds it (kept whole from the
+/// delta stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_dropped_for_a_stalled_terminal_resumes_and_ends_up_current() {
+    log_to_test();
+    let ring = storm::ring(30);
+    let topology = Arc::new(topology_file::parse(&ring.jsonl, "ring").unwrap());
+    let config = test_config().with("grpc.subscriber_buffer", 16).unwrap();
+    let engine = Engine::start_with(&config, topology).await.expect("engine starts");
+    let endpoint = format!("http://{}", engine.grpc_addr());
+    let metrics_addr = engine.metrics_addr().to_string();
+
+    let terminal = Terminal { printed: Arc::default(), released: Arc::default() };
+    let options = faultline::cli::watch::WatchOptions { addr: endpoint.clone(), ..Default::default() };
+    let watching = {
+        let terminal = terminal.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(faultline::cli::watch::watch(options, terminal))
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while metric(&metrics_addr, "faultline_subscribers").await == 0 {
+        assert!(Instant::now() < deadline, "watch never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A storm while the terminal is stalled, until watch is dropped.
+    let producer = producer(engine.brokers());
+    let messages = storm::storm(&ring, 40_000, 0x3a7c);
+    let mut rounds = messages.chunks(200);
+    let mut produced = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(&metrics_addr, "faultline_subscribers_dropped_total").await == 0 {
+        assert!(Instant::now() < deadline, "watch was never dropped");
+        let round = rounds.next().expect("watch was dropped before the storm ran out");
+        produce_all(&producer, round).await;
+        produced += round.len() as u64;
+        applied(&engine, produced).await;
+    }
+    // The terminal comes back; the storm goes on a little.
+    terminal.released.store(true, std::sync::atomic::Ordering::Relaxed);
+    for round in rounds.take(5) {
+        produce_all(&producer, round).await;
+        produced += round.len() as u64;
+        applied(&engine, produced).await;
+    }
+
+    // Watch resubscribed (it did not end) and catches up with every incident.
+    let mut incidents = IncidentServiceClient::connect(endpoint).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut listed;
+    loop {
+        listed = incidents
+            .list_incidents(v1::ListIncidentsRequest { page_size: 1000, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .incidents;
+        let lines = terminal.last_lines();
+        // The change column aside, the line is the incident's row.
+        let current = |incident: &v1::Incident| {
+            let expected = faultline::cli::table::row(v1::ChangeKind::Updated as i32, incident);
+            lines.get(&incident.id).is_some_and(|line| line.get(24..) == expected.get(24..))
+        };
+        if !listed.is_empty() && listed.iter().all(current) {
+            break;
+        }
+        assert!(!watching.is_finished(), "watch ended");
+        assert!(Instant::now() < deadline, "watch did not catch up: {} incidents", listed.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(listed.iter().any(|i| i.symptom_alarms.len() > 1), "incidents with lists to keep up to date");
+    assert_eq!(metric(&metrics_addr, "faultline_subscribers").await, 1, "watch is subscribed again");
+
+    drop(producer);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+    let _ = watching.join();
+}

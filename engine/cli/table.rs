@@ -9,9 +9,9 @@ pub fn header() -> String {
     )
 }
 
-pub fn row(change: &v1::SubscribeIncidentsResponse) -> Option<String> {
-    let incident = change.incident.as_ref()?;
-    let kind = v1::ChangeKind::try_from(change.kind).unwrap_or_default();
+/// The line for a change of `kind` (a `v1::ChangeKind`) that left `incident` as it is.
+pub fn row(kind: i32, incident: &v1::Incident) -> String {
+    let kind = v1::ChangeKind::try_from(kind).unwrap_or_default();
     let kind = kind.as_str_name().trim_start_matches("CHANGE_KIND_").to_ascii_lowercase();
     let state = v1::IncidentState::try_from(incident.state).unwrap_or_default();
     let state = state.as_str_name().trim_start_matches("INCIDENT_STATE_").to_ascii_lowercase();
@@ -31,7 +31,7 @@ pub fn row(change: &v1::SubscribeIncidentsResponse) -> Option<String> {
     }
     let time = incident.update_time.as_ref().map(clock).unwrap_or_default();
     let active_symptoms = incident.symptom_alarms.iter().filter(|a| a.cleared_time.is_none()).count();
-    Some(format!(
+    format!(
         "{:<8}  {:<12}  {:<10}  {:<12}  P{:<3}  {:<22}  {:<30}  {:>8}  {}",
         time,
         kind,
@@ -42,7 +42,7 @@ pub fn row(change: &v1::SubscribeIncidentsResponse) -> Option<String> {
         truncate(&incident.root_causes.join(", "), 30),
         format!("{active_symptoms}/{}", incident.symptom_alarms.len()),
         incident.title
-    ))
+    )
 }
 
 fn clock(ts: &prost_types::Timestamp) -> String {
