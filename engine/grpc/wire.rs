@@ -81,8 +81,10 @@ impl View {
 pub struct PublishedChange {
     kind: v1::ChangeKind,
     incident: Arc<Incident>,
-    /// Where the stream resumes after this change; none on a snapshot's incidents.
-    resume_token: Option<Bytes>,
+    /// Where the stream resumes after this change; none on a snapshot's incidents. Written
+    /// out by the first subscriber that sends the change, not by the core.
+    resume_token: Option<ResumeToken>,
+    token_text: OnceLock<Bytes>,
     encoded: OnceLock<Bytes>,
     summary: OnceLock<Bytes>,
     /// The delta from the version before, with that version's number; `None` when the
@@ -93,7 +95,6 @@ pub struct PublishedChange {
 impl PublishedChange {
     /// A change published at the point `token` names.
     pub fn new(change: &IncidentChange, token: ResumeToken) -> PublishedChange {
-        let token = Bytes::from(token.to_string());
         PublishedChange::of(proto::change_kind_to_proto(change.kind), change.incident.clone(), Some(token))
     }
 
@@ -102,11 +103,12 @@ impl PublishedChange {
         PublishedChange::of(v1::ChangeKind::Snapshot, incident, None)
     }
 
-    fn of(kind: v1::ChangeKind, incident: Arc<Incident>, resume_token: Option<Bytes>) -> PublishedChange {
+    fn of(kind: v1::ChangeKind, incident: Arc<Incident>, resume_token: Option<ResumeToken>) -> PublishedChange {
         PublishedChange {
             kind,
             incident,
             resume_token,
+            token_text: OnceLock::new(),
             encoded: OnceLock::new(),
             summary: OnceLock::new(),
             delta: OnceLock::new(),
@@ -123,7 +125,8 @@ impl PublishedChange {
     /// earlier version, or when the change is not expressible as a delta.
     pub fn encoded(&self, known: &EncodedIncidents, view: View, held: Option<&Arc<Incident>>) -> EncodedChange {
         let kind = self.kind as i32;
-        let resume_token = self.resume_token.clone();
+        let resume_token =
+            self.resume_token.map(|token| self.token_text.get_or_init(|| Bytes::from(token.to_string())).clone());
         match (view, held) {
             (View::Summary, _) => {
                 return EncodedChange { kind, incident: Some(self.summary()), delta: None, resume_token };
