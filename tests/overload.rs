@@ -57,16 +57,52 @@ async fn applied(engine: &Engine, count: u64) {
     }
 }
 
+/// An engine on the embedded cluster serving a 30-site ring, fed a storm round by round.
+struct RingBed {
+    engine: Engine,
+    ring: storm::Ring,
+    endpoint: String,
+    metrics_addr: String,
+    producer: FutureProducer,
+    /// Messages produced so far.
+    produced: u64,
+}
+
+impl RingBed {
+    async fn start(subscriber_buffer: usize) -> RingBed {
+        log_to_test();
+        let ring = storm::ring(30);
+        let topology = Arc::new(topology_file::parse(&ring.jsonl, "ring").unwrap());
+        let config = test_config().with("grpc.subscriber_buffer", subscriber_buffer).unwrap();
+        let engine = Engine::start_with(&config, topology).await.expect("engine starts");
+        let (endpoint, metrics_addr) = (format!("http://{}", engine.grpc_addr()), engine.metrics_addr().to_string());
+        let producer = producer(engine.brokers());
+        RingBed { engine, ring, endpoint, metrics_addr, producer, produced: 0 }
+    }
+
+    /// Produces a round of the storm and waits until the engine has taken it: each round's
+    /// changes reach the subscribers as one burst.
+    async fn play(&mut self, round: &[storm::Message]) {
+        produce_all(&self.producer, round).await;
+        self.produced += round.len() as u64;
+        applied(&self.engine, self.produced).await;
+    }
+
+    /// Plays rounds until a subscriber has been dropped.
+    async fn play_until_dropped<'a>(&mut self, rounds: &mut impl Iterator<Item = &'a [storm::Message]>) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while metric(&self.metrics_addr, "faultline_subscribers_dropped_total").await == 0 {
+            assert!(Instant::now() < deadline, "no subscriber was ever dropped");
+            self.play(rounds.next().expect("a subscriber is dropped before the storm runs out")).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_dropped_with_its_reason_and_slows_nobody() {
-    log_to_test();
-    let ring = storm::ring(30);
-    let topology = Arc::new(topology_file::parse(&ring.jsonl, "ring").unwrap());
     // A buffer that holds the changes of one round below, not the backlog of a stalled reader.
-    let config = test_config().with("grpc.subscriber_buffer", 256).unwrap();
-    let engine = Engine::start_with(&config, topology).await.expect("engine starts");
-    let endpoint = format!("http://{}", engine.grpc_addr());
-    let metrics_addr = engine.metrics_addr().to_string();
+    let mut bed = RingBed::start(256).await;
+    let (endpoint, metrics_addr) = (bed.endpoint.clone(), bed.metrics_addr.clone());
 
     let mut stalled = subscribe(&endpoint).await;
     let mut live = subscribe(&endpoint).await;
@@ -87,22 +123,11 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_its_reason_and_slows_no
     assert_eq!(metric(&metrics_addr, "faultline_subscribers").await, 2);
 
     // The storm goes on until the stalled subscriber has fallen the whole buffer behind.
-    let producer = producer(engine.brokers());
-    let messages = storm::storm(&ring, 40_000, 0x51_0e);
+    let messages = storm::storm(&bed.ring, 40_000, 0x51_0e);
     let mut rounds = messages.chunks(100);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut produced = 0;
-    while metric(&metrics_addr, "faultline_subscribers_dropped_total").await == 0 {
-        assert!(Instant::now() < deadline, "the stalled subscriber was never dropped");
-        let round = rounds.next().expect("the stalled subscriber was dropped before the storm ran out");
-        produce_all(&producer, round).await;
-        produced += round.len() as u64;
-        applied(&engine, produced).await;
-    }
-    for round in rounds.by_ref().take(10) {
-        produce_all(&producer, round).await;
-        produced += round.len() as u64;
-        applied(&engine, produced).await;
+    bed.play_until_dropped(&mut rounds).await;
+    for round in rounds.take(10) {
+        bed.play(round).await;
     }
     assert_eq!(metric(&metrics_addr, "faultline_subscribers").await, 1, "only the live subscriber is left");
 
@@ -154,8 +179,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_its_reason_and_slows_no
     assert!(changes > 256, "the live subscriber saw more changes than the buffer holds: {changes}");
 
     reader.abort();
-    drop(producer);
-    engine.stop(Duration::from_secs(10)).await.unwrap();
+    bed.engine.stop(Duration::from_secs(10)).await.unwrap();
 }
 
 /// A terminal that stalls until released: what `faultline watch` prints, kept.
@@ -198,14 +222,8 @@ impl Terminal {
 /// delta stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_dropped_for_a_stalled_terminal_resumes_and_ends_up_current() {
-    log_to_test();
-    let ring = storm::ring(30);
-    let topology = Arc::new(topology_file::parse(&ring.jsonl, "ring").unwrap());
-    let config = test_config().with("grpc.subscriber_buffer", 16).unwrap();
-    let engine = Engine::start_with(&config, topology).await.expect("engine starts");
-    let endpoint = format!("http://{}", engine.grpc_addr());
-    let metrics_addr = engine.metrics_addr().to_string();
-
+    let mut bed = RingBed::start(16).await;
+    let (endpoint, metrics_addr) = (bed.endpoint.clone(), bed.metrics_addr.clone());
     let terminal = Terminal { printed: Arc::default(), released: Arc::default() };
     let options = faultline::cli::watch::WatchOptions { addr: endpoint.clone(), ..Default::default() };
     let watching = {
@@ -222,24 +240,13 @@ async fn watch_dropped_for_a_stalled_terminal_resumes_and_ends_up_current() {
     }
 
     // A storm while the terminal is stalled, until watch is dropped.
-    let producer = producer(engine.brokers());
-    let messages = storm::storm(&ring, 40_000, 0x3a7c);
+    let messages = storm::storm(&bed.ring, 40_000, 0x3a7c);
     let mut rounds = messages.chunks(200);
-    let mut produced = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while metric(&metrics_addr, "faultline_subscribers_dropped_total").await == 0 {
-        assert!(Instant::now() < deadline, "watch was never dropped");
-        let round = rounds.next().expect("watch was dropped before the storm ran out");
-        produce_all(&producer, round).await;
-        produced += round.len() as u64;
-        applied(&engine, produced).await;
-    }
+    bed.play_until_dropped(&mut rounds).await;
     // The terminal comes back; the storm goes on a little.
     terminal.released.store(true, std::sync::atomic::Ordering::Relaxed);
     for round in rounds.take(5) {
-        produce_all(&producer, round).await;
-        produced += round.len() as u64;
-        applied(&engine, produced).await;
+        bed.play(round).await;
     }
 
     // Watch resubscribed (it did not end) and catches up with every incident.
@@ -269,7 +276,6 @@ async fn watch_dropped_for_a_stalled_terminal_resumes_and_ends_up_current() {
     assert!(listed.iter().any(|i| i.symptom_alarms.len() > 1), "incidents with lists to keep up to date");
     assert_eq!(metric(&metrics_addr, "faultline_subscribers").await, 1, "watch is subscribed again");
 
-    drop(producer);
-    engine.stop(Duration::from_secs(10)).await.unwrap();
+    bed.engine.stop(Duration::from_secs(10)).await.unwrap();
     let _ = watching.join();
 }
