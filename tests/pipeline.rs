@@ -488,7 +488,7 @@ async fn a_delta_subscriber_holds_each_incident_as_sent_whole() {
         match change.delta {
             Some(delta) => {
                 let holding = held.get_mut(&incident.id).expect("a delta for an incident held");
-                proto::delta::apply(holding, incident, &delta).unwrap();
+                proto::delta::apply(holding, incident, delta).unwrap();
                 applied += 1;
             }
             None => {

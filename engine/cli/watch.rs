@@ -39,8 +39,7 @@ pub async fn watch<W: Write + Send>(options: WatchOptions, mut out: W) -> Result
         let mut stream = match client.subscribe(request.clone()).await {
             Ok(stream) => stream.into_inner(),
             Err(status) if status.code() == Code::FailedPrecondition && !request.resume_token.is_empty() => {
-                eprintln!("watch: {}; taking a whole snapshot", status.message());
-                request.resume_token.clear();
+                afresh(&mut request, &mut held, status.message());
                 continue;
             }
             Err(status) => return Err(status.into()),
@@ -66,25 +65,18 @@ pub async fn watch<W: Write + Send>(options: WatchOptions, mut out: W) -> Result
             }
             let Some(incident) = change.incident else { continue };
             let id = incident.id.clone();
-            match (change.delta, held.get_mut(&id)) {
-                (Some(delta), Some(whole)) => {
-                    if let Err(error) = delta::apply(whole, incident, &delta) {
-                        // The stream and what is held no longer agree: start afresh.
-                        eprintln!("watch: {error}; taking a whole snapshot");
-                        request.resume_token.clear();
-                        held.clear();
-                        break;
-                    }
-                }
-                (Some(_), None) => {
-                    eprintln!("watch: a change of {id}, which is not held; taking a whole snapshot");
-                    request.resume_token.clear();
-                    held.clear();
-                    break;
-                }
+            let applied = match (change.delta, held.get_mut(&id)) {
+                (Some(delta), Some(whole)) => delta::apply(whole, incident, delta).map_err(|e| e.to_string()),
+                (Some(_), None) => Err(format!("a change of {id}, which is not held")),
                 (None, _) => {
                     held.insert(id.clone(), incident);
+                    Ok(())
                 }
+            };
+            if let Err(why) = applied {
+                // The stream and what is held no longer agree.
+                afresh(&mut request, &mut held, &why);
+                break;
             }
             let _ = writeln!(out, "{}", table::row(change.kind, &held[&id]));
             let _ = out.flush();
@@ -93,4 +85,11 @@ pub async fn watch<W: Write + Send>(options: WatchOptions, mut out: W) -> Result
             }
         }
     }
+}
+
+/// Starts over with a whole snapshot, for `why`.
+fn afresh(request: &mut v1::SubscribeIncidentsRequest, held: &mut HashMap<String, v1::Incident>, why: &str) {
+    eprintln!("watch: {why}; taking a whole snapshot");
+    request.resume_token.clear();
+    held.clear();
 }

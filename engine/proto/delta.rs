@@ -169,8 +169,6 @@ pub enum ApplyError {
     Position { list: &'static str, index: u32 },
     #[error("{list}: unknown edit kind {kind}")]
     Kind { list: &'static str, kind: i32 },
-    #[error("the change carries no incident")]
-    NoIncident,
 }
 
 /// Brings `held` up to date from one change of the stream: `incident` is the summary of the
@@ -178,7 +176,7 @@ pub enum ApplyError {
 /// a delta carries the whole incident: use it as it is. On an error other than
 /// [`ApplyError::Version`] (which leaves `held` as it was) `held` may be partly changed: the
 /// stream and the incidents held no longer agree, and the remedy is to subscribe again.
-pub fn apply(held: &mut v1::Incident, incident: v1::Incident, delta: &v1::IncidentDelta) -> Result<(), ApplyError> {
+pub fn apply(held: &mut v1::Incident, incident: v1::Incident, delta: v1::IncidentDelta) -> Result<(), ApplyError> {
     if held.version != delta.base_version || held.id != incident.id {
         return Err(ApplyError::Version { id: incident.id, base: delta.base_version, held: held.version });
     }
@@ -190,28 +188,28 @@ pub fn apply(held: &mut v1::Incident, incident: v1::Incident, delta: &v1::Incide
         &mut held.root_cause_alarms,
         "root_cause_alarms",
         &delta.root_cause_alarms_removed,
-        delta.root_cause_alarms.iter().map(|e| (e.index, e.kind, e.alarm.clone().unwrap_or_default())),
+        delta.root_cause_alarms.into_iter().map(|e| (e.index, e.kind, e.alarm.unwrap_or_default())),
         alarm_state,
     )?;
     apply_list(
         &mut held.symptom_alarms,
         "symptom_alarms",
         &delta.symptom_alarms_removed,
-        delta.symptom_alarms.iter().map(|e| (e.index, e.kind, e.alarm.clone().unwrap_or_default())),
+        delta.symptom_alarms.into_iter().map(|e| (e.index, e.kind, e.alarm.unwrap_or_default())),
         alarm_state,
     )?;
     apply_list(
         &mut held.impacted_services,
         "impacted_services",
         &delta.impacted_services_removed,
-        delta.impacted_services.iter().map(|e| (e.index, e.kind, e.service.clone().unwrap_or_default())),
+        delta.impacted_services.into_iter().map(|e| (e.index, e.kind, e.service.unwrap_or_default())),
         |held, next| held.impact = next.impact,
     )?;
     apply_list(
         &mut held.impacted_customers,
         "impacted_customers",
         &delta.impacted_customers_removed,
-        delta.impacted_customers.iter().map(|e| (e.index, e.kind, e.customer.clone().unwrap_or_default())),
+        delta.impacted_customers.into_iter().map(|e| (e.index, e.kind, e.customer.unwrap_or_default())),
         |held, next| held.impact = next.impact,
     )?;
     let dropped = delta.timeline_dropped as usize;
@@ -221,8 +219,8 @@ pub fn apply(held: &mut v1::Incident, incident: v1::Incident, delta: &v1::Incide
         }
         held.timeline.drain(1..=dropped);
     }
-    held.timeline.extend(delta.timeline_added.iter().cloned());
-    held.notes.extend(delta.notes_added.iter().cloned());
+    held.timeline.extend(delta.timeline_added);
+    held.notes.extend(delta.notes_added);
     let lists = std::mem::take(held);
     *held = v1::Incident {
         root_cause_alarms: lists.root_cause_alarms,
@@ -310,7 +308,7 @@ mod tests {
                         let mut encoded = Vec::new();
                         super::super::encode::incident_delta(&delta, &mut encoded);
                         let received = v1::IncidentDelta::decode(encoded.as_slice()).unwrap();
-                        apply(client, summary(next), &received).unwrap();
+                        apply(client, summary(next), received).unwrap();
                         assert_eq!(*client, expected, "{} version {}", next.id, next.version);
                         checked += 1;
                         delta_bytes += encoded.len();
@@ -378,7 +376,7 @@ mod tests {
         super::super::encode::incident_delta(&delta, &mut encoded);
         let received = v1::IncidentDelta::decode(encoded.as_slice()).unwrap();
         let mut client = incident_to_proto(first);
-        let error = apply(&mut client, summary(later), &received).unwrap_err();
+        let error = apply(&mut client, summary(later), received).unwrap_err();
         assert!(matches!(error, ApplyError::Version { .. }), "{error}");
         assert_eq!(client, incident_to_proto(first), "left as it was");
     }
