@@ -75,7 +75,7 @@ pub fn decode(
             proto::alarm_from_proto(v1::Alarm::decode(bytes)?, received).map(|a| out.push(a)).map_err(DecodeError::from)
         }
         AlarmFormat::Json => json::decode(bytes, received).map(|a| out.push(a)),
-        AlarmFormat::Ves => return ves::decode(bytes, out),
+        AlarmFormat::Ves => ves::decode(bytes, out),
     };
     if let Err(error) = decoded {
         out.truncate(start);
@@ -141,6 +141,26 @@ mod tests {
         assert_eq!(reason(AlarmFormat::Json, &[b' '; 65]), "oversized");
         assert_eq!(reason(AlarmFormat::Json, b""), "empty");
         assert_eq!(reason(AlarmFormat::Ves, br#"{"event":{}}"#), "invalid_ves");
+    }
+
+    #[test]
+    fn a_ves_event_without_a_resource_or_an_alarm_type_is_refused_like_any_other() {
+        let raise = include_str!("../../tests/fixtures/ves/fault_1_raise.json");
+        let reason = |json: String| {
+            let mut out = vec![Alarm::raise("earlier", "EARLIER", Severity::Minor, 0)];
+            let reason = decode(AlarmFormat::Ves, json.as_bytes(), 0, 4096, &mut out).unwrap_err().reason();
+            assert_eq!(out.len(), 1, "the output is left as it was");
+            reason
+        };
+        assert_eq!(reason(raise.replace(r#""sourceName": "nce-r1/1/1""#, r#""sourceName": """#)), "missing_resource");
+        assert_eq!(
+            reason(raise.replace(r#""sourceName": "nce-r1/1/1""#, r#""sourceName": " \t""#)),
+            "missing_resource"
+        );
+        assert_eq!(
+            reason(raise.replace(r#""alarmCondition": "lossOfSignal""#, r#""alarmCondition": " ""#)),
+            "missing_alarm_type"
+        );
     }
 
     #[test]
