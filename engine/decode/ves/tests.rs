@@ -106,3 +106,10 @@ fn a_batch_keeps_its_fault_and_skips_heartbeats_and_measurements() {
     assert_eq!(summary, [("nce-r1/card-2", "equipmentFailure", Severity::Critical)]);
     assert_eq!((alarms[0].notification_id.as_str(), alarms[0].sequence), ("nce-r1-eqpt-card-2", 1));
 }
+
+#[test]
+fn a_3gpp_event_time_keeps_its_offset() {
+    // A minute before the VES header's time (08:15:00 UTC).
+    let json = STND_LIFECYCLE[0].replace("2025-06-03T08:15:00Z", "2025-06-03T10:14:00+02:00");
+    assert_eq!(one(&json).event_time, 1_748_938_440_000);
+}
