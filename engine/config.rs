@@ -48,6 +48,7 @@ pub enum IncidentFormat {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputTopic {
+    #[serde(deserialize_with = "text")]
     pub topic: String,
     pub format: AlarmFormat,
 }
@@ -55,16 +56,22 @@ pub struct InputTopic {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
+    #[serde(deserialize_with = "text")]
     pub brokers: String,
+    #[serde(deserialize_with = "text")]
     pub group_id: String,
     pub inputs: Vec<InputTopic>,
+    #[serde(deserialize_with = "text")]
     pub incidents_topic: String,
     pub incidents_format: IncidentFormat,
+    #[serde(deserialize_with = "text")]
     pub dead_letter_topic: String,
     /// The compacted state changelog, written in each transaction and read back at start.
+    #[serde(deserialize_with = "text")]
     pub state_topic: String,
     /// Unique per running instance: names its transactional producer and its static group
     /// membership, so a restarted instance fences its predecessor and takes over at once.
+    #[serde(deserialize_with = "text")]
     pub instance_id: String,
     /// How long a transaction gathers batches before it commits.
     pub commit_interval_ms: u64,
@@ -75,7 +82,7 @@ pub struct KafkaConfig {
     pub max_event_time_ahead_secs: u64,
     pub partitions: i32,
     pub max_batch: usize,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text_map")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -111,6 +118,9 @@ pub struct CorrelationConfig {
     pub reopen_window_secs: u64,
     pub tick_millis: u64,
     pub idle_clock_millis: u64,
+    /// Stream time never runs further ahead of the wall clock than this, whatever a
+    /// record's timestamp says.
+    pub max_clock_skew_millis: u64,
     pub timeline_limit: usize,
     #[serde(default)]
     pub alarm_effects: BTreeMap<String, Effect>,
@@ -153,7 +163,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("FAULTLINE__").split("__"));
+        figment = figment.merge(environment());
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.apply(overrides);
         config.validate()?;
@@ -186,6 +196,11 @@ impl Config {
                 input.format = format;
             }
         }
+    }
+
+    /// The configuration as TOML, every key with its value (`faultline config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -271,6 +286,68 @@ impl Config {
     }
 }
 
+/// The `FAULTLINE__` environment layer: `FAULTLINE__KAFKA__INSTANCE_ID=2` sets
+/// `kafka.instance_id`. Section and key names are matched case-insensitively; below the
+/// map whose keys are alarm types (`correlation.alarm_effects`), keys keep their case.
+/// librdkafka property names have dots, which no environment variable name can carry:
+/// `FAULTLINE__KAFKA__PROPERTIES__SASL_MECHANISM` sets `sasl.mechanism` (see [`text_map`]).
+fn environment() -> Env {
+    // `lowercase` last: each `map` turns it back on.
+    Env::prefixed("FAULTLINE__").map(|key| environment_key(key.as_str()).into()).lowercase(false)
+}
+
+fn environment_key(key: &str) -> String {
+    let mut path: Vec<String> = Vec::new();
+    for part in key.split("__") {
+        let parent = path.join(".");
+        path.push(match parent.as_str() {
+            "correlation.alarm_effects" => part.to_owned(),
+            "kafka.properties" => part.to_ascii_lowercase(),
+            _ => part.to_ascii_lowercase(),
+        });
+    }
+    path.join(".")
+}
+
+/// A string field that also takes what an environment variable's value parses as: a number
+/// (`FAULTLINE__KAFKA__INSTANCE_ID=2`) or a boolean is taken as written.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Text::deserialize(deserializer)?.0)
+}
+
+/// `kafka.properties`: values as [`text`]; in names, `_` stands for `.` (librdkafka's
+/// settable properties have no `_` in their names, and environment variables no `.`).
+fn text_map<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = BTreeMap::<String, Text>::deserialize(deserializer)?;
+    Ok(map.into_iter().map(|(key, value)| (key.replace('_', "."), value.0)).collect())
+}
+
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            String(String),
+            Unsigned(u64),
+            Signed(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        let text = match Scalar::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a string (or a number or boolean, taken as written)"))?
+        {
+            Scalar::String(s) => s,
+            Scalar::Unsigned(n) => n.to_string(),
+            Scalar::Signed(n) => n.to_string(),
+            Scalar::Float(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        };
+        Ok(Text(text))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +363,23 @@ mod tests {
 
         let err = config.with("grpc.addr", "not-an-address").unwrap_err();
         assert!(err.to_string().contains("grpc.addr"), "{err}");
+    }
+
+    #[test]
+    fn environment_names_map_to_keys_as_a_user_writes_them() {
+        assert_eq!(environment_key("KAFKA__INSTANCE_ID"), "kafka.instance_id");
+        assert_eq!(environment_key("CORRELATION__PRIORITY__MANY_CUSTOMERS"), "correlation.priority.many_customers");
+        assert_eq!(environment_key("CORRELATION__ALARM_EFFECTS__LOS"), "correlation.alarm_effects.LOS");
+        assert_eq!(environment_key("KAFKA__PROPERTIES__SASL_MECHANISM"), "kafka.properties.sasl_mechanism");
+    }
+
+    #[test]
+    fn string_keys_take_numbers_as_written() {
+        let config = Config::defaults(&Overrides::default()).unwrap();
+        let config = config.with("kafka.instance_id", 2).unwrap().with("kafka.group_id", 7.5).unwrap();
+        assert_eq!((config.kafka.instance_id.as_str(), config.kafka.group_id.as_str()), ("2", "7.5"));
+        let err = config.with("kafka.instance_id", [1, 2]).unwrap_err();
+        assert!(err.to_string().contains("instance_id"), "{err}");
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub redelivered: AtomicU64,
     /// Alarms whose event time lay too far ahead of their record's, clamped to it.
     pub clamped: AtomicU64,
+    /// Records stamped further ahead of the wall clock than the allowed skew, applied at it.
+    pub record_time_capped: AtomicU64,
     /// Committing one transaction: changelog, offsets, and the brokers' acknowledgement.
     pub commit: Histogram,
     /// Live-stream subscribers connected now.
@@ -169,6 +171,9 @@ impl Metrics {
         out.push_str("# HELP faultline_event_time_clamped_total Alarms whose event time lay too far in the future, clamped to their record's time.\n");
         out.push_str("# TYPE faultline_event_time_clamped_total counter\n");
         let _ = writeln!(out, "faultline_event_time_clamped_total {}", self.clamped.load(Ordering::Relaxed));
+        out.push_str("# HELP faultline_record_time_capped_total Records stamped further ahead of the wall clock than correlation.max_clock_skew_millis, applied at that bound.\n");
+        out.push_str("# TYPE faultline_record_time_capped_total counter\n");
+        let _ = writeln!(out, "faultline_record_time_capped_total {}", self.record_time_capped.load(Ordering::Relaxed));
         out.push_str("# HELP faultline_input_redelivered_total Messages delivered again after a rebalance and skipped (already applied).\n");
         out.push_str("# TYPE faultline_input_redelivered_total counter\n");
         let _ = writeln!(out, "faultline_input_redelivered_total {}", self.redelivered.load(Ordering::Relaxed));

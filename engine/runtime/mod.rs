@@ -175,6 +175,7 @@ impl Engine {
             max_message_bytes: kafka_config.max_message_bytes,
             max_batch: kafka_config.max_batch,
             max_event_time_ahead_ms: (kafka_config.max_event_time_ahead_secs as EpochMillis).saturating_mul(1000),
+            max_clock_skew_ms: config.correlation.max_clock_skew_millis as EpochMillis,
             metrics: metrics.clone(),
         }
         .spawn(batch_tx, stop_consuming.clone())?;
