@@ -78,6 +78,10 @@ pub struct KafkaConfig {
     /// How long the start may take to read the state changelog back.
     pub restore_timeout_secs: u64,
     pub max_message_bytes: usize,
+    /// The largest record the engine writes (dead letters, incident snapshots, changelog
+    /// records): the transactional producer's `message.max.bytes` follows it, and the
+    /// topics it writes must take it.
+    pub max_record_bytes: usize,
     /// Event times further ahead of their Kafka record's timestamp are clamped to it.
     pub max_event_time_ahead_secs: u64,
     pub partitions: i32,
@@ -86,9 +90,20 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+/// Below this, an incident snapshot trimmed to its summary might not fit.
+const MIN_RECORD_BYTES: usize = 65_536;
+
+/// What librdkafka counts beyond key, value and headers when it checks a record's size.
+const RECORD_FRAMING: usize = 1024;
+
 impl KafkaConfig {
     pub fn embedded(&self) -> bool {
         self.brokers.trim().is_empty()
+    }
+
+    /// The transactional producer's `message.max.bytes`: the largest record plus framing.
+    pub fn producer_message_max_bytes(&self) -> usize {
+        self.max_record_bytes + RECORD_FRAMING
     }
 }
 
@@ -240,6 +255,32 @@ impl Config {
         }
         if self.kafka.max_message_bytes == 0 {
             return invalid("kafka.max_message_bytes", "must be positive");
+        }
+        if self.kafka.max_record_bytes < MIN_RECORD_BYTES {
+            return invalid("kafka.max_record_bytes", &format!("must be at least {MIN_RECORD_BYTES}"));
+        }
+        if self.kafka.max_message_bytes >= self.kafka.max_record_bytes {
+            return invalid(
+                "kafka.max_message_bytes",
+                &format!(
+                    "the input limit ({}) must be below kafka.max_record_bytes ({}), the largest record the engine \
+                     writes, so that a refused message is dead-lettered whole",
+                    self.kafka.max_message_bytes, self.kafka.max_record_bytes
+                ),
+            );
+        }
+        if let Some(value) = self.kafka.properties.get("message.max.bytes") {
+            let needed = self.kafka.producer_message_max_bytes();
+            if value.parse::<usize>().map_or(true, |v| v < needed) {
+                return invalid(
+                    "kafka.properties",
+                    &format!(
+                        "`message.max.bytes` = {value} is below what kafka.max_record_bytes ({}) needs ({needed}); \
+                         leave it unset, the engine sets it",
+                        self.kafka.max_record_bytes
+                    ),
+                );
+            }
         }
         if self.kafka.partitions < 1 {
             return invalid("kafka.partitions", "must be at least 1");

@@ -224,6 +224,7 @@ fn every_key_is_settable_from_its_environment_variable() {
         ("KAFKA__COMMIT_INTERVAL_MS", "250", "kafka.commit_interval_ms = 250"),
         ("KAFKA__RESTORE_TIMEOUT_SECS", "30", "kafka.restore_timeout_secs = 30"),
         ("KAFKA__MAX_MESSAGE_BYTES", "65536", "kafka.max_message_bytes = 65536"),
+        ("KAFKA__MAX_RECORD_BYTES", "900000", "kafka.max_record_bytes = 900000"),
         ("KAFKA__MAX_EVENT_TIME_AHEAD_SECS", "9", "kafka.max_event_time_ahead_secs = 9"),
         ("KAFKA__PARTITIONS", "12", "kafka.partitions = 12"),
         ("KAFKA__MAX_BATCH", "64", "kafka.max_batch = 64"),

@@ -136,6 +136,8 @@ pub struct Ingest {
     pub consumer: Arc<AlarmConsumer>,
     pub formats: BTreeMap<String, AlarmFormat>,
     pub max_message_bytes: usize,
+    /// The largest record the engine writes: a dead letter is cut to fit it.
+    pub max_record_bytes: usize,
     pub max_batch: usize,
     /// Event times further ahead of their record's timestamp are clamped to it.
     pub max_event_time_ahead_ms: EpochMillis,
@@ -223,7 +225,7 @@ impl Ingest {
             Err(error) => {
                 let reason = error.reason();
                 tracing::debug!(reason, %error, "alarm refused to the dead-letter topic");
-                batch.refused.push(Refused::new(message, reason, error.to_string()));
+                batch.refused.push(Refused::new(message, reason, error.to_string(), self.max_record_bytes));
                 self.metrics.refused(format, reason);
             }
         }
