@@ -136,6 +136,9 @@ pub struct CorrelationConfig {
     /// Stream time never runs further ahead of the wall clock than this, whatever a
     /// record's timestamp says.
     pub max_clock_skew_millis: u64,
+    /// How long (stream time) a clear is remembered, so that an older raise arriving after
+    /// it (a clear before its raise, a resent raise) does not stay active.
+    pub clear_memory_secs: u64,
     pub timeline_limit: usize,
     #[serde(default)]
     pub alarm_effects: BTreeMap<String, Effect>,
@@ -306,7 +309,11 @@ impl Config {
     pub fn correlator(&self) -> CorrelatorConfig {
         let c = &self.correlation;
         CorrelatorConfig {
-            alarms: AlarmPolicy::new(c.alarm_effects.clone()),
+            alarms: {
+                let mut policy = AlarmPolicy::new(c.alarm_effects.clone());
+                policy.clear_memory_ms = (c.clear_memory_secs as i64).saturating_mul(1000);
+                policy
+            },
             incidents: IncidentPolicy {
                 hold_down_ms: (c.hold_down_secs * 1000) as i64,
                 reopen_window_ms: (c.reopen_window_secs * 1000) as i64,

@@ -126,6 +126,7 @@ impl Metrics {
                 ("duplicate", core.duplicates),
                 ("severity_change", core.severity_changes),
                 ("duplicate_notification", core.duplicate_notifications),
+                ("stale", core.stale),
                 ("cleared", core.cleared),
                 ("clear_without_raise", core.clears_without_raise),
             ] {

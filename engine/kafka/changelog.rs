@@ -72,6 +72,7 @@ pub fn encode<'a>(
                 })
                 .collect(),
             last_notifications: record.notifications.clone(),
+            last_sequences: record.sequences.clone(),
         };
         value.clear();
         message.encode(&mut value).expect("a Vec grows as needed");
@@ -82,6 +83,7 @@ pub fn encode<'a>(
             message.active.truncate(keep);
             message.reported.truncate(keep);
             message.last_notifications.truncate(keep);
+            message.last_sequences.truncate(keep);
             value.clear();
             message.encode(&mut value).expect("a Vec grows as needed");
         }
@@ -141,6 +143,7 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                         .map(|r| (r.tally, r.last_seen_time.as_ref().map(proto::millis).unwrap_or_default()))
                         .collect(),
                     notifications: message.last_notifications,
+                    sequences: message.last_sequences,
                 };
                 snapshot.resources.insert(resource.into(), record);
             }
@@ -356,6 +359,7 @@ fn meta_to_proto(meta: &CoreMeta) -> v1::EngineMeta {
             incidents_closed: s.incidents.closed,
             symptoms_attached: s.incidents.symptoms_attached,
             duplicate_notifications: s.duplicate_notifications,
+            stale: s.stale,
         }),
     }
 }
@@ -375,6 +379,7 @@ fn meta_from_proto(meta: &v1::EngineMeta) -> CoreMeta {
             unmapped: c.unmapped,
             refused: c.refused,
             duplicate_notifications: c.duplicate_notifications,
+            stale: c.stale,
             active_alarms: 0,
             unmapped_resources: 0,
             incidents: IncidentStats {
