@@ -8,6 +8,25 @@
 //! `alarmCondition`, its qualifier `alarmInterfaceA`; severity `NORMAL` is a clear. A 3GPP
 //! notification's alarm type is `alarmType/probableCause`, its qualifier the `alarmId`, so
 //! that new, changed and cleared notifications of one alarm share an identity.
+//!
+//! Ordering: `Alarm::notification_id` names the source's stream of notifications about one
+//! alarm instance and `Alarm::sequence` the order within it; the alarm stage does not apply
+//! a notification whose id is the one last applied to its alarm and whose sequence is not
+//! higher (a retransmission, or stale).
+//! - A fault event: `eventId` and the header's `sequence`. The VES 7 listener spec has the
+//!   changes and the clear of a fault repeat its raise's `eventId` (and
+//!   `startEpochMicrosec`) with a higher `sequence`; the schema gives `sequence` as the
+//!   "ordering of events communicated by an event source instance".
+//! - A 3GPP notification: the `alarmId` and the `notificationId`, a JSON integer or a
+//!   string of digits. TS 28.532 carries `notificationId` in every notification's header and
+//!   TS 28.623 types it as an integer (`NotificationId: integer`, required in
+//!   `NotificationHeader`); the fault supervision texts (TS 28.532, TS 28.111, from the Alarm
+//!   IRP of TS 32.111-2 and X.733) give it to identify one notification, for
+//!   `correlatedNotifications` of later ones to refer to, unique among the producer's
+//!   notifications while correlation matters. They do not promise that it grows: ordering
+//!   by it assumes a producer that allocates ids in ascending order, as counters do. The
+//!   VES header's `eventId` and `sequence` stand in when `notificationId` is absent or not
+//!   a non-negative integer.
 
 use super::DecodeError;
 use super::json::severity_word;
@@ -27,7 +46,7 @@ pub fn decode(bytes: &[u8], out: &mut Vec<Alarm>) -> Result<(), DecodeError> {
             .enumerate()
             .try_for_each(|(i, e)| event_alarm(e).map(|a| out.extend(a)).map_err(|m| invalid(Some(i), m))),
         (None, Some(_)) => Err(invalid(None, "`eventList` must be a non-empty array".into())),
-        _ => Err(invalid(None, "expected an object with `event` or `eventList`".into())),
+        _ => Err(invalid(None, "expected an object with either `event` or `eventList`".into())),
     };
     if result.is_err() {
         out.truncate(start);
@@ -171,6 +190,10 @@ fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Alarm, String
         &["notifyNewAlarm", "notifyChangedAlarm", "notifyChangedAlarmGeneral", "notifyClearedAlarm"],
     )?;
     let alarm_id = string(data, "alarmId")?;
+    if alarm_id.trim().is_empty() {
+        // It is the alarm's qualifier and the name of its notification stream.
+        return Err("`alarmId` must not be blank".into());
+    }
     let alarm_type = string(data, "alarmType")?;
     let event_type = match one_of(
         alarm_type,
@@ -218,10 +241,9 @@ fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Alarm, String
     let cleared = kind == "notifyClearedAlarm" || severity.is_none();
     let event_time = optional_string(data, "eventTime")?.and_then(super::parse_rfc3339).unwrap_or(header.last_epoch_ms);
     let text = optional_string(data, "additionalText")?.unwrap_or_default();
-    let notification_id = match data.get("notificationId") {
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) => s.clone(),
-        _ => header.event_id.to_owned(),
+    let (notification_id, sequence) = match notification_number(data.get("notificationId")) {
+        Some(number) => (alarm_id.to_owned(), number),
+        None => (header.event_id.to_owned(), header.sequence),
     };
     Ok(Alarm {
         resource: header.source_name.to_owned(),
@@ -236,6 +258,19 @@ fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Alarm, String
         event_time,
         source_system: header.reporting_entity.to_owned(),
         notification_id,
-        sequence: header.sequence,
+        sequence,
     })
 }
+
+/// A 3GPP `notificationId` as a number to order by: a JSON integer, or a string of digits
+/// (some element managers quote it). Anything else orders nothing.
+fn notification_number(value: Option<&Value>) -> Option<u64> {
+    match value? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
