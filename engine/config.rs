@@ -48,6 +48,7 @@ pub enum IncidentFormat {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputTopic {
+    #[serde(deserialize_with = "text")]
     pub topic: String,
     pub format: AlarmFormat,
 }
@@ -55,33 +56,54 @@ pub struct InputTopic {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
+    #[serde(deserialize_with = "text")]
     pub brokers: String,
+    #[serde(deserialize_with = "text")]
     pub group_id: String,
     pub inputs: Vec<InputTopic>,
+    #[serde(deserialize_with = "text")]
     pub incidents_topic: String,
     pub incidents_format: IncidentFormat,
+    #[serde(deserialize_with = "text")]
     pub dead_letter_topic: String,
     /// The compacted state changelog, written in each transaction and read back at start.
+    #[serde(deserialize_with = "text")]
     pub state_topic: String,
     /// Unique per running instance: names its transactional producer and its static group
     /// membership, so a restarted instance fences its predecessor and takes over at once.
+    #[serde(deserialize_with = "text")]
     pub instance_id: String,
     /// How long a transaction gathers batches before it commits.
     pub commit_interval_ms: u64,
     /// How long the start may take to read the state changelog back.
     pub restore_timeout_secs: u64,
     pub max_message_bytes: usize,
+    /// The largest record the engine writes (dead letters, incident snapshots, changelog
+    /// records): the transactional producer's `message.max.bytes` follows it, and the
+    /// topics it writes must take it.
+    pub max_record_bytes: usize,
     /// Event times further ahead of their Kafka record's timestamp are clamped to it.
     pub max_event_time_ahead_secs: u64,
     pub partitions: i32,
     pub max_batch: usize,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text_map")]
     pub properties: BTreeMap<String, String>,
 }
+
+/// Below this, an incident snapshot trimmed to its summary might not fit.
+const MIN_RECORD_BYTES: usize = 65_536;
+
+/// What librdkafka counts beyond key, value and headers when it checks a record's size.
+const RECORD_FRAMING: usize = 1024;
 
 impl KafkaConfig {
     pub fn embedded(&self) -> bool {
         self.brokers.trim().is_empty()
+    }
+
+    /// The transactional producer's `message.max.bytes`: the largest record plus framing.
+    pub fn producer_message_max_bytes(&self) -> usize {
+        self.max_record_bytes + RECORD_FRAMING
     }
 }
 
@@ -111,6 +133,12 @@ pub struct CorrelationConfig {
     pub reopen_window_secs: u64,
     pub tick_millis: u64,
     pub idle_clock_millis: u64,
+    /// Stream time never runs further ahead of the wall clock than this, whatever a
+    /// record's timestamp says.
+    pub max_clock_skew_millis: u64,
+    /// How long (stream time) a clear is remembered, so that an older raise arriving after
+    /// it (a clear before its raise, a resent raise) does not stay active.
+    pub clear_memory_secs: u64,
     pub timeline_limit: usize,
     #[serde(default)]
     pub alarm_effects: BTreeMap<String, Effect>,
@@ -153,7 +181,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("FAULTLINE__").split("__"));
+        figment = figment.merge(environment());
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.apply(overrides);
         config.validate()?;
@@ -186,6 +214,11 @@ impl Config {
                 input.format = format;
             }
         }
+    }
+
+    /// The configuration as TOML, every key with its value (`faultline config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -226,6 +259,32 @@ impl Config {
         if self.kafka.max_message_bytes == 0 {
             return invalid("kafka.max_message_bytes", "must be positive");
         }
+        if self.kafka.max_record_bytes < MIN_RECORD_BYTES {
+            return invalid("kafka.max_record_bytes", &format!("must be at least {MIN_RECORD_BYTES}"));
+        }
+        if self.kafka.max_message_bytes >= self.kafka.max_record_bytes {
+            return invalid(
+                "kafka.max_message_bytes",
+                &format!(
+                    "the input limit ({}) must be below kafka.max_record_bytes ({}), the largest record the engine \
+                     writes, so that a refused message is dead-lettered whole",
+                    self.kafka.max_message_bytes, self.kafka.max_record_bytes
+                ),
+            );
+        }
+        if let Some(value) = self.kafka.properties.get("message.max.bytes") {
+            let needed = self.kafka.producer_message_max_bytes();
+            if value.parse::<usize>().map_or(true, |v| v < needed) {
+                return invalid(
+                    "kafka.properties",
+                    &format!(
+                        "`message.max.bytes` = {value} is below what kafka.max_record_bytes ({}) needs ({needed}); \
+                         leave it unset, the engine sets it",
+                        self.kafka.max_record_bytes
+                    ),
+                );
+            }
+        }
         if self.kafka.partitions < 1 {
             return invalid("kafka.partitions", "must be at least 1");
         }
@@ -250,7 +309,11 @@ impl Config {
     pub fn correlator(&self) -> CorrelatorConfig {
         let c = &self.correlation;
         CorrelatorConfig {
-            alarms: AlarmPolicy::new(c.alarm_effects.clone()),
+            alarms: {
+                let mut policy = AlarmPolicy::new(c.alarm_effects.clone());
+                policy.clear_memory_ms = (c.clear_memory_secs as i64).saturating_mul(1000);
+                policy
+            },
             incidents: IncidentPolicy {
                 hold_down_ms: (c.hold_down_secs * 1000) as i64,
                 reopen_window_ms: (c.reopen_window_secs * 1000) as i64,
@@ -271,6 +334,68 @@ impl Config {
     }
 }
 
+/// The `FAULTLINE__` environment layer: `FAULTLINE__KAFKA__INSTANCE_ID=2` sets
+/// `kafka.instance_id`. Section and key names are matched case-insensitively; below the
+/// map whose keys are alarm types (`correlation.alarm_effects`), keys keep their case.
+/// librdkafka property names have dots, which no environment variable name can carry:
+/// `FAULTLINE__KAFKA__PROPERTIES__SASL_MECHANISM` sets `sasl.mechanism` (see [`text_map`]).
+fn environment() -> Env {
+    // `lowercase` last: each `map` turns it back on.
+    Env::prefixed("FAULTLINE__").map(|key| environment_key(key.as_str()).into()).lowercase(false)
+}
+
+fn environment_key(key: &str) -> String {
+    let mut path: Vec<String> = Vec::new();
+    for part in key.split("__") {
+        let parent = path.join(".");
+        path.push(match parent.as_str() {
+            "correlation.alarm_effects" => part.to_owned(),
+            "kafka.properties" => part.to_ascii_lowercase(),
+            _ => part.to_ascii_lowercase(),
+        });
+    }
+    path.join(".")
+}
+
+/// A string field that also takes what an environment variable's value parses as: a number
+/// (`FAULTLINE__KAFKA__INSTANCE_ID=2`) or a boolean is taken as written.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Text::deserialize(deserializer)?.0)
+}
+
+/// `kafka.properties`: values as [`text`]; in names, `_` stands for `.` (librdkafka's
+/// settable properties have no `_` in their names, and environment variables no `.`).
+fn text_map<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = BTreeMap::<String, Text>::deserialize(deserializer)?;
+    Ok(map.into_iter().map(|(key, value)| (key.replace('_', "."), value.0)).collect())
+}
+
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            String(String),
+            Unsigned(u64),
+            Signed(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        let text = match Scalar::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a string (or a number or boolean, taken as written)"))?
+        {
+            Scalar::String(s) => s,
+            Scalar::Unsigned(n) => n.to_string(),
+            Scalar::Signed(n) => n.to_string(),
+            Scalar::Float(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        };
+        Ok(Text(text))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +411,23 @@ mod tests {
 
         let err = config.with("grpc.addr", "not-an-address").unwrap_err();
         assert!(err.to_string().contains("grpc.addr"), "{err}");
+    }
+
+    #[test]
+    fn environment_names_map_to_keys_as_a_user_writes_them() {
+        assert_eq!(environment_key("KAFKA__INSTANCE_ID"), "kafka.instance_id");
+        assert_eq!(environment_key("CORRELATION__PRIORITY__MANY_CUSTOMERS"), "correlation.priority.many_customers");
+        assert_eq!(environment_key("CORRELATION__ALARM_EFFECTS__LOS"), "correlation.alarm_effects.LOS");
+        assert_eq!(environment_key("KAFKA__PROPERTIES__SASL_MECHANISM"), "kafka.properties.sasl_mechanism");
+    }
+
+    #[test]
+    fn string_keys_take_numbers_as_written() {
+        let config = Config::defaults(&Overrides::default()).unwrap();
+        let config = config.with("kafka.instance_id", 2).unwrap().with("kafka.group_id", 7.5).unwrap();
+        assert_eq!((config.kafka.instance_id.as_str(), config.kafka.group_id.as_str()), ("2", "7.5"));
+        let err = config.with("kafka.instance_id", [1, 2]).unwrap_err();
+        assert!(err.to_string().contains("instance_id"), "{err}");
     }
 
     #[test]

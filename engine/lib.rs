@@ -10,6 +10,7 @@
 //! - [`decode`]: bytes to alarms, per input format (protobuf, JSON, ONAP VES 7.x).
 //! - [`topology_file`]: reads the documented topology file format.
 //! - [`config`]: layered, validated configuration.
+//! - [`clock`]: the wall clock, and the bound it puts on stream time.
 //! - [`generate`]: seeded synthetic networks and alarm storms, for tests and benchmarks.
 //! - [`runtime`]: the runtime around the core: the core thread, its command channel and
 //!   the ordered startup and shutdown of every edge.
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod correlate;
 pub mod decode;

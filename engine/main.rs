@@ -47,6 +47,13 @@ enum Command {
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         shutdown_grace: u64,
     },
+    /// Print the configuration `run` would use (built-in defaults, then the file, then
+    /// FAULTLINE__ environment variables), checked, as TOML; errors name the key.
+    Config {
+        /// Configuration file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Run the engine on the embedded Kafka cluster with the sample network and play a
     /// scripted alarm storm into it, printing incident changes as they happen.
     Demo {
@@ -197,6 +204,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let config = Config::load(config.as_deref(), &overrides)?;
             faultline::runtime::run(config, shutdown_signal(), Duration::from_secs(shutdown_grace)).await?;
+            Ok(())
+        }
+        Command::Config { config } => {
+            print!("{}", Config::load(config.as_deref(), &Overrides::default())?.to_toml());
             Ok(())
         }
         Command::Demo { duration, grpc_addr, metrics_addr } => {

@@ -78,6 +78,11 @@ pub struct Metrics {
     pub redelivered: AtomicU64,
     /// Alarms whose event time lay too far ahead of their record's, clamped to it.
     pub clamped: AtomicU64,
+    /// Incidents written trimmed (incidents topic or changelog) because whole they would not
+    /// fit `kafka.max_record_bytes`.
+    pub records_trimmed: AtomicU64,
+    /// Records stamped further ahead of the wall clock than the allowed skew, applied at it.
+    pub record_time_capped: AtomicU64,
     /// Committing one transaction: changelog, offsets, and the brokers' acknowledgement.
     pub commit: Histogram,
     /// Live-stream subscribers connected now.
@@ -121,6 +126,7 @@ impl Metrics {
                 ("duplicate", core.duplicates),
                 ("severity_change", core.severity_changes),
                 ("duplicate_notification", core.duplicate_notifications),
+                ("stale", core.stale),
                 ("cleared", core.cleared),
                 ("clear_without_raise", core.clears_without_raise),
             ] {
@@ -169,6 +175,12 @@ impl Metrics {
         out.push_str("# HELP faultline_event_time_clamped_total Alarms whose event time lay too far in the future, clamped to their record's time.\n");
         out.push_str("# TYPE faultline_event_time_clamped_total counter\n");
         let _ = writeln!(out, "faultline_event_time_clamped_total {}", self.clamped.load(Ordering::Relaxed));
+        out.push_str("# HELP faultline_records_trimmed_total Incidents written with their lists trimmed because whole they would not fit kafka.max_record_bytes.\n");
+        out.push_str("# TYPE faultline_records_trimmed_total counter\n");
+        let _ = writeln!(out, "faultline_records_trimmed_total {}", self.records_trimmed.load(Ordering::Relaxed));
+        out.push_str("# HELP faultline_record_time_capped_total Records stamped further ahead of the wall clock than correlation.max_clock_skew_millis, applied at that bound.\n");
+        out.push_str("# TYPE faultline_record_time_capped_total counter\n");
+        let _ = writeln!(out, "faultline_record_time_capped_total {}", self.record_time_capped.load(Ordering::Relaxed));
         out.push_str("# HELP faultline_input_redelivered_total Messages delivered again after a rebalance and skipped (already applied).\n");
         out.push_str("# TYPE faultline_input_redelivered_total counter\n");
         let _ = writeln!(out, "faultline_input_redelivered_total {}", self.redelivered.load(Ordering::Relaxed));

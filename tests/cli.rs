@@ -206,3 +206,113 @@ fn generate_writes_a_network_and_a_storm_the_engine_reads() {
     let (ok, stderr) = run(&[&["generate", "alarms", "--scenario", "meteor"][..], &args, &["--out", "x"]].concat());
     assert!(!ok && stderr.contains("fibre-cut"), "the error lists the scenarios: {stderr}");
 }
+
+/// Every key of the configuration set from its `FAULTLINE__` environment variable, as a
+/// user writes it in a shell or a container spec: numbers and words unquoted, lists and
+/// tables in TOML's inline syntax, alarm types in their own case, librdkafka properties
+/// with `_` for `.`. `faultline config` shows what the engine would run with.
+#[test]
+fn every_key_is_settable_from_its_environment_variable() {
+    let settings: &[(&str, &str, &str)] = &[
+        ("KAFKA__BROKERS", "kafka1:9092,kafka2:9092", "kafka.brokers = \"kafka1:9092,kafka2:9092\""),
+        ("KAFKA__GROUP_ID", "2", "kafka.group_id = \"2\""),
+        ("KAFKA__INSTANCE_ID", "2", "kafka.instance_id = \"2\""),
+        ("KAFKA__INCIDENTS_TOPIC", "inc", "kafka.incidents_topic = \"inc\""),
+        ("KAFKA__INCIDENTS_FORMAT", "json", "kafka.incidents_format = \"json\""),
+        ("KAFKA__DEAD_LETTER_TOPIC", "dlq", "kafka.dead_letter_topic = \"dlq\""),
+        ("KAFKA__STATE_TOPIC", "state", "kafka.state_topic = \"state\""),
+        ("KAFKA__COMMIT_INTERVAL_MS", "250", "kafka.commit_interval_ms = 250"),
+        ("KAFKA__RESTORE_TIMEOUT_SECS", "30", "kafka.restore_timeout_secs = 30"),
+        ("KAFKA__MAX_MESSAGE_BYTES", "65536", "kafka.max_message_bytes = 65536"),
+        ("KAFKA__MAX_RECORD_BYTES", "900000", "kafka.max_record_bytes = 900000"),
+        ("KAFKA__MAX_EVENT_TIME_AHEAD_SECS", "9", "kafka.max_event_time_ahead_secs = 9"),
+        ("KAFKA__PARTITIONS", "12", "kafka.partitions = 12"),
+        ("KAFKA__MAX_BATCH", "64", "kafka.max_batch = 64"),
+        (
+            "KAFKA__INPUTS",
+            "[{topic=\"ves-in\",format=\"ves\"}]",
+            "kafka.inputs = [{ topic = \"ves-in\", format = \"ves\" }]",
+        ),
+        (
+            "KAFKA__PROPERTIES__SASL_MECHANISM",
+            "SCRAM-SHA-512",
+            "kafka.properties.\"sasl.mechanism\" = \"SCRAM-SHA-512\"",
+        ),
+        ("GRPC__ADDR", "0.0.0.0:7000", "grpc.addr = \"0.0.0.0:7000\""),
+        ("GRPC__SUBSCRIBER_BUFFER", "100", "grpc.subscriber_buffer = 100"),
+        ("METRICS__ADDR", "0.0.0.0:7001", "metrics.addr = \"0.0.0.0:7001\""),
+        ("TOPOLOGY__FILE", "/etc/faultline/net.jsonl", "topology.file = \"/etc/faultline/net.jsonl\""),
+        ("CORRELATION__HOLD_DOWN_SECS", "120", "correlation.hold_down_secs = 120"),
+        ("CORRELATION__REOPEN_WINDOW_SECS", "60", "correlation.reopen_window_secs = 60"),
+        ("CORRELATION__TICK_MILLIS", "100", "correlation.tick_millis = 100"),
+        ("CORRELATION__IDLE_CLOCK_MILLIS", "1000", "correlation.idle_clock_millis = 1000"),
+        ("CORRELATION__MAX_CLOCK_SKEW_MILLIS", "500", "correlation.max_clock_skew_millis = 500"),
+        ("CORRELATION__CLEAR_MEMORY_SECS", "60", "correlation.clear_memory_secs = 60"),
+        ("CORRELATION__TIMELINE_LIMIT", "50", "correlation.timeline_limit = 50"),
+        ("CORRELATION__ALARM_EFFECTS__LOS", "none", "correlation.alarm_effects.LOS = \"none\""),
+        ("CORRELATION__PRIORITY__MANY_CUSTOMERS", "3", "correlation.priority.many_customers = 3"),
+        (
+            "CORRELATION__PRIORITY__MATRIX",
+            "[[1,1,2],[2,3,4],[3,4,5]]",
+            "correlation.priority.matrix = [[1, 1, 2], [2, 3, 4], [3, 4, 5]]",
+        ),
+    ];
+    let mut command = faultline();
+    command.arg("config");
+    for (name, value, _) in settings {
+        command.env(format!("FAULTLINE__{name}"), value);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let shown: toml::Table = toml::from_str(&stdout).unwrap();
+    for (name, _, expected) in settings {
+        let wanted: toml::Table = toml::from_str(expected).unwrap();
+        assert!(contains(&shown, &wanted), "FAULTLINE__{name}: expected `{expected}` in:\n{stdout}");
+    }
+    // Every key the engine has was set above: a key added later must be added here too.
+    let mut set = toml::Table::new();
+    for (_, _, expected) in settings {
+        merge(&mut set, toml::from_str(expected).unwrap());
+    }
+    assert_eq!(leaf_keys(&shown), leaf_keys(&set), "keys without an environment check");
+
+    // A value of the wrong kind names its variable.
+    let output = faultline().arg("config").env("FAULTLINE__KAFKA__PARTITIONS", "many").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("PARTITIONS"), "{stderr}");
+}
+
+fn contains(table: &toml::Table, wanted: &toml::Table) -> bool {
+    wanted.iter().all(|(key, value)| match (table.get(key), value) {
+        (Some(toml::Value::Table(have)), toml::Value::Table(want)) => contains(have, want),
+        (Some(have), want) => have == want,
+        (None, _) => false,
+    })
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(have)), toml::Value::Table(more)) => merge(have, more),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Dotted names of the leaves, the maps of free keys (alarm effects, properties) as one.
+fn leaf_keys(table: &toml::Table) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(inner) if !matches!(key.as_str(), "alarm_effects" | "properties") => {
+                keys.extend(leaf_keys(inner).into_iter().map(|k| format!("{key}.{k}")))
+            }
+            _ => keys.push(key.clone()),
+        }
+    }
+    keys.sort();
+    keys
+}

@@ -67,7 +67,9 @@ fn restores_through_the_changelog_continue_exactly_like_the_original() {
                 }
                 changelog::encode(
                     &changes,
+                    1_000_000,
                     |_| None,
+                    |incident, size| panic!("{} trimmed at {size} bytes", incident.id),
                     |key, value| changelog::fold(&mut log, key.as_bytes(), value).unwrap(),
                 );
             }

@@ -20,13 +20,13 @@
 //! with the figures.
 
 use super::generate::{produce, producer};
+use crate::clock::wall_clock;
 use crate::config::{AlarmFormat, Config, InputTopic, Overrides};
 use crate::generate::carrier;
 use crate::generate::scenario::{Kind, Storm};
 use crate::kafka;
 use crate::proto::v1;
 use crate::runtime::Engine;
-use crate::runtime::core_loop::wall_clock;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use rdkafka::Message;

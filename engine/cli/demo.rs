@@ -5,12 +5,13 @@
 //! printed as they arrive over gRPC; a summary ends the run.
 
 use super::watch::{WatchOptions, watch};
+use crate::clock::wall_clock;
 use crate::config::{Config, Overrides};
 use crate::correlate::Stats;
 use crate::kafka;
 use crate::model::alarm::{Alarm, Severity};
 use crate::proto;
-use crate::runtime::{Engine, core_loop::wall_clock};
+use crate::runtime::Engine;
 use crate::topology_file;
 use prost::Message;
 use rdkafka::producer::FutureRecord;

@@ -98,7 +98,7 @@ pub fn alarms(options: &AlarmOptions, sink: Sink) -> anyhow::Result<u64> {
             );
         }
         Sink::Topic { brokers, topic, kafka: settings } => {
-            let now = crate::runtime::core_loop::wall_clock();
+            let now = crate::clock::wall_clock();
             let mut storm = Storm::new(&topology, options.scenario, options.seed, now, options.rate)?;
             let producer = producer(settings, brokers)?;
             let (rate, _) = produce(&producer, topic, &mut storm, count, Some(options.rate))?;
@@ -152,7 +152,7 @@ pub(crate) fn produce(
             }
         }
         let mut alarm = storm.next_alarm();
-        alarm.event_time = crate::runtime::core_loop::wall_clock();
+        alarm.event_time = crate::clock::wall_clock();
         let value = to_json(&alarm);
         bytes += value.len() as u64;
         let record = BaseRecord::to(topic).key(alarm.resource.as_str()).payload(value.as_str());

@@ -1,25 +1,47 @@
 //! The alarm stage: where a clear is matched to its raise. Keeps every active alarm under
 //! its RFC 8632 identity `(resource, alarm_type, qualifier)`, folds repeats into a tally,
 //! and tells the impact stage whenever a resource's set of active alarms changes.
+//!
+//! Feeds repeat, reorder and resend. A notification older than the last one applied to its
+//! alarm never undoes it: within one notification id (VES `eventId`, 3GPP `alarmId`) the
+//! sequence orders them (VES `sequence`, 3GPP `notificationId`: the same again is a
+//! retransmission, a lower one is stale); otherwise the event time does (older than the
+//! alarm's last-seen time: stale). A clear is remembered for `clear_memory_ms` of stream
+//! time, whether it found its raise or came before it: a raise it supersedes (the same id
+//! with a sequence not above the clear's, or an event time before it) is stale too, so
+//! that a late or resent raise does not stay active forever.
 
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, AlarmRef, Severity};
 use crate::model::state::{Effect, State};
 use crate::model::topology::{CiIdx, Topology};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use thin_vec::{ThinVec, thin_vec};
 
 /// Maps an alarm to its effect on the resource: X.733 severity by default, with
-/// per-alarm-type overrides from configuration.
-#[derive(Clone, Debug, Default)]
+/// per-alarm-type overrides from configuration; and how long a clear is remembered.
+#[derive(Clone, Debug)]
 pub struct AlarmPolicy {
     overrides: FxHashMap<String, Effect>,
+    /// Stream time a clear is remembered for, to recognise the raises it supersedes.
+    pub clear_memory_ms: EpochMillis,
+}
+
+/// Clears remembered at most at once; the oldest go first past it (a storm of clears for
+/// alarms never raised must not grow memory without bound).
+const REMEMBERED_CLEARS: usize = 1_000_000;
+
+impl Default for AlarmPolicy {
+    fn default() -> Self {
+        AlarmPolicy { overrides: FxHashMap::default(), clear_memory_ms: 300_000 }
+    }
 }
 
 impl AlarmPolicy {
     pub fn new(overrides: impl IntoIterator<Item = (String, Effect)>) -> AlarmPolicy {
-        AlarmPolicy { overrides: overrides.into_iter().collect() }
+        AlarmPolicy { overrides: overrides.into_iter().collect(), ..AlarmPolicy::default() }
     }
 
     pub fn effect(&self, alarm_type: &str, severity: Severity) -> Effect {
@@ -37,9 +59,11 @@ pub enum AlarmOutcome {
     /// A repeat of an active alarm at the same severity: tally and last-seen bumped.
     Repeated,
     SeverityChanged,
-    /// A notification whose id is that of the last one applied to the alarm: a
-    /// retransmission, ignored so that nothing is counted twice.
+    /// A notification whose id and sequence are those of the last one applied to the
+    /// alarm: a retransmission, ignored so that nothing is counted twice.
     DuplicateNotification,
+    /// Older than the last notification applied to its alarm, or than its clear: ignored.
+    Stale,
     Cleared,
     /// A clear that found no active alarm (already cleared, or raised before we started).
     ClearWithoutRaise,
@@ -69,6 +93,8 @@ pub struct ChangedResource {
     pub alarms: Vec<AlarmRef>,
     /// Parallel to `alarms`: the fingerprint of the last notification applied to each.
     pub notifications: Vec<u64>,
+    /// Parallel to `alarms`: that notification's sequence.
+    pub sequences: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -79,6 +105,8 @@ struct ActiveAlarm {
     /// again is a retransmission (an element manager resending after a timeout), not a
     /// repeat. A fingerprint, so the per-repeat path allocates nothing.
     notification: u64,
+    /// The sequence of that notification, within its id.
+    sequence: u64,
     /// [`identity_key`] of the alarm's type and qualifier: a resource's alarms are told
     /// apart by comparing these first, not their strings.
     identity: u64,
@@ -102,6 +130,42 @@ pub fn notification_key(id: &str) -> u64 {
         return 0;
     }
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// A clear, remembered: what a later raise of the same alarm must be newer than.
+#[derive(Clone, Copy, Debug)]
+struct Remembered {
+    notification: u64,
+    sequence: u64,
+    event_time: EpochMillis,
+    /// Stream time it is forgotten at.
+    until: EpochMillis,
+}
+
+impl Remembered {
+    fn supersedes(&self, alarm: &Alarm) -> bool {
+        let notification = notification_key(&alarm.notification_id);
+        if notification != 0 && notification == self.notification {
+            alarm.sequence <= self.sequence
+        } else {
+            // At the same time, arrival order decides: the raise after the clear applies.
+            alarm.event_time < self.event_time
+        }
+    }
+}
+
+/// An alarm's full identity, the key of remembered clears.
+type Identity = (Arc<str>, Arc<str>, Arc<str>);
+
+/// An [`Identity`] borrowed from a notification, to look one up without allocating. Hashes
+/// as the tuple does (each string in turn).
+#[derive(Hash)]
+struct IdentityRef<'a>(&'a str, &'a str, &'a str);
+
+impl hashbrown::Equivalent<Identity> for IdentityRef<'_> {
+    fn equivalent(&self, key: &Identity) -> bool {
+        self.0 == &*key.0 && self.1 == &*key.1 && self.2 == &*key.2
+    }
 }
 
 /// One resource's active alarms, in identity order.
@@ -129,11 +193,25 @@ pub struct AlarmStage {
     dirty: Vec<Arc<str>>,
     /// Resources are looked up here once, not by the impact stage at every update.
     topology: Option<Arc<Topology>>,
+    /// Recent clears by alarm identity (see the module doc). Held in memory only: a restart
+    /// forgets them.
+    cleared: hashbrown::HashMap<Identity, Remembered, rustc_hash::FxBuildHasher>,
+    /// The same clears in the order they were remembered (stream time only grows), so that
+    /// forgetting them walks the front; an entry replaced since is skipped then.
+    cleared_order: VecDeque<(EpochMillis, Identity)>,
 }
 
 impl AlarmStage {
     pub fn new(policy: AlarmPolicy) -> AlarmStage {
-        AlarmStage { resources: Default::default(), policy, active: 0, dirty: Vec::new(), topology: None }
+        AlarmStage {
+            resources: Default::default(),
+            policy,
+            active: 0,
+            dirty: Vec::new(),
+            topology: None,
+            cleared: Default::default(),
+            cleared_order: VecDeque::new(),
+        }
     }
 
     /// An alarm stage whose updates say where each resource sits in `topology`.
@@ -148,15 +226,15 @@ impl AlarmStage {
     /// Rebuilds the active alarms from a changelog: one list per resource, as
     /// [`AlarmStage::take_dirty`] reported them. Returns the resource updates that give the
     /// impact stage the same view.
-    pub fn restore(&mut self, alarms: impl IntoIterator<Item = (AlarmRef, u64)>) -> Vec<ResourceUpdate> {
-        for (alarm, notification) in alarms {
+    pub fn restore(&mut self, alarms: impl IntoIterator<Item = (AlarmRef, (u64, u64))>) -> Vec<ResourceUpdate> {
+        for (alarm, (notification, sequence)) in alarms {
             let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
             let ci = self.locate(&alarm.resource);
             let resource =
                 self.resources.entry(alarm.resource.clone()).or_insert_with(|| Resource { ci, ..Resource::default() });
             let active = &mut resource.alarms;
             let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
-            let entry = ActiveAlarm { alarm, effect, notification, identity };
+            let entry = ActiveAlarm { alarm, effect, notification, sequence, identity };
             match active.binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity())) {
                 Ok(at) => active[at] = entry,
                 Err(at) => active.insert(at, entry),
@@ -196,7 +274,8 @@ impl AlarmStage {
                 };
                 let alarms = active.iter().map(|a| a.alarm.clone()).collect();
                 let notifications = active.iter().map(|a| a.notification).collect();
-                ChangedResource { resource, alarms, notifications }
+                let sequences = active.iter().map(|a| a.sequence).collect();
+                ChangedResource { resource, alarms, notifications, sequences }
             })
             .collect()
     }
@@ -206,11 +285,64 @@ impl AlarmStage {
         self.active
     }
 
-    /// Applies one notification; returns what it did and, when the resource's active
-    /// alarms changed, the update for the impact stage.
-    pub fn apply(&mut self, alarm: &Alarm) -> (AlarmOutcome, Option<ResourceUpdate>) {
+    /// Clears remembered now (bounded by stream time and by count).
+    pub fn remembered_clears(&self) -> usize {
+        self.cleared.len()
+    }
+
+    /// Remembers a clear of `identity` until `now` plus the policy's memory.
+    fn remember(&mut self, identity: Identity, alarm: &Alarm, event_time: EpochMillis, now: EpochMillis) {
+        if self.policy.clear_memory_ms <= 0 {
+            return;
+        }
+        let until = now.saturating_add(self.policy.clear_memory_ms);
+        let remembered = Remembered {
+            notification: notification_key(&alarm.notification_id),
+            sequence: alarm.sequence,
+            event_time,
+            until,
+        };
+        self.cleared_order.push_back((until, identity.clone()));
+        self.cleared.insert(identity, remembered);
+        while self.cleared_order.len() > REMEMBERED_CLEARS {
+            self.forget_front();
+        }
+    }
+
+    fn forget_front(&mut self) {
+        if let Some((until, identity)) = self.cleared_order.pop_front()
+            && self.cleared.get(&identity).is_some_and(|r| r.until == until)
+        {
+            self.cleared.remove(&identity);
+        }
+    }
+
+    /// Whether a remembered clear supersedes the raise `alarm`.
+    fn superseded(&self, alarm: &Alarm) -> bool {
+        if self.cleared.is_empty() {
+            return false;
+        }
+        let identity = IdentityRef(&alarm.resource, &alarm.alarm_type, &alarm.qualifier);
+        self.cleared.get(&identity).is_some_and(|remembered| remembered.supersedes(alarm))
+    }
+
+    /// Applies one notification at stream time `now`; returns what it did and, when the
+    /// resource's active alarms changed, the update for the impact stage.
+    pub fn apply(&mut self, alarm: &Alarm, now: EpochMillis) -> (AlarmOutcome, Option<ResourceUpdate>) {
+        while self.cleared_order.front().is_some_and(|(until, _)| *until <= now) {
+            self.forget_front();
+        }
+        if !alarm.cleared && self.superseded(alarm) {
+            return (AlarmOutcome::Stale, None);
+        }
         let Some((key, entry)) = self.resources.get_key_value_mut(alarm.resource.as_str()) else {
             if alarm.cleared {
+                let identity = (
+                    Arc::from(alarm.resource.as_str()),
+                    Arc::from(alarm.alarm_type.as_str()),
+                    Arc::from(alarm.qualifier.as_str()),
+                );
+                self.remember(identity, alarm, alarm.event_time, now);
                 return (AlarmOutcome::ClearWithoutRaise, None);
             }
             let resource: Arc<str> = Arc::from(alarm.resource.as_str());
@@ -229,20 +361,28 @@ impl AlarmStage {
         };
         let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
         let position = entry.alarms.iter().position(|a| a.identity == identity && same_identity(&a.alarm, alarm));
+        if let Some(i) = position
+            && let Some(outcome) = ordered(&entry.alarms[i], alarm)
+        {
+            return (outcome, None);
+        }
+        let mut cleared = None;
         let outcome = match (alarm.cleared, position) {
-            (true, None) => return (AlarmOutcome::ClearWithoutRaise, None),
+            (true, None) => {
+                let identity = (key.clone(), Arc::from(alarm.alarm_type.as_str()), Arc::from(alarm.qualifier.as_str()));
+                self.remember(identity, alarm, alarm.event_time, now);
+                return (AlarmOutcome::ClearWithoutRaise, None);
+            }
             (true, Some(i)) => {
-                entry.alarms.remove(i);
+                let gone = entry.alarms.remove(i);
                 self.active -= 1;
+                cleared = Some(gone.alarm);
                 AlarmOutcome::Cleared
             }
             (false, Some(i)) => {
                 let active = &mut entry.alarms[i];
-                let notification = notification_key(&alarm.notification_id);
-                if notification != 0 && active.notification == notification {
-                    return (AlarmOutcome::DuplicateNotification, None);
-                }
-                active.notification = notification;
+                active.notification = notification_key(&alarm.notification_id);
+                active.sequence = alarm.sequence;
                 active.alarm.tally += 1;
                 active.alarm.last_seen = active.alarm.last_seen.max(alarm.event_time);
                 if active.alarm.severity == alarm.severity {
@@ -284,6 +424,10 @@ impl AlarmStage {
         if entry.alarms.is_empty() {
             self.resources.remove(alarm.resource.as_str());
         }
+        if let Some(gone) = cleared {
+            let event_time = alarm.event_time.max(gone.last_seen);
+            self.remember((gone.resource, gone.alarm_type, gone.qualifier), alarm, event_time, now);
+        }
         (outcome, Some(update))
     }
 
@@ -319,8 +463,23 @@ fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm) -> ActiveAlar
         },
         effect: policy.effect(&alarm.alarm_type, alarm.severity),
         notification: notification_key(&alarm.notification_id),
+        sequence: alarm.sequence,
         identity: identity_key(&alarm.alarm_type, &alarm.qualifier),
     }
+}
+
+/// Whether `alarm` comes too late for the active alarm it names: `DuplicateNotification`
+/// for the same notification again, `Stale` for an older one; `None` to apply it.
+fn ordered(active: &ActiveAlarm, alarm: &Alarm) -> Option<AlarmOutcome> {
+    let notification = notification_key(&alarm.notification_id);
+    if notification != 0 && notification == active.notification {
+        return match alarm.sequence.cmp(&active.sequence) {
+            std::cmp::Ordering::Equal => Some(AlarmOutcome::DuplicateNotification),
+            std::cmp::Ordering::Less => Some(AlarmOutcome::Stale),
+            std::cmp::Ordering::Greater => None,
+        };
+    }
+    (alarm.event_time < active.alarm.last_seen).then_some(AlarmOutcome::Stale)
 }
 
 fn same_identity(active: &AlarmRef, alarm: &Alarm) -> bool {
@@ -338,35 +497,35 @@ mod tests {
     #[test]
     fn repeats_fold_into_a_tally_and_a_clear_finds_its_raise() {
         let mut stage = AlarmStage::default();
-        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000));
+        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000), 0);
         assert_eq!(outcome, AlarmOutcome::Raised);
         assert_eq!(update.unwrap().own_state, State::Down);
 
-        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 2_000));
+        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 2_000), 0);
         assert_eq!((outcome, update), (AlarmOutcome::Repeated, None));
         let active = stage.active_alarms("port-1");
         assert_eq!((active[0].tally, active[0].last_seen, active[0].raised_at), (2, 2_000, 1_000));
 
-        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Minor, 3_000));
+        let (outcome, update) = stage.apply(&Alarm::raise("port-1", "LOS", Severity::Minor, 3_000), 0);
         assert_eq!(outcome, AlarmOutcome::SeverityChanged);
         assert_eq!(update.unwrap().own_state, State::Degraded);
 
-        let (outcome, update) = stage.apply(&Alarm::clear("port-1", "LOS", 4_000));
+        let (outcome, update) = stage.apply(&Alarm::clear("port-1", "LOS", 4_000), 0);
         assert_eq!(outcome, AlarmOutcome::Cleared);
         let update = update.unwrap();
         assert_eq!((update.own_state, update.alarms.len()), (State::Up, 0));
         assert_eq!(stage.active_count(), 0);
 
-        let (outcome, _) = stage.apply(&Alarm::clear("port-1", "LOS", 5_000));
+        let (outcome, _) = stage.apply(&Alarm::clear("port-1", "LOS", 5_000), 0);
         assert_eq!(outcome, AlarmOutcome::ClearWithoutRaise);
     }
 
     #[test]
     fn changed_resources_are_reported_once_and_restore_gives_the_same_view() {
         let mut stage = AlarmStage::default();
-        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000));
-        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 2_000));
-        stage.apply(&Alarm::raise("port-2", "LOS", Severity::Minor, 2_000));
+        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000), 0);
+        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 2_000), 0);
+        stage.apply(&Alarm::raise("port-2", "LOS", Severity::Minor, 2_000), 0);
         let dirty = stage.take_dirty();
         assert_eq!(
             dirty.iter().map(|c| (&*c.resource, c.alarms.len())).collect::<Vec<_>>(),
@@ -375,21 +534,26 @@ mod tests {
         assert_eq!(dirty[0].alarms[0].tally, 2);
         assert!(stage.take_dirty().is_empty(), "nothing changed since");
 
-        stage.apply(&Alarm::clear("port-2", "LOS", 3_000));
+        stage.apply(&Alarm::clear("port-2", "LOS", 3_000), 0);
         assert_eq!(
             stage.take_dirty(),
-            vec![ChangedResource { resource: Arc::from("port-2"), alarms: Vec::new(), notifications: Vec::new() }],
+            vec![ChangedResource {
+                resource: Arc::from("port-2"),
+                alarms: Vec::new(),
+                notifications: Vec::new(),
+                sequences: Vec::new()
+            }],
             "a cleared resource is written empty"
         );
 
         let mut restored = AlarmStage::default();
-        let updates = restored.restore(stage.active_alarms("port-1").into_iter().map(|a| (a, 0)));
+        let updates = restored.restore(stage.active_alarms("port-1").into_iter().map(|a| (a, (0, 0))));
         assert_eq!(updates.len(), 1);
         assert_eq!((updates[0].own_state, restored.active_count()), (State::Down, 1));
         assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
         // The restored stage folds the next repeat exactly as the original does.
         let repeat = Alarm::raise("port-1", "LOS", Severity::Major, 4_000);
-        assert_eq!(restored.apply(&repeat).0, stage.apply(&repeat).0);
+        assert_eq!(restored.apply(&repeat, 0).0, stage.apply(&repeat, 0).0);
         assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
     }
 
@@ -405,16 +569,16 @@ mod tests {
         let mut stage = AlarmStage::default();
         let mut raise = Alarm::raise("port-1", "LOS", Severity::Major, 1_000);
         raise.notification_id = "n-1".into();
-        assert_eq!(stage.apply(&raise).0, AlarmOutcome::Raised);
-        assert_eq!(stage.apply(&raise).0, AlarmOutcome::DuplicateNotification);
+        assert_eq!(stage.apply(&raise, 0).0, AlarmOutcome::Raised);
+        assert_eq!(stage.apply(&raise, 0).0, AlarmOutcome::DuplicateNotification);
         let mut repeat = raise.clone();
         repeat.notification_id = "n-2".into();
-        assert_eq!(stage.apply(&repeat).0, AlarmOutcome::Repeated);
-        assert_eq!(stage.apply(&repeat).0, AlarmOutcome::DuplicateNotification);
+        assert_eq!(stage.apply(&repeat, 0).0, AlarmOutcome::Repeated);
+        assert_eq!(stage.apply(&repeat, 0).0, AlarmOutcome::DuplicateNotification);
         let mut unnamed = raise.clone();
         unnamed.notification_id.clear();
-        assert_eq!(stage.apply(&unnamed).0, AlarmOutcome::Repeated, "without ids every repeat counts");
-        assert_eq!(stage.apply(&unnamed).0, AlarmOutcome::Repeated);
+        assert_eq!(stage.apply(&unnamed, 0).0, AlarmOutcome::Repeated, "without ids every repeat counts");
+        assert_eq!(stage.apply(&unnamed, 0).0, AlarmOutcome::Repeated);
         assert_eq!(stage.active_alarms("port-1")[0].tally, 4);
     }
 
@@ -426,12 +590,12 @@ mod tests {
         let mut b = a.clone();
         b.qualifier = "fan-2".into();
         b.severity = Severity::Critical;
-        stage.apply(&a);
-        let (_, update) = stage.apply(&b);
+        stage.apply(&a, 0);
+        let (_, update) = stage.apply(&b, 0);
         assert_eq!(update.unwrap().own_state, State::Down);
         let mut clear_b = b.clone();
         clear_b.cleared = true;
-        let (_, update) = stage.apply(&clear_b);
+        let (_, update) = stage.apply(&clear_b, 0);
         let update = update.unwrap();
         assert_eq!((update.own_state, update.alarms.len()), (State::Degraded, 1));
     }
@@ -439,7 +603,75 @@ mod tests {
     #[test]
     fn policy_overrides_the_severity_mapping() {
         let mut stage = AlarmStage::new(AlarmPolicy::new([("TEMP_HIGH".to_owned(), Effect::None)]));
-        let (_, update) = stage.apply(&Alarm::raise("dev", "TEMP_HIGH", Severity::Critical, 0));
+        let (_, update) = stage.apply(&Alarm::raise("dev", "TEMP_HIGH", Severity::Critical, 0), 0);
         assert_eq!(update.unwrap().own_state, State::Up);
+    }
+
+    fn ves(severity: Option<Severity>, sequence: u64, event_time: EpochMillis) -> Alarm {
+        let mut alarm = match severity {
+            Some(severity) => Alarm::raise("par-r1/1/1", "LOS", severity, event_time),
+            None => Alarm::clear("par-r1/1/1", "LOS", event_time),
+        };
+        alarm.notification_id = "ves-fault-1".into();
+        alarm.sequence = sequence;
+        alarm
+    }
+
+    #[test]
+    fn a_ves_fault_lifecycle_is_ordered_by_its_sequence() {
+        let mut stage = AlarmStage::default();
+        assert_eq!(stage.apply(&ves(Some(Severity::Minor), 0, 1_000), 1_000).0, AlarmOutcome::Raised);
+        let (outcome, update) = stage.apply(&ves(Some(Severity::Critical), 1, 2_000), 2_000);
+        assert_eq!(outcome, AlarmOutcome::SeverityChanged, "the escalation shares the raise's eventId");
+        assert_eq!(update.unwrap().own_state, State::Down);
+        assert_eq!(stage.apply(&ves(Some(Severity::Critical), 1, 2_000), 2_100).0, AlarmOutcome::DuplicateNotification);
+        assert_eq!(stage.apply(&ves(Some(Severity::Minor), 0, 1_000), 2_200).0, AlarmOutcome::Stale, "the raise again");
+        assert_eq!(stage.active_alarms("par-r1/1/1")[0].severity, Severity::Critical, "not lowered by it");
+        assert_eq!(stage.apply(&ves(None, 3, 3_000), 3_000).0, AlarmOutcome::Cleared);
+        assert_eq!(
+            stage.apply(&ves(Some(Severity::Major), 2, 2_500), 3_100).0,
+            AlarmOutcome::Stale,
+            "a change sent before the clear, arriving after it, does not raise the alarm again"
+        );
+        assert_eq!(stage.active_count(), 0);
+        assert_eq!(stage.apply(&ves(Some(Severity::Major), 4, 4_000), 4_000).0, AlarmOutcome::Raised, "raised again");
+    }
+
+    #[test]
+    fn an_older_notification_never_undoes_a_newer_one() {
+        let mut stage = AlarmStage::default();
+        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Critical, 2_000), 2_000);
+        assert_eq!(stage.apply(&Alarm::clear("port-1", "LOS", 1_000), 2_100).0, AlarmOutcome::Stale, "a stale clear");
+        assert_eq!(
+            stage.apply(&Alarm::raise("port-1", "LOS", Severity::Minor, 1_500), 2_200).0,
+            AlarmOutcome::Stale,
+            "a stale repeat"
+        );
+        let active = stage.active_alarms("port-1");
+        assert_eq!((active.len(), active[0].severity, active[0].tally), (1, Severity::Critical, 1));
+        assert_eq!(stage.apply(&Alarm::clear("port-1", "LOS", 2_000), 2_300).0, AlarmOutcome::Cleared, "same time");
+    }
+
+    #[test]
+    fn a_clear_before_its_raise_is_remembered_for_a_while() {
+        let mut stage = AlarmStage::default();
+        let memory = AlarmPolicy::default().clear_memory_ms;
+        assert_eq!(stage.apply(&Alarm::clear("port-1", "LOS", 5_000), 5_000).0, AlarmOutcome::ClearWithoutRaise);
+        assert_eq!(
+            stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 4_000), 5_100).0,
+            AlarmOutcome::Stale,
+            "the late raise of an alarm already cleared"
+        );
+        assert_eq!(stage.active_count(), 0);
+        assert_eq!(stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 6_000), 6_000).0, AlarmOutcome::Raised);
+
+        // Forgotten after the memory, by stream time, so memory stays bounded.
+        for i in 0..1_000 {
+            stage.apply(&Alarm::clear(&format!("port-{i}"), "LOS", 7_000), 7_000);
+        }
+        assert_eq!(stage.remembered_clears(), 1_000);
+        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000), 7_000 + memory);
+        assert_eq!(stage.remembered_clears(), 0);
+        assert_eq!(stage.active_alarms("port-1").len(), 1, "a raise after the memory applies");
     }
 }

@@ -52,6 +52,9 @@ pub struct ResourceRecord {
     pub reported: Vec<(u64, EpochMillis)>,
     /// Parallel to `active`: the fingerprint of the last notification applied to each alarm.
     pub notifications: Vec<u64>,
+    /// Parallel to `active`: that notification's sequence (empty in records of versions
+    /// that did not write it: zeros).
+    pub sequences: Vec<u64>,
 }
 
 /// The part of the core's state that belongs to no key: the incident id sequence and the

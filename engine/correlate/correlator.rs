@@ -29,6 +29,9 @@ pub struct Stats {
     pub severity_changes: u64,
     /// Retransmissions of the last notification of an alarm, ignored.
     pub duplicate_notifications: u64,
+    /// Notifications older than the last one applied to their alarm (by sequence within one
+    /// notification id, else by event time), or than its clear: not applied.
+    pub stale: u64,
     pub cleared: u64,
     pub clears_without_raise: u64,
     /// Resource updates for resources the topology does not know.
@@ -104,7 +107,8 @@ impl Correlator {
         let mut correlator = Correlator::new(topology, config);
         let alarms = snapshot.resources.values().flat_map(|record| {
             let notifications = record.notifications.iter().copied().chain(std::iter::repeat(0));
-            record.active.iter().cloned().zip(notifications)
+            let sequences = record.sequences.iter().copied().chain(std::iter::repeat(0));
+            record.active.iter().cloned().zip(notifications.zip(sequences))
         });
         for mut update in correlator.alarms.restore(alarms) {
             // The impact stage gets the alarms as it last heard of them, not the live tallies.
@@ -146,7 +150,7 @@ impl Correlator {
             .alarms
             .take_dirty()
             .into_iter()
-            .map(|ChangedResource { resource, alarms: active, notifications }| {
+            .map(|ChangedResource { resource, alarms: active, notifications, sequences }| {
                 let heard = self.impact.reported_alarms(&resource);
                 let reported = active
                     .iter()
@@ -155,7 +159,7 @@ impl Correlator {
                         (seen.tally, seen.last_seen)
                     })
                     .collect();
-                (resource, ResourceRecord { active, reported, notifications })
+                (resource, ResourceRecord { active, reported, notifications, sequences })
             })
             .collect();
         let topology = self.impact.topology().clone();
@@ -178,12 +182,13 @@ impl Correlator {
     pub fn apply(&mut self, alarm: &Alarm, now: EpochMillis, out: &mut Vec<IncidentChange>) -> Outcome {
         let now = self.advance(now, out);
         self.stats.alarms_in += 1;
-        let (outcome, update) = self.alarms.apply(alarm);
+        let (outcome, update) = self.alarms.apply(alarm, now);
         match outcome {
             AlarmOutcome::Raised => self.stats.raised += 1,
             AlarmOutcome::Repeated => self.stats.duplicates += 1,
             AlarmOutcome::SeverityChanged => self.stats.severity_changes += 1,
             AlarmOutcome::DuplicateNotification => self.stats.duplicate_notifications += 1,
+            AlarmOutcome::Stale => self.stats.stale += 1,
             AlarmOutcome::Cleared => self.stats.cleared += 1,
             AlarmOutcome::ClearWithoutRaise => self.stats.clears_without_raise += 1,
         }

@@ -7,7 +7,7 @@
 
 use super::filter::IncidentFilter;
 use super::server::incident_service_server::IncidentService;
-use super::status::{incident_id, required};
+use super::status::{MAX_NAME_BYTES, MAX_NOTE_BYTES, bounded, incident_id, required};
 use super::wire::{EncodedChange, EncodedIncidents, PublishedChange, View};
 use crate::metrics::Metrics;
 use crate::model::incident::{Incident, IncidentId};
@@ -141,7 +141,7 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::Incident>, Status> {
         let request = request.into_inner();
         let id = incident_id(&request.id)?;
-        let by = required("by", &request.by)?.to_owned();
+        let by = bounded("by", required("by", &request.by)?, MAX_NAME_BYTES)?.to_owned();
         let incident = self
             .handle
             .call(move |ctx| {
@@ -158,7 +158,8 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::Incident>, Status> {
         let request = request.into_inner();
         let id = incident_id(&request.id)?;
-        let by = required("by", &request.by)?.to_owned();
+        let by = bounded("by", required("by", &request.by)?, MAX_NAME_BYTES)?.to_owned();
+        bounded("reason", &request.reason, MAX_NOTE_BYTES)?;
         let reason = request.reason;
         let incident = self
             .handle
@@ -176,8 +177,8 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::Incident>, Status> {
         let request = request.into_inner();
         let id = incident_id(&request.id)?;
-        let author = required("author", &request.author)?.to_owned();
-        let text = required("text", &request.text)?.to_owned();
+        let author = bounded("author", required("author", &request.author)?, MAX_NAME_BYTES)?.to_owned();
+        let text = bounded("text", required("text", &request.text)?, MAX_NOTE_BYTES)?.to_owned();
         let incident = self
             .handle
             .call(move |ctx| {

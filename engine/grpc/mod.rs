@@ -80,12 +80,18 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(server::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(
-            handle.clone(),
-            subscribers.buffer,
-            subscribers.metrics,
-        )))
-        .add_service(server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle)))
+        .add_service(
+            server::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(
+                handle.clone(),
+                subscribers.buffer,
+                subscribers.metrics,
+            ))
+            .max_decoding_message_size(status::MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle))
+                .max_decoding_message_size(status::MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|e| e.to_string());

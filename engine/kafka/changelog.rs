@@ -40,10 +40,14 @@ pub enum ChangelogError {
 
 /// Encodes `changes` as keyed records (`None`: a tombstone), handing each to `emit`.
 /// `encoded` gives an incident's bytes when they are at hand already (the incidents
-/// topic's snapshot of the same version); others are encoded here.
+/// topic's snapshot of the same version); others are encoded here. No record exceeds
+/// `max_record_bytes`: an incident that would is written trimmed (and `trimmed` told), a
+/// resource's alarm list keeps what fits.
 pub fn encode<'a>(
     changes: &CoreChanges,
+    max_record_bytes: usize,
     encoded: impl Fn(&Incident) -> Option<&'a [u8]>,
+    trimmed: impl Fn(&Incident, usize),
     mut emit: impl FnMut(&str, Option<&[u8]>),
 ) {
     let mut key = String::new();
@@ -57,7 +61,7 @@ pub fn encode<'a>(
             emit(&key, None);
             continue;
         }
-        let message = v1::ResourceAlarms {
+        let mut message = v1::ResourceAlarms {
             active: record.active.iter().map(proto::alarm_ref_to_proto).collect(),
             reported: record
                 .reported
@@ -68,9 +72,21 @@ pub fn encode<'a>(
                 })
                 .collect(),
             last_notifications: record.notifications.clone(),
+            last_sequences: record.sequences.clone(),
         };
         value.clear();
         message.encode(&mut value).expect("a Vec grows as needed");
+        while key.len() + value.len() > max_record_bytes && !message.active.is_empty() {
+            // Bounded upstream (alarms per resource, text lengths): never expected.
+            let keep = message.active.len() / 2;
+            tracing::error!(resource = %resource, alarms = message.active.len(), keep, "resource record too large; keeping part");
+            message.active.truncate(keep);
+            message.reported.truncate(keep);
+            message.last_notifications.truncate(keep);
+            message.last_sequences.truncate(keep);
+            value.clear();
+            message.encode(&mut value).expect("a Vec grows as needed");
+        }
         emit(&key, Some(&value));
     }
     for (id, record) in &changes.incidents {
@@ -90,6 +106,15 @@ pub fn encode<'a>(
                 };
                 value.clear();
                 proto::encode::incident_record(record, bytes, &mut value);
+                if key.len() + value.len() > max_record_bytes {
+                    trimmed(&record.incident, value.len());
+                    // What the record holds besides the snapshot: the room the snapshot may take.
+                    let room = (max_record_bytes + bytes.len()).saturating_sub(key.len() + value.len());
+                    let mut smaller = Vec::new();
+                    super::output::fitted(&record.incident, room, &mut smaller, proto::encode::incident);
+                    value.clear();
+                    proto::encode::incident_record(record, &smaller, &mut value);
+                }
                 emit(&key, Some(&value));
             }
         }
@@ -118,6 +143,7 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                         .map(|r| (r.tally, r.last_seen_time.as_ref().map(proto::millis).unwrap_or_default()))
                         .collect(),
                     notifications: message.last_notifications,
+                    sequences: message.last_sequences,
                 };
                 snapshot.resources.insert(resource.into(), record);
             }
@@ -333,6 +359,7 @@ fn meta_to_proto(meta: &CoreMeta) -> v1::EngineMeta {
             incidents_closed: s.incidents.closed,
             symptoms_attached: s.incidents.symptoms_attached,
             duplicate_notifications: s.duplicate_notifications,
+            stale: s.stale,
         }),
     }
 }
@@ -352,6 +379,7 @@ fn meta_from_proto(meta: &v1::EngineMeta) -> CoreMeta {
             unmapped: c.unmapped,
             refused: c.refused,
             duplicate_notifications: c.duplicate_notifications,
+            stale: c.stale,
             active_alarms: 0,
             unmapped_resources: 0,
             incidents: IncidentStats {
@@ -402,7 +430,13 @@ mod tests {
                 correlator.add_note(id, "noc", "looking", now).unwrap();
             }
             let changes = correlator.take_changes().expect("every step changes something");
-            encode(&changes, |_| None, |key, value| fold(&mut read_back, key.as_bytes(), value).unwrap());
+            encode(
+                &changes,
+                1_000_000,
+                |_| None,
+                |_, _| panic!("trimmed"),
+                |key, value| fold(&mut read_back, key.as_bytes(), value).unwrap(),
+            );
             expected.fold(changes);
         }
         assert_eq!(read_back, expected);

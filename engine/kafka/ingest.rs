@@ -5,12 +5,12 @@
 //! transaction that writes their effects ([`super::output`]).
 
 use super::dead_letter::Refused;
+use crate::clock::{TimeBound, wall_clock};
 use crate::config::{AlarmFormat, KafkaConfig};
 use crate::decode;
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
 use crate::model::alarm::Alarm;
-use crate::runtime::core_loop::wall_clock;
 use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -136,11 +136,19 @@ pub struct Ingest {
     pub consumer: Arc<AlarmConsumer>,
     pub formats: BTreeMap<String, AlarmFormat>,
     pub max_message_bytes: usize,
+    /// The largest record the engine writes: a dead letter is cut to fit it.
+    pub max_record_bytes: usize,
     pub max_batch: usize,
     /// Event times further ahead of their record's timestamp are clamped to it.
     pub max_event_time_ahead_ms: EpochMillis,
+    /// Stream time never runs further ahead of the wall clock than this: a record stamped
+    /// later is applied at the bound.
+    pub max_clock_skew_ms: EpochMillis,
     pub metrics: Arc<Metrics>,
 }
+
+/// How often a source whose records are stamped ahead of the wall clock is named in the log.
+const AHEAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl Ingest {
     /// Polls until `shutdown`, then returns; dropping `batches` tells the core to drain.
@@ -155,8 +163,12 @@ impl Ingest {
             // what this process already applied but not yet committed: those messages are
             // skipped here, so that nothing is applied twice.
             let mut taken = Taken::default();
+            let mut bound = TimeBound::new(self.max_clock_skew_ms);
+            let mut warned: Option<Instant> = None;
             while !shutdown.is_cancelled() {
-                let batch = self.collect(&mut taken);
+                bound.refresh();
+                let mut at = Stamping { bound: &bound, warned: &mut warned };
+                let batch = self.collect(&mut taken, &mut at);
                 if !batch.is_empty() && batches.send(batch).is_err() {
                     break;
                 }
@@ -165,7 +177,7 @@ impl Ingest {
         })
     }
 
-    fn collect(&self, taken: &mut Taken) -> Batch {
+    fn collect(&self, taken: &mut Taken, at: &mut Stamping<'_>) -> Batch {
         let mut batch = Batch::default();
         let mut next = self.consumer.poll(Duration::from_millis(100));
         let started = Instant::now();
@@ -175,7 +187,7 @@ impl Ingest {
                     Position::Again => {
                         self.metrics.redelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Position::Next => self.take(&message, &mut batch),
+                    Position::Next => self.take(&message, at, &mut batch),
                 },
                 Err(error) => tracing::warn!(%error, "kafka consumer error"),
             }
@@ -190,10 +202,10 @@ impl Ingest {
         batch
     }
 
-    fn take(&self, message: &rdkafka::message::BorrowedMessage<'_>, batch: &mut Batch) {
+    fn take(&self, message: &rdkafka::message::BorrowedMessage<'_>, at: &mut Stamping<'_>, batch: &mut Batch) {
         batch.offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
         let format = self.formats.get(message.topic()).copied().unwrap_or(AlarmFormat::Protobuf);
-        let received = message.timestamp().to_millis().unwrap_or_else(wall_clock);
+        let received = at.stamp(message, &self.metrics);
         let payload = message.payload().unwrap_or_default();
         let before = batch.alarms.len();
         match decode::decode(format, payload, received, self.max_message_bytes, &mut batch.alarms) {
@@ -213,10 +225,38 @@ impl Ingest {
             Err(error) => {
                 let reason = error.reason();
                 tracing::debug!(reason, %error, "alarm refused to the dead-letter topic");
-                batch.refused.push(Refused::new(message, reason, error.to_string()));
+                batch.refused.push(Refused::new(message, reason, error.to_string(), self.max_record_bytes));
                 self.metrics.refused(format, reason);
             }
         }
+    }
+}
+
+/// The time a consumed record is applied at: its Kafka timestamp (the wall clock when it has
+/// none), held at the wall clock plus the configured skew.
+struct Stamping<'a> {
+    bound: &'a TimeBound,
+    /// When a source stamped ahead was last named in the log.
+    warned: &'a mut Option<Instant>,
+}
+
+impl Stamping<'_> {
+    fn stamp(&mut self, message: &rdkafka::message::BorrowedMessage<'_>, metrics: &Metrics) -> EpochMillis {
+        let (time, ahead_ms) = self.bound.cap(message.timestamp().to_millis().unwrap_or_else(wall_clock));
+        if ahead_ms > 0 {
+            metrics.record_time_capped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.warned.is_none_or(|at| at.elapsed() >= AHEAD_WARNING_EVERY) {
+                *self.warned = Some(Instant::now());
+                tracing::warn!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    ahead_ms,
+                    "record stamped ahead of the wall clock; applied at the wall clock plus the allowed skew"
+                );
+            }
+        }
+        time
     }
 }
 

@@ -76,10 +76,16 @@ pub fn transactional_id(kafka: &KafkaConfig) -> String {
 /// Creates the transactional producer and initialises its transactions. Blocking.
 pub fn producer(kafka: &KafkaConfig, brokers: &str, timeout: Duration) -> Result<TxnProducer, KafkaError> {
     let id = transactional_id(kafka);
+    let max_bytes = kafka.producer_message_max_bytes().to_string();
     let producer: TxnProducer = super::client_config(
         kafka,
         brokers,
-        &[("transactional.id", id.as_str()), ("linger.ms", "5"), ("transaction.timeout.ms", "60000")],
+        &[
+            ("transactional.id", id.as_str()),
+            ("linger.ms", "5"),
+            ("transaction.timeout.ms", "60000"),
+            ("message.max.bytes", max_bytes.as_str()),
+        ],
     )
     .create()?;
     producer.init_transactions(timeout)?;
@@ -186,6 +192,9 @@ pub struct Output {
     incidents_format: IncidentFormat,
     dead_letter_topic: String,
     state_topic: String,
+    /// The largest record written: an incident snapshot over it is written trimmed.
+    max_record_bytes: usize,
+    metrics: Arc<Metrics>,
     /// What a replacement producer is made from.
     kafka: KafkaConfig,
     brokers: String,
@@ -200,6 +209,7 @@ impl Output {
         kafka: &KafkaConfig,
         brokers: &str,
         healthy: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
     ) -> Output {
         Output {
             producer,
@@ -208,6 +218,8 @@ impl Output {
             incidents_format: kafka.incidents_format,
             dead_letter_topic: kafka.dead_letter_topic.clone(),
             state_topic: kafka.state_topic.clone(),
+            max_record_bytes: kafka.max_record_bytes,
+            metrics,
             kafka: kafka.clone(),
             brokers: brokers.to_owned(),
             healthy,
@@ -221,9 +233,9 @@ impl Output {
     pub fn spawn(
         mut self,
         transactions: crossbeam_channel::Receiver<Transaction>,
-        metrics: Arc<Metrics>,
         failed: CancellationToken,
     ) -> std::io::Result<JoinHandle<()>> {
+        let metrics = self.metrics.clone();
         std::thread::Builder::new().name("kafka-output".into()).spawn(move || {
             for mut transaction in transactions {
                 let started = Instant::now();
@@ -303,20 +315,33 @@ impl Output {
             key.clear();
             write!(key, "{}", incident.id).expect("a String grows as needed");
             let record = BaseRecord::to(&self.incidents_topic).key(key.as_str());
-            match self.incidents_format {
-                IncidentFormat::Protobuf => {
-                    let mut bytes = Vec::new();
-                    proto::encode::incident(incident, &mut bytes);
-                    send(&self.producer, record.payload(bytes.as_slice()))?;
-                    encoded.insert(incident.id, (incident.version, bytes));
-                }
-                IncidentFormat::Json => {
-                    let json = incident_json::to_json(&proto::incident_to_proto(incident));
-                    send(&self.producer, record.payload(json.as_slice()))?;
-                }
+            let room = self.max_record_bytes.saturating_sub(key.len());
+            let format = self.incidents_format;
+            let encode = |incident: &Incident, out: &mut Vec<u8>| match format {
+                IncidentFormat::Protobuf => proto::encode::incident(incident, out),
+                IncidentFormat::Json => *out = incident_json::to_json(&proto::incident_to_proto(incident)),
+            };
+            let mut bytes = Vec::new();
+            if !fitted(incident, room, &mut bytes, encode) {
+                self.trimmed(&self.incidents_topic, incident, bytes.len());
+            } else if format == IncidentFormat::Protobuf {
+                encoded.insert(incident.id, (incident.version, bytes.clone()));
             }
+            send(&self.producer, record.payload(bytes.as_slice()))?;
         }
         Ok(encoded)
+    }
+
+    /// Counts and reports an incident written trimmed because it would not fit a record.
+    fn trimmed(&self, topic: &str, incident: &Incident, size: usize) {
+        self.metrics.records_trimmed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            topic,
+            incident = %incident.id,
+            bytes = size,
+            limit = self.max_record_bytes,
+            "incident too large for one record; written with its lists trimmed"
+        );
     }
 
     /// Writes one transaction and commits it. Retries while the brokers are unreachable;
@@ -336,7 +361,8 @@ impl Output {
                 let (version, bytes) = encoded.get(&incident.id)?;
                 (*version == incident.version).then_some(bytes.as_slice())
             };
-            changelog::encode(changes, known, |key, value| {
+            let trimmed = |incident: &Incident, size: usize| self.trimmed(topic, incident, size);
+            changelog::encode(changes, self.max_record_bytes, known, trimmed, |key, value| {
                 if failed.is_ok() {
                     let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key.as_bytes());
                     if let Some(value) = value {
@@ -447,6 +473,24 @@ impl Output {
     }
 }
 
+/// Encodes `incident` into `out` within `room` bytes; if the whole incident does not fit,
+/// a copy with fewer entries in each list that does. Returns false when it had to trim.
+pub fn fitted(incident: &Incident, room: usize, out: &mut Vec<u8>, encode: impl Fn(&Incident, &mut Vec<u8>)) -> bool {
+    out.clear();
+    encode(incident, out);
+    if out.len() <= room {
+        return true;
+    }
+    for keep in [256, 64, 16, 4, 0] {
+        out.clear();
+        encode(&incident.trimmed(keep), out);
+        if out.len() <= room {
+            break;
+        }
+    }
+    false
+}
+
 /// Runs `call` on a thread of its own; its result if it returns within `limit`, else
 /// [`OutputError::Hung`], leaving the thread to finish on its own.
 fn within<T: Send + 'static>(
@@ -516,6 +560,46 @@ mod tests {
         assert!(Arc::ptr_eq(transaction.incidents[&changed.incident.id].as_ref().unwrap(), &newer), "the latest");
         let kept = transaction.incidents[&closed.incident.id].as_ref().unwrap();
         assert!(Arc::ptr_eq(kept, &closed.incident), "a closed incident, gone from the core, keeps its last snapshot");
+    }
+
+    #[test]
+    fn an_incident_too_large_for_a_record_is_written_trimmed_within_it() {
+        use crate::model::alarm::{AlarmRef, Severity};
+        use crate::model::incident::{Note, TimelineEntry, TimelineKind};
+        use prost::Message as _;
+        let mut incident = Incident::new(IncidentId(7), 1_000);
+        let text: Arc<str> = Arc::from("x".repeat(1_000));
+        for i in 0..5_000 {
+            incident.symptom_alarms.push(AlarmRef {
+                resource: Arc::from(format!("port-{i}")),
+                alarm_type: Arc::from("LOS"),
+                qualifier: Arc::from(""),
+                severity: Severity::Major,
+                text: text.clone(),
+                raised_at: 1_000,
+                last_seen: 1_000,
+                tally: 1,
+                cleared_at: None,
+            });
+            incident.timeline.push(TimelineEntry { time: i, kind: TimelineKind::Symptom, text: text.clone() });
+        }
+        incident.notes.push(Note { author: "op".into(), text: "y".repeat(2_000_000), time: 5 });
+        incident.root_causes.push(Arc::from("card-1"));
+        let encode = |incident: &Incident, out: &mut Vec<u8>| proto::encode::incident(incident, out);
+
+        let mut whole = Vec::new();
+        assert!(fitted(&incident, usize::MAX, &mut whole, encode), "no limit, no trimming");
+        let mut bytes = Vec::new();
+        assert!(!fitted(&incident, 100_000, &mut bytes, encode), "{} bytes whole", whole.len());
+        assert!(bytes.len() <= 100_000, "{} bytes", bytes.len());
+        let written = proto::v1::Incident::decode(bytes.as_slice()).unwrap();
+        assert_eq!((written.id.as_str(), written.root_causes.as_slice()), ("INC-000007", &["card-1".to_owned()][..]));
+        assert!(!written.symptom_alarms.is_empty(), "as many entries as fit are kept");
+        assert_eq!(
+            written.timeline.first().map(|e| e.time.clone()),
+            Some(Some(proto::timestamp(0))),
+            "the first entry"
+        );
     }
 
     #[test]

@@ -332,6 +332,39 @@ impl Incident {
     }
 }
 
+impl Incident {
+    /// A copy holding at most `keep` entries of each list (the timeline: its first entry and
+    /// the latest) and notes cut to `TRIMMED_NOTE` bytes, for a record that must fit a size
+    /// limit the whole incident exceeds. State, priority and the first roots stay.
+    pub fn trimmed(&self, keep: usize) -> Incident {
+        const TRIMMED_NOTE: usize = 1024;
+        let cut = |len: usize| len.min(keep);
+        let notes = self.notes[self.notes.len() - cut(self.notes.len())..].iter().map(|note| {
+            let mut end = note.text.len().min(TRIMMED_NOTE);
+            while !note.text.is_char_boundary(end) {
+                end -= 1;
+            }
+            Note { text: note.text[..end].to_owned(), ..note.clone() }
+        });
+        let mut trimmed = Incident {
+            root_cause_alarms: self.root_cause_alarms[..cut(self.root_cause_alarms.len())].to_vec(),
+            symptom_alarms: self.symptom_alarms[..cut(self.symptom_alarms.len())].to_vec(),
+            services: self.services[..cut(self.services.len())].to_vec(),
+            customers: self.customers[..cut(self.customers.len())].to_vec(),
+            notes: notes.collect(),
+            timeline: Timeline::default(),
+            ..self.clone()
+        };
+        let latest = self.timeline.len().saturating_sub(1).min(keep.saturating_sub(1));
+        let first = self.timeline.iter().take(usize::from(keep > 0));
+        trimmed.timeline = first.chain(self.timeline.iter().skip(self.timeline.len() - latest)).cloned().collect();
+        if trimmed.root_causes.len() > keep.max(1) * 4 {
+            trimmed.root_causes.truncate(keep.max(1) * 4);
+        }
+        trimmed
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
     Opened,

@@ -11,6 +11,7 @@
 //! A job that changed incidents (an operator action) is answered once its transaction has
 //! committed, so an acknowledgement an operator was told about survives any crash.
 
+use crate::clock::wall_clock;
 use crate::correlate::{Correlator, Stats};
 use crate::grpc::wire::PublishedChange;
 use crate::kafka::ingest::Batch;
@@ -130,10 +131,6 @@ pub struct CoreLoop {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the core stops on an error: the engine then shuts down.
     pub failed: CancellationToken,
-}
-
-pub fn wall_clock() -> EpochMillis {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as EpochMillis).unwrap_or(0)
 }
 
 impl CoreLoop {

@@ -152,11 +152,9 @@ impl Engine {
         // gathers the next; a due transaction gathers on while one waits here, up to a limit
         // past which the core waits (`core_loop::GATHER_LIMIT`).
         let (transactions_tx, transactions_rx) = crossbeam_channel::bounded(1);
-        let output = Output::new(producer, consumer.clone(), kafka_config, &brokers, committing.clone()).spawn(
-            transactions_rx,
-            metrics.clone(),
-            failed.clone(),
-        )?;
+        let output =
+            Output::new(producer, consumer.clone(), kafka_config, &brokers, committing.clone(), metrics.clone())
+                .spawn(transactions_rx, failed.clone())?;
         let core = CoreLoop {
             correlator,
             publisher: Publisher::new(transactions_tx, changes),
@@ -173,8 +171,10 @@ impl Engine {
             consumer: consumer.clone(),
             formats: kafka_config.inputs.iter().map(|i| (i.topic.clone(), i.format)).collect(),
             max_message_bytes: kafka_config.max_message_bytes,
+            max_record_bytes: kafka_config.max_record_bytes,
             max_batch: kafka_config.max_batch,
             max_event_time_ahead_ms: (kafka_config.max_event_time_ahead_secs as EpochMillis).saturating_mul(1000),
+            max_clock_skew_ms: config.correlation.max_clock_skew_millis as EpochMillis,
             metrics: metrics.clone(),
         }
         .spawn(batch_tx, stop_consuming.clone())?;
