@@ -131,7 +131,7 @@ async fn invalid_json() {
 /// beside the checkout (required under `CI=true`). The `*invalid*` files reach the
 /// dead-letter topic, the valid ones are correlated: each fixture lifecycle (raise, severity
 /// change, clear of one alarm, in sequence) is applied as one alarm's, nothing taken for a
-/// retransmission.
+/// retransmission, and a change sent again after the clear is stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_ves() {
     /// The VES message files of `dir`, by name: (bytes, alarms they decode to, or None).
@@ -159,7 +159,8 @@ async fn invalid_ves() {
             .collect()
     }
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let own = samples(&manifest.join("tests/fixtures/ves"));
+    let fixtures = manifest.join("tests/fixtures/ves");
+    let own = samples(&fixtures);
     let shared_dir = manifest.join("../shared/formats/ves");
     let shared = if shared_dir.is_dir() {
         Some(samples(&shared_dir))
@@ -193,16 +194,24 @@ async fn invalid_ves() {
 
     assert_eq!((invalid(&own), alarms(&own)), (9, 7), "the fixtures in tests/fixtures/ves");
     let stats = play(&own, (9, 7)).await;
+    let counters = |s: &faultline::correlate::Stats| {
+        (s.raised, s.severity_changes, s.cleared, s.duplicate_notifications, s.stale, s.active_alarms)
+    };
     assert_eq!(
-        (stats.raised, stats.severity_changes, stats.cleared, stats.duplicate_notifications, stats.active_alarms),
-        (3, 2, 2, 0, 1),
+        counters(&stats),
+        (3, 2, 2, 0, 0, 1),
         "two lifecycles raised, changed and cleared in order, and the batch's fault raised"
     );
+    // Each lifecycle's severity change again, late: older than its alarm's clear, it undoes nothing.
+    let late = ["fault_2_severity_change.json", "stnd_2_changed_alarm.json"]
+        .map(|name| (std::fs::read(fixtures.join(name)).unwrap(), Some(1)));
+    let stats = play(&late, (9, 9)).await;
+    assert_eq!(counters(&stats), (3, 2, 2, 0, 2, 1), "the late changes are stale");
     if let Some(shared) = shared {
         let valid = shared.len() as u64 - invalid(&shared);
         assert_eq!((invalid(&shared), valid), (3, 5), "the shared VES samples");
         assert!(alarms(&shared) > valid, "the batches carry several alarms each");
-        play(&shared, (9 + 3, 7 + alarms(&shared))).await;
+        play(&shared, (9 + 3, 9 + alarms(&shared))).await;
     }
     rig.still_flows(JSON_TOPIC).await;
     rig.stop().await;
