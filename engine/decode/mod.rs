@@ -75,7 +75,7 @@ pub fn decode(
             proto::alarm_from_proto(v1::Alarm::decode(bytes)?, received).map(|a| out.push(a)).map_err(DecodeError::from)
         }
         AlarmFormat::Json => json::decode(bytes, received).map(|a| out.push(a)),
-        AlarmFormat::Ves => return ves::decode(bytes, out),
+        AlarmFormat::Ves => ves::decode(bytes, out),
     };
     if let Err(error) = decoded {
         out.truncate(start);
@@ -98,10 +98,30 @@ fn check_identity(alarm: &Alarm) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// An RFC 3339 time (`2026-01-02T03:04:05.678+01:00`), or one without its offset (UTC), as
+/// epoch milliseconds. humantime reads UTC only, written with `T` or a space and an optional
+/// `Z`: the offset is taken off here, and `t`/`z` (which RFC 3339 allows) upper-cased.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<EpochMillis> {
-    let time = humantime::parse_rfc3339_weak(s).ok()?;
+    let (utc, offset_minutes) = match s.len().checked_sub(6).map(|at| s.as_bytes().split_at(at)) {
+        Some((time, &[sign @ (b'+' | b'-'), h1, h2, b':', m1, m2]))
+            if !time.ends_with(b"Z") && !time.ends_with(b"z") =>
+        {
+            let number = |a: u8, b: u8| {
+                (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i64::from((a - b'0') * 10 + b - b'0'))
+            };
+            let (hours, minutes) = (number(h1, h2).filter(|h| *h < 24)?, number(m1, m2).filter(|m| *m < 60)?);
+            (time, if sign == b'+' { hours * 60 + minutes } else { -(hours * 60 + minutes) })
+        }
+        _ => (s.as_bytes(), 0),
+    };
+    // A copy on the stack, to upper-case without allocating: a time is some 35 bytes at most.
+    let mut buffer = [0u8; 40];
+    let copy = buffer.get_mut(..utc.len())?;
+    copy.copy_from_slice(utc);
+    copy.make_ascii_uppercase();
+    let time = humantime::parse_rfc3339_weak(std::str::from_utf8(copy).ok()?).ok()?;
     let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(since.as_millis()).ok()
+    i64::try_from(since.as_millis()).ok()?.checked_sub(offset_minutes * 60_000)
 }
 
 #[cfg(test)]
@@ -130,6 +150,39 @@ mod tests {
     }
 
     #[test]
+    fn rfc3339_times_with_an_offset_or_in_lower_case() {
+        let utc = Some(1_767_323_045_678);
+        for time in [
+            "2026-01-02T03:04:05.678Z",
+            "2026-01-02T03:04:05.678",
+            "2026-01-02 03:04:05.678Z",
+            "2026-01-02t03:04:05.678z",
+            "2026-01-02T05:04:05.678+02:00",
+            "2026-01-02T03:04:05.678-00:00",
+            "2026-01-01T20:34:05.678-06:30",
+        ] {
+            assert_eq!(parse_rfc3339(time), utc, "{time}");
+        }
+        for bad in [
+            "2026-01-02T03:04:05+24:00",
+            "2026-01-02T03:04:05+02:60",
+            "2026-01-02T03:04:05Z+02:00",
+            "2026-01-02T03:04:05+2:00",
+            "2026-01-02T03:04:05 +02:00",
+            "1969-12-31T23:59:59Z",
+            "+02:00",
+            "yesterday",
+            "",
+            "2026-01-02T03:04:05.000000000000000000000000000000000Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        let json =
+            br#"{"resource":"p","alarm_type":"LOS","severity":"major","event_time":"2026-01-02T05:04:05+02:00"}"#;
+        assert_eq!(one(AlarmFormat::Json, json).unwrap().event_time, 1_767_323_045_000, "refused before");
+    }
+
+    #[test]
     fn bad_input_has_a_reason() {
         let reason = |format, bytes: &[u8]| decode(format, bytes, 0, 64, &mut Vec::new()).unwrap_err().reason();
         assert_eq!(reason(AlarmFormat::Json, b"{not json"), "undecodable");
@@ -141,6 +194,26 @@ mod tests {
         assert_eq!(reason(AlarmFormat::Json, &[b' '; 65]), "oversized");
         assert_eq!(reason(AlarmFormat::Json, b""), "empty");
         assert_eq!(reason(AlarmFormat::Ves, br#"{"event":{}}"#), "invalid_ves");
+    }
+
+    #[test]
+    fn a_ves_event_without_a_resource_or_an_alarm_type_is_refused_like_any_other() {
+        let raise = include_str!("../../tests/fixtures/ves/fault_1_raise.json");
+        let reason = |json: String| {
+            let mut out = vec![Alarm::raise("earlier", "EARLIER", Severity::Minor, 0)];
+            let reason = decode(AlarmFormat::Ves, json.as_bytes(), 0, 4096, &mut out).unwrap_err().reason();
+            assert_eq!(out.len(), 1, "the output is left as it was");
+            reason
+        };
+        assert_eq!(reason(raise.replace(r#""sourceName": "nce-r1/1/1""#, r#""sourceName": """#)), "missing_resource");
+        assert_eq!(
+            reason(raise.replace(r#""sourceName": "nce-r1/1/1""#, r#""sourceName": " \t""#)),
+            "missing_resource"
+        );
+        assert_eq!(
+            reason(raise.replace(r#""alarmCondition": "lossOfSignal""#, r#""alarmCondition": " ""#)),
+            "missing_alarm_type"
+        );
     }
 
     #[test]

@@ -92,6 +92,20 @@ fn integer(parent: Fields<'_>, key: &str) -> Result<i64, String> {
     }
 }
 
+/// A time in epoch microseconds: the schema types these as numbers, not integers, so a
+/// fraction of a microsecond is dropped, not refused.
+fn epoch_micros(parent: Fields<'_>, key: &str) -> Result<i64, String> {
+    const RANGE: std::ops::Range<f64> = (i64::MIN as f64)..(i64::MAX as f64);
+    match parent.get(key) {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| RANGE.contains(f)).map(|f| f as i64))
+            .ok_or_else(|| format!("`{key}` is out of range")),
+        Some(_) => Err(format!("`{key}` must be a number")),
+        None => Err(format!("`{key}` is required")),
+    }
+}
+
 fn one_of<'a>(value: &'a str, key: &str, allowed: &[&str]) -> Result<&'a str, String> {
     if allowed.contains(&value) { Ok(value) } else { Err(format!("`{key}` is `{value}`, expected one of {allowed:?}")) }
 }
@@ -115,8 +129,8 @@ fn header(event: Fields<'_>) -> Result<Header<'_>, String> {
     string(h, "version")?;
     string(h, "eventName")?;
     string(h, "priority")?;
-    let start = integer(h, "startEpochMicrosec")?;
-    let last = integer(h, "lastEpochMicrosec")?;
+    let start = epoch_micros(h, "startEpochMicrosec")?;
+    let last = epoch_micros(h, "lastEpochMicrosec")?;
     let sequence = integer(h, "sequence")?;
     Ok(Header {
         domain: string(h, "domain")?,

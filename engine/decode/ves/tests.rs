@@ -106,3 +106,23 @@ fn a_batch_keeps_its_fault_and_skips_heartbeats_and_measurements() {
     assert_eq!(summary, [("nce-r1/card-2", "equipmentFailure", Severity::Critical)]);
     assert_eq!((alarms[0].notification_id.as_str(), alarms[0].sequence), ("nce-r1-eqpt-card-2", 1));
 }
+
+#[test]
+fn epoch_times_may_be_any_json_number() {
+    // The schema types them as numbers: 1748938500000000.9 is 08:15:00 and a fraction.
+    let fractional = FAULT_LIFECYCLE[0].replace("1748938500000000,", "1748938500000000.9,");
+    assert_eq!(one(&fractional).event_time, 1_748_938_500_000);
+    let exponent = FAULT_LIFECYCLE[0].replace("1748938500000000,", "1.7489385e15,");
+    assert_eq!(one(&exponent).event_time, 1_748_938_500_000);
+    for (bad, cause) in [("1e300,", "out of range"), (r#""1748938500000000","#, "must be a number")] {
+        let error = alarms(&FAULT_LIFECYCLE[0].replace("1748938500000000,", bad)).unwrap_err();
+        assert!(error.to_string().contains(cause), "{bad}: {error}");
+    }
+}
+
+#[test]
+fn a_3gpp_event_time_keeps_its_offset() {
+    // A minute before the VES header's time (08:15:00 UTC).
+    let json = STND_LIFECYCLE[0].replace("2025-06-03T08:15:00Z", "2025-06-03T10:14:00+02:00");
+    assert_eq!(one(&json).event_time, 1_748_938_440_000);
+}
