@@ -274,7 +274,7 @@ impl Config {
         }
         if let Some(value) = self.kafka.properties.get("message.max.bytes") {
             let needed = self.kafka.producer_message_max_bytes();
-            if value.parse::<usize>().map_or(true, |v| v < needed) {
+            if !value.parse::<usize>().is_ok_and(|v| v >= needed) {
                 return invalid(
                     "kafka.properties",
                     &format!(

@@ -317,23 +317,11 @@ impl AlarmStage {
         }
     }
 
-    /// Whether a remembered clear supersedes the raise `alarm`.
-    fn superseded(&self, alarm: &Alarm) -> bool {
-        if self.cleared.is_empty() {
-            return false;
-        }
-        let identity = IdentityRef(&alarm.resource, &alarm.alarm_type, &alarm.qualifier);
-        self.cleared.get(&identity).is_some_and(|remembered| remembered.supersedes(alarm))
-    }
-
     /// Applies one notification at stream time `now`; returns what it did and, when the
     /// resource's active alarms changed, the update for the impact stage.
     pub fn apply(&mut self, alarm: &Alarm, now: EpochMillis) -> (AlarmOutcome, Option<ResourceUpdate>) {
         while self.cleared_order.front().is_some_and(|(until, _)| *until <= now) {
             self.forget_front();
-        }
-        if !alarm.cleared && self.superseded(alarm) {
-            return (AlarmOutcome::Stale, None);
         }
         let Some((key, entry)) = self.resources.get_key_value_mut(alarm.resource.as_str()) else {
             if alarm.cleared {
@@ -344,6 +332,9 @@ impl AlarmStage {
                 );
                 self.remember(identity, alarm, alarm.event_time, now);
                 return (AlarmOutcome::ClearWithoutRaise, None);
+            }
+            if superseded(&self.cleared, alarm) {
+                return (AlarmOutcome::Stale, None);
             }
             let resource: Arc<str> = Arc::from(alarm.resource.as_str());
             let active = raised(&self.policy, resource.clone(), alarm);
@@ -396,6 +387,7 @@ impl AlarmStage {
                     AlarmOutcome::SeverityChanged
                 }
             }
+            (false, None) if superseded(&self.cleared, alarm) => return (AlarmOutcome::Stale, None),
             (false, None) => {
                 let active = raised(&self.policy, key.clone(), alarm);
                 let at = entry
@@ -466,6 +458,16 @@ fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm) -> ActiveAlar
         sequence: alarm.sequence,
         identity: identity_key(&alarm.alarm_type, &alarm.qualifier),
     }
+}
+
+/// Whether a remembered clear supersedes `alarm`, a raise of an alarm not active. Looked up
+/// only on that path, so that repeats of active alarms pay nothing for it.
+fn superseded(cleared: &hashbrown::HashMap<Identity, Remembered, rustc_hash::FxBuildHasher>, alarm: &Alarm) -> bool {
+    if cleared.is_empty() {
+        return false;
+    }
+    let identity = IdentityRef(&alarm.resource, &alarm.alarm_type, &alarm.qualifier);
+    cleared.get(&identity).is_some_and(|remembered| remembered.supersedes(alarm))
 }
 
 /// Whether `alarm` comes too late for the active alarm it names: `DuplicateNotification`

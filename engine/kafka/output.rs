@@ -595,11 +595,7 @@ mod tests {
         let written = proto::v1::Incident::decode(bytes.as_slice()).unwrap();
         assert_eq!((written.id.as_str(), written.root_causes.as_slice()), ("INC-000007", &["card-1".to_owned()][..]));
         assert!(!written.symptom_alarms.is_empty(), "as many entries as fit are kept");
-        assert_eq!(
-            written.timeline.first().map(|e| e.time.clone()),
-            Some(Some(proto::timestamp(0))),
-            "the first entry"
-        );
+        assert_eq!(written.timeline.first().map(|e| e.time), Some(Some(proto::timestamp(0))), "the first entry");
     }
 
     #[test]
