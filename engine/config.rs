@@ -112,6 +112,8 @@ impl KafkaConfig {
 pub struct GrpcConfig {
     pub addr: SocketAddr,
     pub subscriber_buffer: usize,
+    /// Live-stream subscribers served at once; one more is refused with RESOURCE_EXHAUSTED.
+    pub max_subscribers: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -293,6 +295,9 @@ impl Config {
         }
         if self.grpc.subscriber_buffer == 0 {
             return invalid("grpc.subscriber_buffer", "must be positive");
+        }
+        if self.grpc.max_subscribers == 0 {
+            return invalid("grpc.max_subscribers", "must be positive");
         }
         if self.correlation.tick_millis == 0 {
             return invalid("correlation.tick_millis", "must be positive");

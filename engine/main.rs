@@ -174,11 +174,17 @@ fn main() -> std::process::ExitCode {
         // Colours only for a person at a terminal; log collectors get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(dispatch(cli.command)));
+    let result =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+            |runtime| {
+                let result = runtime.block_on(dispatch(cli.command));
+                // A thread still blocked on unreachable brokers after the shutdown deadline is
+                // not waited for: the process exits, and the next start consumes again what
+                // was not committed.
+                runtime.shutdown_timeout(Duration::from_millis(500));
+                result
+            },
+        );
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

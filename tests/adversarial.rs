@@ -143,3 +143,99 @@ async fn a_record_stamped_an_hour_ahead_does_not_move_stream_time() {
     assert!(metrics.contains("faultline_record_time_capped_total 1"), "{metrics}");
     engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
 }
+
+/// Two engines on one state topic would each restore the other's state and both number
+/// their incidents from INC-000001: one started with another `kafka.instance_id` is refused
+/// at start with an error naming the owner, whether the owner runs or not, and the owner
+/// itself restarts as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_state_topic_is_refused_at_start() {
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "second");
+    let other = config.clone().with("kafka.instance_id", "2").unwrap();
+    let owner = Engine::start_with(&config, sample_topology()).await.expect("the first engine starts");
+
+    let refused = Engine::start_with(&other, sample_topology()).await.err().expect("the second one is refused");
+    let message = refused.to_string();
+    assert!(message.contains("kafka.instance_id `1`") && message.contains("`2`"), "{message}");
+
+    // The owner goes on alone.
+    let producer = big_producer(&broker);
+    let raise = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
+    send_at(&producer, &input(&config), "mrs-r1", raise, None).await;
+    until(&owner, "the alarm applied by the owner", |s| s.raised == 1).await;
+    owner.stop(Duration::from_secs(20)).await.expect("a clean stop");
+
+    assert!(Engine::start_with(&other, sample_topology()).await.is_err(), "refused with the owner stopped too");
+    let owner = Engine::start_with(&config, sample_topology()).await.expect("the owner restarts");
+    assert_eq!(owner.restored().active_alarms, 1, "with its state");
+    owner.stop(Duration::from_secs(20)).await.expect("a clean stop");
+}
+
+/// A state changelog record the engine cannot read stops the start with an error naming
+/// the record's key, partition and offset, so an operator can find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_record_the_engine_cannot_read_is_named_by_key_and_offset() {
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "unreadable");
+    let engine = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+    engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
+
+    let producer = big_producer(&broker);
+    let record = FutureRecord::to(&config.kafka.state_topic).key("incident/INC-000042").payload(&b"\xff\xff\xff"[..]);
+    let delivered = producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    let (partition, offset) = (delivered.partition, delivered.offset);
+    let error = Engine::start_with(&config, sample_topology()).await.err().expect("the start fails").to_string();
+    assert!(error.contains("incident/INC-000042"), "{error}");
+    assert!(error.contains(&format!("partition {partition} offset {offset}")), "{error}");
+}
+
+/// SIGTERM with the brokers gone: the engine cannot commit its last transaction, and still
+/// exits within `--shutdown-grace` (and the few seconds its servers have), leaving what it
+/// did not commit to be consumed again.
+#[test]
+fn sigterm_with_the_brokers_unreachable_stops_within_the_grace() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut broker = KafkaBroker::start_own();
+    let config = config_on(&broker, "grace");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("faultline.toml");
+    std::fs::write(&file, config.to_toml()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["run", "--shutdown-grace", "3", "--config"])
+        .arg(&file)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+    assert!(lines.any(|line| line.contains("faultline started")), "the engine did not start");
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let raise = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
+        send_at(&big_producer(&broker), &input(&config), "mrs-r1", raise, None).await;
+    });
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let limit = Duration::from_secs(3 + 10);
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if signalled.elapsed() > limit {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(exited.is_some(), "still running {limit:?} after SIGTERM with a 3 s grace");
+}

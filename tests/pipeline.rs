@@ -622,3 +622,87 @@ async fn a_resumed_subscription_sends_only_what_changed_or_closed_while_away() {
     drop(producer);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// A panic on the correlation core (whatever its cause) stops the engine visibly: health
+/// turns NOT_SERVING at once, the engine reports itself failed with the panic's message,
+/// and its stop is an error (the binary exits non-zero with it), never ingest and output
+/// standing still behind a SERVING health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_core_thread_stops_the_engine_with_its_reason() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let engine = start(&test_config()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", engine.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = |response: tonic::Response<tonic_health::pb::HealthCheckResponse>| {
+        ServingStatus::try_from(response.into_inner().status).unwrap()
+    };
+    let check = || tonic_health::pb::HealthCheckRequest { service: String::new() };
+    assert_eq!(status(health.check(check()).await.unwrap()), ServingStatus::Serving);
+
+    let answer = engine.handle().call(|_| -> u64 { panic!("the core met an impossible state") }).await;
+    assert!(answer.is_err(), "a job whose core died has no answer");
+    tokio::time::timeout(WAIT, engine.failed()).await.expect("the engine knows it failed");
+    assert_eq!(engine.failure(), Some("correlation core panicked: the core met an impossible state"));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = status(health.check(check()).await.expect("the server answers until the engine stops"));
+        if now == ServingStatus::NotServing {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "health still {now:?} after the core died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = engine.stop(Duration::from_secs(10)).await;
+    let error = stopped.expect_err("a failed engine's stop is an error").to_string();
+    assert!(error.contains("correlation core panicked: the core met an impossible state"), "{error}");
+}
+
+/// Subscribers are capped (`grpc.max_subscribers`): with the cap reached, each of ten
+/// thousand further attempts is refused at once with RESOURCE_EXHAUSTED, the engine keeps
+/// serving those it has, and a place freed by a subscriber leaving is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_past_the_cap_are_refused_with_resource_exhausted() {
+    const CAP: usize = 20;
+    let engine = start(&test_config().with("grpc.max_subscribers", CAP).unwrap()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", engine.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = IncidentServiceClient::new(channel);
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        held.push(client.subscribe(v1::SubscribeIncidentsRequest::default()).await.unwrap().into_inner());
+    }
+    for attempt in 0..10_000 {
+        let refused = client.subscribe(v1::SubscribeIncidentsRequest::default()).await.err();
+        let status = refused.unwrap_or_else(|| panic!("attempt {attempt} was served past the cap"));
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("grpc.max_subscribers"), "{status:?}");
+    }
+    let metrics = scrape(engine.metrics_addr()).await;
+    assert!(metrics.contains(&format!("faultline_subscribers {CAP}\n")), "{metrics}");
+
+    // Those held still get their changes.
+    let producer = producer(engine.brokers());
+    produce_alarm(&producer, &Alarm::raise("mrs-r1", "POWER", Severity::Critical, 1_767_225_600_000)).await;
+    let stream = held.last_mut().unwrap();
+    next_change(stream, |c| is(c, v1::ChangeKind::Opened)).await;
+
+    // One leaves; its place is taken again.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match client.subscribe(v1::SubscribeIncidentsRequest::default()).await {
+            Ok(_) => break,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+        }
+        assert!(std::time::Instant::now() < deadline, "the place a subscriber left was never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -17,7 +17,7 @@ use crate::runtime::{EngineHandle, SharedChange};
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -40,12 +40,44 @@ pub struct IncidentApi {
     /// Changes a subscriber may fall behind the core before it is dropped (the broadcast
     /// channel's capacity, `grpc.subscriber_buffer`).
     buffer: usize,
+    /// Subscribers served now, and the most served at once (`grpc.max_subscribers`).
+    connected: Arc<AtomicUsize>,
+    max_subscribers: usize,
     metrics: Arc<Metrics>,
 }
 
 impl IncidentApi {
-    pub fn new(handle: EngineHandle, buffer: usize, metrics: Arc<Metrics>) -> IncidentApi {
-        IncidentApi { handle, encoded: Arc::default(), buffer, metrics }
+    pub fn new(handle: EngineHandle, subscribers: super::Subscribers) -> IncidentApi {
+        IncidentApi {
+            handle,
+            encoded: Arc::default(),
+            buffer: subscribers.buffer,
+            connected: Arc::default(),
+            max_subscribers: subscribers.max,
+            metrics: subscribers.metrics,
+        }
+    }
+}
+
+/// A subscriber's place among the `grpc.max_subscribers`, given back when its feed ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(connected: &Arc<AtomicUsize>, max: usize) -> Result<Slot, Status> {
+        connected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map(|_| Slot(connected.clone()))
+            .map_err(|n| {
+                Status::resource_exhausted(format!(
+                    "{n} subscribers connected, the most grpc.max_subscribers allows; retry later"
+                ))
+            })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -57,6 +89,7 @@ impl IncidentService for IncidentApi {
         &self,
         request: Request<v1::SubscribeIncidentsRequest>,
     ) -> Result<Response<Subscription>, Status> {
+        let slot = Slot::take(&self.connected, self.max_subscribers)?;
         let filter = IncidentFilter::from(request.get_ref());
         let view = View::of(request.get_ref().view);
         let resume = match request.get_ref().resume_token.as_str() {
@@ -87,7 +120,12 @@ impl IncidentService for IncidentApi {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (end_tx, end_rx) = oneshot::channel();
         let feed = Feed { changes, tx, buffer: self.buffer, view };
-        tokio::spawn(serve_subscriber(filter, snapshot, feed, self.encoded.clone(), end_tx, self.metrics.clone()));
+        let encoded = self.encoded.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            serve_subscriber(filter, snapshot, feed, &encoded, end_tx, &metrics).await;
+            drop(slot);
+        });
         Ok(Response::new(Subscription { changes: rx, end: Some(end_rx) }))
     }
 
@@ -296,12 +334,12 @@ async fn serve_subscriber(
     filter: IncidentFilter,
     snapshot: Snapshot,
     mut feed: Feed,
-    encoded: Arc<EncodedIncidents>,
+    encoded: &EncodedIncidents,
     end: oneshot::Sender<Status>,
-    metrics: Arc<Metrics>,
+    metrics: &Metrics,
 ) {
     metrics.subscribers.fetch_add(1, Ordering::Relaxed);
-    let fed = forward(filter, snapshot, &mut feed, &encoded).await;
+    let fed = forward(filter, snapshot, &mut feed, encoded).await;
     metrics.subscribers.fetch_sub(1, Ordering::Relaxed);
     if let Err(Cut::Ended(status)) = fed {
         if status.code() == Code::ResourceExhausted {

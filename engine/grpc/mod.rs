@@ -33,6 +33,8 @@ const TOPOLOGY_SERVICE: &str = "faultline.v1.TopologyService";
 pub struct Subscribers {
     /// Changes a subscriber may fall behind before it is dropped (`grpc.subscriber_buffer`).
     pub buffer: usize,
+    /// Subscribers served at once (`grpc.max_subscribers`).
+    pub max: usize,
     pub metrics: Arc<Metrics>,
 }
 
@@ -83,8 +85,7 @@ pub async fn serve(
         .add_service(
             server::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(
                 handle.clone(),
-                subscribers.buffer,
-                subscribers.metrics,
+                subscribers,
             ))
             .max_decoding_message_size(status::MAX_REQUEST_BYTES),
         )

@@ -3,10 +3,11 @@
 //! written in the same transaction as the incident snapshots and the input offsets; and, at
 //! start, the whole topic read back (read_committed) into a [`CoreSnapshot`].
 //!
-//! Keys: `resource/<ci id>`, `incident/<INC-…>`, `meta`. A tombstone deletes a key, so the
-//! compacted topic holds just the live state: its size follows the active alarms and open
-//! incidents, not the history.
+//! Keys: `resource/<ci id>`, `incident/<INC-…>`, `meta`, and the owner's claim
+//! ([`super::owner`]). A tombstone deletes a key, so the compacted topic holds just the
+//! live state: its size follows the active alarms and open incidents, not the history.
 
+use super::owner::{self, Claims};
 use crate::config::KafkaConfig;
 use crate::correlate::Stats;
 use crate::correlate::changelog::{CoreChanges, CoreMeta, CoreSnapshot, IncidentRecord, ResourceRecord};
@@ -36,6 +37,11 @@ pub enum ChangelogError {
     Incident { key: String, source: proto::IncidentFieldError },
     #[error("cannot read the state changelog topic {topic}: {message}")]
     Read { topic: String, message: String },
+    #[error(
+        "the state changelog topic {topic} has a record this engine cannot read, at partition {partition} offset \
+         {offset}: {source}"
+    )]
+    At { topic: String, partition: i32, offset: i64, source: Box<ChangelogError> },
 }
 
 /// Encodes `changes` as keyed records (`None`: a tombstone), handing each to `emit`.
@@ -165,17 +171,20 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
         if let Some(bytes) = value {
             snapshot.meta = meta_from_proto(&v1::EngineMeta::decode(bytes).map_err(decode_error)?);
         }
+    } else if key.starts_with(owner::PREFIX) {
+        // Who owns the topic, not the core's state: [`read`] takes the claims apart.
     } else {
         return Err(ChangelogError::Key(key.to_string()));
     }
     Ok(())
 }
 
-/// How much a restore read.
-#[derive(Clone, Copy, Debug, Default)]
+/// How much a restore read, and who owns the topic.
+#[derive(Clone, Debug, Default)]
 pub struct ReadSummary {
     pub records: u64,
     pub bytes: u64,
+    pub claims: Claims,
 }
 
 /// Reads the whole changelog topic, read_committed, from the beginning to the end of every
@@ -226,7 +235,19 @@ pub fn read(
             Some(Ok(message)) => {
                 summary.records += 1;
                 summary.bytes += message.payload_len() as u64;
-                fold(&mut snapshot, message.key().unwrap_or_default(), message.payload())?;
+                let key = message.key().unwrap_or_default();
+                if let Some(instance) = key.strip_prefix(owner::PREFIX.as_bytes()) {
+                    let instance = String::from_utf8_lossy(instance);
+                    let live = message.payload().is_some();
+                    summary.claims.record(&instance, message.partition(), message.offset(), live);
+                    continue;
+                }
+                fold(&mut snapshot, key, message.payload()).map_err(|source| ChangelogError::At {
+                    topic: topic.to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    source: Box::new(source),
+                })?;
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 remaining.remove(&partition);

@@ -11,6 +11,7 @@ use crate::decode;
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
 use crate::model::alarm::Alarm;
+use crate::runtime::failure::Failure;
 use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -156,24 +157,28 @@ impl Ingest {
         self,
         batches: crossbeam_channel::Sender<Batch>,
         shutdown: CancellationToken,
+        failed: Failure,
     ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new().name("kafka-ingest".into()).spawn(move || {
-            // The next offset this process has taken from each partition. After a
-            // rebalance Kafka delivers again from the committed offset, which may be behind
-            // what this process already applied but not yet committed: those messages are
-            // skipped here, so that nothing is applied twice.
-            let mut taken = Taken::default();
-            let mut bound = TimeBound::new(self.max_clock_skew_ms);
-            let mut warned: Option<Instant> = None;
-            while !shutdown.is_cancelled() {
-                bound.refresh();
-                let mut at = Stamping { bound: &bound, warned: &mut warned };
-                let batch = self.collect(&mut taken, &mut at);
-                if !batch.is_empty() && batches.send(batch).is_err() {
-                    break;
+            failed.guard("kafka ingest", || {
+                // The next offset this process has taken from each partition. After a
+                // rebalance Kafka delivers again from the committed offset, which may be
+                // behind what this process already applied but not yet committed: those
+                // messages are skipped here, so that nothing is applied twice.
+                let mut taken = Taken::default();
+                let mut bound = TimeBound::new(self.max_clock_skew_ms);
+                let mut warned: Option<Instant> = None;
+                while !shutdown.is_cancelled() {
+                    bound.refresh();
+                    let mut at = Stamping { bound: &bound, warned: &mut warned };
+                    let batch = self.collect(&mut taken, &mut at);
+                    // A closed channel: the core has stopped (its own failure is recorded).
+                    if !batch.is_empty() && batches.send(batch).is_err() {
+                        break;
+                    }
                 }
-            }
-            tracing::debug!("alarm consumer stopped");
+                Ok::<(), std::convert::Infallible>(())
+            })
         })
     }
 

@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod incident_json;
 pub mod ingest;
 pub mod output;
+pub mod owner;
 pub mod topics;
 
 use crate::config::KafkaConfig;
@@ -43,10 +44,12 @@ pub fn producer(kafka: &KafkaConfig, brokers: &str) -> Result<FutureProducer, Ka
 
 /// Sends a record, waiting while the producer's queue is full (backpressure from a slower
 /// broker) instead of failing.
-pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
-    producer: &ThreadedProducer<C>,
-    mut record: BaseRecord<'_, str, str>,
-) -> Result<(), KafkaError> {
+pub fn send_waiting<C, K, P>(producer: &ThreadedProducer<C>, mut record: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
+where
+    C: ProducerContext<DeliveryOpaque = ()>,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),

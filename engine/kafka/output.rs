@@ -30,6 +30,7 @@ use crate::kafka::ingest::AlarmConsumer;
 use crate::metrics::Metrics;
 use crate::model::incident::{ChangeKind, Incident, IncidentChange, IncidentId};
 use crate::proto;
+use crate::runtime::failure::Failure;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -40,7 +41,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 pub type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
@@ -227,32 +227,26 @@ impl Output {
     }
 
     /// Commits every transaction received, in order, until the core hangs up. A failure
-    /// that no new attempt can mend stops the thread and cancels `failed`: the core then
+    /// that no new attempt can mend stops the thread and sets `failed`: the core then
     /// finds the channel closed and stops too, and the engine restarts from what was
     /// committed.
     pub fn spawn(
         mut self,
         transactions: crossbeam_channel::Receiver<Transaction>,
-        failed: CancellationToken,
+        failed: Failure,
     ) -> std::io::Result<JoinHandle<()>> {
         let metrics = self.metrics.clone();
         std::thread::Builder::new().name("kafka-output".into()).spawn(move || {
-            for mut transaction in transactions {
-                let started = Instant::now();
-                let after_commit = std::mem::take(&mut transaction.after_commit);
-                match self.commit_surely(&transaction) {
-                    Ok(()) => {
-                        metrics.commit.observe(started.elapsed());
-                        after_commit.into_iter().for_each(|f| f());
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "kafka output stopped");
-                        failed.cancel();
-                        return;
-                    }
+            failed.guard("kafka output", || {
+                for mut transaction in transactions {
+                    let started = Instant::now();
+                    let after_commit = std::mem::take(&mut transaction.after_commit);
+                    self.commit_surely(&transaction)?;
+                    metrics.commit.observe(started.elapsed());
+                    after_commit.into_iter().for_each(|f| f());
                 }
-            }
-            tracing::debug!("kafka output stopped");
+                Ok::<(), OutputError>(())
+            })
         })
     }
 

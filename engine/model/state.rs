@@ -38,12 +38,14 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// The default X.733 reading: critical and major take a resource down,
-    /// minor, warning and indeterminate degrade it.
+    /// The default X.733 reading: critical and major take a resource down, minor degrades
+    /// it; a warning (a fault that may come, not one that is there) and an indeterminate
+    /// alarm are tracked and shown, but change no state.
     pub fn of_severity(severity: Severity) -> Effect {
         match severity {
             Severity::Critical | Severity::Major => Effect::Down,
-            Severity::Minor | Severity::Warning | Severity::Indeterminate => Effect::Degraded,
+            Severity::Minor => Effect::Degraded,
+            Severity::Warning | Severity::Indeterminate => Effect::None,
         }
     }
 

@@ -20,11 +20,11 @@ use crate::metrics::Metrics;
 use crate::model::EpochMillis;
 use crate::model::incident::IncidentChange;
 use crate::proto::{self, v1};
+use crate::runtime::failure::Failure;
 use crate::runtime::resume::{CLOSED_KEPT, ResumeError, ResumeLog, ResumeToken, Since};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 /// A change as sent to every gRPC subscriber: shared, encoded once.
 pub type SharedChange = Arc<PublishedChange>;
@@ -129,21 +129,16 @@ pub struct CoreLoop {
     pub idle_clock: Duration,
     pub commit_interval: Duration,
     pub metrics: Arc<Metrics>,
-    /// Cancelled when the core stops on an error: the engine then shuts down.
-    pub failed: CancellationToken,
+    /// Set when the core stops on an error or panics: the engine then shuts down.
+    pub failed: Failure,
 }
 
 impl CoreLoop {
     /// Runs until the consumer hangs up (shutdown), having drained and committed every
-    /// batch it sent; or until the output fails, which cancels `failed`.
+    /// batch it sent; or until the output fails or the core panics, which sets `failed`.
     pub fn run(mut self) {
-        match self.serve() {
-            Ok(()) => tracing::debug!("correlation core stopped"),
-            Err(error) => {
-                tracing::error!(%error, "correlation core stopped");
-                self.failed.cancel();
-            }
-        }
+        let failed = self.failed.clone();
+        failed.guard("correlation core", || self.serve());
     }
 
     fn serve(&mut self) -> Result<(), OutputError> {
@@ -280,7 +275,7 @@ mod tests {
             idle_clock: Duration::from_secs(3600),
             commit_interval,
             metrics: Arc::new(Metrics::default()),
-            failed: CancellationToken::new(),
+            failed: Failure::new(),
         };
         let core = std::thread::spawn(move || core.run());
 

@@ -3,6 +3,7 @@
 //! as unreachable too. Load balancers and operators see NOT_SERVING while the engine cannot
 //! make progress, and SERVING again as soon as it can.
 
+use super::failure::Failure;
 use crate::kafka::ingest::AlarmConsumer;
 use rdkafka::consumer::Consumer;
 use std::sync::Arc;
@@ -19,23 +20,26 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn watch_kafka(
     consumer: Arc<AlarmConsumer>,
     committing: Arc<AtomicBool>,
-    failed: CancellationToken,
+    failed: Failure,
     up: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
+            // A failure shows at once, not at the next probe.
+            _ = failed.failed(), if *up.borrow() => {}
             _ = stop.cancelled() => return,
         }
-        let probe = consumer.clone();
-        let reachable = tokio::task::spawn_blocking(move || probe.fetch_metadata(None, PROBE_TIMEOUT).is_ok())
-            .await
-            .unwrap_or(false);
-        let healthy = reachable && committing.load(Ordering::Relaxed) && !failed.is_cancelled();
+        let healthy = !failed.is_failed() && committing.load(Ordering::Relaxed) && {
+            let probe = consumer.clone();
+            tokio::task::spawn_blocking(move || probe.fetch_metadata(None, PROBE_TIMEOUT).is_ok())
+                .await
+                .unwrap_or(false)
+        };
         if *up.borrow() != healthy {
-            if failed.is_cancelled() {
-                tracing::error!("the engine stopped on an error; health is NOT_SERVING");
+            if let Some(reason) = failed.reason() {
+                tracing::error!(reason, "the engine stopped on an error; health is NOT_SERVING");
             } else if healthy {
                 tracing::info!("kafka reachable again; serving");
             } else {

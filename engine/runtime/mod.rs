@@ -3,12 +3,17 @@
 //!
 //! Start: the topology and configuration are checked first; then the Kafka topics; then the
 //! transactional producer, whose initialisation fences a previous incarnation of this
-//! instance and aborts its open transaction; then the state changelog is read back and the
-//! core restored from it; then the consumer joins its group (resuming from the offsets the
-//! last committed transaction stored); and only then are the gRPC and metrics ports bound.
-//! Stop: stop consuming → drain the core → commit its last transaction → stop serving.
+//! instance and aborts its open transaction; then the state changelog is read back, the
+//! topic's owner checked (an engine of another instance id is refused, [`kafka::owner`])
+//! and the core restored from it; then the consumer joins its group (resuming from the
+//! offsets the last committed transaction stored); and only then are the gRPC and metrics
+//! ports bound. Stop: stop consuming → drain the core → commit its last transaction → stop
+//! serving, within the grace period whether the brokers answer or not. A critical thread
+//! that fails or panics stops the engine the same way, and the stop reports why
+//! ([`failure`]).
 
 pub mod core_loop;
+pub mod failure;
 pub mod handle;
 mod health;
 pub mod resume;
@@ -20,13 +25,14 @@ use crate::grpc;
 use crate::kafka::embedded::EmbeddedKafka;
 use crate::kafka::ingest::{self, AlarmConsumer, Ingest};
 use crate::kafka::output::{self, Output};
-use crate::kafka::{self, changelog};
+use crate::kafka::{self, changelog, owner};
 use crate::metrics::{self, Metrics};
 use crate::model::EpochMillis;
 use crate::model::topology::Topology;
 use crate::topology_file::{self, TopologyFileError};
 pub use core_loop::SharedChange;
 use core_loop::{CoreLoop, Publisher};
+use failure::Failure;
 pub use handle::{EngineHandle, Unavailable};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,14 +51,16 @@ pub enum StartError {
     Kafka(String),
     #[error(transparent)]
     Restore(#[from] changelog::ChangelogError),
+    #[error(transparent)]
+    Owner(#[from] owner::OwnerError),
     #[error("cannot bind the {what} address {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("gRPC: {0}")]
     Grpc(String),
-    #[error("the engine stopped on an error; uncommitted input will be consumed again on restart")]
-    Failed,
+    #[error("the engine stopped on an error: {0}; uncommitted input will be consumed again on restart")]
+    Failed(String),
 }
 
 /// A running engine. Dropping it without [`Engine::stop`] leaves threads to die with the process.
@@ -64,8 +72,8 @@ pub struct Engine {
     restored: RestoreSummary,
     /// Stops consumption; the first step of shutdown.
     stop_consuming: CancellationToken,
-    /// Cancelled when a critical task fails; `run` then shuts down and reports it.
-    failed: CancellationToken,
+    /// Set when a critical thread fails or panics; `run` then shuts down and reports it.
+    failed: Failure,
     stop_serving: CancellationToken,
     ingest: Option<JoinHandle<()>>,
     core: Option<JoinHandle<()>>,
@@ -106,7 +114,7 @@ impl Engine {
             kafka::topics::ensure(kafka_config, &brokers).await.map_err(StartError::Kafka)?;
         }
 
-        // Fence the previous incarnation, then read what it committed.
+        // Fence the previous incarnation, then read what it committed and check the owner.
         let restore_timeout = Duration::from_secs(kafka_config.restore_timeout_secs);
         let started = Instant::now();
         let (producer, snapshot, read) = {
@@ -115,6 +123,7 @@ impl Engine {
                 let producer = output::producer(&kafka_config, &brokers, restore_timeout)
                     .map_err(|e| StartError::Kafka(format!("cannot initialise the transactional producer: {e}")))?;
                 let (snapshot, read) = changelog::read(&kafka_config, &brokers, restore_timeout)?;
+                owner::settle(&producer, &kafka_config, &brokers, &read.claims, restore_timeout)?;
                 Ok::<_, StartError>((producer, snapshot, read))
             })
             .await
@@ -142,7 +151,7 @@ impl Engine {
         let (batch_tx, batch_rx) = crossbeam_channel::bounded(4);
         let (job_tx, job_rx) = crossbeam_channel::bounded(1024);
         let (changes, _) = broadcast::channel(config.grpc.subscriber_buffer);
-        let failed = CancellationToken::new();
+        let failed = Failure::new();
         let stop_consuming = CancellationToken::new();
         let stop_serving = CancellationToken::new();
         let handle = EngineHandle::new(job_tx);
@@ -177,7 +186,7 @@ impl Engine {
             max_clock_skew_ms: config.correlation.max_clock_skew_millis as EpochMillis,
             metrics: metrics.clone(),
         }
-        .spawn(batch_tx, stop_consuming.clone())?;
+        .spawn(batch_tx, stop_consuming.clone(), failed.clone())?;
         let (kafka_up, kafka_health) = tokio::sync::watch::channel(true);
         let health = tokio::spawn(health::watch_kafka(
             consumer.clone(),
@@ -186,7 +195,11 @@ impl Engine {
             kafka_up,
             stop_serving.clone(),
         ));
-        let subscribers = grpc::Subscribers { buffer: config.grpc.subscriber_buffer, metrics: metrics.clone() };
+        let subscribers = grpc::Subscribers {
+            buffer: config.grpc.subscriber_buffer,
+            max: config.grpc.max_subscribers,
+            metrics: metrics.clone(),
+        };
         let server =
             tokio::spawn(grpc::serve(listener, handle.clone(), subscribers, kafka_health, stop_serving.clone()));
         let metrics_server = tokio::spawn(metrics::serve(
@@ -241,14 +254,22 @@ impl Engine {
         self.restored
     }
 
-    /// Completes when a critical task has failed.
+    /// Completes when a critical thread has failed (an error it cannot mend, or a panic).
     pub async fn failed(&self) {
-        self.failed.cancelled().await
+        self.failed.failed().await
+    }
+
+    /// Why the engine failed, once it has.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.reason()
     }
 
     /// Ordered shutdown within `grace`: stop consuming, let the core apply what was
-    /// consumed and commit its last transaction, then stop serving.
+    /// consumed and commit its last transaction, then stop serving. Bounded by `grace` (and
+    /// a few seconds for the servers) also when the brokers are unreachable: what is left
+    /// uncommitted then is consumed again on restart.
     pub async fn stop(mut self, grace: Duration) -> Result<(), StartError> {
+        let deadline = tokio::time::Instant::now() + grace;
         self.stop_consuming.cancel();
         let ingest = self.ingest.take();
         let core = self.core.take();
@@ -258,20 +279,25 @@ impl Engine {
             join_thread(core).await;
             join_thread(output).await;
         };
-        if tokio::time::timeout(grace, drained).await.is_err() {
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
             tracing::warn!(?grace, "shutdown deadline passed before the pipeline drained");
         }
         self.stop_serving.cancel();
-        let served = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.metrics_server).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.health).await;
-        // Leaving the group talks to the brokers: not on the async runtime.
+        let served = tokio::time::timeout(SERVERS_STOP, &mut self.server).await;
+        let _ = tokio::time::timeout(SERVERS_STOP, &mut self.metrics_server).await;
+        let _ = tokio::time::timeout(SERVERS_STOP, &mut self.health).await;
+        // Leaving the group talks to the brokers: not on the async runtime, and not past
+        // the deadline when they do not answer.
         if let Some(consumer) = self.consumer.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+            let left = tokio::task::spawn_blocking(move || drop(consumer));
+            let until = deadline.max(tokio::time::Instant::now() + SERVERS_STOP);
+            if tokio::time::timeout_at(until, left).await.is_err() {
+                tracing::warn!("the brokers did not answer the consumer's leave; stopping without it");
+            }
         }
         drop(self.embedded.take());
-        if self.failed.is_cancelled() {
-            return Err(StartError::Failed);
+        if let Some(reason) = self.failed.reason() {
+            return Err(StartError::Failed(reason.to_owned()));
         }
         match served {
             Ok(Ok(Err(error))) => Err(StartError::Grpc(error)),
@@ -279,6 +305,9 @@ impl Engine {
         }
     }
 }
+
+/// How long the servers have to finish once the pipeline has stopped.
+const SERVERS_STOP: Duration = Duration::from_secs(2);
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })?;
