@@ -3,7 +3,7 @@
 //! checks at load; every error names its key, and all of it happens before any port is bound.
 
 use crate::correlate::CorrelatorConfig;
-use crate::correlate::alarm_stage::AlarmPolicy;
+use crate::correlate::alarm_stage::{AlarmPolicy, MaxAges};
 use crate::correlate::incidents::IncidentPolicy;
 use crate::correlate::priority::PriorityPolicy;
 use crate::model::state::Effect;
@@ -144,6 +144,10 @@ pub struct CorrelationConfig {
     pub timeline_limit: usize,
     #[serde(default)]
     pub alarm_effects: BTreeMap<String, Effect>,
+    /// Per source system (`*`: any other), seconds an active alarm may go unrepeated before
+    /// it is cleared. Empty: no ageing.
+    #[serde(default)]
+    pub alarm_max_age_secs: BTreeMap<String, u64>,
     pub priority: PriorityPolicy,
 }
 
@@ -317,6 +321,11 @@ impl Config {
             alarms: {
                 let mut policy = AlarmPolicy::new(c.alarm_effects.clone());
                 policy.clear_memory_ms = (c.clear_memory_secs as i64).saturating_mul(1000);
+                policy.max_age = MaxAges::new(
+                    c.alarm_max_age_secs
+                        .iter()
+                        .map(|(source, &secs)| (source.clone(), (secs as i64).saturating_mul(1000))),
+                );
                 policy
             },
             incidents: IncidentPolicy {
@@ -354,7 +363,7 @@ fn environment_key(key: &str) -> String {
     for part in key.split("__") {
         let parent = path.join(".");
         path.push(match parent.as_str() {
-            "correlation.alarm_effects" => part.to_owned(),
+            "correlation.alarm_effects" | "correlation.alarm_max_age_secs" => part.to_owned(),
             "kafka.properties" => part.to_ascii_lowercase(),
             _ => part.to_ascii_lowercase(),
         });

@@ -397,5 +397,6 @@ pub fn alarm_to_proto(a: &Alarm) -> v1::Alarm {
         source_system: a.source_system.clone(),
         notification_id: a.notification_id.clone(),
         sequence: a.sequence,
+        resync: None,
     }
 }

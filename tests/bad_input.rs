@@ -146,7 +146,7 @@ async fn invalid_ves() {
         let decoded = |bytes: &[u8]| {
             let mut out = Vec::new();
             let format = faultline::config::AlarmFormat::Ves;
-            faultline::decode::decode(format, bytes, 0, 4096, &mut out).ok().map(|()| out.len())
+            faultline::decode::decode(format, bytes, 0, 4096, &mut out).ok().map(|_| out.len())
         };
         files
             .into_iter()

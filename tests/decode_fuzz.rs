@@ -21,8 +21,16 @@ use serde_json::{Map, Value};
 /// The size limit the decoder is given: some mutated messages go over it.
 const LIMIT: usize = 48 * 1024;
 
-const REASONS: [&str; 7] =
-    ["oversized", "empty", "undecodable", "missing_resource", "missing_alarm_type", "invalid", "invalid_ves"];
+const REASONS: [&str; 8] = [
+    "oversized",
+    "empty",
+    "undecodable",
+    "missing_resource",
+    "missing_alarm_type",
+    "invalid",
+    "invalid_ves",
+    "invalid_resync",
+];
 
 const FIXTURES: [&str; 16] = [
     include_str!("fixtures/ves/fault_1_raise.json"),
@@ -77,8 +85,12 @@ fn check(format: AlarmFormat, bytes: &[u8]) -> Result<(), TestCaseError> {
     let earlier = Alarm::raise("earlier", "EARLIER", Severity::Minor, 1);
     let mut out = vec![earlier.clone()];
     match decode(format, bytes, 1_000, LIMIT, &mut out) {
-        Ok(()) => {
+        Ok(resync) => {
             prop_assert_eq!(&out[0], &earlier, "the output's earlier content is kept");
+            if let Some(resync) = resync {
+                prop_assert!(!resync.source_system.trim().is_empty(), "an alarm list without its source");
+                prop_assert!(out[1..].iter().all(|a| a.source_system == resync.source_system));
+            }
             for alarm in &out[1..] {
                 prop_assert!(!alarm.resource.trim().is_empty(), "decoded with a blank resource: {:?}", alarm);
                 prop_assert!(!alarm.alarm_type.trim().is_empty(), "decoded with a blank alarm type: {:?}", alarm);

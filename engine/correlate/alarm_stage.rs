@@ -10,6 +10,14 @@
 //! time, whether it found its raise or came before it: a raise it supersedes (the same id
 //! with a sequence not above the clear's, or an event time before it) is stale too, so
 //! that a late or resent raise does not stay active forever.
+//!
+//! Each active alarm knows its source system, for an alarm-list resynchronisation of that
+//! source and for the optional ageing of alarms it stopped repeating ([`sources`]).
+
+mod sources;
+
+pub use sources::MaxAges;
+use sources::{Ageing, Sources};
 
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, AlarmRef, Severity};
@@ -27,6 +35,8 @@ pub struct AlarmPolicy {
     overrides: FxHashMap<String, Effect>,
     /// Stream time a clear is remembered for, to recognise the raises it supersedes.
     pub clear_memory_ms: EpochMillis,
+    /// How long an active alarm may go unrepeated, by source, before it is cleared.
+    pub max_age: MaxAges,
 }
 
 /// Clears remembered at most at once; the oldest go first past it (a storm of clears for
@@ -35,7 +45,7 @@ const REMEMBERED_CLEARS: usize = 1_000_000;
 
 impl Default for AlarmPolicy {
     fn default() -> Self {
-        AlarmPolicy { overrides: FxHashMap::default(), clear_memory_ms: 300_000 }
+        AlarmPolicy { overrides: FxHashMap::default(), clear_memory_ms: 300_000, max_age: MaxAges::default() }
     }
 }
 
@@ -95,6 +105,16 @@ pub struct ChangedResource {
     pub notifications: Vec<u64>,
     /// Parallel to `alarms`: that notification's sequence.
     pub sequences: Vec<u64>,
+    /// Parallel to `alarms`: the source system that reported each.
+    pub sources: Vec<Arc<str>>,
+}
+
+/// What the changelog keeps of the last notification applied to an active alarm.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LastHeard {
+    pub notification: u64,
+    pub sequence: u64,
+    pub source: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -110,6 +130,10 @@ struct ActiveAlarm {
     /// [`identity_key`] of the alarm's type and qualifier: a resource's alarms are told
     /// apart by comparing these first, not their strings.
     identity: u64,
+    /// Stream time the last notification was applied at (what ageing measures).
+    heard: EpochMillis,
+    /// The source system that reported it last ([`Sources`]).
+    source: u32,
 }
 
 /// A 64-bit hash of an alarm's type and qualifier (the resource is the map's key). Kept in
@@ -159,7 +183,7 @@ type Identity = (Arc<str>, Arc<str>, Arc<str>);
 
 /// An [`Identity`] borrowed from a notification, to look one up without allocating. Hashes
 /// as the tuple does (each string in turn).
-#[derive(Hash)]
+#[derive(Hash, PartialEq, Eq)]
 struct IdentityRef<'a>(&'a str, &'a str, &'a str);
 
 impl hashbrown::Equivalent<Identity> for IdentityRef<'_> {
@@ -179,7 +203,7 @@ struct Resource {
     ci: Option<CiIdx>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AlarmStage {
     /// Active alarms per resource. Most resources carry one or two alarms, so a short
     /// vector scanned linearly beats a map keyed by the full identity (no key allocation
@@ -199,6 +223,14 @@ pub struct AlarmStage {
     /// The same clears in the order they were remembered (stream time only grows), so that
     /// forgetting them walks the front; an entry replaced since is skipped then.
     cleared_order: VecDeque<(EpochMillis, Identity)>,
+    sources: Sources,
+    ageing: Ageing,
+}
+
+impl Default for AlarmStage {
+    fn default() -> Self {
+        AlarmStage::new(AlarmPolicy::default())
+    }
 }
 
 impl AlarmStage {
@@ -211,6 +243,8 @@ impl AlarmStage {
             topology: None,
             cleared: Default::default(),
             cleared_order: VecDeque::new(),
+            sources: Sources::new(),
+            ageing: Ageing::default(),
         }
     }
 
@@ -226,15 +260,22 @@ impl AlarmStage {
     /// Rebuilds the active alarms from a changelog: one list per resource, as
     /// [`AlarmStage::take_dirty`] reported them. Returns the resource updates that give the
     /// impact stage the same view.
-    pub fn restore(&mut self, alarms: impl IntoIterator<Item = (AlarmRef, (u64, u64))>) -> Vec<ResourceUpdate> {
-        for (alarm, (notification, sequence)) in alarms {
+    /// `now`: the restored stream time, from which ageing counts again.
+    pub fn restore(
+        &mut self,
+        alarms: impl IntoIterator<Item = (AlarmRef, LastHeard)>,
+        now: EpochMillis,
+    ) -> Vec<ResourceUpdate> {
+        for (alarm, LastHeard { notification, sequence, source }) in alarms {
             let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
             let ci = self.locate(&alarm.resource);
+            let source = self.sources.intern(&source, &self.policy.max_age);
+            let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
+            self.age_from(&alarm.resource, identity, source, now);
             let resource =
                 self.resources.entry(alarm.resource.clone()).or_insert_with(|| Resource { ci, ..Resource::default() });
             let active = &mut resource.alarms;
-            let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
-            let entry = ActiveAlarm { alarm, effect, notification, sequence, identity };
+            let entry = ActiveAlarm { alarm, effect, notification, sequence, identity, heard: now, source };
             match active.binary_search_by(|a| a.alarm.identity().cmp(&entry.alarm.identity())) {
                 Ok(at) => active[at] = entry,
                 Err(at) => active.insert(at, entry),
@@ -275,7 +316,8 @@ impl AlarmStage {
                 let alarms = active.iter().map(|a| a.alarm.clone()).collect();
                 let notifications = active.iter().map(|a| a.notification).collect();
                 let sequences = active.iter().map(|a| a.sequence).collect();
-                ChangedResource { resource, alarms, notifications, sequences }
+                let sources = active.iter().map(|a| self.sources.name(a.source).clone()).collect();
+                ChangedResource { resource, alarms, notifications, sequences, sources }
             })
             .collect()
     }
@@ -323,6 +365,7 @@ impl AlarmStage {
         while self.cleared_order.front().is_some_and(|(until, _)| *until <= now) {
             self.forget_front();
         }
+        let source = self.sources.intern(&alarm.source_system, &self.policy.max_age);
         let Some((key, entry)) = self.resources.get_key_value_mut(alarm.resource.as_str()) else {
             if alarm.cleared {
                 let identity = (
@@ -337,7 +380,8 @@ impl AlarmStage {
                 return (AlarmOutcome::Stale, None);
             }
             let resource: Arc<str> = Arc::from(alarm.resource.as_str());
-            let active = raised(&self.policy, resource.clone(), alarm);
+            let active = raised(&self.policy, resource.clone(), alarm, source, now);
+            self.age_from(&resource, active.identity, source, now);
             self.dirty.push(resource.clone());
             let ci = self.locate(&resource);
             let update = ResourceUpdate {
@@ -358,6 +402,7 @@ impl AlarmStage {
             return (outcome, None);
         }
         let mut cleared = None;
+        let mut aging = None;
         let outcome = match (alarm.cleared, position) {
             (true, None) => {
                 let identity = (key.clone(), Arc::from(alarm.alarm_type.as_str()), Arc::from(alarm.qualifier.as_str()));
@@ -374,6 +419,8 @@ impl AlarmStage {
                 let active = &mut entry.alarms[i];
                 active.notification = notification_key(&alarm.notification_id);
                 active.sequence = alarm.sequence;
+                active.heard = now;
+                active.source = source;
                 active.alarm.tally += 1;
                 active.alarm.last_seen = active.alarm.last_seen.max(alarm.event_time);
                 if active.alarm.severity == alarm.severity {
@@ -389,7 +436,10 @@ impl AlarmStage {
             }
             (false, None) if superseded(&self.cleared, alarm) => return (AlarmOutcome::Stale, None),
             (false, None) => {
-                let active = raised(&self.policy, key.clone(), alarm);
+                let active = raised(&self.policy, key.clone(), alarm, source, now);
+                if self.sources.max_age(source).is_some() {
+                    aging = Some(active.identity);
+                }
                 let at = entry
                     .alarms
                     .binary_search_by(|a| a.alarm.identity().cmp(&active.alarm.identity()))
@@ -420,6 +470,9 @@ impl AlarmStage {
             let event_time = alarm.event_time.max(gone.last_seen);
             self.remember((gone.resource, gone.alarm_type, gone.qualifier), alarm, event_time, now);
         }
+        if let Some(identity) = aging {
+            self.age_from(&update.resource, identity, source, now);
+        }
         (outcome, Some(update))
     }
 
@@ -439,8 +492,8 @@ impl AlarmStage {
     }
 }
 
-/// A newly raised alarm on `resource`.
-fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm) -> ActiveAlarm {
+/// A newly raised alarm on `resource`, reported by `source`, at stream time `now`.
+fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm, source: u32, now: EpochMillis) -> ActiveAlarm {
     ActiveAlarm {
         alarm: AlarmRef {
             resource,
@@ -457,6 +510,8 @@ fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm) -> ActiveAlar
         notification: notification_key(&alarm.notification_id),
         sequence: alarm.sequence,
         identity: identity_key(&alarm.alarm_type, &alarm.qualifier),
+        heard: now,
+        source,
     }
 }
 
@@ -543,13 +598,14 @@ mod tests {
                 resource: Arc::from("port-2"),
                 alarms: Vec::new(),
                 notifications: Vec::new(),
-                sequences: Vec::new()
+                sequences: Vec::new(),
+                sources: Vec::new(),
             }],
             "a cleared resource is written empty"
         );
 
         let mut restored = AlarmStage::default();
-        let updates = restored.restore(stage.active_alarms("port-1").into_iter().map(|a| (a, (0, 0))));
+        let updates = restored.restore(stage.active_alarms("port-1").into_iter().map(|a| (a, LastHeard::default())), 0);
         assert_eq!(updates.len(), 1);
         assert_eq!((updates[0].own_state, restored.active_count()), (State::Down, 1));
         assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));

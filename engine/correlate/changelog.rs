@@ -55,6 +55,9 @@ pub struct ResourceRecord {
     /// Parallel to `active`: that notification's sequence (empty in records of versions
     /// that did not write it: zeros).
     pub sequences: Vec<u64>,
+    /// Parallel to `active`: the source system that reported each alarm (empty in records
+    /// of versions that did not write it: unnamed).
+    pub sources: Vec<Arc<str>>,
 }
 
 /// The part of the core's state that belongs to no key: the incident id sequence and the

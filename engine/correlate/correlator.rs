@@ -3,13 +3,13 @@
 //! management follow the CIs that changed. Operator actions and timer ticks enter here too,
 //! so one writer owns all state and the same inputs always give the same outputs.
 
-use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ChangedResource, ResourceUpdate};
+use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ChangedResource, LastHeard, ResourceUpdate};
 use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, RestoreSummary};
 use super::impact::{ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
-use crate::model::alarm::Alarm;
-use crate::model::incident::{Incident, IncidentChange, IncidentId};
+use crate::model::alarm::{Alarm, Resync};
+use crate::model::incident::{Incident, IncidentChange, IncidentId, TimelineKind};
 use crate::model::topology::{CiIdx, Topology};
 use std::sync::Arc;
 
@@ -33,6 +33,12 @@ pub struct Stats {
     /// notification id, else by event time), or than its clear: not applied.
     pub stale: u64,
     pub cleared: u64,
+    /// Active alarms cleared by a resynchronisation of their source that did not list them
+    /// (counted in `cleared` too).
+    pub cleared_by_resync: u64,
+    /// Active alarms cleared for not being repeated within their source's maximum age
+    /// (counted in `cleared` too).
+    pub aged: u64,
     pub clears_without_raise: u64,
     /// Resource updates for resources the topology does not know.
     pub unmapped: u64,
@@ -43,6 +49,15 @@ pub struct Stats {
     /// Resources the topology does not know that have active alarms (kept, reported).
     pub unmapped_resources: u64,
     pub incidents: IncidentStats,
+}
+
+/// What an alarm-list resynchronisation did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResyncOutcome {
+    /// Listed alarms applied as notifications.
+    pub listed: u64,
+    /// Active alarms of the source cleared because the list did not name them.
+    pub cleared: u64,
 }
 
 /// What one alarm did, for the edges' counters.
@@ -87,11 +102,20 @@ impl Correlator {
         self.clock
     }
 
-    /// Moves the clock to `now` if it is later, firing the timers it passes.
+    /// Moves the clock to `now` if it is later, firing the timers it passes: incidents'
+    /// hold-downs and reopen windows, and the ageing of alarms.
     fn advance(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) -> EpochMillis {
         if now > self.clock {
             self.clock = now;
             self.incidents.tick(now, out);
+            if self.alarms.ageing_due(now) {
+                let aged = self.alarms.aged(now);
+                for clear in &aged {
+                    self.apply_now(clear, now, out);
+                }
+                self.stats.aged += aged.len() as u64;
+                self.mark_cleared(&aged, now, TimelineKind::Aged, "no longer repeated by its source: aged out", out);
+            }
         }
         self.clock
     }
@@ -108,9 +132,16 @@ impl Correlator {
         let alarms = snapshot.resources.values().flat_map(|record| {
             let notifications = record.notifications.iter().copied().chain(std::iter::repeat(0));
             let sequences = record.sequences.iter().copied().chain(std::iter::repeat(0));
-            record.active.iter().cloned().zip(notifications.zip(sequences))
+            let sources = record.sources.iter().cloned().chain(std::iter::repeat_with(|| Arc::from("")));
+            let heard = notifications.zip(sequences).zip(sources).map(|((notification, sequence), source)| LastHeard {
+                notification,
+                sequence,
+                source,
+            });
+            record.active.iter().cloned().zip(heard)
         });
-        for mut update in correlator.alarms.restore(alarms) {
+        let clock = snapshot.meta.clock;
+        for mut update in correlator.alarms.restore(alarms, clock) {
             // The impact stage gets the alarms as it last heard of them, not the live tallies.
             if let Some(record) = snapshot.resources.get(&update.resource)
                 && record.reported.len() == update.alarms.len()
@@ -150,7 +181,7 @@ impl Correlator {
             .alarms
             .take_dirty()
             .into_iter()
-            .map(|ChangedResource { resource, alarms: active, notifications, sequences }| {
+            .map(|ChangedResource { resource, alarms: active, notifications, sequences, sources }| {
                 let heard = self.impact.reported_alarms(&resource);
                 let reported = active
                     .iter()
@@ -159,7 +190,7 @@ impl Correlator {
                         (seen.tally, seen.last_seen)
                     })
                     .collect();
-                (resource, ResourceRecord { active, reported, notifications, sequences })
+                (resource, ResourceRecord { active, reported, notifications, sequences, sources })
             })
             .collect();
         let topology = self.impact.topology().clone();
@@ -182,6 +213,60 @@ impl Correlator {
     pub fn apply(&mut self, alarm: &Alarm, now: EpochMillis, out: &mut Vec<IncidentChange>) -> Outcome {
         let now = self.advance(now, out);
         self.stats.alarms_in += 1;
+        self.apply_now(alarm, now, out)
+    }
+
+    /// Applies an element manager's alarm list at `now`: its `listed` alarms as
+    /// notifications (each counted as one), then a clear of every active alarm of its
+    /// source that it does not name and that was last reported at or before its time.
+    /// Each incident naming a cleared alarm says so in its timeline.
+    pub fn resync(
+        &mut self,
+        resync: &Resync,
+        listed: &[Alarm],
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) -> ResyncOutcome {
+        let now = self.advance(now, out);
+        for alarm in listed {
+            self.stats.alarms_in += 1;
+            self.apply_now(alarm, now, out);
+        }
+        let clears = self.alarms.unlisted(&resync.source_system, listed, resync.as_of);
+        for clear in &clears {
+            self.apply_now(clear, now, out);
+        }
+        self.stats.cleared_by_resync += clears.len() as u64;
+        let why = format!("not in the alarm list of {}: cleared by resync", resync.source_system);
+        self.mark_cleared(&clears, now, TimelineKind::Resync, &why, out);
+        ResyncOutcome { listed: listed.len() as u64, cleared: clears.len() as u64 }
+    }
+
+    /// Notes on every incident that names a resource of `clears` why its alarms cleared.
+    fn mark_cleared(
+        &mut self,
+        clears: &[Alarm],
+        now: EpochMillis,
+        kind: TimelineKind,
+        why: &str,
+        out: &mut Vec<IncidentChange>,
+    ) {
+        let topology = self.impact.topology().clone();
+        let mut cis: Vec<(CiIdx, String)> = clears
+            .iter()
+            .filter_map(|c| {
+                let ci = topology.lookup(&c.resource)?;
+                Some((ci, format!("{} {}", c.resource, c.alarm_type)))
+            })
+            .collect();
+        cis.sort_unstable();
+        if !cis.is_empty() {
+            self.incidents.annotate(&cis, now, kind, why, out);
+        }
+    }
+
+    /// Applies one notification at `now` (the clock already there).
+    fn apply_now(&mut self, alarm: &Alarm, now: EpochMillis, out: &mut Vec<IncidentChange>) -> Outcome {
         let (outcome, update) = self.alarms.apply(alarm, now);
         match outcome {
             AlarmOutcome::Raised => self.stats.raised += 1,

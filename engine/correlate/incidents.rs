@@ -785,6 +785,39 @@ impl IncidentBook {
     }
 }
 
+impl IncidentBook {
+    /// Adds to every live incident naming one of `cis` (as a root or a symptom) a timeline
+    /// entry of `kind` listing its alarms among `cis` (each with a label) and `why`.
+    pub(super) fn annotate(
+        &mut self,
+        cis: &[(CiIdx, String)],
+        now: EpochMillis,
+        kind: TimelineKind,
+        why: &str,
+        out: &mut Vec<IncidentChange>,
+    ) {
+        let mut named: BTreeMap<IncidentId, Vec<&str>> = BTreeMap::new();
+        for (ci, label) in cis {
+            for &id in self.members.get(ci).into_iter().flatten() {
+                named.entry(id).or_default().push(label);
+            }
+        }
+        for (id, labels) in named {
+            let Some(t) = self.incidents.get_mut(&id) else { continue };
+            if t.incident.state == IncidentState::Closed {
+                continue;
+            }
+            const LISTED: usize = 10;
+            let more = labels.len().saturating_sub(LISTED);
+            let listed = labels[..labels.len().min(LISTED)].join(", ");
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            push_timeline(&mut t.incident, &self.policy, now, kind, format_args!("{listed}{more} {why}"));
+            self.dirty.insert(id);
+            out.push(publish(&mut t.incident, ChangeKind::Updated, now));
+        }
+    }
+}
+
 fn publish(incident: &mut Arc<Incident>, kind: ChangeKind, now: EpochMillis) -> IncidentChange {
     let writable = Arc::make_mut(incident);
     writable.version += 1;

@@ -19,5 +19,5 @@ mod impacted;
 pub mod incidents;
 pub mod priority;
 
-pub use correlator::{Correlator, CorrelatorConfig, Outcome, Stats};
+pub use correlator::{Correlator, CorrelatorConfig, Outcome, ResyncOutcome, Stats};
 pub use incidents::CoreError;

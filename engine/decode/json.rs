@@ -1,10 +1,14 @@
 //! The plain JSON alarm format: the protobuf `Alarm`'s fields with their snake_case names;
 //! severities and event types as words (any case), `severity: "cleared"` (or `cleared: true`)
 //! for a clear, `event_time` as RFC 3339 or epoch milliseconds.
+//!
+//! An alarm-list resynchronisation is an object with one key, `resync`:
+//! `{"resync": {"source_system": "ems-paris", "as_of": "2026-01-02T03:04:05Z", "alarms": [...]}}`,
+//! the alarms in this same format (`as_of` optional: the message's time).
 
 use super::{DecodeError, parse_rfc3339};
 use crate::model::EpochMillis;
-use crate::model::alarm::{Alarm, EventType, Severity};
+use crate::model::alarm::{Alarm, EventType, Resync, Severity};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +39,19 @@ struct JsonAlarm {
     notification_id: String,
     #[serde(default)]
     sequence: u64,
+    #[serde(default)]
+    resync: Option<JsonResync>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonResync {
+    #[serde(default)]
+    source_system: String,
+    #[serde(default)]
+    as_of: Option<serde_json::Value>,
+    #[serde(default)]
+    alarms: Vec<JsonAlarm>,
 }
 
 /// Severity words shared by the JSON and VES formats; `None` for a clear.
@@ -50,13 +67,54 @@ pub(crate) fn severity_word(word: &str) -> Result<Option<Severity>, DecodeError>
     }))
 }
 
-pub fn decode(bytes: &[u8], received: EpochMillis) -> Result<Alarm, DecodeError> {
+/// Decodes one message: an alarm into `out`, or an alarm list (its alarms into `out`, the
+/// list returned).
+pub fn decode(bytes: &[u8], received: EpochMillis, out: &mut Vec<Alarm>) -> Result<Option<Resync>, DecodeError> {
     // serde would also read a struct from a JSON array, field by field in order: an alarm
     // is an object, anything else is refused before it can be misread.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(DecodeError::NotAnObject);
     }
-    let json: JsonAlarm = serde_json::from_slice(bytes)?;
+    let mut json: JsonAlarm = serde_json::from_slice(bytes)?;
+    let Some(resync) = json.resync.take() else {
+        out.push(alarm(json, received)?);
+        return Ok(None);
+    };
+    if !json.resource.is_empty() || !json.alarm_type.is_empty() {
+        return Err(DecodeError::Resync("`resync` stands alone, not beside an alarm's fields".into()));
+    }
+    if resync.source_system.trim().is_empty() {
+        return Err(DecodeError::Resync("`source_system` is required".into()));
+    }
+    let as_of = time(resync.as_of, received)?;
+    let start = out.len();
+    for (i, mut listed) in resync.alarms.into_iter().enumerate() {
+        if listed.resync.is_some() {
+            out.truncate(start);
+            return Err(DecodeError::Resync(format!("alarm #{i} holds a `resync` of its own")));
+        }
+        listed.source_system.clone_from(&resync.source_system);
+        match alarm(listed, as_of) {
+            Ok(alarm) => out.push(alarm),
+            Err(error) => {
+                out.truncate(start);
+                return Err(DecodeError::Resync(format!("alarm #{i}: {error}")));
+            }
+        }
+    }
+    Ok(Some(Resync { source_system: resync.source_system, as_of }))
+}
+
+fn time(value: Option<serde_json::Value>, received: EpochMillis) -> Result<EpochMillis, DecodeError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(received),
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| DecodeError::EventTime(n.to_string())),
+        Some(serde_json::Value::String(s)) => parse_rfc3339(&s).ok_or(DecodeError::EventTime(s)),
+        Some(other) => Err(DecodeError::EventTime(other.to_string())),
+    }
+}
+
+fn alarm(json: JsonAlarm, received: EpochMillis) -> Result<Alarm, DecodeError> {
     let (severity, cleared) = match (json.severity.as_str(), json.cleared) {
         ("", true) => (Severity::Indeterminate, true),
         (word, cleared) => match severity_word(word)? {
@@ -64,12 +122,7 @@ pub fn decode(bytes: &[u8], received: EpochMillis) -> Result<Alarm, DecodeError>
             None => (Severity::Indeterminate, true),
         },
     };
-    let event_time = match json.event_time {
-        None | Some(serde_json::Value::Null) => received,
-        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| DecodeError::EventTime(n.to_string()))?,
-        Some(serde_json::Value::String(s)) => parse_rfc3339(&s).ok_or(DecodeError::EventTime(s))?,
-        Some(other) => return Err(DecodeError::EventTime(other.to_string())),
-    };
+    let event_time = time(json.event_time, received)?;
     Ok(Alarm {
         resource: json.resource,
         alarm_type: json.alarm_type,

@@ -9,7 +9,7 @@ pub mod ves;
 
 use crate::config::AlarmFormat;
 use crate::model::EpochMillis;
-use crate::model::alarm::Alarm;
+use crate::model::alarm::{Alarm, Resync};
 use crate::proto::{self, v1};
 use prost::Message;
 
@@ -37,6 +37,8 @@ pub enum DecodeError {
     EventTime(String),
     #[error("invalid VES event{}: {message}", at.map(|i| format!(" #{i} of the batch")).unwrap_or_default())]
     Ves { at: Option<usize>, message: String },
+    #[error("invalid alarm list: {0}")]
+    Resync(String),
 }
 
 impl DecodeError {
@@ -50,19 +52,22 @@ impl DecodeError {
             DecodeError::MissingAlarmType => "missing_alarm_type",
             DecodeError::Field(_) | DecodeError::UnknownSeverity(_) | DecodeError::EventTime(_) => "invalid",
             DecodeError::Ves { .. } => "invalid_ves",
+            DecodeError::Resync(_) => "invalid_resync",
         }
     }
 }
 
 /// Decodes one message into `out` (a VES batch may hold several alarms). `received` (the
-/// Kafka timestamp) stands in for a missing event time. On error `out` is left unchanged.
+/// Kafka timestamp) stands in for a missing event time. An alarm-list resynchronisation
+/// puts its listed alarms into `out`, each with the list's source, and is returned. On
+/// error `out` is left unchanged.
 pub fn decode(
     format: AlarmFormat,
     bytes: &[u8],
     received: EpochMillis,
     limit: usize,
     out: &mut Vec<Alarm>,
-) -> Result<(), DecodeError> {
+) -> Result<Option<Resync>, DecodeError> {
     if bytes.len() > limit {
         return Err(DecodeError::Oversized { size: bytes.len(), limit });
     }
@@ -71,21 +76,67 @@ pub fn decode(
     }
     let start = out.len();
     let decoded = match format {
-        AlarmFormat::Protobuf => {
-            proto::alarm_from_proto(v1::Alarm::decode(bytes)?, received).map(|a| out.push(a)).map_err(DecodeError::from)
-        }
-        AlarmFormat::Json => json::decode(bytes, received).map(|a| out.push(a)),
+        AlarmFormat::Protobuf => protobuf(bytes, received, out),
+        AlarmFormat::Json => json::decode(bytes, received, out),
         AlarmFormat::Ves => ves::decode(bytes, out),
     };
-    if let Err(error) = decoded {
-        out.truncate(start);
-        return Err(error);
+    let resync = match decoded {
+        Ok(resync) => resync,
+        Err(error) => {
+            out.truncate(start);
+            return Err(error);
+        }
+    };
+    if let Some(resync) = &resync {
+        for alarm in &mut out[start..] {
+            alarm.source_system.clone_from(&resync.source_system);
+        }
     }
     if let Err(error) = out[start..].iter().try_for_each(check_identity) {
         out.truncate(start);
         return Err(error);
     }
-    Ok(())
+    Ok(resync)
+}
+
+/// A `faultline.v1.Alarm`: one notification, or an alarm list in its `resync` field.
+fn protobuf(bytes: &[u8], received: EpochMillis, out: &mut Vec<Alarm>) -> Result<Option<Resync>, DecodeError> {
+    let mut message = v1::Alarm::decode(bytes)?;
+    let Some(resync) = message.resync.take() else {
+        out.push(proto::alarm_from_proto(message, received)?);
+        return Ok(None);
+    };
+    if message != v1::Alarm::default() {
+        return Err(DecodeError::Resync("`resync` stands alone, not beside an alarm's fields".into()));
+    }
+    alarm_list(resync, received, out).map(Some)
+}
+
+/// A `faultline.v1.AlarmResync` (from the protobuf input, or the gRPC `AlarmService`): its
+/// alarms into `out`, each with the list's source; `received` stands in for a missing time.
+/// On error `out` is left unchanged.
+pub fn alarm_list(resync: v1::AlarmResync, received: EpochMillis, out: &mut Vec<Alarm>) -> Result<Resync, DecodeError> {
+    if resync.source_system.trim().is_empty() {
+        return Err(DecodeError::Resync("`source_system` is required".into()));
+    }
+    let as_of = resync.as_of.as_ref().map(proto::millis).unwrap_or(received);
+    let start = out.len();
+    let listed = resync.alarms.into_iter().enumerate().try_for_each(|(i, listed)| {
+        if listed.resync.is_some() {
+            return Err(DecodeError::Resync(format!("alarm #{i} holds a `resync` of its own")));
+        }
+        let mut alarm =
+            proto::alarm_from_proto(listed, as_of).map_err(|e| DecodeError::Resync(format!("alarm #{i}: {e}")))?;
+        check_identity(&alarm).map_err(|e| DecodeError::Resync(format!("alarm #{i}: {e}")))?;
+        alarm.source_system.clone_from(&resync.source_system);
+        out.push(alarm);
+        Ok(())
+    });
+    if let Err(error) = listed {
+        out.truncate(start);
+        return Err(error);
+    }
+    Ok(Resync { source_system: resync.source_system, as_of })
 }
 
 fn check_identity(alarm: &Alarm) -> Result<(), DecodeError> {

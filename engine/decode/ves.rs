@@ -4,6 +4,14 @@
 //! that the mapping relies on; other domains in a batch (heartbeats, measurements) are not
 //! alarms and are skipped.
 //!
+//! Alarm-list resynchronisation: a batch whose first event is a marker carries the element
+//! manager's whole list of active alarms, the batch's fault events. The marker is a VES
+//! event of domain `other` named (`eventName`) `alarmListResync`, or a 3GPP `stndDefined`
+//! `notifyAlarmListRebuilt` notification (TS 28.532: the producer's alarm list was rebuilt
+//! and the consumer realigns with it). The source is the marker's `reportingEntityName`;
+//! the list's time its `lastEpochMicrosec` (a 3GPP marker's `eventTime` when it has one).
+//! A marker alone says the element manager has no active alarm.
+//!
 //! Mapping: the resource is the header's `sourceName`. A fault event's alarm type is its
 //! `alarmCondition`, its qualifier `alarmInterfaceA`; severity `NORMAL` is a clear. A 3GPP
 //! notification's alarm type is `alarmType/probableCause`, its qualifier the `alarmId`, so
@@ -31,27 +39,45 @@
 use super::DecodeError;
 use super::json::severity_word;
 use crate::model::EpochMillis;
-use crate::model::alarm::{Alarm, EventType, Severity};
+use crate::model::alarm::{Alarm, EventType, Resync, Severity};
 use serde_json::{Map, Value};
 
 const FAULT_NAMESPACE: &str = "3GPP-FaultSupervision";
 
-pub fn decode(bytes: &[u8], out: &mut Vec<Alarm>) -> Result<(), DecodeError> {
+/// The `eventName` of a VES alarm-list marker (domain `other`).
+pub const RESYNC_EVENT_NAME: &str = "alarmListResync";
+
+/// Decodes one message's alarms into `out`; a resync marker first in it makes them an alarm
+/// list, returned.
+pub fn decode(bytes: &[u8], out: &mut Vec<Alarm>) -> Result<Option<Resync>, DecodeError> {
     let root: Value = serde_json::from_slice(bytes)?;
     let start = out.len();
-    let result = match (root.get("event"), root.get("eventList")) {
-        (Some(event), None) => event_alarm(event).map(|a| out.extend(a)).map_err(|m| invalid(None, m)),
-        (None, Some(Value::Array(events))) if !events.is_empty() => events
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, e)| event_alarm(e).map(|a| out.extend(a)).map_err(|m| invalid(Some(i), m))),
-        (None, Some(_)) => Err(invalid(None, "`eventList` must be a non-empty array".into())),
-        _ => Err(invalid(None, "expected an object with either `event` or `eventList`".into())),
+    let events: &[Value] = match (root.get("event"), root.get("eventList")) {
+        (Some(event), None) => std::slice::from_ref(event),
+        (None, Some(Value::Array(events))) if !events.is_empty() => events,
+        (None, Some(_)) => return Err(invalid(None, "`eventList` must be a non-empty array".into())),
+        _ => return Err(invalid(None, "expected an object with either `event` or `eventList`".into())),
     };
-    if result.is_err() {
+    let at = |i: usize| (root.get("eventList").is_some()).then_some(i);
+    let mut resync = None;
+    let result = events.iter().enumerate().try_for_each(|(i, event)| match event_content(event) {
+        Ok(Content::Alarm(alarm)) => {
+            out.push(alarm);
+            Ok(())
+        }
+        Ok(Content::Other) => Ok(()),
+        Ok(Content::Resync(marker)) if i == 0 => {
+            resync = Some(marker);
+            Ok(())
+        }
+        Ok(Content::Resync(_)) => Err(invalid(at(i), "an alarm-list marker must be the batch's first event".into())),
+        Err(message) => Err(invalid(at(i), message)),
+    });
+    if let Err(error) = result {
         out.truncate(start);
+        return Err(error);
     }
-    result
+    Ok(resync)
 }
 
 fn invalid(at: Option<usize>, message: String) -> DecodeError {
@@ -113,6 +139,7 @@ fn one_of<'a>(value: &'a str, key: &str, allowed: &[&str]) -> Result<&'a str, St
 /// The common header every VES 7 event carries.
 struct Header<'a> {
     domain: &'a str,
+    event_name: &'a str,
     event_id: &'a str,
     source_name: &'a str,
     reporting_entity: &'a str,
@@ -127,13 +154,13 @@ fn header(event: Fields<'_>) -> Result<Header<'_>, String> {
         return Err(format!("`vesEventListenerVersion` is `{listener}`, expected 7.x"));
     }
     string(h, "version")?;
-    string(h, "eventName")?;
     string(h, "priority")?;
     let start = epoch_micros(h, "startEpochMicrosec")?;
     let last = epoch_micros(h, "lastEpochMicrosec")?;
     let sequence = integer(h, "sequence")?;
     Ok(Header {
         domain: string(h, "domain")?,
+        event_name: string(h, "eventName")?,
         event_id: string(h, "eventId")?,
         source_name: string(h, "sourceName")?,
         reporting_entity: string(h, "reportingEntityName")?,
@@ -142,22 +169,38 @@ fn header(event: Fields<'_>) -> Result<Header<'_>, String> {
     })
 }
 
-/// The alarm an event carries, if its domain carries alarms.
-fn event_alarm(event: &Value) -> Result<Option<Alarm>, String> {
+/// What one event is to Faultline.
+enum Content {
+    Alarm(Alarm),
+    /// An alarm-list marker.
+    Resync(Resync),
+    /// A domain that carries no alarm (heartbeat, measurement, ...).
+    Other,
+}
+
+fn event_content(event: &Value) -> Result<Content, String> {
     let Value::Object(event) = event else { return Err("an event must be an object".into()) };
     let header = header(event)?;
     match header.domain {
-        "fault" => fault(&header, object(event, "faultFields")?).map(Some),
+        "fault" => fault(&header, object(event, "faultFields")?).map(Content::Alarm),
         "stndDefined" => {
             let fields = object(event, "stndDefinedFields")?;
             let namespace = string(object(event, "commonEventHeader")?, "stndDefinedNamespace")?;
             if namespace != FAULT_NAMESPACE {
-                return Ok(None);
+                return Ok(Content::Other);
             }
-            stnd_defined(&header, fields).map(Some)
+            stnd_defined(&header, fields)
         }
-        _ => Ok(None),
+        "other" if header.event_name == RESYNC_EVENT_NAME => marker(&header, header.last_epoch_ms).map(Content::Resync),
+        _ => Ok(Content::Other),
     }
+}
+
+fn marker(header: &Header<'_>, as_of: EpochMillis) -> Result<Resync, String> {
+    if header.reporting_entity.trim().is_empty() {
+        return Err("an alarm-list marker names its source in `reportingEntityName`".into());
+    }
+    Ok(Resync { source_system: header.reporting_entity.to_owned(), as_of })
 }
 
 fn fault(header: &Header<'_>, f: Fields<'_>) -> Result<Alarm, String> {
@@ -193,7 +236,7 @@ fn fault(header: &Header<'_>, f: Fields<'_>) -> Result<Alarm, String> {
     })
 }
 
-fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Alarm, String> {
+fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Content, String> {
     let version = string(fields, "stndDefinedFieldsVersion")?;
     one_of(version, "stndDefinedFieldsVersion", &["1.0"])?;
     let data = object(fields, "data")?;
@@ -201,8 +244,18 @@ fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Alarm, String
     one_of(
         kind,
         "notificationType",
-        &["notifyNewAlarm", "notifyChangedAlarm", "notifyChangedAlarmGeneral", "notifyClearedAlarm"],
+        &[
+            "notifyNewAlarm",
+            "notifyChangedAlarm",
+            "notifyChangedAlarmGeneral",
+            "notifyClearedAlarm",
+            "notifyAlarmListRebuilt",
+        ],
     )?;
+    if kind == "notifyAlarmListRebuilt" {
+        let as_of = optional_string(data, "eventTime")?.and_then(super::parse_rfc3339).unwrap_or(header.last_epoch_ms);
+        return marker(header, as_of).map(Content::Resync);
+    }
     let alarm_id = string(data, "alarmId")?;
     if alarm_id.trim().is_empty() {
         // It is the alarm's qualifier and the name of its notification stream.
@@ -259,7 +312,7 @@ fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Alarm, String
         Some(number) => (alarm_id.to_owned(), number),
         None => (header.event_id.to_owned(), header.sequence),
     };
-    Ok(Alarm {
+    Ok(Content::Alarm(Alarm {
         resource: header.source_name.to_owned(),
         alarm_type: format!("{alarm_type}/{probable_cause}"),
         qualifier: alarm_id.to_owned(),
@@ -273,7 +326,7 @@ fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Alarm, String
         source_system: header.reporting_entity.to_owned(),
         notification_id,
         sequence,
-    })
+    }))
 }
 
 /// A 3GPP `notificationId` as a number to order by: a JSON integer, or a string of digits

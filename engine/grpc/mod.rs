@@ -1,7 +1,8 @@
-//! The gRPC edge: `faultline.v1.IncidentService` and `TopologyService`, standard health
+//! The gRPC edge: `faultline.v1.IncidentService`, `TopologyService` and `AlarmService`, standard health
 //! checking (`grpc.health.v1`) and server reflection, so `grpcurl` works with no proto files.
 //! Handlers run their work on the core thread through [`EngineHandle`] and never block.
 
+mod alarms;
 mod filter;
 mod incidents;
 mod status;
@@ -28,6 +29,7 @@ pub use topology::{ci_status, impact_of};
 
 const INCIDENT_SERVICE: &str = "faultline.v1.IncidentService";
 const TOPOLOGY_SERVICE: &str = "faultline.v1.TopologyService";
+const ALARM_SERVICE: &str = "faultline.v1.AlarmService";
 
 /// What the live stream needs beyond the engine handle.
 pub struct Subscribers {
@@ -55,7 +57,7 @@ pub async fn serve(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            for service in ["", INCIDENT_SERVICE, TOPOLOGY_SERVICE] {
+            for service in ["", INCIDENT_SERVICE, TOPOLOGY_SERVICE, ALARM_SERVICE] {
                 health.set_service_status(service, status).await;
             }
             if kafka_up.changed().await.is_err() {
@@ -90,7 +92,11 @@ pub async fn serve(
             .max_decoding_message_size(status::MAX_REQUEST_BYTES),
         )
         .add_service(
-            server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle))
+            server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle.clone()))
+                .max_decoding_message_size(status::MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            server::alarm_service_server::AlarmServiceServer::new(alarms::AlarmApi::new(handle))
                 .max_decoding_message_size(status::MAX_REQUEST_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

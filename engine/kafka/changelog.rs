@@ -79,6 +79,7 @@ pub fn encode<'a>(
                 .collect(),
             last_notifications: record.notifications.clone(),
             last_sequences: record.sequences.clone(),
+            sources: record.sources.iter().map(|s| s.to_string()).collect(),
         };
         value.clear();
         message.encode(&mut value).expect("a Vec grows as needed");
@@ -90,6 +91,7 @@ pub fn encode<'a>(
             message.reported.truncate(keep);
             message.last_notifications.truncate(keep);
             message.last_sequences.truncate(keep);
+            message.sources.truncate(keep);
             value.clear();
             message.encode(&mut value).expect("a Vec grows as needed");
         }
@@ -150,6 +152,7 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                         .collect(),
                     notifications: message.last_notifications,
                     sequences: message.last_sequences,
+                    sources: message.sources.into_iter().map(Arc::from).collect(),
                 };
                 snapshot.resources.insert(resource.into(), record);
             }
@@ -381,6 +384,8 @@ fn meta_to_proto(meta: &CoreMeta) -> v1::EngineMeta {
             symptoms_attached: s.incidents.symptoms_attached,
             duplicate_notifications: s.duplicate_notifications,
             stale: s.stale,
+            cleared_by_resync: s.cleared_by_resync,
+            aged: s.aged,
         }),
     }
 }
@@ -401,6 +406,8 @@ fn meta_from_proto(meta: &v1::EngineMeta) -> CoreMeta {
             refused: c.refused,
             duplicate_notifications: c.duplicate_notifications,
             stale: c.stale,
+            cleared_by_resync: c.cleared_by_resync,
+            aged: c.aged,
             active_alarms: 0,
             unmapped_resources: 0,
             incidents: IncidentStats {

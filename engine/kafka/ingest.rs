@@ -10,7 +10,7 @@ use crate::config::{AlarmFormat, KafkaConfig};
 use crate::decode;
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
-use crate::model::alarm::Alarm;
+use crate::model::alarm::{Alarm, Resync};
 use crate::runtime::failure::Failure;
 use rdkafka::ClientContext;
 use rdkafka::Message;
@@ -33,6 +33,9 @@ pub struct Batch {
     pub offsets: BTreeMap<(String, i32), i64>,
     /// Messages refused, for the dead-letter topic.
     pub refused: Vec<Refused>,
+    /// Alarm lists (resynchronisations), in order, each with the range of `alarms` it lists
+    /// and the time of its record.
+    pub resyncs: Vec<(Resync, std::ops::Range<usize>, EpochMillis)>,
 }
 
 impl Batch {
@@ -214,16 +217,24 @@ impl Ingest {
         let payload = message.payload().unwrap_or_default();
         let before = batch.alarms.len();
         match decode::decode(format, payload, received, self.max_message_bytes, &mut batch.alarms) {
-            Ok(()) => {
+            Ok(resync) => {
                 let decoded = batch.alarms.len() - before;
                 batch.times.resize(batch.alarms.len(), received);
                 // A source clock far ahead would pin an alarm's last-seen time in the
                 // future: such event times are replaced by the record's and counted.
+                let latest = received.saturating_add(self.max_event_time_ahead_ms);
                 for alarm in &mut batch.alarms[before..] {
-                    if alarm.event_time > received.saturating_add(self.max_event_time_ahead_ms) {
+                    if alarm.event_time > latest {
                         alarm.event_time = received;
                         self.metrics.clamped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                }
+                if let Some(mut resync) = resync {
+                    if resync.as_of > latest {
+                        resync.as_of = received;
+                        self.metrics.clamped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    batch.resyncs.push((resync, before..batch.alarms.len(), received));
                 }
                 self.metrics.decoded(format, decoded);
             }

@@ -87,6 +87,16 @@ impl Alarm {
     }
 }
 
+/// An element manager's list of its active alarms, sent after an outage of its feed: the
+/// alarms listed with it are applied as notifications, then every active alarm of
+/// `source_system` that the list does not name, last reported at or before `as_of`, is
+/// cleared. An alarm raised after the list was taken (a later `last_seen`) stays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resync {
+    pub source_system: String,
+    pub as_of: EpochMillis,
+}
+
 /// An active alarm as referenced from CI states and incidents. Strings are shared
 /// (`Arc<str>`) so that copying a reference into an incident snapshot does not allocate.
 #[derive(Clone, Debug, PartialEq, Eq)]

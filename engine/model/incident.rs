@@ -97,10 +97,14 @@ pub enum TimelineKind {
     Resolved,
     Reopened,
     Closed,
+    /// Alarms cleared by an alarm-list resynchronisation that did not list them.
+    Resync,
+    /// Alarms cleared for not being repeated within their source's maximum age.
+    Aged,
 }
 
 impl TimelineKind {
-    const ALL: [TimelineKind; 10] = [
+    const ALL: [TimelineKind; 12] = [
         TimelineKind::Opened,
         TimelineKind::Impact,
         TimelineKind::RootCause,
@@ -111,6 +115,8 @@ impl TimelineKind {
         TimelineKind::Resolved,
         TimelineKind::Reopened,
         TimelineKind::Closed,
+        TimelineKind::Resync,
+        TimelineKind::Aged,
     ];
 
     /// The kind named by [`TimelineKind::as_str`].
@@ -130,6 +136,8 @@ impl TimelineKind {
             TimelineKind::Resolved => "resolved",
             TimelineKind::Reopened => "reopened",
             TimelineKind::Closed => "closed",
+            TimelineKind::Resync => "resync",
+            TimelineKind::Aged => "aged",
         }
     }
 }

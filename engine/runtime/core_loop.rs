@@ -191,8 +191,19 @@ impl CoreLoop {
 
     fn on_batch(&mut self, batch: Batch, changes: &mut Vec<IncidentChange>) {
         let started = Instant::now();
-        for (alarm, &at) in batch.alarms.iter().zip(&batch.times) {
-            self.correlator.apply(alarm, at, changes);
+        let mut resyncs = batch.resyncs.iter().peekable();
+        let mut next = 0;
+        while next < batch.alarms.len() || resyncs.peek().is_some() {
+            match resyncs.next_if(|(_, listed, _)| listed.start == next) {
+                Some((resync, listed, at)) => {
+                    self.correlator.resync(resync, &batch.alarms[listed.clone()], *at, changes);
+                    next = listed.end;
+                }
+                None => {
+                    self.correlator.apply(&batch.alarms[next], batch.times[next], changes);
+                    next += 1;
+                }
+            }
             // Published at once: a change held until the batch ends would hold its
             // incident's snapshot, and the next change would copy the whole incident.
             for change in changes.drain(..) {
@@ -284,6 +295,7 @@ mod tests {
             times: Vec::new(),
             offsets: BTreeMap::from([(("alarms".to_owned(), 0), next)]),
             refused: Vec::new(),
+            resyncs: Vec::new(),
         };
         // Due transactions keep gathering while the output is busy: the core goes on.
         for next in 1..=3 {
