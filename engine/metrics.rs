@@ -128,6 +128,8 @@ impl Metrics {
                 ("duplicate_notification", core.duplicate_notifications),
                 ("stale", core.stale),
                 ("cleared", core.cleared),
+                ("cleared_by_resync", core.cleared_by_resync),
+                ("aged", core.aged),
                 ("clear_without_raise", core.clears_without_raise),
             ] {
                 let _ = writeln!(out, "faultline_alarms_total{{outcome=\"{outcome}\"}} {count}");

@@ -239,3 +239,65 @@ fn sigterm_with_the_brokers_unreachable_stops_within_the_grace() {
     let _ = child.wait();
     assert!(exited.is_some(), "still running {limit:?} after SIGTERM with a 3 s grace");
 }
+
+/// An element manager back from an outage of its feed sends its list of active alarms: the
+/// alarms of that source it no longer lists are cleared, and the incident they explained
+/// says so; an alarm the list names, or another source's, stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_list_resync_clears_what_its_source_no_longer_has() {
+    use faultline::model::incident::TimelineKind;
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "resync");
+    let engine = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+    let producer = big_producer(&broker);
+    let topic = input(&config);
+    let raises = [
+        (
+            "mrs-r1",
+            br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical","source_system":"ems-south"}"#
+                .as_slice(),
+        ),
+        (
+            "par-r1/1/1",
+            br#"{"resource":"par-r1/1/1","alarm_type":"LOS","severity":"major","source_system":"ems-south"}"#,
+        ),
+        (
+            "lyo-r1/1/1",
+            br#"{"resource":"lyo-r1/1/1","alarm_type":"LOS","severity":"major","source_system":"ems-north"}"#,
+        ),
+    ];
+    for (key, raise) in raises {
+        send_at(&producer, &topic, key, raise, None).await;
+    }
+    until(&engine, "three alarms raised", |s| s.raised == 3).await;
+
+    // ems-south's list names par-r1/1/1 only: its feed lost the clear of mrs-r1's power alarm.
+    let list = br#"{"resync":{"source_system":"ems-south","alarms":[
+        {"resource":"par-r1/1/1","alarm_type":"LOS","severity":"major"}]}}"#;
+    send_at(&producer, &topic, "ems-south", list, None).await;
+    let stats = until(&engine, "the list applied", |s| s.cleared_by_resync == 1).await;
+    assert_eq!((stats.active_alarms, stats.cleared, stats.refused), (2, 1, 0), "{stats:#?}");
+    let active = engine
+        .handle()
+        .call(|ctx| ["mrs-r1", "par-r1/1/1", "lyo-r1/1/1"].map(|r| ctx.correlator.alarms().active_alarms(r).len()))
+        .await
+        .unwrap();
+    assert_eq!(active, [0, 1, 1], "mrs-r1 cleared; the listed alarm and ems-north's stay");
+    let said = engine
+        .handle()
+        .call(|ctx| {
+            let incident = ctx.correlator.incidents().find(|i| i.root_causes.iter().any(|r| &**r == "mrs-r1")).cloned();
+            incident.map(|i| i.timeline.iter().any(|e| e.kind == TimelineKind::Resync && e.text.contains("ems-south")))
+        })
+        .await
+        .unwrap();
+    assert_eq!(said, Some(true), "the incident of mrs-r1 says its alarm was cleared by the resync");
+    engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
+
+    // The sources are part of the state: after a restart, an empty list of ems-north clears its alarm.
+    let engine = Engine::start_with(&config, sample_topology()).await.expect("engine restarts");
+    send_at(&producer, &topic, "ems-north", br#"{"resync":{"source_system":"ems-north","alarms":[]}}"#, None).await;
+    let stats = until(&engine, "the empty list applied", |s| s.cleared_by_resync == 2).await;
+    assert_eq!(stats.active_alarms, 1, "{stats:#?}");
+    engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
+}

@@ -32,7 +32,7 @@ const REASONS: [&str; 8] = [
     "invalid_resync",
 ];
 
-const FIXTURES: [&str; 16] = [
+const FIXTURES: [&str; 19] = [
     include_str!("fixtures/ves/fault_1_raise.json"),
     include_str!("fixtures/ves/fault_2_severity_change.json"),
     include_str!("fixtures/ves/fault_3_clear.json"),
@@ -40,6 +40,9 @@ const FIXTURES: [&str; 16] = [
     include_str!("fixtures/ves/stnd_1_new_alarm.json"),
     include_str!("fixtures/ves/stnd_2_changed_alarm.json"),
     include_str!("fixtures/ves/stnd_3_cleared_alarm.json"),
+    include_str!("fixtures/ves/resync_alarm_list.json"),
+    include_str!("fixtures/ves/stnd_alarm_list_rebuilt.json"),
+    include_str!("fixtures/ves/invalid_resync_marker_not_first.json"),
     include_str!("fixtures/ves/invalid_header_missing_fields.json"),
     include_str!("fixtures/ves/invalid_listener_version_5.json"),
     include_str!("fixtures/ves/invalid_event_severity.json"),
@@ -55,6 +58,9 @@ const JSON_ALARM: &str = r#"{"resource":"par-r1/1/1","alarm_type":"LOS","qualifi
 "cleared":false,"event_type":"communications","probable_cause":"lossOfSignal","specific_problem":"LOS",
 "text":"loss of signal","event_time":"2026-01-02T03:04:05Z","source_system":"ems-paris",
 "notification_id":"n-42","sequence":7}"#;
+
+const JSON_LIST: &str = r#"{"resync":{"source_system":"ems-paris","as_of":"2026-01-02T03:04:05Z","alarms":[
+{"resource":"par-r1/1/1","alarm_type":"LOS","severity":"major"},{"resource":"par-r1","alarm_type":"FAN","severity":"minor"}]}}"#;
 
 /// The keys the decoders read, so that mutations land on them.
 #[rustfmt::skip]
@@ -477,6 +483,28 @@ proptest! {
     }
 
     #[test]
+    fn json_alarm_list_mutated(edits in prop::collection::vec(edit(), 0..5), text_edits in text_edits()) {
+        let list: Value = serde_json::from_str(JSON_LIST).expect("the seed is JSON");
+        check(AlarmFormat::Json, &mutated(&list, &edits, &text_edits))?;
+    }
+
+    #[test]
+    fn protobuf_alarm_lists_of_any_alarms(
+        alarms in prop::collection::vec(proto_alarm(), 0..4),
+        source in prop_oneof!["\\PC{0,12}", Just("ems-1".to_owned())],
+        beside in proptest::option::of(proto_alarm()),
+        cut in proptest::option::of(any::<Index>()),
+    ) {
+        let resync = v1::AlarmResync { source_system: source, as_of: None, alarms };
+        let message = v1::Alarm { resync: Some(resync), ..beside.unwrap_or_default() };
+        let mut bytes = message.encode_to_vec();
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        check(AlarmFormat::Protobuf, &bytes)?;
+    }
+
+    #[test]
     fn protobuf_alarms_of_any_field_values(alarm in proto_alarm(), cut in proptest::option::of(any::<Index>())) {
         let mut bytes = alarm.encode_to_vec();
         if let Some(cut) = cut {
@@ -507,5 +535,6 @@ fn the_seeds_decode() {
     decode(AlarmFormat::Json, JSON_ALARM.as_bytes(), 0, LIMIT, &mut out).unwrap();
     decode(AlarmFormat::Protobuf, &valid_proto(), 0, LIMIT, &mut out).unwrap();
     decode(AlarmFormat::Ves, FIXTURES[0].as_bytes(), 0, LIMIT, &mut out).unwrap();
-    assert_eq!(out.len(), 3, "the mutations start from messages that decode");
+    assert!(decode(AlarmFormat::Json, JSON_LIST.as_bytes(), 0, LIMIT, &mut out).unwrap().is_some());
+    assert_eq!(out.len(), 5, "the mutations start from messages that decode");
 }

@@ -706,3 +706,41 @@ async fn subscribers_past_the_cap_are_refused_with_resource_exhausted() {
     }
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// The gRPC `AlarmService.Resync`: a mediation system sends an element manager's alarm list
+/// by hand; the alarms of that source it does not name are cleared (and the answer counts
+/// them), and an invalid list is refused with INVALID_ARGUMENT naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_list_sent_over_grpc_clears_what_it_does_not_name() {
+    use v1::alarm_service_client::AlarmServiceClient;
+    let engine = start(&test_config()).await;
+    let producer = producer(engine.brokers());
+    for (resource, alarm_type) in [("mrs-r1", "POWER"), ("par-r1/1/1", "LOS")] {
+        let mut alarm = Alarm::raise(resource, alarm_type, Severity::Critical, 1_767_225_600_000);
+        alarm.source_system = "ems-south".into();
+        produce_alarm(&producer, &alarm).await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while engine.handle().call(|ctx| ctx.stats().raised).await.unwrap() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the alarms never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut client = AlarmServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let listed = proto::alarm_to_proto(&Alarm::raise("par-r1/1/1", "LOS", Severity::Critical, 1_767_225_601_000));
+    let list = v1::AlarmResync { source_system: "ems-south".into(), as_of: None, alarms: vec![listed] };
+    let result = client.resync(list).await.unwrap().into_inner();
+    assert_eq!((result.listed, result.cleared), (1, 1));
+    let active = engine
+        .handle()
+        .call(|ctx| ["mrs-r1", "par-r1/1/1"].map(|r| ctx.correlator.alarms().active_alarms(r).len()))
+        .await
+        .unwrap();
+    assert_eq!(active, [0, 1]);
+
+    let nameless = v1::AlarmResync { source_system: " ".into(), ..v1::AlarmResync::default() };
+    let status = client.resync(nameless).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("source_system"), "{status:?}");
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

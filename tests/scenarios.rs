@@ -243,3 +243,38 @@ fn every_scenario_holds() {
         run_scenario(&file);
     }
 }
+
+/// Ageing, on the core: with a maximum age for a source, an alarm its source stopped
+/// repeating is cleared once stream time passes its last report plus that age, counted as
+/// aged, and its incident resolves as after any clear; a source without one keeps its alarms.
+#[test]
+fn alarms_a_source_stopped_repeating_age_out() {
+    use faultline::correlate::alarm_stage::{AlarmPolicy, MaxAges};
+    use faultline::model::incident::{IncidentState, TimelineKind};
+    let topology = Arc::new(topology_file::load(&repo().join("config/sample-network.jsonl")).unwrap());
+    let mut alarms = AlarmPolicy::default();
+    alarms.max_age = MaxAges::new([("ems-south".to_owned(), 600_000)]);
+    let incidents = IncidentPolicy { hold_down_ms: 60_000, ..IncidentPolicy::default() };
+    let mut core = Correlator::new(topology, CorrelatorConfig { alarms, incidents });
+    let mut out = Vec::new();
+    let from = |source: &str, resource: &str, at: EpochMillis| {
+        let mut alarm = Alarm::raise(resource, "POWER", Severity::Critical, at);
+        alarm.source_system = source.to_owned();
+        alarm
+    };
+    core.apply(&from("ems-south", "mrs-r1", 0), 0, &mut out);
+    core.apply(&from("ems-north", "par-r1", 0), 0, &mut out);
+    // Repeated at 5 min: it ages at 15 min, not 10.
+    core.apply(&from("ems-south", "mrs-r1", 300_000), 300_000, &mut out);
+    core.tick(899_999, &mut out);
+    assert_eq!((core.stats().aged, core.stats().active_alarms), (0, 2));
+    core.tick(900_000, &mut out);
+    assert_eq!((core.stats().aged, core.stats().cleared, core.stats().active_alarms), (1, 1, 1));
+    let mrs = core.incidents().find(|i| i.root_causes.iter().any(|r| &**r == "mrs-r1")).unwrap();
+    assert!(mrs.timeline.iter().any(|e| e.kind == TimelineKind::Aged), "{:?}", mrs.timeline);
+    let id = mrs.id;
+    core.tick(960_000, &mut out);
+    assert_eq!(core.incident(id).map(|i| i.state), Some(IncidentState::Resolved));
+    core.tick(10 * 86_400_000, &mut out);
+    assert_eq!(core.stats().active_alarms, 1, "ems-north has no maximum age");
+}

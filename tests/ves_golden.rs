@@ -68,9 +68,11 @@ fn summary(a: &Alarm) -> Expected<'_> {
     }
 }
 
-/// What a file must decode to: alarms, or a refusal whose message holds these words.
+/// What a file must decode to: alarms, an alarm list (its source, its time and its
+/// alarms), or a refusal whose message holds these words.
 enum Outcome {
     Alarms(Vec<Expected<'static>>),
+    List(&'static str, i64, Vec<Expected<'static>>),
     Refused(&'static str),
 }
 
@@ -84,7 +86,13 @@ fn check(dir: &Path, expected: fn(&str) -> Option<Outcome>) -> usize {
         let result = decode(AlarmFormat::Ves, bytes, 0, 1 << 20, &mut out);
         match outcome {
             Outcome::Alarms(alarms) => {
-                result.unwrap_or_else(|e| panic!("{name}: {e}"));
+                let resync = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(resync.is_none(), "{name}: not an alarm list");
+                assert_eq!(out.iter().map(summary).collect::<Vec<_>>(), alarms, "{name}");
+            }
+            Outcome::List(source, as_of, alarms) => {
+                let resync = result.unwrap_or_else(|e| panic!("{name}: {e}")).expect("an alarm list");
+                assert_eq!((resync.source_system.as_str(), resync.as_of), (source, as_of), "{name}");
                 assert_eq!(out.iter().map(summary).collect::<Vec<_>>(), alarms, "{name}");
             }
             Outcome::Refused(cause) => {
@@ -160,6 +168,27 @@ fn own_fixture(name: &str) -> Option<Outcome> {
             sequence: 1003,
             ..X2_LINK
         }]),
+        "resync_alarm_list.json" => List(
+            "ems-nice-1",
+            T0 + 600_000,
+            vec![
+                LOS,
+                Expected {
+                    resource: "nce-r1",
+                    alarm_type: "fanFailure",
+                    qualifier: "",
+                    severity: Severity::Minor,
+                    event_time: T0 + 300_000,
+                    notification_id: "nce-r1-fan-2",
+                    sequence: 7,
+                    ..LOS
+                },
+            ],
+        ),
+        "stnd_alarm_list_rebuilt.json" => List("oam-nce-1", T0 + 600_000, vec![X2_LINK]),
+        "invalid_resync_marker_not_first.json" => {
+            Refused("#1 of the batch: an alarm-list marker must be the batch's first")
+        }
         "invalid_header_missing_fields.json" => Refused("`sequence` is required"),
         "invalid_listener_version_5.json" => Refused("`vesEventListenerVersion` is `5.4.1`"),
         "invalid_event_severity.json" => Refused("`eventSeverity` is `SEVERE`"),
@@ -175,7 +204,7 @@ fn own_fixture(name: &str) -> Option<Outcome> {
 
 #[test]
 fn every_own_fixture_decodes_as_expected() {
-    assert_eq!(check(&fixtures_dir(), own_fixture), 16, "the fixtures in tests/fixtures/ves");
+    assert_eq!(check(&fixtures_dir(), own_fixture), 19, "the fixtures in tests/fixtures/ves");
 }
 
 /// Expectations for the real ONAP samples (`ves4_invalid.json` and the like are refused).
