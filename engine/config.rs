@@ -114,6 +114,8 @@ pub struct GrpcConfig {
     pub subscriber_buffer: usize,
     /// Live-stream subscribers served at once; one more is refused with RESOURCE_EXHAUSTED.
     pub max_subscribers: usize,
+    /// Closed incidents kept in the history's index (the most recently closed).
+    pub history_max_incidents: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -302,6 +304,9 @@ impl Config {
         }
         if self.grpc.max_subscribers == 0 {
             return invalid("grpc.max_subscribers", "must be positive");
+        }
+        if self.grpc.history_max_incidents == 0 {
+            return invalid("grpc.history_max_incidents", "must be positive");
         }
         if self.correlation.tick_millis == 0 {
             return invalid("correlation.tick_millis", "must be positive");

@@ -301,3 +301,78 @@ async fn an_alarm_list_resync_clears_what_its_source_no_longer_has() {
     assert_eq!(stats.active_alarms, 1, "{stats:#?}");
     engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
 }
+
+/// Last week's incident: once closed it leaves the core, and a SOC engineer still opens it
+/// by id and finds it among the closed incidents of its customer and time, also after the
+/// engine restarted (the history is read back from the incidents topic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_incidents_are_found_by_id_and_listed_across_a_restart() {
+    use faultline::proto::v1;
+    use v1::incident_service_client::IncidentServiceClient;
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "history").with("correlation.reopen_window_secs", 1).unwrap();
+    let engine = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+    let producer = big_producer(&broker);
+    let topic = input(&config);
+    let raise = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
+    let clear = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"cleared"}"#;
+    send_at(&producer, &topic, "mrs-r1", raise, None).await;
+    until(&engine, "the alarm raised", |s| s.raised == 1).await;
+    send_at(&producer, &topic, "mrs-r1", clear, None).await;
+    until(&engine, "the incident closed", |s| s.incidents.closed == 1).await;
+
+    let closed = |customer: &str, closed_after: Option<i64>| v1::ListClosedIncidentsRequest {
+        customer: customer.to_owned(),
+        closed_after: closed_after.map(faultline::proto::timestamp),
+        ..Default::default()
+    };
+    let check = |engine: &Engine| {
+        let endpoint = format!("http://{}", engine.grpc_addr());
+        async move {
+            let mut client = IncidentServiceClient::connect(endpoint).await.unwrap();
+            let deadline = Instant::now() + WAIT;
+            // Read back from the topic after a restart: UNAVAILABLE until then.
+            while let Err(status) = client.list_closed_incidents(closed("", None)).await {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < deadline, "the history was never read: {status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let incident = loop {
+                match client.get_incident(v1::GetIncidentRequest { id: "INC-000001".into() }).await {
+                    Ok(incident) => break incident.into_inner(),
+                    Err(status)
+                        if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::NotFound =>
+                    {
+                        assert!(Instant::now() < deadline, "the closed incident never showed: {status:?}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(status) => panic!("{status:?}"),
+                }
+            };
+            assert_eq!(incident.state, v1::IncidentState::Closed as i32);
+            assert_eq!(incident.root_causes, ["mrs-r1"]);
+            assert!(incident.timeline.iter().any(|e| e.kind == "resolved"), "whole, with its timeline");
+            let globex = client.list_closed_incidents(closed("cust-globex", None)).await.unwrap().into_inner();
+            assert_eq!(globex.incidents.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["INC-000001"]);
+            assert_eq!(globex.incidents[0].impacted_customer_count, 3, "a summary that says its lists' sizes");
+            let acme = client.list_closed_incidents(closed("cust-acme", None)).await.unwrap().into_inner();
+            assert!(acme.incidents.is_empty(), "ACME was not impacted");
+            let later = faultline::clock::wall_clock() + 3_600_000;
+            let none = client.list_closed_incidents(closed("", Some(later))).await.unwrap().into_inner();
+            assert!(none.incidents.is_empty(), "nothing closed in the next hour");
+        }
+    };
+    check(&engine).await;
+    engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
+
+    let engine = Engine::start_with(&config, sample_topology()).await.expect("engine restarts");
+    check(&engine).await;
+    let missing = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr()))
+        .await
+        .unwrap()
+        .get_incident(v1::GetIncidentRequest { id: "INC-000099".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
+}

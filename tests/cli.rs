@@ -241,6 +241,7 @@ fn every_key_is_settable_from_its_environment_variable() {
         ("GRPC__ADDR", "0.0.0.0:7000", "grpc.addr = \"0.0.0.0:7000\""),
         ("GRPC__SUBSCRIBER_BUFFER", "100", "grpc.subscriber_buffer = 100"),
         ("GRPC__MAX_SUBSCRIBERS", "20", "grpc.max_subscribers = 20"),
+        ("GRPC__HISTORY_MAX_INCIDENTS", "5000", "grpc.history_max_incidents = 5000"),
         ("METRICS__ADDR", "0.0.0.0:7001", "metrics.addr = \"0.0.0.0:7001\""),
         ("TOPOLOGY__FILE", "/etc/faultline/net.jsonl", "topology.file = \"/etc/faultline/net.jsonl\""),
         ("CORRELATION__HOLD_DOWN_SECS", "120", "correlation.hold_down_secs = 120"),

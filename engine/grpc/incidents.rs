@@ -9,6 +9,7 @@ use super::filter::IncidentFilter;
 use super::server::incident_service_server::IncidentService;
 use super::status::{MAX_NAME_BYTES, MAX_NOTE_BYTES, bounded, incident_id, required};
 use super::wire::{EncodedChange, EncodedIncidents, PublishedChange, View};
+use crate::kafka::history::{History, HistoryError, Query};
 use crate::metrics::Metrics;
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
@@ -44,10 +45,12 @@ pub struct IncidentApi {
     connected: Arc<AtomicUsize>,
     max_subscribers: usize,
     metrics: Arc<Metrics>,
+    /// Closed incidents.
+    history: Arc<History>,
 }
 
 impl IncidentApi {
-    pub fn new(handle: EngineHandle, subscribers: super::Subscribers) -> IncidentApi {
+    pub fn new(handle: EngineHandle, subscribers: super::Subscribers, history: Arc<History>) -> IncidentApi {
         IncidentApi {
             handle,
             encoded: Arc::default(),
@@ -55,7 +58,30 @@ impl IncidentApi {
             connected: Arc::default(),
             max_subscribers: subscribers.max,
             metrics: subscribers.metrics,
+            history,
         }
+    }
+}
+
+fn page_size(requested: i32) -> Result<usize, Status> {
+    match requested {
+        n if n < 0 => Err(Status::invalid_argument("`page_size` must not be negative")),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+    }
+}
+
+fn page_token(token: &str) -> Result<Option<IncidentId>, Status> {
+    match token {
+        "" => Ok(None),
+        token => token.parse().map(Some).map_err(|_| Status::invalid_argument("invalid `page_token`")),
+    }
+}
+
+fn history_status(error: HistoryError) -> Status {
+    match error {
+        HistoryError::Loading(_) => Status::unavailable(error.to_string()),
+        HistoryError::Fetch { .. } => Status::internal(error.to_string()),
     }
 }
 
@@ -135,15 +161,8 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::ListIncidentsResponse>, Status> {
         let request = request.into_inner();
         let filter = IncidentFilter::from(&request);
-        let size = match request.page_size {
-            n if n < 0 => return Err(Status::invalid_argument("`page_size` must not be negative")),
-            0 => DEFAULT_PAGE_SIZE,
-            n => (n as usize).min(MAX_PAGE_SIZE),
-        };
-        let after = match request.page_token.as_str() {
-            "" => None,
-            token => Some(token.parse::<IncidentId>().map_err(|_| Status::invalid_argument("invalid `page_token`"))?),
-        };
+        let size = page_size(request.page_size)?;
+        let after = page_token(&request.page_token)?;
         let response = self
             .handle
             .call(move |ctx| {
@@ -170,7 +189,40 @@ impl IncidentService for IncidentApi {
     async fn get_incident(&self, request: Request<v1::GetIncidentRequest>) -> Result<Response<v1::Incident>, Status> {
         let id = incident_id(&request.get_ref().id)?;
         let incident = self.handle.call(move |ctx| ctx.correlator.incident(id).map(proto::incident_to_proto)).await?;
-        incident.map(Response::new).ok_or_else(|| Status::not_found(format!("incident `{id}` not found")))
+        if let Some(incident) = incident {
+            return Ok(Response::new(incident));
+        }
+        // Not live: closed, perhaps.
+        let history = self.history.clone();
+        let closed = tokio::task::spawn_blocking(move || history.get(id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(history_status)?;
+        closed.map(Response::new).ok_or_else(|| Status::not_found(format!("incident `{id}` not found")))
+    }
+
+    async fn list_closed_incidents(
+        &self,
+        request: Request<v1::ListClosedIncidentsRequest>,
+    ) -> Result<Response<v1::ListIncidentsResponse>, Status> {
+        let request = request.into_inner();
+        let size = page_size(request.page_size)?;
+        let after = page_token(&request.page_token)?;
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        let query = Query {
+            closed_after: request.closed_after.as_ref().map(proto::millis),
+            closed_before: request.closed_before.as_ref().map(proto::millis),
+            service: text(request.service),
+            customer: text(request.customer),
+            after,
+            size,
+        };
+        let page = self.history.list(&query).map_err(history_status)?;
+        Ok(Response::new(v1::ListIncidentsResponse {
+            incidents: page.incidents,
+            next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
+            total_size: page.total as i32,
+        }))
     }
 
     async fn acknowledge_incident(

@@ -15,6 +15,7 @@ mod server {
     include!(concat!(env!("OUT_DIR"), "/server/faultline.v1.rs"));
 }
 
+use crate::kafka::history::History;
 use crate::metrics::Metrics;
 use crate::proto;
 use crate::runtime::EngineHandle;
@@ -46,6 +47,7 @@ pub async fn serve(
     listener: TcpListener,
     handle: EngineHandle,
     subscribers: Subscribers,
+    history: Arc<History>,
     mut kafka_up: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -88,6 +90,7 @@ pub async fn serve(
             server::incident_service_server::IncidentServiceServer::new(incidents::IncidentApi::new(
                 handle.clone(),
                 subscribers,
+                history,
             ))
             .max_decoding_message_size(status::MAX_REQUEST_BYTES),
         )

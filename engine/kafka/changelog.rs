@@ -262,13 +262,13 @@ pub fn read(
 }
 
 /// A partition and its low and high watermarks.
-type Bounds = (i32, i64, i64);
+pub(super) type Bounds = (i32, i64, i64);
 
 /// Every partition of `topic` with its low and high watermarks. A topic created a moment ago
 /// may have no leader yet (the broker answers "not leader" or "leader not available", or the
 /// metadata does not know the topic): those answers are retried until `deadline`, as a
 /// client's own requests would be; any other error is returned at once.
-fn partition_bounds(consumer: &BaseConsumer, topic: &str, deadline: Instant) -> Result<Vec<Bounds>, String> {
+pub(super) fn partition_bounds(consumer: &BaseConsumer, topic: &str, deadline: Instant) -> Result<Vec<Bounds>, String> {
     let transient = |code: RDKafkaErrorCode| {
         matches!(
             code,

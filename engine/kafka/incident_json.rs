@@ -68,3 +68,148 @@ pub fn to_json(i: &v1::Incident) -> Vec<u8> {
     });
     serde_json::to_vec(&value).unwrap_or_default()
 }
+
+/// Reads back what [`to_json`] wrote (for the history of closed incidents, when the
+/// incidents topic is JSON); `None` for what it cannot have written.
+pub fn from_json(bytes: &[u8]) -> Option<v1::Incident> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let enumerated = |v: &Value, key: &str, prefix: &str, parse: fn(&str) -> Option<i32>| {
+        v.get(key).and_then(Value::as_str).and_then(|w| parse(&format!("{prefix}{}", w.to_ascii_uppercase())))
+    };
+    let parse_time = |v: &Value, key: &str| {
+        let at = humantime::parse_rfc3339(v.get(key)?.as_str()?).ok()?;
+        let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(prost_types::Timestamp { seconds: since.as_secs() as i64, nanos: since.subsec_nanos() as i32 })
+    };
+    let list = |key: &str| v.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let service_state = |v: &Value| {
+        enumerated(v, "impact", "SERVICE_STATE_", |n| v1::ServiceState::from_str_name(n).map(|s| s as i32)).unwrap_or(0)
+    };
+    let alarm = |a: &Value| v1::AlarmRef {
+        resource: text(a, "resource"),
+        alarm_type: text(a, "alarm_type"),
+        qualifier: text(a, "qualifier"),
+        severity: enumerated(a, "severity", "SEVERITY_", |n| v1::Severity::from_str_name(n).map(|s| s as i32))
+            .unwrap_or(0),
+        text: text(a, "text"),
+        raised_time: parse_time(a, "raised_time"),
+        last_seen_time: parse_time(a, "last_seen_time"),
+        tally: a.get("tally").and_then(Value::as_u64).unwrap_or_default(),
+        cleared_time: parse_time(a, "cleared_time"),
+    };
+    let level = |key: &str| enumerated(&v, key, "LEVEL_", |n| v1::Level::from_str_name(n).map(|l| l as i32));
+    let mut incident = v1::Incident {
+        id: text(&v, "id"),
+        title: text(&v, "title"),
+        state: enumerated(&v, "state", "INCIDENT_STATE_", |n| v1::IncidentState::from_str_name(n).map(|s| s as i32))?,
+        priority: text(&v, "priority").strip_prefix('P')?.parse().ok()?,
+        impact: level("impact").unwrap_or(0),
+        urgency: level("urgency").unwrap_or(0),
+        root_causes: list("root_causes").iter().filter_map(|r| r.as_str().map(str::to_owned)).collect(),
+        root_cause_alarms: list("root_cause_alarms").iter().map(alarm).collect(),
+        symptom_alarms: list("symptom_alarms").iter().map(alarm).collect(),
+        impacted_services: list("impacted_services")
+            .iter()
+            .map(|s| v1::ImpactedService {
+                service_id: text(s, "service_id"),
+                name: text(s, "name"),
+                impact: service_state(s),
+                customer_id: text(s, "customer_id"),
+            })
+            .collect(),
+        impacted_customers: list("impacted_customers")
+            .iter()
+            .map(|c| v1::ImpactedCustomer {
+                customer_id: text(c, "customer_id"),
+                name: text(c, "name"),
+                sla_tier: enumerated(c, "sla_tier", "SLA_TIER_", |n| v1::SlaTier::from_str_name(n).map(|t| t as i32))
+                    .unwrap_or(0),
+                impact: service_state(c),
+            })
+            .collect(),
+        timeline: list("timeline")
+            .iter()
+            .map(|e| v1::TimelineEntry { time: parse_time(e, "time"), kind: text(e, "kind"), text: text(e, "text") })
+            .collect(),
+        acknowledgement: v
+            .get("acknowledgement")
+            .filter(|a| a.is_object())
+            .map(|a| v1::Acknowledgement { by: text(a, "by"), time: parse_time(a, "time") }),
+        notes: list("notes")
+            .iter()
+            .map(|n| v1::Note { author: text(n, "author"), text: text(n, "text"), time: parse_time(n, "time") })
+            .collect(),
+        open_time: parse_time(&v, "open_time"),
+        update_time: parse_time(&v, "update_time"),
+        resolve_time: parse_time(&v, "resolve_time"),
+        version: v.get("version").and_then(Value::as_u64).unwrap_or_default(),
+        ..v1::Incident::default()
+    };
+    incident.root_cause_alarm_count = incident.root_cause_alarms.len() as u32;
+    incident.symptom_alarm_count = incident.symptom_alarms.len() as u32;
+    incident.impacted_service_count = incident.impacted_services.len() as u32;
+    incident.impacted_customer_count = incident.impacted_customers.len() as u32;
+    Some(incident)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_to_json_writes_from_json_reads_back() {
+        let time = |ms: i64| Some(prost_types::Timestamp { seconds: ms / 1000, nanos: (ms % 1000) as i32 * 1_000_000 });
+        let alarm = v1::AlarmRef {
+            resource: "par-r1/1/1".into(),
+            alarm_type: "LOS".into(),
+            qualifier: "1/1".into(),
+            severity: v1::Severity::Critical as i32,
+            text: "loss of signal".into(),
+            raised_time: time(1_767_225_600_123),
+            last_seen_time: time(1_767_225_601_000),
+            tally: 3,
+            cleared_time: time(1_767_225_700_000),
+        };
+        let incident = v1::Incident {
+            id: "INC-000042".into(),
+            title: "par-r1/1/1: 1 service down".into(),
+            state: v1::IncidentState::Closed as i32,
+            priority: 2,
+            impact: v1::Level::Medium as i32,
+            urgency: v1::Level::High as i32,
+            root_causes: vec!["par-r1/1/1".into()],
+            root_cause_alarms: vec![alarm.clone()],
+            symptom_alarms: vec![v1::AlarmRef { cleared_time: None, ..alarm }],
+            impacted_services: vec![v1::ImpactedService {
+                service_id: "cfs-acme-vpn".into(),
+                name: "ACME VPN".into(),
+                impact: v1::ServiceState::Down as i32,
+                customer_id: "cust-acme".into(),
+            }],
+            impacted_customers: vec![v1::ImpactedCustomer {
+                customer_id: "cust-acme".into(),
+                name: "ACME".into(),
+                sla_tier: v1::SlaTier::Gold as i32,
+                impact: v1::ServiceState::Down as i32,
+            }],
+            timeline: vec![v1::TimelineEntry {
+                time: time(1_767_225_600_123),
+                kind: "opened".into(),
+                text: "x".into(),
+            }],
+            acknowledgement: Some(v1::Acknowledgement { by: "alice".into(), time: time(1_767_225_650_000) }),
+            notes: vec![v1::Note { author: "bob".into(), text: "on it".into(), time: time(1_767_225_660_000) }],
+            open_time: time(1_767_225_600_123),
+            update_time: time(1_767_226_600_000),
+            resolve_time: time(1_767_225_760_000),
+            version: 9,
+            root_cause_alarm_count: 1,
+            symptom_alarm_count: 1,
+            impacted_service_count: 1,
+            impacted_customer_count: 1,
+        };
+        assert_eq!(from_json(&to_json(&incident)), Some(incident));
+        assert_eq!(from_json(b"{\"id\":\"INC-1\"}"), None, "not what to_json writes");
+    }
+}

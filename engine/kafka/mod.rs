@@ -9,6 +9,7 @@
 pub mod changelog;
 pub mod dead_letter;
 pub mod embedded;
+pub mod history;
 pub mod incident_json;
 pub mod ingest;
 pub mod output;

@@ -73,18 +73,26 @@ pub fn settle(
     }
     write(producer, kafka, true, timeout)?;
     tracing::info!(topic = kafka.state_topic, instance_id = mine, "claimed the state topic");
-    let (_, read) = changelog::read(kafka, brokers, timeout)?;
-    match read.claims.owner() {
-        Some(owner) if owner == mine => Ok(()),
-        Some(owner) => {
-            // Another engine claimed it a moment before: withdraw.
-            write(producer, kafka, false, timeout)?;
-            Err(owned(owner))
+    // A committed transaction's records become readable once its markers are written,
+    // which the commit does not wait for: read until the claim shows.
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (_, read) = changelog::read(kafka, brokers, timeout)?;
+        match read.claims.owner() {
+            Some(owner) if owner == mine => return Ok(()),
+            Some(owner) => {
+                // Another engine claimed it a moment before: withdraw.
+                write(producer, kafka, false, timeout)?;
+                return Err(owned(owner));
+            }
+            None if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            None => {
+                return Err(OwnerError::Claim {
+                    topic: kafka.state_topic.clone(),
+                    message: format!("the claim was written but is not read back within {timeout:?}"),
+                });
+            }
         }
-        None => Err(OwnerError::Claim {
-            topic: kafka.state_topic.clone(),
-            message: "the claim was written but is not read back".to_owned(),
-        }),
     }
 }
 

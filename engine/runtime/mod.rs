@@ -79,6 +79,8 @@ pub struct Engine {
     core: Option<JoinHandle<()>>,
     output: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<Result<(), String>>,
+    /// Follows the incidents topic for the history of closed incidents; stops with serving.
+    history: Option<JoinHandle<()>>,
     metrics_server: tokio::task::JoinHandle<std::io::Result<()>>,
     health: tokio::task::JoinHandle<()>,
     /// Dropped after the threads that use it, before the embedded cluster.
@@ -195,13 +197,26 @@ impl Engine {
             kafka_up,
             stop_serving.clone(),
         ));
+        let (history, history_thread) = kafka::history::History::start(
+            kafka_config,
+            &brokers,
+            config.grpc.history_max_incidents,
+            stop_serving.clone(),
+        )
+        .map_err(|e| StartError::Kafka(format!("cannot follow the incidents topic: {e}")))?;
         let subscribers = grpc::Subscribers {
             buffer: config.grpc.subscriber_buffer,
             max: config.grpc.max_subscribers,
             metrics: metrics.clone(),
         };
-        let server =
-            tokio::spawn(grpc::serve(listener, handle.clone(), subscribers, kafka_health, stop_serving.clone()));
+        let server = tokio::spawn(grpc::serve(
+            listener,
+            handle.clone(),
+            subscribers,
+            history,
+            kafka_health,
+            stop_serving.clone(),
+        ));
         let metrics_server = tokio::spawn(metrics::serve(
             metrics_listener,
             metrics,
@@ -224,6 +239,7 @@ impl Engine {
             core: Some(core),
             output: Some(output),
             server,
+            history: Some(history_thread),
             metrics_server,
             health,
             consumer: Some(consumer),
@@ -286,6 +302,7 @@ impl Engine {
         let served = tokio::time::timeout(SERVERS_STOP, &mut self.server).await;
         let _ = tokio::time::timeout(SERVERS_STOP, &mut self.metrics_server).await;
         let _ = tokio::time::timeout(SERVERS_STOP, &mut self.health).await;
+        let _ = tokio::time::timeout(SERVERS_STOP, join_thread(self.history.take())).await;
         // Leaving the group talks to the brokers: not on the async runtime, and not past
         // the deadline when they do not answer.
         if let Some(consumer) = self.consumer.take() {
