@@ -104,7 +104,11 @@ async fn alarms_become_incidents_on_kafka_and_grpc_and_operators_act_on_both() {
 
     // Acknowledge, annotate and resolve: each shows on the stream and on the topic.
     let acked = incidents
-        .acknowledge_incident(v1::AcknowledgeIncidentRequest { id: "INC-000001".into(), by: "alice".into() })
+        .acknowledge_incident(v1::AcknowledgeIncidentRequest {
+            id: "INC-000001".into(),
+            by: "alice".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -113,22 +117,26 @@ async fn alarms_become_incidents_on_kafka_and_grpc_and_operators_act_on_both() {
     assert_eq!(streamed.acknowledgement.unwrap().by, "alice");
     on_topic(&incidents_topic, "INC-000001", |i| i.state == v1::IncidentState::Acknowledged as i32).await;
 
-    let noted = incidents
-        .add_incident_note(v1::AddIncidentNoteRequest {
-            id: "INC-000001".into(),
-            author: "bob".into(),
-            text: "splice crew sent".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let note = v1::AddIncidentNoteRequest {
+        id: "INC-000001".into(),
+        author: "bob".into(),
+        text: "splice crew sent".into(),
+        request_id: "bob-7f3a".into(),
+    };
+    let noted = incidents.add_incident_note(note.clone()).await.unwrap().into_inner();
     assert_eq!(noted.notes[0].text, "splice crew sent");
+    // The client did not hear back and sends it again with the same request id: one note.
+    let again = incidents.add_incident_note(note.clone()).await.unwrap().into_inner();
+    assert_eq!((again.notes.len(), again.version), (1, noted.version), "a retry is answered, not applied");
+    let other = v1::AddIncidentNoteRequest { request_id: "bob-7f3b".into(), ..note };
+    assert_eq!(incidents.add_incident_note(other).await.unwrap().into_inner().notes.len(), 2, "another request is");
 
     incidents
         .resolve_incident(v1::ResolveIncidentRequest {
             id: "INC-000001".into(),
             by: "alice".into(),
             reason: "fibre spliced".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -138,7 +146,12 @@ async fn alarms_become_incidents_on_kafka_and_grpc_and_operators_act_on_both() {
 
     // Errors carry proper codes.
     let again = incidents
-        .resolve_incident(v1::ResolveIncidentRequest { id: "INC-000001".into(), by: "x".into(), reason: String::new() })
+        .resolve_incident(v1::ResolveIncidentRequest {
+            id: "INC-000001".into(),
+            by: "x".into(),
+            reason: String::new(),
+            ..Default::default()
+        })
         .await;
     assert_eq!(again.unwrap_err().code(), Code::FailedPrecondition);
     let unknown = incidents.get_incident(v1::GetIncidentRequest { id: "INC-999999".into() }).await;
@@ -146,7 +159,11 @@ async fn alarms_become_incidents_on_kafka_and_grpc_and_operators_act_on_both() {
     let malformed = incidents.get_incident(v1::GetIncidentRequest { id: "bogus".into() }).await;
     assert_eq!(malformed.unwrap_err().code(), Code::InvalidArgument);
     let anonymous = incidents
-        .acknowledge_incident(v1::AcknowledgeIncidentRequest { id: "INC-000001".into(), by: String::new() })
+        .acknowledge_incident(v1::AcknowledgeIncidentRequest {
+            id: "INC-000001".into(),
+            by: String::new(),
+            ..Default::default()
+        })
         .await;
     assert_eq!(anonymous.unwrap_err().code(), Code::InvalidArgument);
 
@@ -378,7 +395,11 @@ async fn queries_commit_nothing_and_operator_actions_commit_before_their_reply()
         incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap();
     }
     let acked = incidents
-        .acknowledge_incident(v1::AcknowledgeIncidentRequest { id: "INC-000001".into(), by: "alice".into() })
+        .acknowledge_incident(v1::AcknowledgeIncidentRequest {
+            id: "INC-000001".into(),
+            by: "alice".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -458,10 +479,19 @@ async fn a_delta_subscriber_holds_each_incident_as_sent_whole() {
     assert!(opened.len() >= 2, "{} incidents", opened.len());
     let id = opened[0].id.clone();
     incidents
-        .acknowledge_incident(v1::AcknowledgeIncidentRequest { id: id.clone(), by: "alice".into() })
+        .acknowledge_incident(v1::AcknowledgeIncidentRequest {
+            id: id.clone(),
+            by: "alice".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let note = |text: &str| v1::AddIncidentNoteRequest { id: id.clone(), author: "alice".into(), text: text.into() };
+    let note = |text: &str| v1::AddIncidentNoteRequest {
+        id: id.clone(),
+        author: "alice".into(),
+        text: text.into(),
+        ..Default::default()
+    };
     incidents.add_incident_note(note("fibre team dispatched")).await.unwrap();
     incidents.add_incident_note(note("done")).await.unwrap();
 

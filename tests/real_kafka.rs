@@ -193,10 +193,14 @@ async fn a_new_engine_takes_over_the_state_of_the_last_one() {
     produce(&producer, &input, "mrs-r1/card-1", alarm("mrs-r1/card-1", "critical").as_bytes()).await;
     let mut incidents = IncidentServiceClient::connect(format!("http://{}", first.grpc_addr())).await.unwrap();
     until_listed(&mut incidents, |list| list.len() == 1 && list[0].symptom_alarms.len() == 2).await;
-    let by = |id: &str| v1::AcknowledgeIncidentRequest { id: id.into(), by: "alice".into() };
+    let by = |id: &str| v1::AcknowledgeIncidentRequest { id: id.into(), by: "alice".into(), ..Default::default() };
     incidents.acknowledge_incident(by("INC-000001")).await.unwrap();
-    let note =
-        v1::AddIncidentNoteRequest { id: "INC-000001".into(), author: "alice".into(), text: "truck rolled".into() };
+    let note = v1::AddIncidentNoteRequest {
+        id: "INC-000001".into(),
+        author: "alice".into(),
+        text: "truck rolled".into(),
+        ..Default::default()
+    };
     let before = incidents.add_incident_note(note).await.unwrap().into_inner();
     let mut topology = TopologyServiceClient::connect(format!("http://{}", first.grpc_addr())).await.unwrap();
     let card = |id: &str| v1::GetCiRequest { id: id.into() };

@@ -43,6 +43,18 @@ struct Service {
     ci: CiIdx,
     state: State,
     customer: Option<CiIdx>,
+    /// The service's own tier, else its customer's.
+    sla: Option<SlaTier>,
+}
+
+/// The slot of a tier in [`Impacted::tiers`].
+fn tier_slot(sla: Option<SlaTier>) -> usize {
+    match sla {
+        None => 0,
+        Some(SlaTier::Bronze) => 1,
+        Some(SlaTier::Silver) => 2,
+        Some(SlaTier::Gold) => 3,
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -54,6 +66,10 @@ pub(super) struct Impacted {
     customers: Vec<Customer>,
     /// Services by state: up, degraded, down.
     by_state: [usize; 3],
+    /// Services not up, by their tier: none, bronze, silver, gold.
+    tiers: [usize; 4],
+    /// Services without a customer, by state: each counts as a party of its own.
+    loose: [usize; 3],
     /// Services whose state moved since the lists were last published, each with whether
     /// it was newly impacted (not listed yet) and its customer.
     pending: Vec<(CiIdx, bool, Option<CiIdx>)>,
@@ -84,15 +100,16 @@ impl Impacted {
 
     /// Sets a service's state; returns the previous one (`None` when newly impacted).
     pub(super) fn set(&mut self, service: CiIdx, state: State, topology: &Topology) -> Option<State> {
-        let (previous, customer) = match self.services.binary_search_by_key(&service, |s| s.ci) {
+        let (previous, customer, sla) = match self.services.binary_search_by_key(&service, |s| s.ci) {
             Ok(at) => {
                 let listed = &mut self.services[at];
-                (Some(std::mem::replace(&mut listed.state, state)), listed.customer)
+                (Some(std::mem::replace(&mut listed.state, state)), listed.customer, listed.sla)
             }
             Err(at) => {
-                let customer = topology.ci(service).customer;
-                self.services.insert(at, Service { ci: service, state, customer });
-                (None, customer)
+                let ci = topology.ci(service);
+                let (customer, sla) = (ci.customer, ci.sla);
+                self.services.insert(at, Service { ci: service, state, customer, sla });
+                (None, customer, sla)
             }
         };
         if previous == Some(state) {
@@ -100,8 +117,20 @@ impl Impacted {
         }
         if let Some(previous) = previous {
             self.by_state[slot(previous)] -= 1;
+            if !previous.is_up() {
+                self.tiers[tier_slot(sla)] -= 1;
+            }
+            if customer.is_none() {
+                self.loose[slot(previous)] -= 1;
+            }
         }
         self.by_state[slot(state)] += 1;
+        if !state.is_up() {
+            self.tiers[tier_slot(sla)] += 1;
+        }
+        if customer.is_none() {
+            self.loose[slot(state)] += 1;
+        }
         if let Some(customer) = customer {
             let at = match self.customers.binary_search_by_key(&customer, |c| c.ci) {
                 Ok(at) => at,
@@ -141,9 +170,14 @@ impl Impacted {
         (services, customers)
     }
 
-    /// The customers' SLA tiers and worst impact, by customer.
-    pub(super) fn customer_impact(&self) -> impl Iterator<Item = (Option<SlaTier>, State)> + '_ {
-        self.customers.iter().map(|c| (c.sla, c.worst()))
+    /// What the priority is assessed from: the best tier among the services not up (a
+    /// service's own, else its customer's), and the parties with a service down (customers,
+    /// and each service without a customer).
+    pub(super) fn priority_inputs(&self) -> (Option<SlaTier>, usize) {
+        let best =
+            (1..4).rev().find(|&t| self.tiers[t] > 0).map(|t| [SlaTier::Bronze, SlaTier::Silver, SlaTier::Gold][t - 1]);
+        let customers_down = self.customers.iter().filter(|c| c.worst() == State::Down).count();
+        (best, customers_down + self.loose[slot(State::Down)])
     }
 
     /// Brings the incident's services and customers lists up to date; true when they moved.

@@ -551,8 +551,8 @@ impl IncidentBook {
         // priority follows the lists.
         let mut moved = t.services.publish(&mut t.incident, topology);
         if moved && down + degraded > 0 {
-            let tiers: Vec<_> = t.services.customer_impact().collect();
-            let (level, urgency, priority) = policy.priority.assess(&tiers, down > 0);
+            let (best_tier, parties_down) = t.services.priority_inputs();
+            let (level, urgency, priority) = policy.priority.assess(best_tier, parties_down, down > 0);
             moved |= set!(t.incident, impact, level);
             moved |= set!(t.incident, urgency, urgency);
             moved |= set!(t.incident, priority, priority);

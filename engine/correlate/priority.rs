@@ -1,8 +1,8 @@
 //! ITIL priority: impact (outage or degradation, how many customers) × urgency (the best
-//! SLA tier among the affected customers), read through a configurable matrix.
+//! SLA tier among the impacted services: a service's own tier, else its customer's), read
+//! through a configurable matrix.
 
 use crate::model::incident::{Level, Priority};
-use crate::model::state::State;
 use crate::model::topology::SlaTier;
 use serde::{Deserialize, Serialize};
 
@@ -34,18 +34,17 @@ impl PriorityPolicy {
         Ok(())
     }
 
-    /// `services`: the worst current impact per affected service; `customers`: the
-    /// affected customers' tiers and worst impact.
-    pub fn assess(&self, customers: &[(Option<SlaTier>, State)], any_down: bool) -> (Level, Level, Priority) {
-        let customers_down = customers.iter().filter(|(_, s)| *s == State::Down).count();
-        let impact = if any_down && customers_down >= self.many_customers {
+    /// `best_tier`: the best SLA tier among the services impacted now (a service's own,
+    /// else its customer's); `parties_down`: the customers with a service down, and each
+    /// service down that has no customer; `any_down`: whether a service is down at all.
+    pub fn assess(&self, best_tier: Option<SlaTier>, parties_down: usize, any_down: bool) -> (Level, Level, Priority) {
+        let impact = if any_down && parties_down >= self.many_customers {
             Level::High
         } else if any_down {
             Level::Medium
         } else {
             Level::Low
         };
-        let best_tier = customers.iter().filter(|(_, s)| !s.is_up()).filter_map(|(t, _)| *t).max();
         let urgency = match best_tier {
             Some(SlaTier::Gold) => Level::High,
             Some(SlaTier::Silver) => Level::Medium,
@@ -71,10 +70,10 @@ mod tests {
     #[test]
     fn gold_outage_outranks_bronze_degradation() {
         let policy = PriorityPolicy::default();
-        let (_, _, gold) = policy.assess(&[(Some(SlaTier::Gold), State::Down)], true);
-        let (_, _, bronze) = policy.assess(&[(Some(SlaTier::Bronze), State::Degraded)], false);
+        let (_, _, gold) = policy.assess(Some(SlaTier::Gold), 1, true);
+        let (_, _, bronze) = policy.assess(Some(SlaTier::Bronze), 0, false);
         assert_eq!((gold, bronze), (Priority(2), Priority(5)));
-        let many: Vec<_> = (0..5).map(|_| (Some(SlaTier::Gold), State::Down)).collect();
-        assert_eq!(policy.assess(&many, true).2, Priority(1));
+        assert_eq!(policy.assess(Some(SlaTier::Gold), 5, true).2, Priority(1));
+        assert_eq!(policy.assess(None, 1, true).2, Priority(4), "a service without tier or customer still counts");
     }
 }

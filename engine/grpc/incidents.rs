@@ -13,6 +13,7 @@ use crate::kafka::history::{History, HistoryError, Query};
 use crate::metrics::Metrics;
 use crate::model::incident::{Incident, IncidentId};
 use crate::proto::{self, v1};
+use crate::runtime::core_loop::CoreContext;
 use crate::runtime::resume::{ResumeError, ResumeToken, Since};
 use crate::runtime::{EngineHandle, SharedChange};
 use std::collections::{HashMap, HashSet};
@@ -61,6 +62,35 @@ impl IncidentApi {
             history,
         }
     }
+}
+
+/// The longest client request id an operator action may carry.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// What names an operator action for its retries: the action, the incident and the
+/// client's request id; `None` without one.
+fn request_key(action: &str, id: IncidentId, request_id: &str) -> Result<Option<String>, Status> {
+    bounded("request_id", request_id, MAX_REQUEST_ID_BYTES)?;
+    Ok((!request_id.is_empty()).then(|| format!("{action}/{id}/{request_id}")))
+}
+
+/// Applies an operator action once per request key: a retry of one already applied is
+/// answered with the incident as it is now, and changes nothing.
+fn once(
+    ctx: &mut CoreContext<'_>,
+    key: Option<String>,
+    id: IncidentId,
+    action: impl FnOnce(&mut CoreContext<'_>) -> Result<v1::Incident, Status>,
+) -> Result<v1::Incident, Status> {
+    if let Some(done) = key.as_deref().and_then(|key| ctx.already_done(key)) {
+        let incident = ctx.correlator.incident(done).map(proto::incident_to_proto);
+        return incident.ok_or_else(|| Status::not_found(format!("incident `{id}` has closed since")));
+    }
+    let incident = action(ctx)?;
+    if let Some(key) = key {
+        ctx.done(key, id);
+    }
+    Ok(incident)
 }
 
 fn page_size(requested: i32) -> Result<usize, Status> {
@@ -232,11 +262,14 @@ impl IncidentService for IncidentApi {
         let request = request.into_inner();
         let id = incident_id(&request.id)?;
         let by = bounded("by", required("by", &request.by)?, MAX_NAME_BYTES)?.to_owned();
+        let key = request_key("acknowledge", id, &request.request_id)?;
         let incident = self
             .handle
             .call(move |ctx| {
-                let change = ctx.correlator.acknowledge(id, &by, ctx.now)?;
-                Ok::<_, Status>(ctx.publish(&change))
+                once(ctx, key, id, |ctx| {
+                    let change = ctx.correlator.acknowledge(id, &by, ctx.now)?;
+                    Ok(ctx.publish(&change))
+                })
             })
             .await??;
         Ok(Response::new(incident))
@@ -251,11 +284,14 @@ impl IncidentService for IncidentApi {
         let by = bounded("by", required("by", &request.by)?, MAX_NAME_BYTES)?.to_owned();
         bounded("reason", &request.reason, MAX_NOTE_BYTES)?;
         let reason = request.reason;
+        let key = request_key("resolve", id, &request.request_id)?;
         let incident = self
             .handle
             .call(move |ctx| {
-                let change = ctx.correlator.resolve(id, &by, &reason, ctx.now)?;
-                Ok::<_, Status>(ctx.publish(&change))
+                once(ctx, key, id, |ctx| {
+                    let change = ctx.correlator.resolve(id, &by, &reason, ctx.now)?;
+                    Ok(ctx.publish(&change))
+                })
             })
             .await??;
         Ok(Response::new(incident))
@@ -269,11 +305,14 @@ impl IncidentService for IncidentApi {
         let id = incident_id(&request.id)?;
         let author = bounded("author", required("author", &request.author)?, MAX_NAME_BYTES)?.to_owned();
         let text = bounded("text", required("text", &request.text)?, MAX_NOTE_BYTES)?.to_owned();
+        let key = request_key("note", id, &request.request_id)?;
         let incident = self
             .handle
             .call(move |ctx| {
-                let change = ctx.correlator.add_note(id, &author, &text, ctx.now)?;
-                Ok::<_, Status>(ctx.publish(&change))
+                once(ctx, key, id, |ctx| {
+                    let change = ctx.correlator.add_note(id, &author, &text, ctx.now)?;
+                    Ok(ctx.publish(&change))
+                })
             })
             .await??;
         Ok(Response::new(incident))

@@ -18,10 +18,11 @@ use crate::kafka::ingest::Batch;
 use crate::kafka::output::{OutputError, Transaction};
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
-use crate::model::incident::IncidentChange;
+use crate::model::incident::{IncidentChange, IncidentId};
 use crate::proto::{self, v1};
 use crate::runtime::failure::Failure;
 use crate::runtime::resume::{CLOSED_KEPT, ResumeError, ResumeLog, ResumeToken, Since};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
@@ -69,6 +70,47 @@ impl CoreContext<'_> {
     pub fn stats(&self) -> Stats {
         self.correlator.stats()
     }
+
+    /// The incident an operator action with this key was applied to, if it was (a retry):
+    /// the reply then waits, as the first one did, for that action's transaction.
+    pub fn already_done(&mut self, key: &str) -> Option<IncidentId> {
+        let done = self.publisher.requests.get(key)?;
+        self.publisher.replayed += 1;
+        Some(done)
+    }
+
+    /// Remembers that the action with this key was applied to `incident`.
+    pub fn done(&mut self, key: String, incident: IncidentId) {
+        self.publisher.requests.insert(key, incident);
+    }
+}
+
+/// Operator actions applied lately, by their client's request key: a retried action is
+/// answered, not applied twice. The last [`Requests::KEPT`] are kept, in memory (a restart
+/// forgets them).
+#[derive(Default)]
+struct Requests {
+    applied: HashMap<String, IncidentId>,
+    order: VecDeque<String>,
+}
+
+impl Requests {
+    const KEPT: usize = 10_000;
+
+    fn get(&self, key: &str) -> Option<IncidentId> {
+        self.applied.get(key).copied()
+    }
+
+    fn insert(&mut self, key: String, incident: IncidentId) {
+        if self.applied.insert(key.clone(), incident).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > Requests::KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.applied.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// Sends incident changes to the subscribers and into the open transaction, and hands
@@ -80,6 +122,10 @@ pub struct Publisher {
     pub changes: broadcast::Sender<SharedChange>,
     /// Changes published so far: a job that moved it commits before it replies.
     published: u64,
+    /// Retried operator actions answered so far: like a publication, one makes its job
+    /// commit before it replies, so that the retry's answer is no earlier than the first's.
+    replayed: u64,
+    requests: Requests,
     resume: ResumeLog,
 }
 
@@ -95,6 +141,8 @@ impl Publisher {
             transactions,
             changes,
             published: 0,
+            replayed: 0,
+            requests: Requests::default(),
             resume: ResumeLog::new(run, CLOSED_KEPT),
         }
     }
@@ -222,11 +270,11 @@ impl CoreLoop {
     /// Runs a job; when it changed anything, commits before its reply goes out. A job
     /// that only reads (a query, a metrics scrape) leaves the open transaction alone.
     fn on_job(&mut self, job: Job) -> Result<(), OutputError> {
-        let published = self.publisher.published;
+        let published = self.publisher.published + self.publisher.replayed;
         let mut ctx =
             CoreContext { correlator: &mut self.correlator, now: wall_clock(), publisher: &mut self.publisher };
         let reply = job(&mut ctx);
-        if self.publisher.published == published {
+        if self.publisher.published + self.publisher.replayed == published {
             reply();
             return Ok(());
         }
