@@ -278,3 +278,41 @@ fn alarms_a_source_stopped_repeating_age_out() {
     core.tick(10 * 86_400_000, &mut out);
     assert_eq!(core.stats().active_alarms, 1, "ems-north has no maximum age");
 }
+
+/// An alarm list realigns what it names, whatever ids and sequences its alarms carry (an
+/// element manager back from a restart numbers its notifications anew), unless the alarm
+/// was reported after the list was taken; and it never reaches ahead of stream time.
+#[test]
+fn an_alarm_list_realigns_the_alarms_it_names() {
+    use faultline::model::alarm::Resync;
+    let topology = Arc::new(topology_file::load(&repo().join("config/sample-network.jsonl")).unwrap());
+    let mut core = Correlator::new(topology, CorrelatorConfig::default());
+    let mut out = Vec::new();
+    let alarm = |resource: &str, severity: Severity, at: EpochMillis, sequence: u64| {
+        let mut alarm = Alarm::raise(resource, "LOS", severity, at);
+        alarm.source_system = "ems-south".to_owned();
+        alarm.notification_id = format!("{resource}-los");
+        alarm.sequence = sequence;
+        alarm
+    };
+    core.apply(&alarm("par-r1/1/1", Severity::Major, 1_000, 50), 1_000, &mut out);
+    core.apply(&alarm("lyo-r1/1/1", Severity::Major, 1_000, 50), 1_000, &mut out);
+    core.apply(&alarm("lyo-r1/1/1", Severity::Major, 9_000, 51), 9_000, &mut out);
+    // The list was taken at 5 s, by an element manager whose sequences restarted at 1.
+    let listed = [alarm("par-r1/1/1", Severity::Critical, 800, 1), alarm("lyo-r1/1/1", Severity::Minor, 800, 1)];
+    let resync = Resync { source_system: "ems-south".into(), as_of: 5_000 };
+    let outcome = core.resync(&resync, &listed, 10_000, &mut out);
+    assert_eq!((outcome.listed, outcome.cleared), (2, 0));
+    let severity = |core: &Correlator, resource: &str| core.alarms().active_alarms(resource)[0].severity;
+    assert_eq!(severity(&core, "par-r1/1/1"), Severity::Critical, "realigned despite its lower sequence");
+    assert_eq!(severity(&core, "lyo-r1/1/1"), Severity::Major, "reported at 9 s, after the list: kept");
+    assert_eq!(core.stats().stale, 1);
+    // A list dated an hour ahead counts as of stream time (11 s): an alarm its source stamped
+    // at 12 s is newer than the list, and kept.
+    let ahead = Resync { source_system: "ems-south".into(), as_of: 3_600_000 };
+    core.apply(&alarm("mrs-r1", Severity::Major, 12_000, 1), 11_000, &mut out);
+    let outcome = core.resync(&ahead, &[], 11_000, &mut out);
+    assert_eq!(outcome.cleared, 2, "par-r1/1/1 and lyo-r1/1/1, not mrs-r1");
+    assert_eq!(core.alarms().active_alarms("mrs-r1").len(), 1);
+    assert!(core.clock() < 3_600_000);
+}

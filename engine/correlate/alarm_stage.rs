@@ -271,7 +271,6 @@ impl AlarmStage {
             let ci = self.locate(&alarm.resource);
             let source = self.sources.intern(&source, &self.policy.max_age);
             let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
-            self.age_from(&alarm.resource, identity, source, now);
             let resource =
                 self.resources.entry(alarm.resource.clone()).or_insert_with(|| Resource { ci, ..Resource::default() });
             let active = &mut resource.alarms;
@@ -282,6 +281,8 @@ impl AlarmStage {
             }
         }
         self.active = self.resources.values().map(|r| r.alarms.len()).sum();
+        // Ageing counts from the restore, for every alarm at once.
+        self.rebuild_ageing();
         let mut resources: Vec<&Arc<str>> = self.resources.keys().collect();
         resources.sort_unstable();
         resources
@@ -381,7 +382,7 @@ impl AlarmStage {
             }
             let resource: Arc<str> = Arc::from(alarm.resource.as_str());
             let active = raised(&self.policy, resource.clone(), alarm, source, now);
-            self.age_from(&resource, active.identity, source, now);
+            let identity = active.identity;
             self.dirty.push(resource.clone());
             let ci = self.locate(&resource);
             let update = ResourceUpdate {
@@ -390,8 +391,10 @@ impl AlarmStage {
                 alarms: thin_vec![active.alarm.clone()],
                 ci,
             };
-            self.resources.insert(resource, Resource { alarms: vec![active], dirty: true, ci });
+            self.resources.insert(resource.clone(), Resource { alarms: vec![active], dirty: true, ci });
             self.active += 1;
+            // Under ageing once it is in place, so that a rebuild of the queue finds it.
+            self.age_from(&resource, identity, source, now);
             return (AlarmOutcome::Raised, Some(update));
         };
         let identity = identity_key(&alarm.alarm_type, &alarm.qualifier);
@@ -420,7 +423,10 @@ impl AlarmStage {
                 active.notification = notification_key(&alarm.notification_id);
                 active.sequence = alarm.sequence;
                 active.heard = now;
-                active.source = source;
+                // A notification that names no source keeps the alarm its source's.
+                if source != 0 {
+                    active.source = source;
+                }
                 active.alarm.tally += 1;
                 active.alarm.last_seen = active.alarm.last_seen.max(alarm.event_time);
                 if active.alarm.severity == alarm.severity {

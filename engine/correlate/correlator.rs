@@ -228,11 +228,23 @@ impl Correlator {
         out: &mut Vec<IncidentChange>,
     ) -> ResyncOutcome {
         let now = self.advance(now, out);
+        // A list is no newer than the time it is applied at.
+        let as_of = resync.as_of.min(now);
         for alarm in listed {
             self.stats.alarms_in += 1;
-            self.apply_now(alarm, now, out);
+            // The list says what is active at its time: it realigns each alarm it names, by
+            // time alone, unless a later notification or clear has said more since.
+            let Some(floor) = self.alarms.listed_floor(alarm, as_of) else {
+                self.stats.stale += 1;
+                continue;
+            };
+            let mut listed = alarm.clone();
+            listed.event_time = listed.event_time.min(as_of).max(floor);
+            listed.notification_id.clear();
+            listed.sequence = 0;
+            self.apply_now(&listed, now, out);
         }
-        let clears = self.alarms.unlisted(&resync.source_system, listed, resync.as_of);
+        let clears = self.alarms.unlisted(&resync.source_system, listed, as_of);
         for clear in &clears {
             self.apply_now(clear, now, out);
         }

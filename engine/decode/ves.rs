@@ -5,12 +5,14 @@
 //! alarms and are skipped.
 //!
 //! Alarm-list resynchronisation: a batch whose first event is a marker carries the element
-//! manager's whole list of active alarms, the batch's fault events. The marker is a VES
-//! event of domain `other` named (`eventName`) `alarmListResync`, or a 3GPP `stndDefined`
-//! `notifyAlarmListRebuilt` notification (TS 28.532: the producer's alarm list was rebuilt
-//! and the consumer realigns with it). The source is the marker's `reportingEntityName`;
-//! the list's time its `lastEpochMicrosec` (a 3GPP marker's `eventTime` when it has one).
-//! A marker alone says the element manager has no active alarm.
+//! manager's whole list of active alarms, the batch's fault events (VES `fault` or 3GPP
+//! `stndDefined`). The marker is a VES event of domain `other` named (`eventName`)
+//! `alarmListResync`; its `reportingEntityName` is the source, its `lastEpochMicrosec` the
+//! list's time. A marker alone says the element manager has no active alarm. A 3GPP
+//! `notifyAlarmListRebuilt` (TS 28.532) is not one: it carries no alarm, only that the
+//! producer's list was rebuilt and a consumer should fetch it (getAlarmList), which the
+//! mediation in front of Faultline does and sends as such a batch; alone it is taken and
+//! skipped, like a heartbeat, and clears nothing.
 //!
 //! Mapping: the resource is the header's `sourceName`. A fault event's alarm type is its
 //! `alarmCondition`, its qualifier `alarmInterfaceA`; severity `NORMAL` is a clear. A 3GPP
@@ -191,16 +193,16 @@ fn event_content(event: &Value) -> Result<Content, String> {
             }
             stnd_defined(&header, fields)
         }
-        "other" if header.event_name == RESYNC_EVENT_NAME => marker(&header, header.last_epoch_ms).map(Content::Resync),
+        "other" if header.event_name == RESYNC_EVENT_NAME => marker(&header).map(Content::Resync),
         _ => Ok(Content::Other),
     }
 }
 
-fn marker(header: &Header<'_>, as_of: EpochMillis) -> Result<Resync, String> {
+fn marker(header: &Header<'_>) -> Result<Resync, String> {
     if header.reporting_entity.trim().is_empty() {
         return Err("an alarm-list marker names its source in `reportingEntityName`".into());
     }
-    Ok(Resync { source_system: header.reporting_entity.to_owned(), as_of })
+    Ok(Resync { source_system: header.reporting_entity.to_owned(), as_of: header.last_epoch_ms })
 }
 
 fn fault(header: &Header<'_>, f: Fields<'_>) -> Result<Alarm, String> {
@@ -253,8 +255,7 @@ fn stnd_defined(header: &Header<'_>, fields: Fields<'_>) -> Result<Content, Stri
         ],
     )?;
     if kind == "notifyAlarmListRebuilt" {
-        let as_of = optional_string(data, "eventTime")?.and_then(super::parse_rfc3339).unwrap_or(header.last_epoch_ms);
-        return marker(header, as_of).map(Content::Resync);
+        return Ok(Content::Other);
     }
     let alarm_id = string(data, "alarmId")?;
     if alarm_id.trim().is_empty() {

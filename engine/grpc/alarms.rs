@@ -3,6 +3,7 @@
 
 use crate::clock::wall_clock;
 use crate::decode;
+use crate::model::EpochMillis;
 use crate::proto::v1;
 use crate::runtime::EngineHandle;
 use tonic::{Request, Response, Status};
@@ -27,7 +28,12 @@ impl super::server::alarm_service_server::AlarmService for AlarmApi {
             .handle
             .call(move |ctx| {
                 let mut changes = Vec::new();
-                let now = ctx.now.max(ctx.correlator.clock());
+                // Applied at stream time, which a call must not move (a backlog may be
+                // catching up behind it); the wall clock only before any input.
+                let now = match ctx.correlator.clock() {
+                    EpochMillis::MIN => ctx.now,
+                    clock => clock,
+                };
                 let outcome = ctx.correlator.resync(&resync, &listed, now, &mut changes);
                 for change in &changes {
                     ctx.publish(change);

@@ -67,11 +67,12 @@ impl IncidentApi {
 /// The longest client request id an operator action may carry.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
-/// What names an operator action for its retries: the action, the incident and the
-/// client's request id; `None` without one.
-fn request_key(action: &str, id: IncidentId, request_id: &str) -> Result<Option<String>, Status> {
+/// What names an operator action for its retries: the action, the incident, who acts and
+/// the client's request id (two operators' clients may count their ids alike); `None`
+/// without one.
+fn request_key(action: &str, id: IncidentId, who: &str, request_id: &str) -> Result<Option<String>, Status> {
     bounded("request_id", request_id, MAX_REQUEST_ID_BYTES)?;
-    Ok((!request_id.is_empty()).then(|| format!("{action}/{id}/{request_id}")))
+    Ok((!request_id.is_empty()).then(|| format!("{action}/{id}/{}:{who}/{request_id}", who.len())))
 }
 
 /// Applies an operator action once per request key: a retry of one already applied is
@@ -193,27 +194,32 @@ impl IncidentService for IncidentApi {
         let filter = IncidentFilter::from(&request);
         let size = page_size(request.page_size)?;
         let after = page_token(&request.page_token)?;
-        let response = self
+        // The core only picks the page's incidents (shared, a reference count each); they
+        // are converted here, off the core thread.
+        let (page, total, more) = self
             .handle
             .call(move |ctx| {
                 let mut total = 0;
-                let mut page = Vec::new();
-                let mut next_page_token = String::new();
-                for incident in ctx.correlator.incidents().filter(|i| filter.matches(i)) {
+                let mut page: Vec<Arc<Incident>> = Vec::new();
+                let mut more = false;
+                for incident in ctx.correlator.shared_incidents().filter(|i| filter.matches(i)) {
                     total += 1;
                     if after.is_some_and(|after| incident.id <= after) {
                         continue;
                     }
                     if page.len() == size {
-                        next_page_token = page.last().map(|i: &v1::Incident| i.id.clone()).unwrap_or_default();
+                        more = true;
                         continue;
                     }
-                    page.push(proto::incident_to_proto(incident));
+                    page.push(incident.clone());
                 }
-                v1::ListIncidentsResponse { incidents: page, next_page_token, total_size: total }
+                (page, total, more)
             })
             .await?;
-        Ok(Response::new(response))
+        let next_page_token =
+            if more { page.last().map(|i| i.id.to_string()).unwrap_or_default() } else { String::new() };
+        let incidents = page.iter().map(|i| proto::incident_to_proto(i)).collect();
+        Ok(Response::new(v1::ListIncidentsResponse { incidents, next_page_token, total_size: total }))
     }
 
     async fn get_incident(&self, request: Request<v1::GetIncidentRequest>) -> Result<Response<v1::Incident>, Status> {
@@ -247,7 +253,11 @@ impl IncidentService for IncidentApi {
             after,
             size,
         };
-        let page = self.history.list(&query).map_err(history_status)?;
+        let history = self.history.clone();
+        let page = tokio::task::spawn_blocking(move || history.list(&query))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(history_status)?;
         Ok(Response::new(v1::ListIncidentsResponse {
             incidents: page.incidents,
             next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
@@ -262,7 +272,7 @@ impl IncidentService for IncidentApi {
         let request = request.into_inner();
         let id = incident_id(&request.id)?;
         let by = bounded("by", required("by", &request.by)?, MAX_NAME_BYTES)?.to_owned();
-        let key = request_key("acknowledge", id, &request.request_id)?;
+        let key = request_key("acknowledge", id, &by, &request.request_id)?;
         let incident = self
             .handle
             .call(move |ctx| {
@@ -284,7 +294,7 @@ impl IncidentService for IncidentApi {
         let by = bounded("by", required("by", &request.by)?, MAX_NAME_BYTES)?.to_owned();
         bounded("reason", &request.reason, MAX_NOTE_BYTES)?;
         let reason = request.reason;
-        let key = request_key("resolve", id, &request.request_id)?;
+        let key = request_key("resolve", id, &by, &request.request_id)?;
         let incident = self
             .handle
             .call(move |ctx| {
@@ -305,7 +315,7 @@ impl IncidentService for IncidentApi {
         let id = incident_id(&request.id)?;
         let author = bounded("author", required("author", &request.author)?, MAX_NAME_BYTES)?.to_owned();
         let text = bounded("text", required("text", &request.text)?, MAX_NOTE_BYTES)?.to_owned();
-        let key = request_key("note", id, &request.request_id)?;
+        let key = request_key("note", id, &author, &request.request_id)?;
         let incident = self
             .handle
             .call(move |ctx| {

@@ -24,6 +24,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// An incident snapshot's state alone: prost skips the other fields without keeping them.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StateOnly {
+    #[prost(int32, tag = "3")]
+    state: i32,
+}
+
 /// How long a fetch of one snapshot may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -200,16 +207,21 @@ impl History {
     }
 
     /// Notes one record of the topic: a closed incident joins the index; a tombstone
-    /// removes one.
+    /// removes one. Only a closed incident's snapshot is decoded whole (a protobuf one's
+    /// state is read first), and never under the index's lock.
     fn take(&self, id: IncidentId, payload: Option<&[u8]>, partition: i32, offset: i64) {
+        let closed = payload.filter(|p| match self.format {
+            IncidentFormat::Protobuf => {
+                StateOnly::decode(*p).is_ok_and(|s| s.state == v1::IncidentState::Closed as i32)
+            }
+            IncidentFormat::Json => true,
+        });
+        let incident = closed.and_then(|p| self.decode(p)).filter(|i| i.state == v1::IncidentState::Closed as i32);
         let mut index = self.lock();
         if let Some(old) = index.by_id.remove(&id) {
             index.by_close.remove(&(old.closed_at, id));
         }
-        let Some(incident) = payload.and_then(|p| self.decode(p)) else { return };
-        if incident.state != v1::IncidentState::Closed as i32 {
-            return;
-        }
+        let Some(incident) = incident else { return };
         let closed_at = incident.update_time.as_ref().map(proto::millis).unwrap_or_default();
         let services = incident.impacted_services.iter().map(|s| s.service_id.clone()).collect();
         let customers = incident.impacted_customers.iter().map(|c| c.customer_id.clone()).collect();
@@ -283,6 +295,8 @@ impl History {
             match fetcher.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) if message.offset() == offset => {
                     let incident = message.payload().and_then(|p| self.decode(p));
+                    // Nothing more is fetched (nor held) until the next look-up.
+                    let _ = fetcher.unassign();
                     return incident.map(Some).ok_or_else(|| failed("the snapshot does not decode".into()));
                 }
                 Some(Ok(_)) | None => {}

@@ -174,18 +174,20 @@ impl Ingest {
                 while !shutdown.is_cancelled() {
                     bound.refresh();
                     let mut at = Stamping { bound: &bound, warned: &mut warned };
-                    let batch = self.collect(&mut taken, &mut at);
+                    let batch = self.collect(&mut taken, &mut at)?;
                     // A closed channel: the core has stopped (its own failure is recorded).
                     if !batch.is_empty() && batches.send(batch).is_err() {
                         break;
                     }
                 }
-                Ok::<(), std::convert::Infallible>(())
+                Ok::<(), KafkaError>(())
             })
         })
     }
 
-    fn collect(&self, taken: &mut Taken, at: &mut Stamping<'_>) -> Batch {
+    /// The messages at hand, decoded; an error no retry mends (fatal, not authorised,
+    /// fenced) stops the engine.
+    fn collect(&self, taken: &mut Taken, at: &mut Stamping<'_>) -> Result<Batch, KafkaError> {
         let mut batch = Batch::default();
         let mut next = self.consumer.poll(Duration::from_millis(100));
         let started = Instant::now();
@@ -197,9 +199,10 @@ impl Ingest {
                     }
                     Position::Next => self.take(&message, at, &mut batch),
                 },
+                Err(error) if is_fatal(&error) => return Err(error),
                 Err(error) => tracing::warn!(%error, "kafka consumer error"),
             }
-            if batch.alarms.len() + batch.refused.len() >= self.max_batch {
+            if batch.alarms.len() + batch.refused.len() + batch.resyncs.len() >= self.max_batch {
                 break;
             }
             next = self.consumer.poll(Duration::ZERO);
@@ -207,7 +210,7 @@ impl Ingest {
         if !batch.is_empty() {
             self.metrics.decode_batch.observe(started.elapsed());
         }
-        batch
+        Ok(batch)
     }
 
     fn take(&self, message: &rdkafka::message::BorrowedMessage<'_>, at: &mut Stamping<'_>, batch: &mut Batch) {
@@ -246,6 +249,24 @@ impl Ingest {
             }
         }
     }
+}
+
+/// A consumer error no retry mends: the engine must stop and say so rather than consume
+/// nothing behind a SERVING health.
+fn is_fatal(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::Fatal
+                | Code::TopicAuthorizationFailed
+                | Code::GroupAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::SaslAuthenticationFailed
+                | Code::FencedInstanceId
+                | Code::Authentication
+        )
+    )
 }
 
 /// The time a consumed record is applied at: its Kafka timestamp (the wall clock when it has

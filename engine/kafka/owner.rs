@@ -89,7 +89,9 @@ pub fn settle(
             None => {
                 return Err(OwnerError::Claim {
                     topic: kafka.state_topic.clone(),
-                    message: format!("the claim was written but is not read back within {timeout:?}"),
+                    message: format!(
+                        "the claim was written but is not read back within {timeout:?} (kafka.restore_timeout_secs)"
+                    ),
                 });
             }
         }

@@ -299,10 +299,13 @@ impl Engine {
             tracing::warn!(?grace, "shutdown deadline passed before the pipeline drained");
         }
         self.stop_serving.cancel();
-        let served = tokio::time::timeout(SERVERS_STOP, &mut self.server).await;
-        let _ = tokio::time::timeout(SERVERS_STOP, &mut self.metrics_server).await;
-        let _ = tokio::time::timeout(SERVERS_STOP, &mut self.health).await;
-        let _ = tokio::time::timeout(SERVERS_STOP, join_thread(self.history.take())).await;
+        // The servers and the history stop together, within one allowance.
+        let (served, _, _, _) = tokio::join!(
+            tokio::time::timeout(SERVERS_STOP, &mut self.server),
+            tokio::time::timeout(SERVERS_STOP, &mut self.metrics_server),
+            tokio::time::timeout(SERVERS_STOP, &mut self.health),
+            tokio::time::timeout(SERVERS_STOP, join_thread(self.history.take())),
+        );
         // Leaving the group talks to the brokers: not on the async runtime, and not past
         // the deadline when they do not answer.
         if let Some(consumer) = self.consumer.take() {

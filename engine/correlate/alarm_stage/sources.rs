@@ -82,17 +82,17 @@ impl Sources {
 }
 
 /// Maximum alarm ages by source system (`correlation.alarm_max_age_secs`); `*` for every
-/// source not named. Empty: no ageing.
+/// source not named; 0 for a source: never aged, whatever `*` says. Empty: no ageing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MaxAges(FxHashMap<String, EpochMillis>);
 
 impl MaxAges {
     pub fn new(ages: impl IntoIterator<Item = (String, EpochMillis)>) -> MaxAges {
-        MaxAges(ages.into_iter().filter(|(_, age)| *age > 0).collect())
+        MaxAges(ages.into_iter().collect())
     }
 
     fn of(&self, source: &str) -> Option<EpochMillis> {
-        self.0.get(source).or_else(|| self.0.get("*")).copied()
+        self.0.get(source).or_else(|| self.0.get("*")).copied().filter(|&age| age > 0)
     }
 }
 
@@ -117,7 +117,7 @@ impl AlarmStage {
         }
     }
 
-    fn rebuild_ageing(&mut self) {
+    pub(super) fn rebuild_ageing(&mut self) {
         let sources = &self.sources;
         self.ageing.due = self
             .resources
@@ -152,11 +152,32 @@ impl AlarmStage {
                 self.ageing.due.push(Reverse((due, resource, identity)));
                 continue;
             }
-            clears.push(clear_of(&active.alarm, self.sources.name(active.source), now));
+            // Dated at its last report, not now: a repeat the source sent after that (late
+            // in the backlog of a restart, say) is not stale, and raises it again.
+            clears.push(clear_of(&active.alarm, self.sources.name(active.source), active.alarm.last_seen));
         }
         clears.sort_unstable_by(|a, b| identity(a).cmp(&identity(b)));
         clears.dedup_by(|a, b| identity(a) == identity(b));
         clears
+    }
+
+    /// What the notification of an alarm listed by a resynchronisation taken at `as_of`
+    /// must be dated at least, to realign the alarm whatever ids and sequences it carries
+    /// (an element manager that restarted numbers its notifications anew): the alarm's last
+    /// report, or the clear remembered for it. `None` when either is later than the list,
+    /// which then says nothing new of it.
+    pub fn listed_floor(&self, alarm: &Alarm, as_of: EpochMillis) -> Option<EpochMillis> {
+        let identity = IdentityRef(&alarm.resource, &alarm.alarm_type, &alarm.qualifier);
+        let cleared = self.cleared.get(&identity).map(|r| r.event_time);
+        let seen = self.resources.get(alarm.resource.as_str()).and_then(|entry| {
+            entry
+                .alarms
+                .iter()
+                .find(|a| a.alarm.identity() == (identity.0, identity.1, identity.2))
+                .map(|a| a.alarm.last_seen)
+        });
+        let floor = cleared.max(seen).unwrap_or(EpochMillis::MIN);
+        (floor <= as_of).then_some(floor)
     }
 
     /// The clears a resynchronisation of `source` implies: every active alarm of that source
@@ -269,6 +290,30 @@ mod tests {
         // Another source falls under `*`.
         assert!(stage.aged(59_999).is_empty());
         assert_eq!(names(&stage.aged(60_000)), ["port-3 LOS"]);
+    }
+
+    #[test]
+    fn a_restore_puts_every_alarm_under_ageing_once_and_zero_means_never() {
+        let ages = || MaxAges::new([("*".to_owned(), 60_000), ("ems-exempt".to_owned(), 0)]);
+        let mut stage = AlarmStage::new(AlarmPolicy { max_age: ages(), ..AlarmPolicy::default() });
+        for i in 0..5_000 {
+            stage.apply(&from("ems-a", &format!("port-{i}"), "LOS", 0), 0);
+        }
+        stage.apply(&from("ems-exempt", "port-x", "LOS", 0), 0);
+        let written = stage.take_dirty();
+        let mut restored = AlarmStage::new(AlarmPolicy { max_age: ages(), ..AlarmPolicy::default() });
+        let heard = written.iter().flat_map(|r| {
+            r.alarms
+                .iter()
+                .cloned()
+                .zip(r.sources.iter().map(|s| LastHeard { source: s.clone(), ..LastHeard::default() }))
+        });
+        restored.restore(heard, 100_000);
+        assert_eq!(restored.ageing.due.len(), 5_000, "one entry each, the exempt source's none");
+        assert!(restored.aged(159_999).is_empty(), "ageing counts from the restore");
+        let aged = restored.aged(160_000);
+        assert_eq!(aged.len(), 5_000);
+        assert!(aged.iter().all(|c| c.event_time == 0), "dated at their last report");
     }
 
     #[test]
