@@ -5,12 +5,12 @@
 
 use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ChangedResource, ResourceUpdate};
 use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, RestoreSummary};
-use super::impact::{ImpactStage, Landed};
+use super::impact::{Changes, ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
 use crate::model::alarm::Alarm;
 use crate::model::incident::{Incident, IncidentChange, IncidentId};
-use crate::model::topology::{CiIdx, Topology};
+use crate::model::topology::Topology;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
@@ -60,7 +60,7 @@ pub struct Correlator {
     incidents: IncidentBook,
     stats: Stats,
     /// Reused between calls so propagation does not allocate per alarm.
-    changed: Vec<CiIdx>,
+    changed: Changes,
     /// The meta last handed to the changelog, to write it again only when it moved.
     exported_meta: CoreMeta,
     /// Stream time: the latest time the correlator has been given. It never goes back, and
@@ -76,7 +76,7 @@ impl Correlator {
             incidents: IncidentBook::new(config.incidents, topology.len()),
             impact: ImpactStage::new(topology),
             stats: Stats::default(),
-            changed: Vec::new(),
+            changed: Changes::default(),
             exported_meta: CoreMeta::default(),
             clock: EpochMillis::MIN,
         }
@@ -203,7 +203,7 @@ impl Correlator {
         let landed = self.impact.apply(update, &mut self.changed);
         match landed {
             Landed::Unmapped => self.stats.unmapped += 1,
-            Landed::Mapped(_) => self.incidents.on_changes(&self.impact, &self.changed, now, out),
+            Landed::Mapped(_) => self.incidents.on_changes(&self.impact, self.changed.cis(), now, out),
         }
         landed
     }

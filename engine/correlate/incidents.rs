@@ -224,7 +224,7 @@ impl IncidentBook {
         }
         for &ci in changed {
             let state = impact.state(ci);
-            let symptom = !state.alarms.is_empty() && !state.is_root(ci);
+            let symptom = !state.alarms.is_empty() && !impact.is_root(ci);
             // A symptom of several incidents' roots is owned by the last root's incident;
             // each of them lists it. Ownership is settled once the roots are walked: an
             // owner passed on the way and left again has nothing new to write.
@@ -234,8 +234,8 @@ impl IncidentBook {
             // card) has no part in any alarm list: its owners refresh, but need not look
             // at it. Most changed CIs are such.
             let listed = !state.alarms.is_empty() || self.members.contains_key(&ci);
-            for root in &state.roots {
-                let Some(&id) = self.by_root.get(root) else { continue };
+            for root in impact.roots(ci).iter() {
+                let Some(&id) = self.by_root.get(&root) else { continue };
                 let touched = touch(&mut kinds, id);
                 if listed {
                     touched.cis.push(ci);
@@ -305,7 +305,7 @@ impl IncidentBook {
             return;
         }
 
-        let id = match self.choose(service, &state.roots) {
+        let id = match self.choose(service, impact.roots(service).iter()) {
             Some(id) => id,
             None => {
                 let id = self.open(now);
@@ -356,7 +356,7 @@ impl IncidentBook {
         if t.restored_since.take().is_some() {
             self.dirty.insert(id);
         }
-        for &root in &state.roots {
+        for root in impact.roots(service).iter() {
             if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
                 v.insert(id);
                 t.registered_roots.insert(root);
@@ -380,7 +380,7 @@ impl IncidentBook {
 
     /// The incident an impacted service belongs to: the one it is already impacted under,
     /// else the oldest one that owns one of its root causes.
-    fn choose(&self, service: CiIdx, roots: &[CiIdx]) -> Option<IncidentId> {
+    fn choose(&self, service: CiIdx, mut roots: impl Iterator<Item = CiIdx>) -> Option<IncidentId> {
         if let Some(id) = self.service_owner(service) {
             let continuing = self
                 .incidents
@@ -390,7 +390,7 @@ impl IncidentBook {
                 return Some(id);
             }
         }
-        roots.iter().filter_map(|r| self.by_root.get(r).copied()).min()
+        roots.by_ref().filter_map(|r| self.by_root.get(&r).copied()).min()
     }
 
     fn open(&mut self, now: EpochMillis) -> IncidentId {
@@ -438,11 +438,7 @@ impl IncidentBook {
         // every root cause it had; a former root now explained by another failure moves
         // to the symptoms. The live roots can only have moved if a service did.
         let live: BTreeSet<CiIdx> = if services_moved {
-            t.services
-                .iter()
-                .filter(|(_, s)| !s.is_up())
-                .flat_map(|(s, _)| impact.state(s).roots.iter().copied())
-                .collect()
+            t.services.iter().filter(|(_, s)| !s.is_up()).flat_map(|(s, _)| impact.roots(s).iter()).collect()
         } else {
             BTreeSet::new()
         };
@@ -467,7 +463,7 @@ impl IncidentBook {
         }
         t.roots.extend(live.iter().copied());
         let explained_by_other =
-            |r: CiIdx| !live.contains(&r) && !impact.state(r).alarms.is_empty() && !impact.state(r).is_root(r);
+            |r: CiIdx| !live.contains(&r) && !impact.state(r).alarms.is_empty() && !impact.is_root(r);
         let explained: Vec<CiIdx> = if services_moved {
             t.roots.iter().copied().filter(|&r| explained_by_other(r)).collect()
         } else {
