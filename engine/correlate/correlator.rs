@@ -91,7 +91,7 @@ impl Correlator {
     fn advance(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) -> EpochMillis {
         if now > self.clock {
             self.clock = now;
-            self.incidents.tick(now, out);
+            self.incidents.tick(&self.impact, now, out);
         }
         self.clock
     }
@@ -129,6 +129,7 @@ impl Correlator {
         let unknown_cis =
             correlator.incidents.restore(snapshot.incidents.into_values().collect(), &topology, &snapshot.meta);
         correlator.incidents.reschedule();
+        correlator.incidents.find_orphaned(&correlator.impact);
         correlator.stats = snapshot.meta.stats;
         correlator.clock = snapshot.meta.clock;
         correlator.exported_meta = correlator.meta();
@@ -203,7 +204,7 @@ impl Correlator {
         let landed = self.impact.apply(update, &mut self.changed);
         match landed {
             Landed::Unmapped => self.stats.unmapped += 1,
-            Landed::Mapped(_) => self.incidents.on_changes(&self.impact, self.changed.cis(), now, out),
+            Landed::Mapped(_) => self.incidents.on_changes(&self.impact, &self.changed, now, out),
         }
         landed
     }

@@ -522,3 +522,20 @@ fn take_run<'a, T, K: PartialEq>(items: &mut &'a [T], key: K, of: impl Fn(&T) ->
     *items = rest;
     run
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ci_state_stays_three_words() {
+        // The bytes per CI of a million-CI network are a published figure: the counts
+        // live in what would otherwise be padding.
+        assert_eq!(std::mem::size_of::<CiState>(), 24);
+        let mut counts = DependencyCounts::default();
+        for (down, degraded) in [(0, 0), (1, 2), (WIDE, 0), (0xAB_CDEF, 0x12_3456), (WIDE, WIDE - 1)] {
+            counts.set(down, degraded);
+            assert_eq!(counts.get(), (down, degraded));
+        }
+    }
+}
