@@ -5,6 +5,13 @@
 //!   Each iteration replays the storm on a fresh correlator (set-up excluded); the storm
 //!   is spaced at 100,000 notifications per second of stream time, so hold-downs and
 //!   reopen windows fire as they would live.
+//! - `core/fan-in/20000-ports-quorum-10000`: the same on the fan-in storm
+//!   (`generate::fan_in`): a national service over a quorum RFS of 20,000 ports (quorum
+//!   10,000), the ports failing one by one in port order, one in eight of them followed
+//!   by a clear of an earlier one, then all clearing: about 40,000 notifications, each
+//!   moving the roots of the RFS and the service above it, in one incident that ends up
+//!   naming 20,000 root causes. `impact/fan-in/20000-ports`: the impact stage alone on the
+//!   resource updates of that storm.
 //! - `topology/load/<N>-cis`: reading and validating a topology file; the bytes each CI
 //!   holds in memory once loaded, with the correlator's per-CI state (all-in), are printed.
 //!   `topology/load/<N>-cis-vpn6`: the same network with its VPNs spanning six sites, about
@@ -14,10 +21,12 @@
 //! `cargo bench --bench core` (all), `cargo bench --bench core -- core/mixed/1000000` (one).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use faultline::correlate::alarm_stage::{AlarmPolicy, AlarmStage, ResourceUpdate};
+use faultline::correlate::impact::{Changes, ImpactStage};
 use faultline::correlate::incidents::IncidentPolicy;
 use faultline::correlate::{Correlator, CorrelatorConfig};
-use faultline::generate::carrier;
 use faultline::generate::scenario::{Kind, Storm};
+use faultline::generate::{carrier, fan_in};
 use faultline::model::alarm::Alarm;
 use faultline::model::topology::Topology;
 use faultline::topology_file;
@@ -119,6 +128,61 @@ fn core(c: &mut Criterion) {
     group.finish();
 }
 
+const FAN_IN_PORTS: usize = 20_000;
+
+fn fan_in_network() -> (Arc<Topology>, Vec<Alarm>) {
+    let topology = Topology::from_records(fan_in::network(FAN_IN_PORTS)).expect("a valid network");
+    (Arc::new(topology), fan_in::storm(FAN_IN_PORTS, 7, 8, START, RATE))
+}
+
+fn core_fan_in(c: &mut Criterion) {
+    let mut group = c.benchmark_group("core");
+    group.sample_size(10);
+    let (topology, alarms) = fan_in_network();
+    let config = config();
+    group.throughput(Throughput::Elements(alarms.len() as u64));
+    group.bench_function(format!("fan-in/{FAN_IN_PORTS}-ports-quorum-{}", FAN_IN_PORTS / 2), |b| {
+        b.iter_batched(
+            || Correlator::new(topology.clone(), config.clone()),
+            |mut correlator| {
+                let mut out = Vec::new();
+                for alarm in &alarms {
+                    correlator.apply(alarm, alarm.event_time, &mut out);
+                    out.clear();
+                }
+                correlator
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+fn impact_fan_in(c: &mut Criterion) {
+    let mut group = c.benchmark_group("impact");
+    group.sample_size(10);
+    let (topology, alarms) = fan_in_network();
+    let mut stage = AlarmStage::with_topology(AlarmPolicy::default(), topology.clone());
+    let updates: Vec<ResourceUpdate> =
+        alarms.iter().filter_map(|alarm| stage.apply(alarm, alarm.event_time).1).collect();
+    group.throughput(Throughput::Elements(updates.len() as u64));
+    group.bench_function(format!("fan-in/{FAN_IN_PORTS}-ports"), |b| {
+        b.iter_batched(
+            || (ImpactStage::new(topology.clone()), updates.clone()),
+            |(mut impact, updates)| {
+                let mut changes = Changes::default();
+                for update in updates {
+                    changes.clear();
+                    impact.apply(update, &mut changes);
+                }
+                impact
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 fn topology_load(c: &mut Criterion) {
     let mut group = c.benchmark_group("topology");
     group.sample_size(10);
@@ -170,5 +234,5 @@ fn queries(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, core, topology_load, queries);
+criterion_group!(benches, core, core_fan_in, impact_fan_in, topology_load, queries);
 criterion_main!(benches);

@@ -90,7 +90,8 @@ fn check_invariants(correlator: &Correlator) {
     let topology = correlator.topology();
     for (idx, ci) in topology.iter() {
         let state = correlator.impact().state(idx);
-        assert_eq!(state.effective == State::Up, state.roots.is_empty(), "{}: {:?}", ci.id, state);
+        let roots = correlator.impact().roots(idx);
+        assert_eq!(state.effective == State::Up, roots.is_empty(), "{}: {:?} {:?}", ci.id, state, roots);
         assert!(state.effective >= state.own, "{}: effective below own state", ci.id);
     }
 }
@@ -169,6 +170,7 @@ proptest! {
         prop_assert_eq!(before, after);
         for (idx, ci) in topology.iter() {
             prop_assert_eq!(restored.impact().state(idx), original.impact().state(idx), "{}", ci.id);
+            prop_assert_eq!(restored.impact().roots(idx).to_vec(), original.impact().roots(idx).to_vec(), "{}", ci.id);
         }
 
         let (expected, _) = play(&mut original, &names, &ops[cut..], now);

@@ -160,7 +160,7 @@ fn expect(r: &Run, line: usize, text: &str, words: &[&str]) {
             let topology = r.correlator.topology();
             let idx = topology.lookup(ci).unwrap_or_else(|| r.fail(line, text, format!("unknown CI {ci}")));
             let actual: BTreeSet<String> =
-                r.correlator.impact().state(idx).roots.iter().map(|&x| topology.ci(x).id.to_string()).collect();
+                r.correlator.impact().roots(idx).iter().map(|x| topology.ci(x).id.to_string()).collect();
             if actual != set(roots) {
                 r.fail(line, text, format!("roots of {ci} are {actual:?}"));
             }

@@ -12,6 +12,7 @@
 //! exactly as the one that wrote the records.
 
 use super::Stats;
+use super::impact::ImpactStage;
 use super::impacted::Impacted;
 use super::incidents::{IncidentBook, Tracked};
 use crate::model::EpochMillis;
@@ -129,19 +130,20 @@ impl IncidentBook {
     pub(super) fn export(&self, id: IncidentId, topology: &Topology) -> Option<IncidentRecord> {
         let t = self.incidents.get(&id)?;
         let name = |ci: CiIdx| topology.ci(ci).id.clone();
-        let names = |set: &BTreeSet<CiIdx>| set.iter().map(|&ci| name(ci)).collect::<Vec<_>>();
+        let names = |set: &mut dyn Iterator<Item = &CiIdx>| set.map(|&ci| name(ci)).collect::<Vec<_>>();
         // An incident owns services among those it impacted, and symptoms among its
         // symptoms and former roots: looking there avoids scanning the whole indexes.
         let owned_services =
             t.services.iter().filter(|&(ci, _)| self.service_owner(ci) == Some(id)).map(|(ci, _)| name(ci)).collect();
-        let owned_symptoms =
-            t.symptoms.union(&t.roots).filter(|ci| self.by_symptom.get(ci) == Some(&id)).map(|&ci| name(ci)).collect();
+        let owned: BTreeSet<CiIdx> =
+            t.symptoms.iter().chain(&t.roots).copied().filter(|ci| self.by_symptom.get(ci) == Some(&id)).collect();
+        let owned_symptoms = names(&mut owned.iter());
         Some(IncidentRecord {
             incident: t.incident.clone(),
-            roots: names(&t.roots),
-            registered_roots: names(&t.registered_roots),
+            roots: names(&mut t.roots.iter()),
+            registered_roots: names(&mut t.registered_roots.iter()),
             services: t.services.iter().map(|(ci, state)| (name(ci), state)).collect(),
-            symptoms: names(&t.symptoms),
+            symptoms: names(&mut t.symptoms.iter()),
             owned_services,
             owned_symptoms,
             restored_since: t.restored_since,
@@ -178,7 +180,7 @@ impl IncidentBook {
                 record.services.iter().filter_map(|(ci, state)| Some((lookup(ci)?, *state))).collect();
             let services = Impacted::restore(services, topology);
             let mut tracked = Tracked {
-                roots: set(&record.roots, &mut lookup),
+                roots: set(&record.roots, &mut lookup).into_iter().collect(),
                 registered_roots,
                 services,
                 symptoms: set(&record.symptoms, &mut lookup),
@@ -186,6 +188,8 @@ impl IncidentBook {
                 incident: record.incident,
                 stale: BTreeSet::new(),
                 titled: None,
+                synced: false,
+                merge_hints: [0; 2],
             };
             for &ci in tracked.roots.iter().chain(&tracked.symptoms) {
                 super::incidents::join(&mut self.members, ci, id);
@@ -199,5 +203,16 @@ impl IncidentBook {
         self.stats = meta.stats.incidents;
         self.dirty.clear();
         missing
+    }
+
+    /// After a restore, once the CI states are propagated again: the failing roots no
+    /// incident owns, which services that have them register at their next change.
+    pub(super) fn find_orphaned(&mut self, impact: &ImpactStage) {
+        let topology = impact.topology();
+        self.orphaned = topology
+            .iter()
+            .map(|(ci, _)| ci)
+            .filter(|&ci| !self.by_root.contains_key(&ci) && impact.is_root(ci))
+            .collect();
     }
 }

@@ -5,7 +5,7 @@
 
 use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ChangedResource, LastHeard, ResourceUpdate};
 use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, RestoreSummary};
-use super::impact::{ImpactStage, Landed};
+use super::impact::{Changes, ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, Resync};
@@ -75,7 +75,7 @@ pub struct Correlator {
     incidents: IncidentBook,
     stats: Stats,
     /// Reused between calls so propagation does not allocate per alarm.
-    changed: Vec<CiIdx>,
+    changed: Changes,
     /// The meta last handed to the changelog, to write it again only when it moved.
     exported_meta: CoreMeta,
     /// Stream time: the latest time the correlator has been given. It never goes back, and
@@ -91,7 +91,7 @@ impl Correlator {
             incidents: IncidentBook::new(config.incidents, topology.len()),
             impact: ImpactStage::new(topology),
             stats: Stats::default(),
-            changed: Vec::new(),
+            changed: Changes::default(),
             exported_meta: CoreMeta::default(),
             clock: EpochMillis::MIN,
         }
@@ -107,7 +107,7 @@ impl Correlator {
     fn advance(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) -> EpochMillis {
         if now > self.clock {
             self.clock = now;
-            self.incidents.tick(now, out);
+            self.incidents.tick(&self.impact, now, out);
             if self.alarms.ageing_due(now) {
                 let aged = self.alarms.aged(now);
                 for clear in &aged {
@@ -160,6 +160,7 @@ impl Correlator {
         let unknown_cis =
             correlator.incidents.restore(snapshot.incidents.into_values().collect(), &topology, &snapshot.meta);
         correlator.incidents.reschedule();
+        correlator.incidents.find_orphaned(&correlator.impact);
         correlator.stats = snapshot.meta.stats;
         correlator.clock = snapshot.meta.clock;
         correlator.exported_meta = correlator.meta();

@@ -4,9 +4,10 @@
 //! for a hold-down period, reopens if its root cause fails again within the reopen window,
 //! and closes after it. Operators acknowledge, annotate and resolve.
 
-use super::impact::ImpactStage;
+use super::impact::{Change, Changes, ImpactStage};
 use super::impacted::Impacted;
 use super::priority::PriorityPolicy;
+use super::roots::{SMALL_MAX, SMALL_MIN};
 use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
 use crate::model::incident::{
@@ -14,7 +15,7 @@ use crate::model::incident::{
 };
 use crate::model::state::State;
 use crate::model::topology::{CiIdx, Topology};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
@@ -79,8 +80,10 @@ pub(super) struct Tracked {
     /// Shared with the changes published from it: publishing is a reference count, and a
     /// later change copies the incident only if a reader still holds the previous version.
     pub(super) incident: Arc<Incident>,
-    /// Every CI that has explained this incident's impact, less those since explained by another.
-    pub(super) roots: BTreeSet<CiIdx>,
+    /// Every CI that has explained this incident's impact, less those since explained by
+    /// another; sorted. A vector, not a set: `incident.root_causes` lists them in this
+    /// order, and a root joining or leaving takes the same position in both.
+    pub(super) roots: Vec<CiIdx>,
     /// Every root registered in `by_root` for this incident, to unregister on close.
     pub(super) registered_roots: BTreeSet<CiIdx>,
     /// Impacted services with their current state (`Up` once restored), and their customers.
@@ -96,20 +99,35 @@ pub(super) struct Tracked {
     /// The services down and degraded when the title was last written (it names them and
     /// the roots); `None` until it is written by this process.
     pub(super) titled: Option<(usize, usize)>,
+    /// Whether `roots` holds every root of the services the incident follows and
+    /// `incident.root_causes` names `roots`, so that both follow the roots the services
+    /// gain; false after a restore (the writer may have trimmed the lists), until a
+    /// refresh has recomputed them in full.
+    pub(super) synced: bool,
+    /// Where in the root-cause and the symptom alarm lists the last merge ended: the next
+    /// CI merged is often the next one there.
+    pub(super) merge_hints: [usize; 2],
 }
 
 /// What one batch of CI changes did to an incident: the kind of change to publish, whether
-/// its services moved (their states or root causes), and the CIs whose alarms or membership
-/// may have changed. [`IncidentBook::refresh`] redoes only what these can have moved.
+/// its services moved (their states or root causes), the CIs whose alarms or membership
+/// may have changed, and the roots its services gained (all of a service's roots when it
+/// joined). [`IncidentBook::refresh`] redoes only what these can have moved.
 #[derive(Debug)]
 struct Touch {
     kind: ChangeKind,
     services: bool,
     cis: Vec<CiIdx>,
+    roots: Vec<CiIdx>,
 }
 
 fn touch(kinds: &mut BTreeMap<IncidentId, Touch>, id: IncidentId) -> &mut Touch {
-    kinds.entry(id).or_insert_with(|| Touch { kind: ChangeKind::Updated, services: false, cis: Vec::new() })
+    kinds.entry(id).or_insert_with(|| Touch {
+        kind: ChangeKind::Updated,
+        services: false,
+        cis: Vec::new(),
+        roots: Vec::new(),
+    })
 }
 
 #[derive(Debug)]
@@ -119,6 +137,19 @@ pub struct IncidentBook {
     /// the compacted incidents topic.
     pub(super) incidents: BTreeMap<IncidentId, Tracked>,
     pub(super) by_root: FxHashMap<CiIdx, IncidentId>,
+    /// Failing roots no incident owns any more (their owner closed, or not known since a
+    /// restore). A service registers the roots it gains; these it registers too, at its
+    /// next change, if it has them.
+    pub(super) orphaned: FxHashSet<CiIdx>,
+    /// For each CI with more than [`SMALL_MAX`] roots: the incidents owning some of them
+    /// in `by_root`, each with how many. A change of such a CI (a national service above
+    /// thousands of failed ports) reaches its roots' incidents through this, not through
+    /// a look-up per root. Built when a CI's roots grow past the limit, dropped when they
+    /// fall below [`SMALL_MIN`], kept exact as roots move and incidents take and give
+    /// them up.
+    pub(super) wide: FxHashMap<CiIdx, Vec<(IncidentId, u32)>>,
+    /// Scratch space for the incidents owning a changed CI's roots.
+    owners_buffer: Vec<IncidentId>,
     /// The incident each service is impacted under, by CI (0 for none): a table, not a
     /// map, since every service a storm moves looks itself up here.
     pub(super) by_service: Vec<u64>,
@@ -147,6 +178,9 @@ impl IncidentBook {
             policy,
             incidents: BTreeMap::new(),
             by_root: FxHashMap::default(),
+            orphaned: FxHashSet::default(),
+            wide: FxHashMap::default(),
+            owners_buffer: Vec::new(),
             by_service: vec![0; cis],
             by_symptom: FxHashMap::default(),
             members: FxHashMap::default(),
@@ -210,21 +244,23 @@ impl IncidentBook {
     pub fn on_changes(
         &mut self,
         impact: &ImpactStage,
-        changed: &[CiIdx],
+        changes: &Changes,
         now: EpochMillis,
         out: &mut Vec<IncidentChange>,
     ) {
         let topology = impact.topology().clone();
         let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
 
-        for &ci in changed {
-            if topology.ci(ci).incidents {
-                self.follow_service(&topology, impact, ci, now, &mut kinds);
+        self.follow_roots(impact, changes);
+        for change in changes.iter() {
+            if topology.ci(change.ci).incidents {
+                self.follow_service(&topology, impact, change, now, &mut kinds);
             }
         }
-        for &ci in changed {
+        let mut owners = std::mem::take(&mut self.owners_buffer);
+        for &ci in changes.cis() {
             let state = impact.state(ci);
-            let symptom = !state.alarms.is_empty() && !state.is_root(ci);
+            let symptom = !state.alarms.is_empty() && !impact.is_root(ci);
             // A symptom of several incidents' roots is owned by the last root's incident;
             // each of them lists it. Ownership is settled once the roots are walked: an
             // owner passed on the way and left again has nothing new to write.
@@ -234,8 +270,15 @@ impl IncidentBook {
             // card) has no part in any alarm list: its owners refresh, but need not look
             // at it. Most changed CIs are such.
             let listed = !state.alarms.is_empty() || self.members.contains_key(&ci);
-            for root in &state.roots {
-                let Some(&id) = self.by_root.get(root) else { continue };
+            // The incidents owning its roots, in the roots' order: for a CI with many
+            // roots, from their counts, as long as the order cannot matter (not a symptom,
+            // or a single owner).
+            owners.clear();
+            match self.wide.get(&ci) {
+                Some(wide) if !symptom || wide.len() <= 1 => owners.extend(wide.iter().map(|&(id, _)| id)),
+                _ => owners.extend(impact.roots(ci).iter().filter_map(|root| self.by_root.get(&root).copied())),
+            }
+            for &id in &owners {
                 let touched = touch(&mut kinds, id);
                 if listed {
                     touched.cis.push(ci);
@@ -273,6 +316,7 @@ impl IncidentBook {
                 }
             }
         }
+        self.owners_buffer = owners;
         for (id, touched) in kinds {
             if let Some(change) = self.refresh(&topology, impact, id, touched, now) {
                 self.dirty.insert(id);
@@ -281,14 +325,54 @@ impl IncidentBook {
         }
     }
 
+    /// Brings the root indexes up to date with the roots each CI gained and lost: the
+    /// owner counts of CIs with many roots, and the orphaned roots that stopped failing.
+    fn follow_roots(&mut self, impact: &ImpactStage, changes: &Changes) {
+        for change in changes.iter() {
+            let ci = change.ci;
+            if !self.orphaned.is_empty() && change.lost.binary_search(&ci).is_ok() {
+                self.orphaned.remove(&ci);
+            }
+            let by_root = &self.by_root;
+            match self.wide.get_mut(&ci) {
+                Some(_) if change.gained.is_empty() && change.lost.is_empty() => {}
+                Some(_) if impact.roots(ci).len() < SMALL_MIN => {
+                    self.wide.remove(&ci);
+                }
+                Some(owners) => {
+                    for (roots, by) in [(change.gained, 1), (change.lost, -1)] {
+                        for root in roots {
+                            if let Some(&id) = by_root.get(root) {
+                                count_owner(owners, id, by);
+                            }
+                        }
+                    }
+                }
+                None => {
+                    let roots = impact.roots(ci);
+                    if roots.len() > SMALL_MAX {
+                        let mut owners = Vec::new();
+                        for root in roots.iter() {
+                            if let Some(&id) = by_root.get(&root) {
+                                count_owner(&mut owners, id, 1);
+                            }
+                        }
+                        self.wide.insert(ci, owners);
+                    }
+                }
+            }
+        }
+    }
+
     fn follow_service(
         &mut self,
         topology: &Topology,
         impact: &ImpactStage,
-        service: CiIdx,
+        change: Change<'_>,
         now: EpochMillis,
         kinds: &mut BTreeMap<IncidentId, Touch>,
     ) {
+        let service = change.ci;
         let state = impact.state(service);
         let name = &topology.ci(service).name;
         if state.effective.is_up() {
@@ -305,7 +389,7 @@ impl IncidentBook {
             return;
         }
 
-        let id = match self.choose(service, &state.roots) {
+        let id = match self.choose(impact, service) {
             Some(id) => id,
             None => {
                 let id = self.open(now);
@@ -349,21 +433,52 @@ impl IncidentBook {
             self.stats.reopened += 1;
             touch(kinds, id).kind = ChangeKind::Reopened;
         }
-        if t.services.set(service, state.effective, topology) != Some(state.effective) {
+        let before = t.services.set(service, state.effective, topology);
+        if before != Some(state.effective) {
             self.dirty.insert(id);
             push_service_entry(&mut t.incident, &self.policy, now, name, state.effective.as_str());
         }
         if t.restored_since.take().is_some() {
             self.dirty.insert(id);
         }
-        for &root in &state.roots {
-            if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
-                v.insert(id);
+        // The service's roots are registered to this incident where no incident owns them.
+        // Those it had before were registered when it gained them, and stayed so but for
+        // an owner that closed since (orphaned): only what it gained and the orphaned are
+        // looked at. The incident's root list takes them (all of them if it just joined).
+        let joined = before.is_none_or(|s| s.is_up());
+        let roots = impact.roots(service);
+        let touched = touch(kinds, id);
+        let mut register = |root: CiIdx| {
+            if register_root(&mut self.by_root, &mut self.wide, &mut self.orphaned, impact, root, id) {
                 t.registered_roots.insert(root);
                 self.dirty.insert(id);
             }
+        };
+        if joined || !t.synced {
+            for root in roots.iter() {
+                register(root);
+                touched.roots.push(root);
+            }
+        } else {
+            for &root in change.gained {
+                register(root);
+                touched.roots.push(root);
+            }
         }
-        touch(kinds, id).services = true;
+        if !self.orphaned.is_empty() {
+            let orphaned: Vec<CiIdx> = if self.orphaned.len() < roots.len() {
+                self.orphaned.iter().copied().filter(|&r| roots.contains(r)).collect()
+            } else {
+                roots.iter().filter(|r| self.orphaned.contains(r)).collect()
+            };
+            for root in orphaned {
+                if register_root(&mut self.by_root, &mut self.wide, &mut self.orphaned, impact, root, id) {
+                    t.registered_roots.insert(root);
+                    self.dirty.insert(id);
+                }
+            }
+        }
+        touched.services = true;
     }
 
     /// The incident a service is impacted under, if any.
@@ -380,7 +495,7 @@ impl IncidentBook {
 
     /// The incident an impacted service belongs to: the one it is already impacted under,
     /// else the oldest one that owns one of its root causes.
-    fn choose(&self, service: CiIdx, roots: &[CiIdx]) -> Option<IncidentId> {
+    fn choose(&self, impact: &ImpactStage, service: CiIdx) -> Option<IncidentId> {
         if let Some(id) = self.service_owner(service) {
             let continuing = self
                 .incidents
@@ -390,7 +505,10 @@ impl IncidentBook {
                 return Some(id);
             }
         }
-        roots.iter().filter_map(|r| self.by_root.get(r).copied()).min()
+        match self.wide.get(&service) {
+            Some(owners) => owners.iter().map(|&(id, _)| id).min(),
+            None => impact.roots(service).iter().filter_map(|r| self.by_root.get(&r).copied()).min(),
+        }
     }
 
     fn open(&mut self, now: EpochMillis) -> IncidentId {
@@ -401,13 +519,15 @@ impl IncidentBook {
         push_timeline(&mut incident, &self.policy, now, TimelineKind::Opened, format_args!("incident opened"));
         let tracked = Tracked {
             incident,
-            roots: BTreeSet::new(),
+            roots: Vec::new(),
             registered_roots: BTreeSet::new(),
             services: Impacted::new(),
             symptoms: BTreeSet::new(),
             restored_since: None,
             stale: BTreeSet::new(),
             titled: None,
+            synced: true,
+            merge_hints: [0; 2],
         };
         self.incidents.insert(id, tracked);
         id
@@ -427,8 +547,10 @@ impl IncidentBook {
     ) -> Option<IncidentChange> {
         let policy = &self.policy;
         let t = self.incidents.get_mut(&id)?;
-        let Touch { kind, services: services_moved, cis: mut alarm_cis } = touched;
+        let Touch { kind, services: services_moved, cis: mut alarm_cis, roots: mut candidates } = touched;
         alarm_cis.extend(std::mem::take(&mut t.stale));
+        alarm_cis.sort_unstable();
+        alarm_cis.dedup();
         // Whether anything a reader sees moved: tracked field by field, so that no refresh
         // clones the whole incident (timeline included) just to compare it afterwards.
         let mut moved = false;
@@ -436,17 +558,23 @@ impl IncidentBook {
 
         // Roots accumulate over the incident's life, so a resolved incident still names
         // every root cause it had; a former root now explained by another failure moves
-        // to the symptoms. The live roots can only have moved if a service did.
-        let live: BTreeSet<CiIdx> = if services_moved {
-            t.services
-                .iter()
-                .filter(|(_, s)| !s.is_up())
-                .flat_map(|(s, _)| impact.state(s).roots.iter().copied())
-                .collect()
+        // to the symptoms. The live roots (those of its impacted services) can only have
+        // moved if a service did, and then by what the services gained, which on_changes
+        // gathered: the roots already listed hold all the others. Until a refresh has
+        // checked that (after a restore), the live roots are gathered in full.
+        let full = services_moved && !t.synced;
+        if full {
+            candidates =
+                t.services.iter().filter(|(_, s)| !s.is_up()).flat_map(|(s, _)| impact.roots(s).iter()).collect();
+        }
+        if services_moved {
+            candidates.sort_unstable();
+            candidates.dedup();
         } else {
-            BTreeSet::new()
-        };
-        for &root in live.difference(&t.roots) {
+            candidates.clear();
+        }
+        for &root in &candidates {
+            let Err(at) = find_root(&t.roots, root) else { continue };
             push_timeline(
                 &mut t.incident,
                 policy,
@@ -456,26 +584,34 @@ impl IncidentBook {
             );
             moved = true;
             roots_moved = true;
-            if let std::collections::hash_map::Entry::Vacant(v) = self.by_root.entry(root) {
-                v.insert(id);
+            if register_root(&mut self.by_root, &mut self.wide, &mut self.orphaned, impact, root, id) {
                 t.registered_roots.insert(root);
             }
             if !t.symptoms.remove(&root) {
                 join(&mut self.members, root, id);
             }
             alarm_cis.push(root);
+            t.roots.insert(at, root);
+            if t.synced {
+                Arc::make_mut(&mut t.incident).root_causes.insert(at, topology.ci(root).id.clone());
+            }
         }
-        t.roots.extend(live.iter().copied());
-        let explained_by_other =
-            |r: CiIdx| !live.contains(&r) && !impact.state(r).alarms.is_empty() && !impact.state(r).is_root(r);
-        let explained: Vec<CiIdx> = if services_moved {
+        // A root that another failure now explains has changed (its alarms, or what its
+        // dependencies make of it) since the incident last refreshed: it is among the CIs
+        // to look at, where it was or as the incident's stale part.
+        let explained_by_other = |r: CiIdx| !impact.state(r).alarms.is_empty() && !impact.is_root(r);
+        let explained: Vec<CiIdx> = if full {
             t.roots.iter().copied().filter(|&r| explained_by_other(r)).collect()
         } else {
-            alarm_cis.iter().copied().filter(|r| t.roots.contains(r) && explained_by_other(*r)).collect()
+            alarm_cis.iter().copied().filter(|r| find_root(&t.roots, *r).is_ok() && explained_by_other(*r)).collect()
         };
         for former in explained {
-            if t.roots.remove(&former) {
+            if let Ok(at) = find_root(&t.roots, former) {
+                t.roots.remove(at);
                 roots_moved = true;
+                if t.synced {
+                    Arc::make_mut(&mut t.incident).root_causes.remove(at);
+                }
             }
             t.symptoms.insert(former);
             alarm_cis.push(former);
@@ -485,23 +621,34 @@ impl IncidentBook {
         }
         // A CI on_changes attached as a symptom that is still one of the roots stays a root.
         for ci in &alarm_cis {
-            if t.roots.contains(ci) && t.symptoms.remove(ci) {
+            if find_root(&t.roots, *ci).is_ok() && t.symptoms.remove(ci) {
                 self.dirty.insert(id);
             }
         }
 
         if roots_moved {
-            let root_causes = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
-            moved |= set!(t.incident, root_causes, root_causes);
+            if t.synced {
+                moved = true;
+            } else {
+                let root_causes: Vec<Arc<str>> = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
+                moved |= set!(t.incident, root_causes, root_causes);
+            }
+        }
+        if full {
+            t.synced = t.incident.root_causes.len() == t.roots.len()
+                && t.incident.root_causes.iter().zip(&t.roots).all(|(id, &r)| *id == topology.ci(r).id);
         }
         alarm_cis.sort_unstable();
         alarm_cis.dedup();
         let mut attached = 0;
         for &ci in &alarm_cis {
-            let (root, symptom) = (t.roots.contains(&ci), t.symptoms.contains(&ci));
+            let (root, symptom) = (find_root(&t.roots, ci).is_ok(), t.symptoms.contains(&ci));
             let current = &t.incident;
-            let root_alarms = merge_ci_alarms(&current.root_cause_alarms, ci, root, topology, impact, now);
-            let symptom_alarms = merge_ci_alarms(&current.symptom_alarms, ci, symptom, topology, impact, now);
+            let hints = &mut t.merge_hints;
+            let root_alarms =
+                merge_ci_alarms(&current.root_cause_alarms, &mut hints[0], ci, root, topology, impact, now);
+            let symptom_alarms =
+                merge_ci_alarms(&current.symptom_alarms, &mut hints[1], ci, symptom, topology, impact, now);
             if let Some((range, alarms, _)) = root_alarms {
                 Arc::make_mut(&mut t.incident).root_cause_alarms.splice(range, alarms);
                 moved = true;
@@ -561,7 +708,7 @@ impl IncidentBook {
         if down + degraded > 0 {
             // The roots may have moved without the services.
             if t.titled != Some((down, degraded)) {
-                moved |= set!(t.incident, title, title(topology, &t.roots, down, degraded));
+                moved |= set_title(&mut t.incident, topology, &t.roots, down, degraded);
                 t.titled = Some((down, degraded));
             }
         } else if t.incident.state.is_active() && t.restored_since.is_none() && !t.services.is_empty() {
@@ -583,7 +730,7 @@ impl IncidentBook {
     }
 
     /// Advances timers: auto-resolution after the hold-down, closing after the reopen window.
-    pub fn tick(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) {
+    pub fn tick(&mut self, impact: &ImpactStage, now: EpochMillis, out: &mut Vec<IncidentChange>) {
         if self.timers.peek().is_none_or(|Reverse((at, _))| now < *at) {
             return;
         }
@@ -634,10 +781,18 @@ impl IncidentBook {
         }
         for id in closing {
             let Some(mut t) = self.incidents.remove(&id) else { continue };
-            for root in &t.registered_roots {
-                if self.by_root.get(root) == Some(&id) {
-                    self.by_root.remove(root);
+            for &root in &t.registered_roots {
+                if self.by_root.get(&root) == Some(&id) {
+                    self.by_root.remove(&root);
+                    // Still failing: the next service to have it takes it.
+                    if impact.is_root(root) {
+                        self.orphaned.insert(root);
+                    }
                 }
+            }
+            // It owns no root any more.
+            for owners in self.wide.values_mut() {
+                owners.retain(|&(owner, _)| owner != id);
             }
             // It owns services among those it impacted, and symptoms among its symptoms
             // and former roots.
@@ -677,8 +832,33 @@ impl IncidentBook {
             for &ci in t.roots.iter().chain(&t.symptoms) {
                 join(&mut members, ci, id);
             }
-            if !t.roots.is_disjoint(&t.symptoms) {
+            if t.roots.iter().any(|r| t.symptoms.contains(r)) {
                 return Err(format!("{id}: a CI is both root and symptom"));
+            }
+            if !t.roots.is_sorted_by(|a, b| a < b) {
+                return Err(format!("{id}: roots {:?} not sorted", t.roots));
+            }
+            if t.synced {
+                let named: Vec<&str> = t.roots.iter().map(|&r| &*topology.ci(r).id).collect();
+                let listed: Vec<&str> = t.incident.root_causes.iter().map(|r| &**r).collect();
+                if named != listed {
+                    return Err(format!("{id}: root causes {listed:?}, expected {named:?}"));
+                }
+                // Every root of the services it follows is listed.
+                for (service, state) in t.services.iter() {
+                    if let Some(root) =
+                        impact.roots(service).iter().find(|r| !state.is_up() && t.roots.binary_search(r).is_err())
+                    {
+                        return Err(format!("{id}: root {root} of service {service} not listed"));
+                    }
+                }
+            }
+            // A root another failure explains since has changed since: it waits in the
+            // stale part.
+            for &r in &t.roots {
+                if !t.stale.contains(&r) && !impact.state(r).alarms.is_empty() && !impact.is_root(r) {
+                    return Err(format!("{id}: root {r} explained by another failure, and not stale"));
+                }
             }
             t.services.check(&t.incident, topology).map_err(|difference| format!("{id}: {difference}"))?;
             let (down, degraded) = t.services.counts();
@@ -694,8 +874,9 @@ impl IncidentBook {
             let settled = |list: &[AlarmRef]| -> Vec<AlarmRef> {
                 list.iter().filter(|a| topology.lookup(&a.resource).is_none_or(current)).cloned().collect()
             };
+            let roots: BTreeSet<CiIdx> = t.roots.iter().copied().collect();
             for (what, list, set) in [
-                ("root-cause", &t.incident.root_cause_alarms, &t.roots),
+                ("root-cause", &t.incident.root_cause_alarms, &roots),
                 ("symptom", &t.incident.symptom_alarms, &t.symptoms),
             ] {
                 let set: BTreeSet<CiIdx> = set.iter().copied().filter(|&ci| current(ci)).collect();
@@ -704,6 +885,22 @@ impl IncidentBook {
                 if expected != kept {
                     return Err(format!("{id}: {what} alarms {kept:?}, expected {expected:?}"));
                 }
+            }
+        }
+        for (&ci, owners) in &self.wide {
+            let mut expected = Vec::new();
+            for root in impact.roots(ci).iter() {
+                if let Some(&id) = self.by_root.get(&root) {
+                    count_owner(&mut expected, id, 1);
+                }
+            }
+            if *owners != expected {
+                return Err(format!("owners of the roots of {ci}: {owners:?}, expected {expected:?}"));
+            }
+        }
+        for &root in &self.orphaned {
+            if self.by_root.contains_key(&root) || !impact.is_root(root) {
+                return Err(format!("root {root} orphaned, but owned or not failing"));
             }
         }
         let mut kept = self.members.clone();
@@ -863,6 +1060,63 @@ fn shared_text(write: impl FnOnce(&mut String)) -> Arc<str> {
     })
 }
 
+/// Where `root` is in an incident's sorted roots (`binary_search`); the last place is
+/// tried first, where a root new to the incident usually goes.
+fn find_root(roots: &[CiIdx], root: CiIdx) -> Result<usize, usize> {
+    match roots.last() {
+        None => Err(0),
+        Some(&last) if last < root => Err(roots.len()),
+        Some(&last) if last == root => Ok(roots.len() - 1),
+        Some(_) => roots.binary_search(&root),
+    }
+}
+
+/// Registers `root` as owned by `id` where no incident owns it; true when it did. The
+/// owner counts of the CIs with many roots that have it follow.
+fn register_root(
+    by_root: &mut FxHashMap<CiIdx, IncidentId>,
+    wide: &mut FxHashMap<CiIdx, Vec<(IncidentId, u32)>>,
+    orphaned: &mut FxHashSet<CiIdx>,
+    impact: &ImpactStage,
+    root: CiIdx,
+    id: IncidentId,
+) -> bool {
+    let std::collections::hash_map::Entry::Vacant(vacant) = by_root.entry(root) else { return false };
+    vacant.insert(id);
+    if !orphaned.is_empty() {
+        orphaned.remove(&root);
+    }
+    for (&ci, owners) in wide.iter_mut() {
+        if impact.roots(ci).contains(root) {
+            count_owner(owners, id, 1);
+        }
+    }
+    true
+}
+
+/// Moves an incident's count among a CI's root owners by `by`; an incident whose count
+/// reaches zero leaves the list.
+fn count_owner(owners: &mut Vec<(IncidentId, u32)>, id: IncidentId, by: i32) {
+    match owners.iter().position(|&(owner, _)| owner == id) {
+        Some(at) => {
+            let count = owners[at].1 as i64 + i64::from(by);
+            debug_assert!(count >= 0, "an incident owned fewer roots than it gave up");
+            if count <= 0 {
+                owners.remove(at);
+            } else {
+                owners[at].1 = count as u32;
+            }
+        }
+        None => {
+            debug_assert!(by > 0, "an incident gave up a root it did not own");
+            if by > 0 {
+                owners.push((id, by as u32));
+                owners.sort_unstable();
+            }
+        }
+    }
+}
+
 /// Adds `ci` to the incidents whose roots or symptoms name it.
 pub(super) fn join(members: &mut FxHashMap<CiIdx, Vec<IncidentId>>, ci: CiIdx, id: IncidentId) {
     let owners = members.entry(ci).or_default();
@@ -875,8 +1129,10 @@ pub(super) fn join(members: &mut FxHashMap<CiIdx, Vec<IncidentId>>, ci: CiIdx, i
 /// sit together): its active alarms, plus the ones listed before that have since cleared
 /// (kept, marked cleared); nothing if `listed` is false. Returns the range to replace, the
 /// new entries and how many of them are new identities; `None` when nothing changed.
+#[allow(clippy::too_many_arguments)]
 fn merge_ci_alarms(
     list: &[AlarmRef],
+    hint: &mut usize,
     ci: CiIdx,
     listed: bool,
     topology: &Topology,
@@ -884,8 +1140,22 @@ fn merge_ci_alarms(
     now: EpochMillis,
 ) -> Option<(std::ops::Range<usize>, Vec<AlarmRef>, usize)> {
     let resource: &str = &topology.ci(ci).id;
-    let start = list.partition_point(|a| &*a.resource < resource);
-    let end = start + list[start..].partition_point(|a| &*a.resource == resource);
+    // Where the CI's alarms are, or go. Storms move neighbouring resources one after the
+    // other (ports failing or clearing in turn): the place after the last merge, and the
+    // end of the list, are tried before a search, each string compared a cache miss.
+    let at = |i: usize| &*list[i].resource;
+    let start = if *hint <= list.len()
+        && (*hint == list.len() || at(*hint) >= resource)
+        && (*hint == 0 || at(*hint - 1) < resource)
+    {
+        *hint
+    } else if list.last().is_none_or(|a| &*a.resource < resource) {
+        list.len()
+    } else {
+        list.partition_point(|a| &*a.resource < resource)
+    };
+    let end = start + list[start..].iter().take_while(|a| &*a.resource == resource).count();
+    *hint = end;
     let previous = &list[start..end];
     let active: &[AlarmRef] = if listed { &impact.state(ci).alarms } else { &[] };
     if active.len() == previous.len() && active.iter().zip(previous).all(|(a, b)| a == b) {
@@ -914,6 +1184,7 @@ fn merge_ci_alarms(
     if merged.as_slice() == previous {
         return None;
     }
+    *hint = start + merged.len();
     Some((start..end, merged, new))
 }
 
@@ -977,13 +1248,45 @@ fn merge_alarms(
     merged
 }
 
-fn title(topology: &Topology, roots: &BTreeSet<CiIdx>, down: usize, degraded: usize) -> String {
+fn title(topology: &Topology, roots: &[CiIdx], down: usize, degraded: usize) -> String {
+    let mut title = String::new();
+    write_title(&mut title, topology, roots, down, degraded);
+    title
+}
+
+/// Sets the incident's title; true when that changed it. Written into a reused buffer
+/// first: an incident whose roots grow by one at every alarm has its title rewritten at
+/// every alarm.
+fn set_title(incident: &mut Arc<Incident>, topology: &Topology, roots: &[CiIdx], down: usize, degraded: usize) -> bool {
+    thread_local! {
+        static TITLE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    TITLE.with_borrow_mut(|buffer| {
+        buffer.clear();
+        write_title(buffer, topology, roots, down, degraded);
+        if incident.title == *buffer {
+            return false;
+        }
+        let writable = Arc::make_mut(incident);
+        writable.title.clear();
+        writable.title.push_str(buffer);
+        true
+    })
+}
+
+fn write_title(out: &mut String, topology: &Topology, roots: &[CiIdx], down: usize, degraded: usize) {
+    use std::fmt::Write;
     let what = if down > 0 { "Outage" } else { "Degradation" };
     let services = down + degraded;
     let plural = if services == 1 { "" } else { "s" };
-    let mut names = roots.iter().take(2).map(|&r| topology.ci(r).name.to_string()).collect::<Vec<_>>().join(", ");
-    if roots.len() > 2 {
-        names.push_str(&format!(" and {} more", roots.len() - 2));
+    let _ = write!(out, "{what} of {services} service{plural}: root cause ");
+    for (i, &root) in roots.iter().take(2).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&topology.ci(root).name);
     }
-    format!("{what} of {services} service{plural}: root cause {names}")
+    if roots.len() > 2 {
+        let _ = write!(out, " and {} more", roots.len() - 2);
+    }
 }

@@ -5,7 +5,7 @@
 //! - [`alarm_stage`]: dedup, raise / severity change / clear on the RFC 8632 identity,
 //!   a resource's own state from its active alarms. Emits [`alarm_stage::ResourceUpdate`].
 //! - [`impact`]: propagation of resource states through the dependency graph's rules and
-//!   root cause versus symptom.
+//!   root cause versus symptom; [`roots`] keeps each CI's inherited root causes, counted.
 //! - [`incidents`]: one incident per root-cause group, its lifecycle and [`priority`].
 //!
 //! [`Correlator`] chains them: `apply(alarm, now) -> incident changes`. [`changelog`] is
@@ -18,6 +18,7 @@ pub mod impact;
 mod impacted;
 pub mod incidents;
 pub mod priority;
+pub mod roots;
 
 pub use correlator::{Correlator, CorrelatorConfig, Outcome, ResyncOutcome, Stats};
 pub use incidents::CoreError;

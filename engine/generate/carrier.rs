@@ -321,14 +321,14 @@ mod tests {
         };
         let path = topology.lookup("path-g0-s3").unwrap();
         // One fibre of a diverse pair: the hop degrades, the path stays up.
-        impact.apply(down("g0-s3~g0-s4-a"), &mut Vec::new());
+        impact.apply(down("g0-s3~g0-s4-a"), &mut Default::default());
         assert_eq!(impact.state(topology.lookup("hop-g0-s3").unwrap()).effective, State::Degraded);
         // The whole eastward hop: the westward path still carries the site.
-        impact.apply(down("g0-s3~g0-s4-b"), &mut Vec::new());
+        impact.apply(down("g0-s3~g0-s4-b"), &mut Default::default());
         assert_eq!(impact.state(path).effective, State::Degraded);
         // And westward too: the site is cut off, its services down.
-        impact.apply(down("g0-s1~g0-s2-a"), &mut Vec::new());
-        impact.apply(down("g0-s1~g0-s2-b"), &mut Vec::new());
+        impact.apply(down("g0-s1~g0-s2-a"), &mut Default::default());
+        impact.apply(down("g0-s1~g0-s2-b"), &mut Default::default());
         assert_eq!(impact.state(path).effective, State::Down);
         let service =
             topology.iter().find(|(i, ci)| ci.class == CiClass::Cfs && topology.dependencies(*i).contains(&path));

@@ -5,8 +5,11 @@
 //! - [`scenario`]: storms shaped as real ones are over any topology (fibre cuts, power
 //!   outages, card failures, flapping, a mix), `faultline generate alarms` and the benchmarks.
 //! - [`ring`]: the small ring and storm the crash and restore tests replay.
+//! - [`fan_in`]: a national service over twenty thousand ports failing one by one, the
+//!   widest fan-in a CI has (benchmarks and tests).
 
 pub mod carrier;
+pub mod fan_in;
 mod ring;
 pub mod scenario;
 
