@@ -131,15 +131,17 @@ async fn alarms_become_incidents_on_kafka_and_grpc_and_operators_act_on_both() {
     let other = v1::AddIncidentNoteRequest { request_id: "bob-7f3b".into(), ..note };
     assert_eq!(incidents.add_incident_note(other).await.unwrap().into_inner().notes.len(), 2, "another request is");
 
-    incidents
-        .resolve_incident(v1::ResolveIncidentRequest {
-            id: "INC-000001".into(),
-            by: "alice".into(),
-            reason: "fibre spliced".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // The VPN is still degraded: a plain resolve is refused, naming it; forced, it resolves.
+    let resolve = v1::ResolveIncidentRequest {
+        id: "INC-000001".into(),
+        by: "alice".into(),
+        reason: "fibre spliced".into(),
+        ..Default::default()
+    };
+    let refused = incidents.resolve_incident(resolve.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("cfs-acme-vpn (degraded)"), "{refused:?}");
+    incidents.resolve_incident(v1::ResolveIncidentRequest { force: true, ..resolve }).await.unwrap();
     let resolved = next_change(&mut stream, |c| is(c, v1::ChangeKind::Resolved)).await;
     assert!(resolved.timeline.iter().any(|e| e.text.contains("fibre spliced")));
     on_topic(&incidents_topic, "INC-000001", |i| i.state == v1::IncidentState::Resolved as i32).await;

@@ -124,12 +124,22 @@ fn step(r: &mut Run, line: usize, text: &str, words: &[&str]) {
                         .unwrap_or_else(|e| r.fail(line, text, e.to_string()));
                     r.changes.push(change);
                 }
-                ["resolve", id, by] => {
-                    let change = r
-                        .correlator
-                        .resolve(id.parse().unwrap(), by, "", now)
-                        .unwrap_or_else(|e| r.fail(line, text, e.to_string()));
-                    r.changes.push(change);
+                ["resolve", id, by, how @ ..] => {
+                    let force = how.contains(&"force");
+                    match r.correlator.resolve(id.parse().unwrap(), by, "", force, now) {
+                        Ok(change) if !how.contains(&"refused") => r.changes.push(change),
+                        Ok(_) => r.fail(line, text, "resolved, not refused".into()),
+                        // `refused NAME...`: refused, the message naming each.
+                        Err(e) if how.first() == Some(&"refused") => {
+                            let message = e.to_string();
+                            for name in &how[1..] {
+                                if !message.contains(name) {
+                                    r.fail(line, text, format!("refused as `{message}`, without naming {name}"));
+                                }
+                            }
+                        }
+                        Err(e) => r.fail(line, text, e.to_string()),
+                    }
                 }
                 _ => r.fail(line, text, "unknown action".into()),
             }
@@ -210,10 +220,15 @@ fn expect(r: &Run, line: usize, text: &str, words: &[&str]) {
                     "services" => join(incident.services.iter().map(|s| format!("{}:{}", s.id, s.impact.as_str()))),
                     "customers" => join(incident.customers.iter().map(|c| format!("{}:{}", c.id, c.impact.as_str()))),
                     "acknowledged-by" => incident.acknowledgement.as_ref().map(|a| a.by.clone()).unwrap_or_default(),
+                    "last-entry" => {
+                        incident.timeline.last().map(|e| format!("{}:{}", e.kind.as_str(), e.text)).unwrap_or_default()
+                    }
                     other => r.fail(line, text, format!("unknown incident field {other}")),
                 };
                 let matches = match key {
                     "state" | "priority" | "acknowledged-by" => actual == value,
+                    // `last-entry=KIND`: the kind of the timeline's last entry.
+                    "last-entry" => actual.split(':').next() == Some(value),
                     _ => set(&actual) == set(value),
                 };
                 if !matches {

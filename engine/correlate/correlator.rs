@@ -315,14 +315,17 @@ impl Correlator {
         self.incidents.acknowledge(id, by, now)
     }
 
+    /// An operator resolves an incident; one still impacting services only with `force`
+    /// (see [`IncidentBook::resolve`]).
     pub fn resolve(
         &mut self,
         id: IncidentId,
         by: &str,
         reason: &str,
+        force: bool,
         now: EpochMillis,
     ) -> Result<IncidentChange, CoreError> {
-        self.incidents.resolve(id, by, reason, now)
+        self.incidents.resolve(id, by, reason, force, now)
     }
 
     pub fn add_note(

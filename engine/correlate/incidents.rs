@@ -501,7 +501,16 @@ impl IncidentBook {
                 .incidents
                 .get(&id)
                 .is_some_and(|t| t.incident.state.is_active() && t.services.get(service).is_some_and(|s| !s.is_up()));
-            if continuing {
+            // It stays unless every root that explains it now belongs to other incidents
+            // (its own incident's roots have all cleared): then it moves on to theirs.
+            let explained = || match self.wide.get(&service) {
+                Some(owners) => {
+                    let owned: u32 = owners.iter().map(|&(_, count)| count).sum();
+                    owners.iter().any(|&(owner, _)| owner == id) || (owned as usize) < impact.roots(service).len()
+                }
+                None => impact.roots(service).iter().any(|r| self.by_root.get(&r).is_none_or(|&owner| owner == id)),
+            };
+            if continuing && explained() {
                 return Some(id);
             }
         }
@@ -700,9 +709,24 @@ impl IncidentBook {
         if moved && down + degraded > 0 {
             let (best_tier, parties_down) = t.services.priority_inputs();
             let (level, urgency, priority) = policy.priority.assess(best_tier, parties_down, down > 0);
+            let was = t.incident.priority;
             moved |= set!(t.incident, impact, level);
             moved |= set!(t.incident, urgency, urgency);
             moved |= set!(t.incident, priority, priority);
+            // An escalation is not covered by the acknowledgement of the lesser incident:
+            // it is open again, for someone to acknowledge it anew.
+            if priority < was && t.incident.state == IncidentState::Acknowledged {
+                let incident = Arc::make_mut(&mut t.incident);
+                incident.state = IncidentState::Open;
+                let by = incident.acknowledgement.take().map(|a| a.by).unwrap_or_default();
+                push_timeline(
+                    &mut t.incident,
+                    policy,
+                    now,
+                    TimelineKind::Escalated,
+                    format_args!("priority rose from {was} to {priority}: open again (it was acknowledged by {by})"),
+                );
+            }
         }
 
         if down + degraded > 0 {
@@ -745,6 +769,9 @@ impl IncidentBook {
         due.sort_unstable();
         due.dedup();
         let mut closing = Vec::new();
+        // Services still impacted by an incident that closes (an operator resolved it by
+        // force): a new incident follows them.
+        let mut still = Vec::new();
         for id in due {
             let Some(t) = self.incidents.get_mut(&id) else { continue };
             match t.incident.state {
@@ -799,6 +826,9 @@ impl IncidentBook {
             for (service, _) in t.services.iter() {
                 if self.service_owner(service) == Some(id) {
                     self.set_service_owner(service, None);
+                    if !impact.state(service).effective.is_up() {
+                        still.push(service);
+                    }
                 }
             }
             for ci in t.symptoms.iter().chain(&t.roots) {
@@ -819,6 +849,37 @@ impl IncidentBook {
             self.stats.closed += 1;
             self.dirty.insert(id);
             out.push(publish(&mut t.incident, ChangeKind::Closed, now));
+        }
+        if !still.is_empty() {
+            self.follow_again(impact, still, now, out);
+        }
+    }
+
+    /// Follows services that no incident follows although they are impacted (their
+    /// incident closed under them), as if they had just changed.
+    fn follow_again(
+        &mut self,
+        impact: &ImpactStage,
+        mut services: Vec<CiIdx>,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) {
+        let topology = impact.topology().clone();
+        let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
+        services.sort_unstable();
+        services.dedup();
+        for service in services {
+            let was = impact.state(service).effective;
+            if self.service_owner(service).is_none() && !was.is_up() {
+                let change = Change { ci: service, was, gained: &[], lost: &[] };
+                self.follow_service(&topology, impact, change, now, &mut kinds);
+            }
+        }
+        for (id, touched) in kinds {
+            if let Some(change) = self.refresh(&topology, impact, id, touched, now) {
+                self.dirty.insert(id);
+                out.push(change);
+            }
         }
     }
 
@@ -934,11 +995,15 @@ impl IncidentBook {
         Ok(publish(&mut t.incident, ChangeKind::Acknowledged, now))
     }
 
+    /// An operator resolves an incident. One whose services are not all restored is
+    /// refused, naming them, unless `force`: then it resolves, and the services still
+    /// impacted when it closes are followed by a new incident.
     pub fn resolve(
         &mut self,
         id: IncidentId,
         by: &str,
         reason: &str,
+        force: bool,
         now: EpochMillis,
     ) -> Result<IncidentChange, CoreError> {
         let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
@@ -948,6 +1013,21 @@ impl IncidentBook {
                 t.incident.state.as_str()
             )));
         }
+        let impacted: Vec<_> = t.incident.services.iter().filter(|s| !s.impact.is_up()).collect();
+        if !impacted.is_empty() && !force {
+            const NAMED: usize = 10;
+            let mut named: Vec<String> =
+                impacted.iter().take(NAMED).map(|s| format!("{} ({})", s.id, s.impact.as_str())).collect();
+            if impacted.len() > NAMED {
+                named.push(format!("and {} more", impacted.len() - NAMED));
+            }
+            return Err(CoreError::FailedPrecondition(format!(
+                "incident {id} still impacts {}: resolve it once they are restored, or with force (they are then \
+                 followed by a new incident when this one closes)",
+                named.join(", ")
+            )));
+        }
+        let still = impacted.len();
         Arc::make_mut(&mut t.incident).state = IncidentState::Resolved;
         Arc::make_mut(&mut t.incident).resolved_at = Some(now);
         t.restored_since = None;
@@ -956,12 +1036,17 @@ impl IncidentBook {
         self.dirty.insert(id);
         let colon = if reason.is_empty() { "" } else { ": " };
         let policy = &self.policy;
+        let forced = if still > 0 {
+            format!(" (forced: {still} service(s) still impacted, followed by a new incident when this one closes)")
+        } else {
+            String::new()
+        };
         push_timeline(
             &mut t.incident,
             policy,
             now,
             TimelineKind::Resolved,
-            format_args!("resolved by {by}{colon}{reason}"),
+            format_args!("resolved by {by}{colon}{reason}{forced}"),
         );
         self.stats.resolved += 1;
         Ok(publish(&mut t.incident, ChangeKind::Resolved, now))

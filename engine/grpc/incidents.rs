@@ -293,13 +293,13 @@ impl IncidentService for IncidentApi {
         let id = incident_id(&request.id)?;
         let by = bounded("by", required("by", &request.by)?, MAX_NAME_BYTES)?.to_owned();
         bounded("reason", &request.reason, MAX_NOTE_BYTES)?;
-        let reason = request.reason;
+        let (reason, force) = (request.reason, request.force);
         let key = request_key("resolve", id, &by, &request.request_id)?;
         let incident = self
             .handle
             .call(move |ctx| {
                 once(ctx, key, id, |ctx| {
-                    let change = ctx.correlator.resolve(id, &by, &reason, ctx.now)?;
+                    let change = ctx.correlator.resolve(id, &by, &reason, force, ctx.now)?;
                     Ok(ctx.publish(&change))
                 })
             })

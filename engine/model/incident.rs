@@ -101,10 +101,12 @@ pub enum TimelineKind {
     Resync,
     /// Alarms cleared for not being repeated within their source's maximum age.
     Aged,
+    /// The priority rose: an acknowledged incident is open again, to be acknowledged anew.
+    Escalated,
 }
 
 impl TimelineKind {
-    const ALL: [TimelineKind; 12] = [
+    const ALL: [TimelineKind; 13] = [
         TimelineKind::Opened,
         TimelineKind::Impact,
         TimelineKind::RootCause,
@@ -117,6 +119,7 @@ impl TimelineKind {
         TimelineKind::Closed,
         TimelineKind::Resync,
         TimelineKind::Aged,
+        TimelineKind::Escalated,
     ];
 
     /// The kind named by [`TimelineKind::as_str`].
@@ -138,6 +141,7 @@ impl TimelineKind {
             TimelineKind::Closed => "closed",
             TimelineKind::Resync => "resync",
             TimelineKind::Aged => "aged",
+            TimelineKind::Escalated => "escalated",
         }
     }
 }
