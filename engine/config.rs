@@ -144,6 +144,8 @@ pub struct CorrelationConfig {
     /// it (a clear before its raise, a resent raise) does not stay active.
     pub clear_memory_secs: u64,
     pub timeline_limit: usize,
+    /// Notes an incident takes; one more is refused.
+    pub max_notes: usize,
     #[serde(default)]
     pub alarm_effects: BTreeMap<String, Effect>,
     /// Per source system (`*`: any other), seconds an active alarm may go unrepeated before
@@ -311,6 +313,9 @@ impl Config {
         if self.correlation.tick_millis == 0 {
             return invalid("correlation.tick_millis", "must be positive");
         }
+        if self.correlation.max_notes == 0 || self.correlation.max_notes > 10_000 {
+            return invalid("correlation.max_notes", "must be between 1 and 10000");
+        }
         if self.correlation.timeline_limit < 2 {
             return invalid("correlation.timeline_limit", "must be at least 2");
         }
@@ -338,6 +343,7 @@ impl Config {
                 reopen_window_ms: (c.reopen_window_secs * 1000) as i64,
                 priority: c.priority.clone(),
                 timeline_limit: c.timeline_limit,
+                max_notes: c.max_notes,
             },
         }
     }

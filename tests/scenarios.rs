@@ -331,3 +331,21 @@ fn an_alarm_list_realigns_the_alarms_it_names() {
     assert_eq!(core.alarms().active_alarms("mrs-r1").len(), 1);
     assert!(core.clock() < 3_600_000);
 }
+
+/// An incident takes at most `max_notes` notes: one more is refused with a reason naming
+/// the key, so that an operator (or a script) cannot grow its snapshot past a record.
+#[test]
+fn an_incident_takes_a_bounded_number_of_notes() {
+    let topology = Arc::new(topology_file::load(&repo().join("config/sample-network.jsonl")).unwrap());
+    let incidents = IncidentPolicy { max_notes: 3, ..IncidentPolicy::default() };
+    let mut core = Correlator::new(topology, CorrelatorConfig { incidents, ..CorrelatorConfig::default() });
+    let mut out = Vec::new();
+    core.apply(&Alarm::raise("mrs-r1", "POWER", Severity::Critical, 0), 0, &mut out);
+    let id = core.incidents().next().unwrap().id;
+    for i in 0..3 {
+        core.add_note(id, "alice", &format!("note {i}"), 1_000).unwrap();
+    }
+    let refused = core.add_note(id, "alice", "one more", 2_000).unwrap_err().to_string();
+    assert!(refused.contains("correlation.max_notes"), "{refused}");
+    assert_eq!(core.incident(id).unwrap().notes.len(), 3);
+}

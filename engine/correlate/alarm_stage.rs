@@ -435,7 +435,7 @@ impl AlarmStage {
                     active.alarm.severity = alarm.severity;
                     active.effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
                     if !alarm.text.is_empty() {
-                        active.alarm.text = Arc::from(alarm.text.as_str());
+                        active.alarm.text = Arc::from(bounded_text(&alarm.text));
                     }
                     AlarmOutcome::SeverityChanged
                 }
@@ -506,7 +506,7 @@ fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm, source: u32, 
             alarm_type: Arc::from(alarm.alarm_type.as_str()),
             qualifier: Arc::from(alarm.qualifier.as_str()),
             severity: alarm.severity,
-            text: Arc::from(alarm.text.as_str()),
+            text: Arc::from(bounded_text(&alarm.text)),
             raised_at: alarm.event_time,
             last_seen: alarm.event_time,
             tally: 1,
@@ -519,6 +519,22 @@ fn raised(policy: &AlarmPolicy, resource: Arc<str>, alarm: &Alarm, source: u32, 
         heard: now,
         source,
     }
+}
+
+/// The longest alarm text kept, in bytes: an alarm's text travels in every snapshot of every
+/// incident that names it, which must fit one Kafka record.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// `text`, cut at a character boundary to [`MAX_TEXT_BYTES`].
+fn bounded_text(text: &str) -> &str {
+    if text.len() <= MAX_TEXT_BYTES {
+        return text;
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Whether a remembered clear supersedes `alarm`, a raise of an alarm not active. Looked up
@@ -556,6 +572,17 @@ fn own_state(active: &[ActiveAlarm]) -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alarm_text_is_kept_to_its_bound_at_a_character_boundary() {
+        let mut stage = AlarmStage::default();
+        let mut alarm = Alarm::raise("port-1", "LOS", Severity::Major, 1_000);
+        alarm.text = format!("x{}", "é".repeat(2_000));
+        stage.apply(&alarm, 0);
+        let text = stage.active_alarms("port-1")[0].text.clone();
+        assert!(text.len() <= MAX_TEXT_BYTES && text.len() >= MAX_TEXT_BYTES - 1, "{}", text.len());
+        assert!(alarm.text.starts_with(&*text));
+    }
 
     #[test]
     fn repeats_fold_into_a_tally_and_a_clear_finds_its_raise() {

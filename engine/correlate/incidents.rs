@@ -43,6 +43,8 @@ pub struct IncidentPolicy {
     pub priority: PriorityPolicy,
     /// Timeline entries kept per incident (the first, `opened`, is always kept).
     pub timeline_limit: usize,
+    /// Notes an incident takes; one more is refused.
+    pub max_notes: usize,
 }
 
 impl Default for IncidentPolicy {
@@ -52,6 +54,7 @@ impl Default for IncidentPolicy {
             reopen_window_ms: 900_000,
             priority: PriorityPolicy::default(),
             timeline_limit: 500,
+            max_notes: 100,
         }
     }
 }
@@ -1060,6 +1063,12 @@ impl IncidentBook {
         now: EpochMillis,
     ) -> Result<IncidentChange, CoreError> {
         let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
+        if t.incident.notes.len() >= self.policy.max_notes {
+            return Err(CoreError::FailedPrecondition(format!(
+                "incident {id} has {} notes, the most correlation.max_notes allows",
+                t.incident.notes.len()
+            )));
+        }
         Arc::make_mut(&mut t.incident).notes.push(Note { author: author.to_owned(), text: text.to_owned(), time: now });
         self.dirty.insert(id);
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Note, format_args!("note by {author}"));
