@@ -38,25 +38,38 @@ pub struct CiState {
     pub alarms: ThinVec<AlarmRef>,
 }
 
-/// Two counts of 24 bits each, packed into the six bytes `CiState` would otherwise pad.
-/// A CI with more dependencies than 24 bits count (16.7M) keeps its counts beside the
-/// states instead ([`WIDE`]).
+/// The dependencies down (24 bits) and degraded (23 bits), and whether the CI is a root
+/// of itself (its own failure worse than what they explain; 1 bit), packed into the six
+/// bytes `CiState` would otherwise pad. A CI with more dependencies than that counts
+/// ([`PACKED_MAX`], 8.4M) keeps its counts beside the states instead ([`WIDE`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct DependencyCounts([u8; 6]);
 
 /// The `down` count of a CI whose counts are kept in [`ImpactStage::wide_counts`].
 const WIDE: u32 = 0xFF_FFFF;
+/// Dependencies past which a CI's counts are kept beside the states.
+const PACKED_MAX: u32 = 0x7F_FFFF;
+const ROOT_BIT: u8 = 0x80;
 
 impl DependencyCounts {
     fn get(self) -> (u32, u32) {
         let b = self.0;
-        (u32::from_le_bytes([b[0], b[1], b[2], 0]), u32::from_le_bytes([b[3], b[4], b[5], 0]))
+        (u32::from_le_bytes([b[0], b[1], b[2], 0]), u32::from_le_bytes([b[3], b[4], b[5] & !ROOT_BIT, 0]))
     }
 
     fn set(&mut self, down: u32, degraded: u32) {
-        debug_assert!(down <= WIDE && degraded < WIDE);
+        debug_assert!(down <= WIDE && degraded < PACKED_MAX);
         let (d, g) = (down.to_le_bytes(), degraded.to_le_bytes());
-        self.0 = [d[0], d[1], d[2], g[0], g[1], g[2]];
+        let root = self.0[5] & ROOT_BIT;
+        self.0 = [d[0], d[1], d[2], g[0], g[1], g[2] | root];
+    }
+
+    fn root(self) -> bool {
+        self.0[5] & ROOT_BIT != 0
+    }
+
+    fn set_root(&mut self, root: bool) {
+        self.0[5] = (self.0[5] & !ROOT_BIT) | if root { ROOT_BIT } else { 0 };
     }
 }
 
@@ -221,7 +234,7 @@ impl ImpactStage {
         let mut states = vec![CiState::default(); n];
         let mut wide_counts = FxHashMap::default();
         for (idx, state) in states.iter_mut().enumerate() {
-            if topology.dependencies(idx as CiIdx).len() >= WIDE as usize {
+            if topology.dependencies(idx as CiIdx).len() >= PACKED_MAX as usize {
                 state.counts.set(WIDE, 0);
                 wide_counts.insert(idx as CiIdx, (0, 0));
             }
@@ -250,13 +263,13 @@ impl ImpactStage {
     /// The root causes that explain the CI's state, sorted; empty when it is up.
     pub fn roots(&self, idx: CiIdx) -> Roots<'_> {
         let state = &self.states[idx as usize];
-        let own = (state.own > self.dependency_state(idx)).then_some(idx);
-        Roots::new(own, self.large.get(idx, &state.inherited))
+        debug_assert_eq!(state.counts.root(), state.own > self.dependency_state(idx));
+        Roots::new(state.counts.root().then_some(idx), self.large.get(idx, &state.inherited))
     }
 
     /// Failed by its own alarms and not explained by its dependencies.
     pub fn is_root(&self, idx: CiIdx) -> bool {
-        self.states[idx as usize].own > self.dependency_state(idx)
+        self.states[idx as usize].counts.root()
     }
 
     pub fn unmapped(&self) -> &BTreeMap<Arc<str>, ThinVec<AlarmRef>> {
@@ -405,6 +418,7 @@ impl ImpactStage {
         }
         let moved = effective != was || !gained.is_empty() || !lost.is_empty();
         self.states[idx as usize].effective = effective;
+        self.states[idx as usize].counts.set_root(root_now);
         if moved || idx == start {
             changes.push(idx, was);
             for &root in gained.iter() {
@@ -533,9 +547,12 @@ mod tests {
         // live in what would otherwise be padding.
         assert_eq!(std::mem::size_of::<CiState>(), 24);
         let mut counts = DependencyCounts::default();
-        for (down, degraded) in [(0, 0), (1, 2), (WIDE, 0), (0xAB_CDEF, 0x12_3456), (WIDE, WIDE - 1)] {
-            counts.set(down, degraded);
-            assert_eq!(counts.get(), (down, degraded));
+        for root in [false, true] {
+            counts.set_root(root);
+            for (down, degraded) in [(0, 0), (1, 2), (WIDE, 0), (0xAB_CDEF, 0x12_3456), (WIDE, PACKED_MAX - 1)] {
+                counts.set(down, degraded);
+                assert_eq!((counts.get(), counts.root()), ((down, degraded), root));
+            }
         }
     }
 }
