@@ -202,13 +202,19 @@ impl Topology {
         let mut dependencies = Adjacency { offsets: Vec::with_capacity(records.len() + 1), targets: Vec::new() };
         dependencies.targets.reserve_exact(relations);
         dependencies.offsets.push(0);
+        // A dependency listed twice counts once: looked for in the few listed before it, or
+        // in a set for a CI with many (a national service over 20,000 ports).
+        let mut seen: rustc_hash::FxHashSet<CiIdx> = Default::default();
         for record in &records {
             let start = dependencies.targets.len();
+            let many = record.depends_on.len() > 32;
+            seen.clear();
             for dep in &record.depends_on {
                 let Some(d) = lookup(dep) else {
                     return Err(TopologyError::UnknownDependency { ci: record.id.clone(), dependency: dep.clone() });
                 };
-                if !dependencies.targets[start..].contains(&d) {
+                let new = if many { seen.insert(d) } else { !dependencies.targets[start..].contains(&d) };
+                if new {
                     dependencies.targets.push(d);
                 }
             }
@@ -362,6 +368,16 @@ mod tests {
             record("dev", CiClass::Device, &[], Rule::Any),
         ]);
         assert_eq!(duplicate.unwrap_err(), TopologyError::DuplicateId("dev".into()));
+
+        // Past a few dependencies, repeats are found through a set, the order kept.
+        let ports: Vec<String> = (0..100).map(|i| format!("port-{i}")).collect();
+        let mut records: Vec<CiRecord> = ports.iter().map(|p| record(p, CiClass::Port, &[], Rule::Any)).collect();
+        let mut listed: Vec<&str> = ports.iter().map(String::as_str).collect();
+        listed.extend(["port-7", "port-99", "port-0"]);
+        records.push(record("rfs", CiClass::Rfs, &listed, Rule::Quorum(50)));
+        let topo = Topology::from_records(records).unwrap();
+        let deps: Vec<CiIdx> = ports.iter().map(|p| topo.lookup(p).unwrap()).collect();
+        assert_eq!(topo.dependencies(topo.lookup("rfs").unwrap()), deps.as_slice());
     }
 
     #[test]
