@@ -268,7 +268,11 @@ pub(super) type Bounds = (i32, i64, i64);
 /// may have no leader yet (the broker answers "not leader" or "leader not available", or the
 /// metadata does not know the topic): those answers are retried until `deadline`, as a
 /// client's own requests would be; any other error is returned at once.
-pub(super) fn partition_bounds(consumer: &BaseConsumer, topic: &str, deadline: Instant) -> Result<Vec<Bounds>, String> {
+pub(super) fn partition_bounds<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    deadline: Instant,
+) -> Result<Vec<Bounds>, String> {
     let transient = |code: RDKafkaErrorCode| {
         matches!(
             code,

@@ -14,7 +14,8 @@ use crate::model::EpochMillis;
 use crate::model::incident::IncidentId;
 use crate::proto::{self, v1};
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// The history's consumers reach the end of their partitions all the time (that is how
+/// they follow the topic): librdkafka reports each time as an error, which is news to no
+/// one here.
+struct Following;
+
+impl ClientContext for Following {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !end {
+            tracing::error!(%error, reason, "incident history consumer");
+        }
+    }
+}
+
+impl ConsumerContext for Following {}
+
+type HistoryConsumer = BaseConsumer<Following>;
 
 /// An incident snapshot's state alone: prost skips the other fields without keeping them.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -90,7 +110,7 @@ pub struct History {
     /// Set once the topic has been read to the end it had at start.
     ready: AtomicBool,
     /// Fetches one snapshot at a time, by position.
-    fetcher: Mutex<BaseConsumer>,
+    fetcher: Mutex<HistoryConsumer>,
 }
 
 impl History {
@@ -101,7 +121,7 @@ impl History {
         limit: usize,
         stop: CancellationToken,
     ) -> Result<(Arc<History>, JoinHandle<()>), KafkaError> {
-        let consumer = |purpose: &str| -> Result<BaseConsumer, KafkaError> {
+        let consumer = |purpose: &str| -> Result<HistoryConsumer, KafkaError> {
             super::client_config(
                 kafka,
                 brokers,
@@ -112,7 +132,7 @@ impl History {
                     ("isolation.level", "read_committed"),
                 ],
             )
-            .create()
+            .create_with_context(Following)
         };
         let history = Arc::new(History {
             topic: kafka.incidents_topic.clone(),
@@ -149,7 +169,7 @@ impl History {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn follow(&self, consumer: BaseConsumer, stop: CancellationToken) {
+    fn follow(&self, consumer: HistoryConsumer, stop: CancellationToken) {
         let mut remaining = BTreeSet::new();
         while !stop.is_cancelled() {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -313,7 +333,10 @@ mod tests {
     use super::*;
 
     fn history(limit: usize) -> History {
-        let fetcher = rdkafka::ClientConfig::new().set("bootstrap.servers", "127.0.0.1:1").create().unwrap();
+        let fetcher = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create_with_context(Following)
+            .unwrap();
         History {
             topic: "incidents".into(),
             format: IncidentFormat::Protobuf,
