@@ -172,7 +172,7 @@ impl History {
     fn follow(&self, consumer: HistoryConsumer, stop: CancellationToken) {
         let mut remaining = BTreeSet::new();
         while !stop.is_cancelled() {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + Duration::from_secs(2);
             match partition_bounds(&consumer, &self.topic, deadline) {
                 Ok(bounds) => {
                     let mut assignment = TopicPartitionList::new();

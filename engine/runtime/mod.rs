@@ -309,9 +309,13 @@ impl Engine {
         // Leaving the group talks to the brokers: not on the async runtime, and not past
         // the deadline when they do not answer.
         if let Some(consumer) = self.consumer.take() {
-            let left = tokio::task::spawn_blocking(move || drop(consumer));
+            let (left, leaving) = tokio::sync::oneshot::channel();
+            let leave = std::thread::Builder::new().name("kafka-leave".into()).spawn(move || {
+                drop(consumer);
+                let _ = left.send(());
+            });
             let until = deadline.max(tokio::time::Instant::now() + SERVERS_STOP);
-            if tokio::time::timeout_at(until, left).await.is_err() {
+            if leave.is_err() || tokio::time::timeout_at(until, leaving).await.is_err() {
                 tracing::warn!("the brokers did not answer the consumer's leave; stopping without it");
             }
         }
@@ -335,9 +339,14 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, Sock
     Ok((listener, local))
 }
 
+/// Waits for a thread to end, without holding a thread of the runtime's: a wait given up
+/// (the caller's timeout) leaves nothing behind that the runtime would wait for on exit.
 async fn join_thread(thread: Option<JoinHandle<()>>) {
     if let Some(thread) = thread {
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        while !thread.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = thread.join();
     }
 }
 
