@@ -27,6 +27,10 @@ use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 
 const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// The most a page of incidents holds, encoded: within the 4 MiB a gRPC client decodes by
+/// default, with room to spare.
+const MAX_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
 const MAX_PAGE_SIZE: usize = 1000;
 
 /// Encoded changes queued toward one subscriber's gRPC stream.
@@ -196,7 +200,7 @@ impl IncidentService for IncidentApi {
         let after = page_token(&request.page_token)?;
         // The core only picks the page's incidents (shared, a reference count each); they
         // are converted here, off the core thread.
-        let (page, total, more) = self
+        let (page, total, mut more) = self
             .handle
             .call(move |ctx| {
                 let mut total = 0;
@@ -216,9 +220,22 @@ impl IncidentService for IncidentApi {
                 (page, total, more)
             })
             .await?;
+        // A page also ends before it would pass what a client decodes by default: storm
+        // incidents are tens of kilobytes each.
+        let mut incidents = Vec::with_capacity(page.len());
+        let mut bytes = 0;
+        for incident in &page {
+            let incident = proto::incident_to_proto(incident);
+            let size = prost::Message::encoded_len(&incident);
+            if !incidents.is_empty() && bytes + size > MAX_RESPONSE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += size;
+            incidents.push(incident);
+        }
         let next_page_token =
-            if more { page.last().map(|i| i.id.to_string()).unwrap_or_default() } else { String::new() };
-        let incidents = page.iter().map(|i| proto::incident_to_proto(i)).collect();
+            if more { incidents.last().map(|i| i.id.clone()).unwrap_or_default() } else { String::new() };
         Ok(Response::new(v1::ListIncidentsResponse { incidents, next_page_token, total_size: total }))
     }
 
