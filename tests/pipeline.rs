@@ -776,3 +776,39 @@ async fn an_alarm_list_sent_over_grpc_clears_what_it_does_not_name() {
     assert!(status.message().contains("source_system"), "{status:?}");
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// Notes and requests past their limits: a note over 16 KiB is refused with
+/// INVALID_ARGUMENT saying so, a 10 MB one is refused by the transport before it is read
+/// (OUT_OF_RANGE), and neither reaches the incident; the engine serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_notes_are_refused_and_the_engine_serves_on() {
+    let engine = start(&test_config()).await;
+    let producer = producer(engine.brokers());
+    produce_alarm(&producer, &Alarm::raise("mrs-r1", "POWER", Severity::Critical, 1_767_225_600_000)).await;
+    let mut client = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let id = loop {
+        let list = client.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+        if let Some(incident) = list.incidents.first() {
+            break incident.id.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no incident opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let note = |text: String| v1::AddIncidentNoteRequest {
+        id: id.clone(),
+        author: "mallory".into(),
+        text,
+        ..Default::default()
+    };
+
+    let over = client.add_incident_note(note("x".repeat(16 * 1024 + 1))).await.unwrap_err();
+    assert_eq!(over.code(), Code::InvalidArgument, "{over:?}");
+    assert!(over.message().contains("16384"), "{over:?}");
+    let huge = client.add_incident_note(note("x".repeat(10_000_000))).await.unwrap_err();
+    assert_eq!(huge.code(), Code::OutOfRange, "{huge:?}");
+
+    let fine = client.add_incident_note(note("cable found".into())).await.unwrap().into_inner();
+    assert_eq!(fine.notes.iter().map(|n| n.text.as_str()).collect::<Vec<_>>(), ["cable found"]);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}
