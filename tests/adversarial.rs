@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Marseille's core router loses power, and gets it back: an outage of three services.
+const MRS_POWER_RAISE: &[u8] = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
+const MRS_POWER_CLEAR: &[u8] = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"cleared"}"#;
+
 async fn stats(engine: &Engine) -> Stats {
     engine.handle().call(|ctx| ctx.stats()).await.unwrap()
 }
@@ -79,8 +83,7 @@ async fn a_message_too_large_to_write_back_is_dead_lettered_cut_and_never_stops_
     let topic = input(&config);
     let huge = vec![b'x'; 1_040_000];
     send_at(&producer, &topic, "huge", &huge, None).await;
-    let good = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
-    send_at(&producer, &topic, "mrs-r1", good, None).await;
+    send_at(&producer, &topic, "mrs-r1", MRS_POWER_RAISE, None).await;
 
     let engine = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
     until(&engine, "the good alarm applied after the huge one", |s| s.refused == 1 && s.raised == 1).await;
@@ -104,8 +107,7 @@ async fn a_message_too_large_to_write_back_is_dead_lettered_cut_and_never_stops_
 
     // Restarted: the huge message is behind the committed offsets; nothing is refused again.
     let engine = Engine::start_with(&config, sample_topology()).await.expect("engine restarts");
-    let clear = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"cleared"}"#;
-    send_at(&producer, &topic, "mrs-r1", clear, None).await;
+    send_at(&producer, &topic, "mrs-r1", MRS_POWER_CLEAR, None).await;
     let stats = until(&engine, "the clear applied after the restart", |s| s.cleared == 1).await;
     assert_eq!((stats.refused, stats.raised), (1, 1), "counted once, across the restart");
     engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
@@ -124,10 +126,8 @@ async fn a_record_stamped_an_hour_ahead_does_not_move_stream_time() {
     let engine = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
     let producer = big_producer(&broker);
     let topic = input(&config);
-    let raise = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
-    let clear = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"cleared"}"#;
-    send_at(&producer, &topic, "mrs-r1", raise, None).await;
-    send_at(&producer, &topic, "mrs-r1", clear, None).await;
+    send_at(&producer, &topic, "mrs-r1", MRS_POWER_RAISE, None).await;
+    send_at(&producer, &topic, "mrs-r1", MRS_POWER_CLEAR, None).await;
     until(&engine, "raise and clear applied", |s| s.cleared == 1).await;
     assert_eq!(incident_state(&engine, "mrs-r1").await, Some(IncidentState::Open), "restored, in its hold-down");
 
@@ -161,8 +161,7 @@ async fn a_second_instance_on_the_same_state_topic_is_refused_at_start() {
 
     // The owner goes on alone.
     let producer = big_producer(&broker);
-    let raise = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
-    send_at(&producer, &input(&config), "mrs-r1", raise, None).await;
+    send_at(&producer, &input(&config), "mrs-r1", MRS_POWER_RAISE, None).await;
     until(&owner, "the alarm applied by the owner", |s| s.raised == 1).await;
     owner.stop(Duration::from_secs(20)).await.expect("a clean stop");
 
@@ -218,8 +217,7 @@ fn sigterm_with_the_brokers_unreachable_stops_within_the_grace() {
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let raise = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
-        send_at(&big_producer(&broker), &input(&config), "mrs-r1", raise, None).await;
+        send_at(&big_producer(&broker), &input(&config), "mrs-r1", MRS_POWER_RAISE, None).await;
     });
     broker.stop();
     std::thread::sleep(Duration::from_secs(1));
@@ -314,11 +312,9 @@ async fn closed_incidents_are_found_by_id_and_listed_across_a_restart() {
     let engine = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
     let producer = big_producer(&broker);
     let topic = input(&config);
-    let raise = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"critical"}"#;
-    let clear = br#"{"resource":"mrs-r1","alarm_type":"POWER","severity":"cleared"}"#;
-    send_at(&producer, &topic, "mrs-r1", raise, None).await;
+    send_at(&producer, &topic, "mrs-r1", MRS_POWER_RAISE, None).await;
     until(&engine, "the alarm raised", |s| s.raised == 1).await;
-    send_at(&producer, &topic, "mrs-r1", clear, None).await;
+    send_at(&producer, &topic, "mrs-r1", MRS_POWER_CLEAR, None).await;
     until(&engine, "the incident closed", |s| s.incidents.closed == 1).await;
 
     let closed = |customer: &str, closed_after: Option<i64>| v1::ListClosedIncidentsRequest {
