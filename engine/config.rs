@@ -146,6 +146,10 @@ pub struct CorrelationConfig {
     pub timeline_limit: usize,
     /// Notes an incident takes; one more is refused.
     pub max_notes: usize,
+    /// Root causes an incident names; the others are counted.
+    pub incident_max_roots: usize,
+    /// Entries each of an incident's alarm lists holds; the others are counted.
+    pub incident_max_alarms: usize,
     #[serde(default)]
     pub alarm_effects: BTreeMap<String, Effect>,
     /// Per source system (`*`: any other), seconds an active alarm may go unrepeated before
@@ -316,6 +320,12 @@ impl Config {
         if self.correlation.max_notes == 0 || self.correlation.max_notes > 10_000 {
             return invalid("correlation.max_notes", "must be between 1 and 10000");
         }
+        if !(1..=100_000).contains(&self.correlation.incident_max_roots) {
+            return invalid("correlation.incident_max_roots", "must be between 1 and 100000");
+        }
+        if !(1..=100_000).contains(&self.correlation.incident_max_alarms) {
+            return invalid("correlation.incident_max_alarms", "must be between 1 and 100000");
+        }
         if self.correlation.timeline_limit < 2 {
             return invalid("correlation.timeline_limit", "must be at least 2");
         }
@@ -344,6 +354,8 @@ impl Config {
                 priority: c.priority.clone(),
                 timeline_limit: c.timeline_limit,
                 max_notes: c.max_notes,
+                max_roots: c.incident_max_roots,
+                max_alarms: c.incident_max_alarms,
             },
         }
     }

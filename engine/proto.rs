@@ -5,7 +5,7 @@ use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, AlarmRef, EventType, Severity};
 use crate::model::incident::{
     Acknowledgement, ChangeKind, ImpactedCustomer, ImpactedService, Incident, IncidentId, IncidentState, Level, Note,
-    Priority, TimelineEntry, TimelineKind,
+    Omitted, Priority, TimelineEntry, TimelineKind,
 };
 use crate::model::state::State;
 use crate::model::topology::{CiClass, Rule, SlaTier};
@@ -276,12 +276,23 @@ pub fn incident_from_proto(i: &v1::Incident) -> Result<Incident, IncidentFieldEr
         notes: i
             .notes
             .iter()
-            .map(|n| Note { author: n.author.clone(), text: n.text.clone(), time: time(&n.time) })
+            .map(|n| Note {
+                author: n.author.clone(),
+                text: n.text.clone(),
+                time: time(&n.time),
+                request_id: n.request_id.clone(),
+            })
             .collect(),
         opened_at: time(&i.open_time),
         updated_at: time(&i.update_time),
         resolved_at: i.resolve_time.as_ref().map(millis),
         version: i.version,
+        omitted: Omitted {
+            root_causes: i.root_causes_omitted,
+            root_cause_alarms: i.root_cause_alarms_omitted,
+            symptom_alarms: i.symptom_alarms_omitted,
+            cleared_alarms: i.cleared_alarms_dropped,
+        },
     })
 }
 
@@ -332,7 +343,12 @@ pub fn incident_to_proto(i: &Incident) -> v1::Incident {
         notes: i
             .notes
             .iter()
-            .map(|n| v1::Note { author: n.author.clone(), text: n.text.clone(), time: Some(timestamp(n.time)) })
+            .map(|n| v1::Note {
+                author: n.author.clone(),
+                text: n.text.clone(),
+                time: Some(timestamp(n.time)),
+                request_id: n.request_id.clone(),
+            })
             .collect(),
         open_time: Some(timestamp(i.opened_at)),
         update_time: Some(timestamp(i.updated_at)),
@@ -342,6 +358,10 @@ pub fn incident_to_proto(i: &Incident) -> v1::Incident {
         symptom_alarm_count: i.symptom_alarms.len() as u32,
         impacted_service_count: i.services.len() as u32,
         impacted_customer_count: i.customers.len() as u32,
+        root_causes_omitted: i.omitted.root_causes,
+        root_cause_alarms_omitted: i.omitted.root_cause_alarms,
+        symptom_alarms_omitted: i.omitted.symptom_alarms,
+        cleared_alarms_dropped: i.omitted.cleared_alarms,
     }
 }
 

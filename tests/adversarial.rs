@@ -372,3 +372,44 @@ async fn closed_incidents_are_found_by_id_and_listed_across_a_restart() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
     engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
 }
+
+/// An operator's client sends a note and an acknowledgement, hears nothing back (the
+/// engine restarted in between) and sends both again with the same request ids: the
+/// restarted engine answers them from what it restored, adding no second note and no new
+/// version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_retries_after_a_restart_are_answered_not_applied_again() {
+    use faultline::proto::v1;
+    use v1::incident_service_client::IncidentServiceClient;
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "retries");
+    let engine = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+    let producer = big_producer(&broker);
+    send_at(&producer, &input(&config), "mrs-r1", MRS_POWER_RAISE, None).await;
+    until(&engine, "the incident opened", |s| s.incidents.opened == 1).await;
+
+    let note = v1::AddIncidentNoteRequest {
+        id: "INC-000001".into(),
+        author: "bob".into(),
+        text: "power team called".into(),
+        request_id: "bob-0001".into(),
+    };
+    let ack =
+        v1::AcknowledgeIncidentRequest { id: "INC-000001".into(), by: "alice".into(), request_id: "alice-0001".into() };
+    let mut client = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    client.add_incident_note(note.clone()).await.expect("noted");
+    let done = client.acknowledge_incident(ack.clone()).await.expect("acknowledged").into_inner();
+    engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
+
+    let engine = Engine::start_with(&config, sample_topology()).await.expect("engine restarts");
+    let mut client = IncidentServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let noted = client.add_incident_note(note.clone()).await.expect("the retry is answered").into_inner();
+    assert_eq!(noted.notes.len(), 1, "one note");
+    let acked = client.acknowledge_incident(ack).await.expect("the retry is answered").into_inner();
+    assert_eq!(acked.version, done.version, "nothing applied again");
+    assert_eq!(acked.acknowledgement.map(|a| a.by).as_deref(), Some("alice"));
+    // Another request is applied.
+    let other = v1::AddIncidentNoteRequest { request_id: "bob-0002".into(), ..note };
+    assert_eq!(client.add_incident_note(other).await.unwrap().into_inner().notes.len(), 2);
+    engine.stop(Duration::from_secs(20)).await.expect("a clean stop");
+}

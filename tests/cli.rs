@@ -252,6 +252,8 @@ fn every_key_is_settable_from_its_environment_variable() {
         ("CORRELATION__CLEAR_MEMORY_SECS", "60", "correlation.clear_memory_secs = 60"),
         ("CORRELATION__TIMELINE_LIMIT", "50", "correlation.timeline_limit = 50"),
         ("CORRELATION__MAX_NOTES", "20", "correlation.max_notes = 20"),
+        ("CORRELATION__INCIDENT_MAX_ROOTS", "40", "correlation.incident_max_roots = 40"),
+        ("CORRELATION__INCIDENT_MAX_ALARMS", "30", "correlation.incident_max_alarms = 30"),
         ("CORRELATION__ALARM_EFFECTS__LOS", "none", "correlation.alarm_effects.LOS = \"none\""),
         ("CORRELATION__ALARM_MAX_AGE_SECS__EMS_PARIS", "86400", "correlation.alarm_max_age_secs.EMS_PARIS = 86400"),
         ("CORRELATION__PRIORITY__MANY_CUSTOMERS", "3", "correlation.priority.many_customers = 3"),

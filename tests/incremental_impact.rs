@@ -5,10 +5,13 @@
 //! of ports failing one by one) is played through the whole correlator.
 
 use faultline::correlate::alarm_stage::ResourceUpdate;
+use faultline::correlate::changelog::CoreSnapshot;
 use faultline::correlate::impact::{Changes, ImpactStage};
 use faultline::correlate::incidents::IncidentPolicy;
 use faultline::correlate::{Correlator, CorrelatorConfig};
 use faultline::generate::fan_in;
+use faultline::kafka::changelog;
+use faultline::model::incident::IncidentChange;
 use faultline::model::state::State;
 use faultline::model::topology::{CiClass, CiIdx, CiRecord, Rule, Topology};
 use proptest::prelude::*;
@@ -270,7 +273,10 @@ fn the_fan_in_storm_ends_with_everything_cleared() {
     assert!(most_roots > ports / 2, "the service had {most_roots} roots at most");
     let incidents: Vec<_> = correlator.incidents().collect();
     assert_eq!(incidents.len(), 1, "one incident for the whole storm");
-    assert_eq!(incidents[0].root_causes.len(), ports, "every port failed once and stays named");
+    let incident = incidents[0];
+    let named = incident.root_causes.len();
+    assert_eq!(named, IncidentPolicy::default().max_roots, "the first roots named");
+    assert_eq!(named + incident.omitted.root_causes as usize, ports, "every port failed once and stays counted");
     assert_eq!(correlator.stats().active_alarms, 0);
     assert_eq!(correlator.impact().state(cfs).effective, State::Up);
     assert!(correlator.impact().roots(cfs).is_empty());
@@ -281,4 +287,68 @@ fn the_fan_in_storm_ends_with_everything_cleared() {
     correlator.tick(end + 61_000 + 121_000, &mut out);
     assert_eq!(correlator.incidents().count(), 0, "closed after the reopen window");
     correlator.check_views().expect("views as a recomputation gives them");
+}
+
+/// The fan-in storm at the size a carrier meets it (20,000 ports, quorum 10,000), played
+/// until every port has failed: the incident names its first roots and alarms and counts
+/// the others, so that it stays far within one record; the changelog never has to trim it,
+/// and a restore from that changelog in the middle of the storm carries on exactly.
+#[test]
+fn a_storm_incident_stays_within_one_record_and_restores_exactly() {
+    const RECORD: usize = 1_000_000;
+    let ports = 20_000;
+    let topology = Arc::new(Topology::from_records(fan_in::network(ports)).expect("a valid network"));
+    let config = CorrelatorConfig::default();
+    let cap = config.incidents.max_alarms;
+    let alarms = fan_in::storm(ports, 5, 8, 0, 1_000.0);
+    let last_raise = alarms.iter().rposition(|a| !a.cleared).expect("raises");
+    let cut = last_raise / 2;
+
+    let mut original = Correlator::new(topology.clone(), config.clone());
+    let mut log = CoreSnapshot::default();
+    let mut largest = 0;
+    let commit = |correlator: &mut Correlator, log: &mut CoreSnapshot, largest: &mut usize| {
+        let Some(changes) = correlator.take_changes() else { return };
+        changelog::encode(
+            &changes,
+            RECORD,
+            |_| None,
+            |incident, size| panic!("{} trimmed at {size} bytes", incident.id),
+            |key, value| {
+                *largest = (*largest).max(key.len() + value.map_or(0, <[u8]>::len));
+                changelog::fold(log, key.as_bytes(), value).expect("a record the engine reads back");
+            },
+        );
+    };
+    let mut out: Vec<IncidentChange> = Vec::new();
+    for (i, alarm) in alarms[..cut].iter().enumerate() {
+        original.apply(alarm, alarm.event_time, &mut out);
+        if i % 500 == 499 {
+            commit(&mut original, &mut log, &mut largest);
+        }
+    }
+    commit(&mut original, &mut log, &mut largest);
+    let (mut restored, _) = Correlator::restore(topology.clone(), config, log.clone());
+    let (mut expected, mut actual) = (Vec::new(), Vec::new());
+    for alarm in &alarms[cut..=last_raise] {
+        original.apply(alarm, alarm.event_time, &mut expected);
+        restored.apply(alarm, alarm.event_time, &mut actual);
+    }
+    assert!(actual == expected, "the restored engine published other changes than the original");
+    original.check_views().expect("views as a recomputation gives them");
+    restored.check_views().expect("views as a recomputation gives them");
+    commit(&mut original, &mut log, &mut largest);
+
+    let incidents: Vec<_> = original.incidents().collect();
+    assert_eq!(incidents.len(), 1, "one incident for the whole storm");
+    let incident = incidents[0];
+    let active = original.stats().active_alarms as usize;
+    assert!(active > 10_000, "{active} ports failed at the peak");
+    assert_eq!(incident.root_cause_alarms.len(), cap, "the first alarms listed");
+    assert_eq!(incident.root_cause_alarms.len() + incident.omitted.root_cause_alarms as usize, active);
+    assert_eq!(incident.root_causes.len() + incident.omitted.root_causes as usize, ports, "every port failed once");
+    let mut bytes = Vec::new();
+    faultline::proto::encode::incident(incident, &mut bytes);
+    assert!(bytes.len() < RECORD / 4, "the incident takes {} bytes", bytes.len());
+    assert!(largest < RECORD, "a changelog record of {largest} bytes");
 }

@@ -5,7 +5,7 @@ use faultline::correlate::changelog::CoreSnapshot;
 use faultline::correlate::{Correlator, CorrelatorConfig};
 use faultline::model::EpochMillis;
 use faultline::model::alarm::{Alarm, Severity};
-use faultline::model::incident::{IncidentChange, IncidentState};
+use faultline::model::incident::{ChangeKind, Incident, IncidentChange, IncidentId, IncidentState};
 use faultline::model::state::State;
 use faultline::model::topology::{CiClass, Topology};
 use faultline::topology_file;
@@ -37,6 +37,45 @@ struct Op {
     severity: Option<Severity>,
     /// Milliseconds since the previous notification.
     gap: EpochMillis,
+    /// How much older than stream time the notification's event time is (reordered on
+    /// the way: a clear overtaking its raise, a late repeat).
+    late: EpochMillis,
+    /// A notification id and sequence, from small ranges so that they meet again
+    /// (retransmissions, lower sequences); `None`: the notification carries none.
+    notification: Option<(u8, u64)>,
+    /// What an operator does after the notification, to the incident picked by `resource`
+    /// among those not closed.
+    action: Option<Action>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Acknowledge,
+    Note,
+    Resolve { force: bool },
+}
+
+fn action() -> impl Strategy<Value = Option<Action>> {
+    prop_oneof![
+        12 => Just(None),
+        1 => Just(Some(Action::Acknowledge)),
+        1 => Just(Some(Action::Note)),
+        1 => any::<bool>().prop_map(|force| Some(Action::Resolve { force })),
+    ]
+}
+
+/// The incident policy of a run: as configured by default, or with caps small enough that
+/// the sample network's incidents leave roots and alarms out.
+fn policy() -> impl Strategy<Value = CorrelatorConfig> {
+    prop_oneof![
+        Just(CorrelatorConfig::default()),
+        (1usize..4, 1usize..6).prop_map(|(max_roots, max_alarms)| {
+            let mut config = CorrelatorConfig::default();
+            config.incidents.max_roots = max_roots;
+            config.incidents.max_alarms = max_alarms;
+            config
+        }),
+    ]
 }
 
 fn op(resources: usize) -> impl Strategy<Value = Op> {
@@ -47,19 +86,32 @@ fn op(resources: usize) -> impl Strategy<Value = Op> {
         Just(Some(Severity::Minor)),
         Just(Some(Severity::Warning)),
     ];
-    (0..resources, 0..TYPES.len(), severity, 0..120_000i64).prop_map(|(resource, alarm_type, severity, gap)| Op {
-        resource,
-        alarm_type,
-        severity,
-        gap,
-    })
+    let late = prop_oneof![4 => Just(0i64), 1 => 1..90_000i64];
+    let notification = prop_oneof![3 => Just(None), 1 => (0..3u8, 0..4u64).prop_map(Some)];
+    (0..resources, 0..TYPES.len(), severity, 0..120_000i64, late, notification, action()).prop_map(
+        |(resource, alarm_type, severity, gap, late, notification, action)| Op {
+            resource,
+            alarm_type,
+            severity,
+            gap,
+            late,
+            notification,
+            action,
+        },
+    )
 }
 
 fn alarm(resource: &str, op: &Op, now: EpochMillis) -> Alarm {
-    match op.severity {
-        Some(severity) => Alarm::raise(resource, TYPES[op.alarm_type], severity, now),
-        None => Alarm::clear(resource, TYPES[op.alarm_type], now),
+    let time = now - op.late;
+    let mut alarm = match op.severity {
+        Some(severity) => Alarm::raise(resource, TYPES[op.alarm_type], severity, time),
+        None => Alarm::clear(resource, TYPES[op.alarm_type], time),
+    };
+    if let Some((id, sequence)) = op.notification {
+        alarm.notification_id = format!("ems-{id}");
+        alarm.sequence = sequence;
     }
+    alarm
 }
 
 /// Plays the ops with the runtime's rhythm (timers run before each notification) and
@@ -76,9 +128,32 @@ fn play(
         now += op.gap;
         correlator.tick(now, &mut out);
         correlator.apply(&alarm(&names[op.resource], op, now), now, &mut out);
+        if let Some(action) = op.action {
+            act(correlator, action, op.resource, now, &mut out);
+        }
         check_invariants(correlator);
     }
     (out, now)
+}
+
+/// An operator action on one of the incidents not closed (picked by `pick`); refusals
+/// (an incident already acknowledged, one still impacting services resolved without
+/// force) are part of the output too.
+fn act(correlator: &mut Correlator, action: Action, pick: usize, now: EpochMillis, out: &mut Vec<IncidentChange>) {
+    let ids: Vec<IncidentId> = correlator.incidents().map(|i| i.id).collect();
+    let Some(&id) = ids.get(pick % ids.len().max(1)) else { return };
+    let result = match action {
+        Action::Acknowledge => correlator.acknowledge(id, "noc-1", now),
+        Action::Note => correlator.add_note(id, "noc-2", "checking the site", "", now),
+        Action::Resolve { force } => correlator.resolve(id, "noc-3", "done", force, now),
+    };
+    match result {
+        Ok(change) => out.push(change),
+        Err(error) => out.push(IncidentChange {
+            kind: ChangeKind::Updated,
+            incident: Arc::new(Incident { title: format!("refused: {error}"), ..Incident::new(id, now) }),
+        }),
+    }
 }
 
 /// Every failed CI is explained by root causes; every healthy one has none; what incident
@@ -111,7 +186,7 @@ proptest! {
         let mut out = Vec::new();
         for (resource, alarm_type) in raised {
             now += 1;
-            let clear = Op { resource, alarm_type, severity: None, gap: 0 };
+            let clear = Op { resource, alarm_type, severity: None, gap: 0, late: 0, notification: None, action: None };
             correlator.apply(&alarm(&names[resource], &clear, now), now, &mut out);
         }
         correlator.tick(now + 3_600_000, &mut out);
@@ -125,12 +200,12 @@ proptest! {
     }
 
     #[test]
-    fn the_same_input_gives_the_same_output(ops in prop::collection::vec(op(25), 1..150)) {
+    fn the_same_input_gives_the_same_output(ops in prop::collection::vec(op(25), 1..150), config in policy()) {
         let topology = sample();
         let names = resources(&topology);
         let ops: Vec<Op> = ops.into_iter().map(|mut o| { o.resource %= names.len(); o }).collect();
-        let mut first = Correlator::new(topology.clone(), CorrelatorConfig::default());
-        let mut second = Correlator::new(topology, CorrelatorConfig::default());
+        let mut first = Correlator::new(topology.clone(), config.clone());
+        let mut second = Correlator::new(topology, config);
         let (a, _) = play(&mut first, &names, &ops, 1_000);
         let (b, _) = play(&mut second, &names, &ops, 1_000);
         prop_assert_eq!(a, b);
@@ -145,12 +220,12 @@ proptest! {
         ops in prop::collection::vec(op(25), 2..150),
         cut in 0usize..150,
         commit_every in 1usize..20,
+        config in policy(),
     ) {
         let topology = sample();
         let names = resources(&topology);
         let ops: Vec<Op> = ops.into_iter().map(|mut o| { o.resource %= names.len(); o }).collect();
         let cut = cut % ops.len();
-        let config = CorrelatorConfig::default();
 
         let mut original = Correlator::new(topology.clone(), config.clone());
         let mut log = CoreSnapshot::default();

@@ -83,6 +83,8 @@ fn run_scenario(path: &Path) {
             "topology" => topology = repo().join(words[1]),
             "hold-down" => policy.hold_down_ms = duration(words[1]),
             "reopen-window" => policy.reopen_window_ms = duration(words[1]),
+            "max-roots" => policy.max_roots = words[1].parse().unwrap(),
+            "max-alarms" => policy.max_alarms = words[1].parse().unwrap(),
             _ => {
                 let r = run.get_or_insert_with(|| {
                     let topo = topology_file::load(&topology).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -209,6 +211,19 @@ fn expect(r: &Run, line: usize, text: &str, words: &[&str]) {
                     "roots" => join(incident.root_causes.iter().map(|r| r.to_string())),
                     "symptoms" => {
                         join(incident.symptom_alarms.iter().map(|a| format!("{}/{}", a.resource, a.alarm_type)))
+                    }
+                    // `root-alarms=RESOURCE/TYPE[:cleared],...`
+                    "root-alarms" => join(incident.root_cause_alarms.iter().map(|a| {
+                        let cleared = if a.cleared_at.is_some() { ":cleared" } else { "" };
+                        format!("{}/{}{cleared}", a.resource, a.alarm_type)
+                    })),
+                    // `omitted=roots:N,root-alarms:N,symptoms:N,cleared:N`
+                    "omitted" => {
+                        let o = incident.omitted;
+                        format!(
+                            "roots:{},root-alarms:{},symptoms:{},cleared:{}",
+                            o.root_causes, o.root_cause_alarms, o.symptom_alarms, o.cleared_alarms
+                        )
                     }
                     "active-symptoms" => join(
                         incident
@@ -343,9 +358,32 @@ fn an_incident_takes_a_bounded_number_of_notes() {
     core.apply(&Alarm::raise("mrs-r1", "POWER", Severity::Critical, 0), 0, &mut out);
     let id = core.incidents().next().unwrap().id;
     for i in 0..3 {
-        core.add_note(id, "alice", &format!("note {i}"), 1_000).unwrap();
+        core.add_note(id, "alice", &format!("note {i}"), "", 1_000).unwrap();
     }
-    let refused = core.add_note(id, "alice", "one more", 2_000).unwrap_err().to_string();
+    let refused = core.add_note(id, "alice", "one more", "", 2_000).unwrap_err().to_string();
     assert!(refused.contains("correlation.max_notes"), "{refused}");
     assert_eq!(core.incident(id).unwrap().notes.len(), 3);
+}
+
+/// Notes each within the 16 KiB a note may take still cannot take an incident past one
+/// record: past 256 KiB of notes, one more is refused.
+#[test]
+fn an_incident_takes_a_bounded_amount_of_note_text() {
+    let topology = Arc::new(topology_file::load(&repo().join("config/sample-network.jsonl")).unwrap());
+    let mut core = Correlator::new(topology, CorrelatorConfig::default());
+    let mut out = Vec::new();
+    core.apply(&Alarm::raise("mrs-r1", "POWER", Severity::Critical, 0), 0, &mut out);
+    let id = core.incidents().next().unwrap().id;
+    let text = "x".repeat(16 * 1024 - 16);
+    let mut taken = 0;
+    let refused = loop {
+        match core.add_note(id, "alice", &text, "", 1_000) {
+            Ok(_) => taken += 1,
+            Err(error) => break error.to_string(),
+        }
+        assert!(taken <= IncidentPolicy::default().max_notes, "notes taken without end");
+    };
+    assert!(refused.contains("262144 bytes"), "{refused}");
+    let held: usize = core.incident(id).unwrap().notes.iter().map(|n| n.text.len()).sum();
+    assert!(held <= 256 * 1024 && held > 240 * 1024, "{taken} notes, {held} bytes");
 }

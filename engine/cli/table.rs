@@ -30,7 +30,14 @@ pub fn row(kind: i32, incident: &v1::Incident) -> String {
         impact.push(format!("{up} restored"));
     }
     let time = incident.update_time.as_ref().map(clock).unwrap_or_default();
-    let active_symptoms = incident.symptom_alarms.iter().filter(|a| a.cleared_time.is_none()).count();
+    // Alarms the incident counts without listing them are active.
+    let active_symptoms = incident.symptom_alarms.iter().filter(|a| a.cleared_time.is_none()).count()
+        + incident.symptom_alarms_omitted as usize;
+    let symptoms = incident.symptom_alarms.len() + incident.symptom_alarms_omitted as usize;
+    let mut roots = incident.root_causes.join(", ");
+    if incident.root_causes_omitted > 0 {
+        roots = format!("{roots} +{}", incident.root_causes_omitted);
+    }
     format!(
         "{:<8}  {:<12}  {:<10}  {:<12}  P{:<3}  {:<22}  {:<30}  {:>8}  {}",
         time,
@@ -39,8 +46,8 @@ pub fn row(kind: i32, incident: &v1::Incident) -> String {
         state,
         incident.priority,
         impact.join(", "),
-        truncate(&incident.root_causes.join(", "), 30),
-        format!("{active_symptoms}/{}", incident.symptom_alarms.len()),
+        truncate(&roots, 30),
+        format!("{active_symptoms}/{symptoms}"),
         incident.title
     )
 }

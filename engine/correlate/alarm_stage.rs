@@ -107,6 +107,8 @@ pub struct ChangedResource {
     pub sequences: Vec<u64>,
     /// Parallel to `alarms`: the source system that reported each.
     pub sources: Vec<Arc<str>>,
+    /// The clears remembered for it, by alarm type and qualifier.
+    pub clears: Vec<RememberedClear>,
 }
 
 /// What the changelog keeps of the last notification applied to an active alarm.
@@ -156,17 +158,25 @@ pub fn notification_key(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-/// A clear, remembered: what a later raise of the same alarm must be newer than.
-#[derive(Clone, Copy, Debug)]
-struct Remembered {
-    notification: u64,
-    sequence: u64,
-    event_time: EpochMillis,
+/// A clear, remembered: what a later raise of the same alarm (on the resource it is kept
+/// under) must be newer than.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RememberedClear {
+    pub alarm_type: Arc<str>,
+    pub qualifier: Arc<str>,
+    /// The fingerprint of the clear's notification id, and its sequence.
+    pub notification: u64,
+    pub sequence: u64,
+    pub event_time: EpochMillis,
     /// Stream time it is forgotten at.
-    until: EpochMillis,
+    pub until: EpochMillis,
 }
 
-impl Remembered {
+impl RememberedClear {
+    fn names(&self, alarm_type: &str, qualifier: &str) -> bool {
+        &*self.alarm_type == alarm_type && &*self.qualifier == qualifier
+    }
+
     fn supersedes(&self, alarm: &Alarm) -> bool {
         let notification = notification_key(&alarm.notification_id);
         if notification != 0 && notification == self.notification {
@@ -217,9 +227,11 @@ pub struct AlarmStage {
     dirty: Vec<Arc<str>>,
     /// Resources are looked up here once, not by the impact stage at every update.
     topology: Option<Arc<Topology>>,
-    /// Recent clears by alarm identity (see the module doc). Held in memory only: a restart
-    /// forgets them.
-    cleared: hashbrown::HashMap<Identity, Remembered, rustc_hash::FxBuildHasher>,
+    /// Recent clears by resource (see the module doc), written to the changelog with the
+    /// resource's alarms so that a restart remembers them too.
+    cleared: hashbrown::HashMap<Arc<str>, Vec<RememberedClear>, rustc_hash::FxBuildHasher>,
+    /// How many clears `cleared` holds.
+    remembered: usize,
     /// The same clears in the order they were remembered (stream time only grows), so that
     /// forgetting them walks the front; an entry replaced since is skipped then.
     cleared_order: VecDeque<(EpochMillis, Identity)>,
@@ -242,6 +254,7 @@ impl AlarmStage {
             dirty: Vec::new(),
             topology: None,
             cleared: Default::default(),
+            remembered: 0,
             cleared_order: VecDeque::new(),
             sources: Sources::new(),
             ageing: Ageing::default(),
@@ -260,12 +273,33 @@ impl AlarmStage {
     /// Rebuilds the active alarms from a changelog: one list per resource, as
     /// [`AlarmStage::take_dirty`] reported them. Returns the resource updates that give the
     /// impact stage the same view.
-    /// `now`: the restored stream time, from which ageing counts again.
+    /// `now`: the restored stream time, from which ageing counts again. `clears`: the
+    /// clears remembered per resource; those due to be forgotten by `now` are not taken.
     pub fn restore(
         &mut self,
         alarms: impl IntoIterator<Item = (AlarmRef, LastHeard)>,
+        clears: impl IntoIterator<Item = (Arc<str>, RememberedClear)>,
         now: EpochMillis,
     ) -> Vec<ResourceUpdate> {
+        let mut order = Vec::new();
+        for (resource, clear) in clears {
+            if clear.until <= now || self.policy.clear_memory_ms <= 0 {
+                continue;
+            }
+            let held = self.cleared.entry(resource.clone()).or_default();
+            if held.iter().any(|c| c.names(&clear.alarm_type, &clear.qualifier)) {
+                continue;
+            }
+            order.push((clear.until, (resource, clear.alarm_type.clone(), clear.qualifier.clone())));
+            held.push(clear);
+            self.remembered += 1;
+        }
+        // Forgotten in the order they were remembered: by time, then by name.
+        order.sort_unstable();
+        self.cleared_order = order.into();
+        while self.cleared_order.len() > REMEMBERED_CLEARS {
+            self.forget_front();
+        }
         for (alarm, LastHeard { notification, sequence, source }) in alarms {
             let effect = self.policy.effect(&alarm.alarm_type, alarm.severity);
             let ci = self.locate(&alarm.resource);
@@ -318,7 +352,9 @@ impl AlarmStage {
                 let notifications = active.iter().map(|a| a.notification).collect();
                 let sequences = active.iter().map(|a| a.sequence).collect();
                 let sources = active.iter().map(|a| self.sources.name(a.source).clone()).collect();
-                ChangedResource { resource, alarms, notifications, sequences, sources }
+                let mut clears = self.clears_of(&resource).to_vec();
+                clears.sort_unstable_by(|a, b| (&a.alarm_type, &a.qualifier).cmp(&(&b.alarm_type, &b.qualifier)));
+                ChangedResource { resource, alarms, notifications, sequences, sources, clears }
             })
             .collect()
     }
@@ -330,7 +366,24 @@ impl AlarmStage {
 
     /// Clears remembered now (bounded by stream time and by count).
     pub fn remembered_clears(&self) -> usize {
-        self.cleared.len()
+        self.remembered
+    }
+
+    /// The clears remembered for `resource`.
+    fn clears_of(&self, resource: &str) -> &[RememberedClear] {
+        self.cleared.get(resource).map_or(&[], Vec::as_slice)
+    }
+
+    /// Lists `resource` among those the changelog writes next, if it is not yet.
+    fn mark_dirty(&mut self, resource: &Arc<str>) {
+        match self.resources.get_mut(&**resource) {
+            Some(entry) if entry.dirty => {}
+            Some(entry) => {
+                entry.dirty = true;
+                self.dirty.push(resource.clone());
+            }
+            None => self.dirty.push(resource.clone()),
+        }
     }
 
     /// Remembers a clear of `identity` until `now` plus the policy's memory.
@@ -339,25 +392,43 @@ impl AlarmStage {
             return;
         }
         let until = now.saturating_add(self.policy.clear_memory_ms);
-        let remembered = Remembered {
+        let (resource, alarm_type, qualifier) = identity;
+        let remembered = RememberedClear {
+            alarm_type: alarm_type.clone(),
+            qualifier: qualifier.clone(),
             notification: notification_key(&alarm.notification_id),
             sequence: alarm.sequence,
             event_time,
             until,
         };
-        self.cleared_order.push_back((until, identity.clone()));
-        self.cleared.insert(identity, remembered);
+        self.mark_dirty(&resource);
+        let clears = self.cleared.entry(resource.clone()).or_default();
+        match clears.iter_mut().find(|c| c.names(&alarm_type, &qualifier)) {
+            Some(held) => *held = remembered,
+            None => {
+                clears.push(remembered);
+                self.remembered += 1;
+            }
+        }
+        self.cleared_order.push_back((until, (resource, alarm_type, qualifier)));
         while self.cleared_order.len() > REMEMBERED_CLEARS {
             self.forget_front();
         }
     }
 
     fn forget_front(&mut self) {
-        if let Some((until, identity)) = self.cleared_order.pop_front()
-            && self.cleared.get(&identity).is_some_and(|r| r.until == until)
-        {
-            self.cleared.remove(&identity);
+        let Some((until, (resource, alarm_type, qualifier))) = self.cleared_order.pop_front() else { return };
+        let Some(clears) = self.cleared.get_mut(&*resource) else { return };
+        // An entry replaced since (remembered anew) is forgotten by its own.
+        let Some(at) = clears.iter().position(|c| c.names(&alarm_type, &qualifier) && c.until == until) else {
+            return;
+        };
+        clears.swap_remove(at);
+        self.remembered -= 1;
+        if clears.is_empty() {
+            self.cleared.remove(&*resource);
         }
+        self.mark_dirty(&resource);
     }
 
     /// Applies one notification at stream time `now`; returns what it did and, when the
@@ -539,12 +610,16 @@ fn bounded_text(text: &str) -> &str {
 
 /// Whether a remembered clear supersedes `alarm`, a raise of an alarm not active. Looked up
 /// only on that path, so that repeats of active alarms pay nothing for it.
-fn superseded(cleared: &hashbrown::HashMap<Identity, Remembered, rustc_hash::FxBuildHasher>, alarm: &Alarm) -> bool {
+fn superseded(
+    cleared: &hashbrown::HashMap<Arc<str>, Vec<RememberedClear>, rustc_hash::FxBuildHasher>,
+    alarm: &Alarm,
+) -> bool {
     if cleared.is_empty() {
         return false;
     }
-    let identity = IdentityRef(&alarm.resource, &alarm.alarm_type, &alarm.qualifier);
-    cleared.get(&identity).is_some_and(|remembered| remembered.supersedes(alarm))
+    cleared.get(alarm.resource.as_str()).is_some_and(|clears| {
+        clears.iter().any(|c| c.names(&alarm.alarm_type, &alarm.qualifier) && c.supersedes(alarm))
+    })
 }
 
 /// Whether `alarm` comes too late for the active alarm it names: `DuplicateNotification`
@@ -633,12 +708,21 @@ mod tests {
                 notifications: Vec::new(),
                 sequences: Vec::new(),
                 sources: Vec::new(),
+                clears: vec![RememberedClear {
+                    alarm_type: Arc::from("LOS"),
+                    qualifier: Arc::from(""),
+                    notification: 0,
+                    sequence: 0,
+                    event_time: 3_000,
+                    until: AlarmPolicy::default().clear_memory_ms,
+                }],
             }],
-            "a cleared resource is written empty"
+            "a cleared resource is written with the clear it remembers"
         );
 
         let mut restored = AlarmStage::default();
-        let updates = restored.restore(stage.active_alarms("port-1").into_iter().map(|a| (a, LastHeard::default())), 0);
+        let alarms = stage.active_alarms("port-1").into_iter().map(|a| (a, LastHeard::default()));
+        let updates = restored.restore(alarms, [], 0);
         assert_eq!(updates.len(), 1);
         assert_eq!((updates[0].own_state, restored.active_count()), (State::Down, 1));
         assert_eq!(restored.active_alarms("port-1"), stage.active_alarms("port-1"));
@@ -764,5 +848,59 @@ mod tests {
         stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000), 7_000 + memory);
         assert_eq!(stage.remembered_clears(), 0);
         assert_eq!(stage.active_alarms("port-1").len(), 1, "a raise after the memory applies");
+    }
+
+    #[test]
+    fn remembered_clears_are_written_and_taken_back_until_forgotten() {
+        let memory = AlarmPolicy::default().clear_memory_ms;
+        let mut stage = AlarmStage::default();
+        stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000), 1_000);
+        stage.apply(&Alarm::clear("port-1", "LOS", 5_000), 5_000);
+        stage.apply(&Alarm::clear("port-2", "LOS", 6_000), 6_000);
+        let written: Vec<ChangedResource> = stage.take_dirty();
+        assert_eq!(
+            written.iter().map(|c| (&*c.resource, c.clears.len())).collect::<Vec<_>>(),
+            [("port-1", 1), ("port-2", 1)]
+        );
+
+        // A restart takes them back: the late raise the clear overtook is still stale.
+        let clears = |written: &[ChangedResource]| {
+            written
+                .iter()
+                .flat_map(|c| c.clears.iter().map(|clear| (c.resource.clone(), clear.clone())))
+                .collect::<Vec<_>>()
+        };
+        let mut restored = AlarmStage::default();
+        restored.restore([], clears(&written), 6_000);
+        assert_eq!(restored.remembered_clears(), 2);
+        let late = Alarm::raise("port-2", "LOS", Severity::Major, 5_500);
+        assert_eq!(restored.apply(&late, 6_100).0, AlarmOutcome::Stale);
+        assert_eq!(stage.apply(&late, 6_100).0, AlarmOutcome::Stale);
+
+        // Forgetting a clear rewrites its resource: the record goes once nothing is left.
+        stage.take_dirty();
+        stage.apply(&Alarm::raise("port-3", "LOS", Severity::Major, 5_000 + memory), 5_000 + memory);
+        let written = stage.take_dirty();
+        let port_1 = written.iter().find(|c| &*c.resource == "port-1").expect("port-1 written again");
+        assert!(port_1.alarms.is_empty() && port_1.clears.is_empty(), "{port_1:?}");
+
+        // One due to be forgotten by the restored clock is not taken back.
+        let mut late_restore = AlarmStage::default();
+        late_restore.restore(
+            [],
+            clears(&[ChangedResource {
+                clears: vec![RememberedClear {
+                    alarm_type: Arc::from("LOS"),
+                    qualifier: Arc::from(""),
+                    notification: 0,
+                    sequence: 0,
+                    event_time: 1_000,
+                    until: 2_000,
+                }],
+                ..port_1.clone()
+            }]),
+            2_000,
+        );
+        assert_eq!(late_restore.remembered_clears(), 0);
     }
 }

@@ -12,6 +12,7 @@
 //! exactly as the one that wrote the records.
 
 use super::Stats;
+use super::alarm_stage::RememberedClear;
 use super::impact::ImpactStage;
 use super::impacted::Impacted;
 use super::incidents::{IncidentBook, Tracked};
@@ -59,6 +60,16 @@ pub struct ResourceRecord {
     /// Parallel to `active`: the source system that reported each alarm (empty in records
     /// of versions that did not write it: unnamed).
     pub sources: Vec<Arc<str>>,
+    /// The clears remembered for the resource, by alarm type and qualifier: a resource
+    /// whose alarms have all cleared keeps its record while it has some.
+    pub clears: Vec<RememberedClear>,
+}
+
+impl ResourceRecord {
+    /// Nothing to keep: no active alarm, no clear remembered (the record is deleted).
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty() && self.clears.is_empty()
+    }
 }
 
 /// The part of the core's state that belongs to no key: the incident id sequence and the
@@ -91,7 +102,7 @@ pub struct CoreChanges {
 /// [`CoreChanges`] in order gives what a reader finds after compaction.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CoreSnapshot {
-    /// Active alarms per resource; resources with none are absent.
+    /// Active alarms and remembered clears per resource; resources with neither are absent.
     pub resources: BTreeMap<Arc<str>, ResourceRecord>,
     pub incidents: BTreeMap<IncidentId, IncidentRecord>,
     pub meta: CoreMeta,
@@ -100,7 +111,7 @@ pub struct CoreSnapshot {
 impl CoreSnapshot {
     pub fn fold(&mut self, changes: CoreChanges) {
         for (resource, record) in changes.resources {
-            if record.active.is_empty() {
+            if record.is_empty() {
                 self.resources.remove(&resource);
             } else {
                 self.resources.insert(resource, record);
@@ -179,6 +190,11 @@ impl IncidentBook {
             let services: Vec<(CiIdx, State)> =
                 record.services.iter().filter_map(|(ci, state)| Some((lookup(ci)?, *state))).collect();
             let services = Impacted::restore(services, topology);
+            let lists = [record.incident.root_cause_alarms.clone(), record.incident.symptom_alarms.clone()];
+            let cleared = [
+                super::incidents::cleared_index(&record.incident.root_cause_alarms),
+                super::incidents::cleared_index(&record.incident.symptom_alarms),
+            ];
             let mut tracked = Tracked {
                 roots: set(&record.roots, &mut lookup).into_iter().collect(),
                 registered_roots,
@@ -190,6 +206,9 @@ impl IncidentBook {
                 titled: None,
                 synced: false,
                 merge_hints: [0; 2],
+                lists,
+                cleared,
+                complete: false,
             };
             for &ci in tracked.roots.iter().chain(&tracked.symptoms) {
                 super::incidents::join(&mut self.members, ci, id);

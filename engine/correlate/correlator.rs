@@ -141,7 +141,11 @@ impl Correlator {
             record.active.iter().cloned().zip(heard)
         });
         let clock = snapshot.meta.clock;
-        for mut update in correlator.alarms.restore(alarms, clock) {
+        let clears = snapshot
+            .resources
+            .iter()
+            .flat_map(|(resource, record)| record.clears.iter().map(|clear| (resource.clone(), clear.clone())));
+        for mut update in correlator.alarms.restore(alarms, clears, clock) {
             // The impact stage gets the alarms as it last heard of them, not the live tallies.
             if let Some(record) = snapshot.resources.get(&update.resource)
                 && record.reported.len() == update.alarms.len()
@@ -182,7 +186,7 @@ impl Correlator {
             .alarms
             .take_dirty()
             .into_iter()
-            .map(|ChangedResource { resource, alarms: active, notifications, sequences, sources }| {
+            .map(|ChangedResource { resource, alarms: active, notifications, sequences, sources, clears }| {
                 let heard = self.impact.reported_alarms(&resource);
                 let reported = active
                     .iter()
@@ -191,7 +195,7 @@ impl Correlator {
                         (seen.tally, seen.last_seen)
                     })
                     .collect();
-                (resource, ResourceRecord { active, reported, notifications, sequences, sources })
+                (resource, ResourceRecord { active, reported, notifications, sequences, sources, clears })
             })
             .collect();
         let topology = self.impact.topology().clone();
@@ -328,14 +332,17 @@ impl Correlator {
         self.incidents.resolve(id, by, reason, force, now)
     }
 
+    /// An operator adds a note; `request_id` (may be empty) is kept with it, so that a
+    /// retry can be recognised (see [`Note::request_id`](crate::model::incident::Note)).
     pub fn add_note(
         &mut self,
         id: IncidentId,
         author: &str,
         text: &str,
+        request_id: &str,
         now: EpochMillis,
     ) -> Result<IncidentChange, CoreError> {
-        self.incidents.add_note(id, author, text, now)
+        self.incidents.add_note(id, author, text, request_id, now)
     }
 
     pub fn incident(&self, id: IncidentId) -> Option<&Incident> {

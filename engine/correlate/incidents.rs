@@ -45,7 +45,16 @@ pub struct IncidentPolicy {
     pub timeline_limit: usize,
     /// Notes an incident takes; one more is refused.
     pub max_notes: usize,
+    /// Root causes an incident names; the others are counted (`omitted.root_causes`).
+    pub max_roots: usize,
+    /// Entries each of an incident's alarm lists holds: cleared alarms make room for active
+    /// ones, active alarms beyond it are counted (`omitted`).
+    pub max_alarms: usize,
 }
+
+/// Note text an incident holds in all, so that its notes leave room in its record for the
+/// rest of it.
+pub const MAX_NOTES_BYTES: usize = 256 * 1024;
 
 impl Default for IncidentPolicy {
     fn default() -> Self {
@@ -55,6 +64,8 @@ impl Default for IncidentPolicy {
             priority: PriorityPolicy::default(),
             timeline_limit: 500,
             max_notes: 100,
+            max_roots: 500,
+            max_alarms: 500,
         }
     }
 }
@@ -110,6 +121,158 @@ pub(super) struct Tracked {
     /// Where in the root-cause and the symptom alarm lists the last merge ended: the next
     /// CI merged is often the next one there.
     pub(super) merge_hints: [usize; 2],
+    /// The whole root-cause and symptom alarm lists, of which the incident's name the first
+    /// `max_alarms` entries: every active alarm of its roots and symptoms, and the cleared
+    /// ones kept (only while the whole list fits).
+    pub(super) lists: [Vec<AlarmRef>; 2],
+    /// Per alarm list: its cleared entries, oldest cleared first, the first to go when
+    /// active alarms need the room.
+    pub(super) cleared: [BTreeSet<ClearedKey>; 2],
+    /// Whether `lists` hold every alarm, which a restore leaves to the first refresh (it
+    /// takes back only the listed part).
+    pub(super) complete: bool,
+}
+
+/// A cleared entry of an alarm list: when it cleared, then its identity.
+pub(super) type ClearedKey = (EpochMillis, Arc<str>, Arc<str>, Arc<str>);
+
+pub(super) fn cleared_key(alarm: &AlarmRef) -> Option<ClearedKey> {
+    let at = alarm.cleared_at?;
+    Some((at, alarm.resource.clone(), alarm.alarm_type.clone(), alarm.qualifier.clone()))
+}
+
+/// The cleared entries of an alarm list, as [`Tracked::cleared`] keeps them.
+pub(super) fn cleared_index(list: &[AlarmRef]) -> BTreeSet<ClearedKey> {
+    list.iter().filter_map(cleared_key).collect()
+}
+
+/// The root-cause alarm list, then the symptom alarm list: the index of each in the
+/// per-list parts of [`Tracked`].
+const ROOT_LIST: usize = 0;
+const SYMPTOM_LIST: usize = 1;
+
+fn alarm_list(incident: &Incident, which: usize) -> &[AlarmRef] {
+    if which == ROOT_LIST { &incident.root_cause_alarms } else { &incident.symptom_alarms }
+}
+
+impl Tracked {
+    /// Brings one CI's part of the whole alarm list `which` up to date (`listed`: whether
+    /// the CI belongs there); returns where the list changed, if it did.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_list(
+        &mut self,
+        which: usize,
+        ci: CiIdx,
+        listed: bool,
+        topology: &Topology,
+        impact: &ImpactStage,
+        now: EpochMillis,
+    ) -> Option<usize> {
+        let list = &mut self.lists[which];
+        let (range, alarms, _) =
+            merge_ci_alarms(list, &mut self.merge_hints[which], ci, listed, topology, impact, now)?;
+        let cleared = &mut self.cleared[which];
+        for old in &list[range.clone()] {
+            if let Some(key) = cleared_key(old) {
+                cleared.remove(&key);
+            }
+        }
+        cleared.extend(alarms.iter().filter_map(cleared_key));
+        let at = range.start;
+        list.splice(range, alarms);
+        Some(at)
+    }
+
+    /// Publishes the alarm lists after merges that changed them from `changed` on (per
+    /// list): each incident list is the first `cap` entries of the whole one, the rest
+    /// counted. Cleared entries make room for active ones, oldest cleared first, and exist
+    /// only while the whole list fits. Returns whether the incident moved and how many
+    /// symptom alarms its list gained.
+    fn publish_lists(&mut self, mut changed: [usize; 2], cap: usize) -> (bool, usize) {
+        let mut moved = false;
+        let mut attached = 0;
+        for which in [ROOT_LIST, SYMPTOM_LIST] {
+            let whole = &mut self.lists[which];
+            let mut from = changed[which];
+            while whole.len() > cap {
+                let Some((_, resource, alarm_type, qualifier)) = self.cleared[which].pop_first() else { break };
+                let identity = (&*resource, &*alarm_type, &*qualifier);
+                let Ok(position) = whole.binary_search_by(|a| a.identity().cmp(&identity)) else { continue };
+                whole.remove(position);
+                from = from.min(position);
+                // Dropped from what readers were shown (one that cleared past the listed
+                // part was never listed).
+                if alarm_list(&self.incident, which).binary_search_by(|a| a.identity().cmp(&identity)).is_ok() {
+                    let omitted = &mut Arc::make_mut(&mut self.incident).omitted;
+                    omitted.cleared_alarms = omitted.cleared_alarms.saturating_add(1);
+                    moved = true;
+                }
+            }
+            let listed = alarm_list(&self.incident, which);
+            if listed.len() > cap {
+                from = from.min(cap);
+            }
+            let end = whole.len().min(cap);
+            if from < listed.len().max(end) {
+                let from = from.min(listed.len());
+                let before = &listed[from..];
+                let after = if from < end { &whole[from..end] } else { &[][..] };
+                if before != after {
+                    if which == SYMPTOM_LIST {
+                        attached += after
+                            .iter()
+                            .filter(|a| before.binary_search_by(|b| b.identity().cmp(&a.identity())).is_err())
+                            .count();
+                    }
+                    let incident = Arc::make_mut(&mut self.incident);
+                    let list =
+                        if which == ROOT_LIST { &mut incident.root_cause_alarms } else { &mut incident.symptom_alarms };
+                    list.truncate(from);
+                    list.extend(whole[from..end.max(from)].iter().cloned());
+                    moved = true;
+                }
+            }
+            let omitted = u32::try_from(whole.len() - end).unwrap_or(u32::MAX);
+            let counted = match which {
+                ROOT_LIST => self.incident.omitted.root_cause_alarms,
+                _ => self.incident.omitted.symptom_alarms,
+            };
+            if counted != omitted {
+                let counts = &mut Arc::make_mut(&mut self.incident).omitted;
+                *(if which == ROOT_LIST { &mut counts.root_cause_alarms } else { &mut counts.symptom_alarms }) =
+                    omitted;
+                moved = true;
+            }
+            changed[which] = usize::MAX;
+        }
+        self.complete = true;
+        (moved, attached)
+    }
+}
+
+/// Names the root just inserted at `at` in `t.roots` among the incident's root causes,
+/// which name the first `cap` roots and count the others.
+fn name_inserted_root(t: &mut Tracked, at: usize, cap: usize, topology: &Topology) {
+    let incident = Arc::make_mut(&mut t.incident);
+    if at < cap {
+        incident.root_causes.insert(at, topology.ci(t.roots[at]).id.clone());
+        incident.root_causes.truncate(cap);
+    }
+    incident.omitted.root_causes = (t.roots.len() - incident.root_causes.len()) as u32;
+}
+
+/// Takes the root just removed from `at` in `t.roots` out of the incident's root causes;
+/// the first root not named yet takes the place freed.
+fn unname_removed_root(t: &mut Tracked, at: usize, cap: usize, topology: &Topology) {
+    let incident = Arc::make_mut(&mut t.incident);
+    if at < incident.root_causes.len() {
+        incident.root_causes.remove(at);
+        let named = incident.root_causes.len();
+        if named < cap && named < t.roots.len() {
+            incident.root_causes.push(topology.ci(t.roots[named]).id.clone());
+        }
+    }
+    incident.omitted.root_causes = (t.roots.len() - incident.root_causes.len()) as u32;
 }
 
 /// What one batch of CI changes did to an incident: the kind of change to publish, whether
@@ -540,6 +703,9 @@ impl IncidentBook {
             titled: None,
             synced: true,
             merge_hints: [0; 2],
+            lists: Default::default(),
+            cleared: Default::default(),
+            complete: true,
         };
         self.incidents.insert(id, tracked);
         id
@@ -605,7 +771,7 @@ impl IncidentBook {
             alarm_cis.push(root);
             t.roots.insert(at, root);
             if t.synced {
-                Arc::make_mut(&mut t.incident).root_causes.insert(at, topology.ci(root).id.clone());
+                name_inserted_root(t, at, policy.max_roots, topology);
             }
         }
         // A root that another failure now explains has changed (its alarms, or what its
@@ -622,7 +788,7 @@ impl IncidentBook {
                 t.roots.remove(at);
                 roots_moved = true;
                 if t.synced {
-                    Arc::make_mut(&mut t.incident).root_causes.remove(at);
+                    unname_removed_root(t, at, policy.max_roots, topology);
                 }
             }
             t.symptoms.insert(former);
@@ -642,35 +808,39 @@ impl IncidentBook {
             if t.synced {
                 moved = true;
             } else {
-                let root_causes: Vec<Arc<str>> = t.roots.iter().map(|&r| topology.ci(r).id.clone()).collect();
+                let root_causes: Vec<Arc<str>> =
+                    t.roots.iter().take(policy.max_roots).map(|&r| topology.ci(r).id.clone()).collect();
+                let omitted = (t.roots.len() - root_causes.len()) as u32;
                 moved |= set!(t.incident, root_causes, root_causes);
+                if t.incident.omitted.root_causes != omitted {
+                    Arc::make_mut(&mut t.incident).omitted.root_causes = omitted;
+                    moved = true;
+                }
             }
         }
         if full {
-            t.synced = t.incident.root_causes.len() == t.roots.len()
+            let named = t.incident.root_causes.len();
+            t.synced = named == t.roots.len().min(policy.max_roots)
+                && t.incident.omitted.root_causes as usize == t.roots.len() - named
                 && t.incident.root_causes.iter().zip(&t.roots).all(|(id, &r)| *id == topology.ci(r).id);
         }
         alarm_cis.sort_unstable();
         alarm_cis.dedup();
-        let mut attached = 0;
+        let mut changed = [usize::MAX; 2];
         for &ci in &alarm_cis {
             let (root, symptom) = (find_root(&t.roots, ci).is_ok(), t.symptoms.contains(&ci));
-            let current = &t.incident;
-            let hints = &mut t.merge_hints;
-            let root_alarms =
-                merge_ci_alarms(&current.root_cause_alarms, &mut hints[0], ci, root, topology, impact, now);
-            let symptom_alarms =
-                merge_ci_alarms(&current.symptom_alarms, &mut hints[1], ci, symptom, topology, impact, now);
-            if let Some((range, alarms, _)) = root_alarms {
-                Arc::make_mut(&mut t.incident).root_cause_alarms.splice(range, alarms);
-                moved = true;
-            }
-            if let Some((range, alarms, new)) = symptom_alarms {
-                Arc::make_mut(&mut t.incident).symptom_alarms.splice(range, alarms);
-                attached += new;
-                moved = true;
+            for (which, listed) in [(ROOT_LIST, root), (SYMPTOM_LIST, symptom)] {
+                if let Some(at) = t.merge_list(which, ci, listed, topology, impact, now) {
+                    changed[which] = changed[which].min(at);
+                }
             }
         }
+        let (lists_moved, attached) = if changed == [usize::MAX; 2] && t.complete {
+            (false, 0)
+        } else {
+            t.publish_lists(changed, policy.max_alarms)
+        };
+        moved |= lists_moved;
         if attached > 0 {
             self.stats.symptoms_attached += attached as u64;
             push_timeline(
@@ -903,10 +1073,18 @@ impl IncidentBook {
                 return Err(format!("{id}: roots {:?} not sorted", t.roots));
             }
             if t.synced {
-                let named: Vec<&str> = t.roots.iter().map(|&r| &*topology.ci(r).id).collect();
+                let named: Vec<&str> =
+                    t.roots.iter().take(self.policy.max_roots).map(|&r| &*topology.ci(r).id).collect();
                 let listed: Vec<&str> = t.incident.root_causes.iter().map(|r| &**r).collect();
                 if named != listed {
                     return Err(format!("{id}: root causes {listed:?}, expected {named:?}"));
+                }
+                if t.incident.omitted.root_causes as usize != t.roots.len() - named.len() {
+                    return Err(format!(
+                        "{id}: {} root causes omitted of {}",
+                        t.incident.omitted.root_causes,
+                        t.roots.len()
+                    ));
                 }
                 // Every root of the services it follows is listed.
                 for (service, state) in t.services.iter() {
@@ -939,15 +1117,32 @@ impl IncidentBook {
                 list.iter().filter(|a| topology.lookup(&a.resource).is_none_or(current)).cloned().collect()
             };
             let roots: BTreeSet<CiIdx> = t.roots.iter().copied().collect();
-            for (what, list, set) in [
-                ("root-cause", &t.incident.root_cause_alarms, &roots),
-                ("symptom", &t.incident.symptom_alarms, &t.symptoms),
+            let cap = self.policy.max_alarms;
+            for (which, what, list, set, omitted) in [
+                (ROOT_LIST, "root-cause", &t.incident.root_cause_alarms, &roots, t.incident.omitted.root_cause_alarms),
+                (SYMPTOM_LIST, "symptom", &t.incident.symptom_alarms, &t.symptoms, t.incident.omitted.symptom_alarms),
             ] {
+                let whole = &t.lists[which];
                 let set: BTreeSet<CiIdx> = set.iter().copied().filter(|&ci| current(ci)).collect();
-                let kept = settled(list);
+                let kept = settled(whole);
                 let expected = merge_alarms(&kept, &set, topology, impact, EpochMillis::MIN);
                 if expected != kept {
                     return Err(format!("{id}: {what} alarms {kept:?}, expected {expected:?}"));
+                }
+                if t.cleared[which] != cleared_index(whole) {
+                    return Err(format!("{id}: {what} cleared index {:?}", t.cleared[which]));
+                }
+                if !t.complete {
+                    continue;
+                }
+                if **list != whole[..whole.len().min(cap)] {
+                    return Err(format!("{id}: {what} alarms listed {list:?}, not the first {cap} of {whole:?}"));
+                }
+                if omitted as usize != whole.len() - list.len() {
+                    return Err(format!("{id}: {omitted} {what} alarms omitted of {}", whole.len()));
+                }
+                if whole.len() > cap && !t.cleared[which].is_empty() {
+                    return Err(format!("{id}: {what} alarms keep cleared entries past {cap}"));
                 }
             }
         }
@@ -1055,11 +1250,13 @@ impl IncidentBook {
         Ok(publish(&mut t.incident, ChangeKind::Resolved, now))
     }
 
+    /// An operator adds a note; `request_id` (may be empty) is kept with it.
     pub fn add_note(
         &mut self,
         id: IncidentId,
         author: &str,
         text: &str,
+        request_id: &str,
         now: EpochMillis,
     ) -> Result<IncidentChange, CoreError> {
         let t = self.incidents.get_mut(&id).ok_or_else(|| CoreError::NotFound(id.to_string()))?;
@@ -1069,7 +1266,19 @@ impl IncidentBook {
                 t.incident.notes.len()
             )));
         }
-        Arc::make_mut(&mut t.incident).notes.push(Note { author: author.to_owned(), text: text.to_owned(), time: now });
+        let held: usize = t.incident.notes.iter().map(|n| n.text.len() + n.author.len()).sum();
+        if held + text.len() + author.len() > MAX_NOTES_BYTES {
+            return Err(CoreError::FailedPrecondition(format!(
+                "incident {id} holds {held} bytes of notes; this one would pass the {MAX_NOTES_BYTES} bytes an \
+                 incident holds"
+            )));
+        }
+        Arc::make_mut(&mut t.incident).notes.push(Note {
+            author: author.to_owned(),
+            text: text.to_owned(),
+            time: now,
+            request_id: request_id.to_owned(),
+        });
         self.dirty.insert(id);
         push_timeline(&mut t.incident, &self.policy, now, TimelineKind::Note, format_args!("note by {author}"));
         Ok(publish(&mut t.incident, ChangeKind::NoteAdded, now))

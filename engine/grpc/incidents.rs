@@ -11,7 +11,7 @@ use super::status::{MAX_NAME_BYTES, MAX_NOTE_BYTES, bounded, incident_id, requir
 use super::wire::{EncodedChange, EncodedIncidents, PublishedChange, View};
 use crate::kafka::history::{History, HistoryError, Query};
 use crate::metrics::Metrics;
-use crate::model::incident::{Incident, IncidentId};
+use crate::model::incident::{Incident, IncidentId, IncidentState, TimelineKind};
 use crate::proto::{self, v1};
 use crate::runtime::core_loop::CoreContext;
 use crate::runtime::resume::{ResumeError, ResumeToken, Since};
@@ -66,6 +66,17 @@ impl IncidentApi {
             history,
         }
     }
+}
+
+/// Whether the last resolution of `incident` was by the operator `by`.
+fn resolved_by(incident: &Incident, by: &str) -> bool {
+    let resolved = incident.timeline.iter().rev().find(|e| e.kind == TimelineKind::Resolved);
+    resolved.is_some_and(|e| {
+        e.text
+            .strip_prefix("resolved by ")
+            .and_then(|t| t.strip_prefix(by))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', ' ']))
+    })
 }
 
 /// The longest client request id an operator action may carry.
@@ -290,10 +301,20 @@ impl IncidentService for IncidentApi {
         let id = incident_id(&request.id)?;
         let by = bounded("by", required("by", &request.by)?, MAX_NAME_BYTES)?.to_owned();
         let key = request_key("acknowledge", id, &by, &request.request_id)?;
+        let retried = key.is_some();
         let incident = self
             .handle
             .call(move |ctx| {
                 once(ctx, key, id, |ctx| {
+                    // A retry whose acknowledgement the engine has (since a restart, out of
+                    // the ids remembered) is answered as done.
+                    if let Some(incident) = ctx.correlator.incident(id)
+                        && retried
+                        && incident.state == IncidentState::Acknowledged
+                        && incident.acknowledgement.as_ref().is_some_and(|a| a.by == by)
+                    {
+                        return Ok(proto::incident_to_proto(incident));
+                    }
                     let change = ctx.correlator.acknowledge(id, &by, ctx.now)?;
                     Ok(ctx.publish(&change))
                 })
@@ -312,10 +333,20 @@ impl IncidentService for IncidentApi {
         bounded("reason", &request.reason, MAX_NOTE_BYTES)?;
         let (reason, force) = (request.reason, request.force);
         let key = request_key("resolve", id, &by, &request.request_id)?;
+        let retried = key.is_some();
         let incident = self
             .handle
             .call(move |ctx| {
                 once(ctx, key, id, |ctx| {
+                    // As for acknowledgements: a retry finding the incident resolved by the
+                    // same operator is answered as done.
+                    if let Some(incident) = ctx.correlator.incident(id)
+                        && retried
+                        && incident.state == IncidentState::Resolved
+                        && resolved_by(incident, &by)
+                    {
+                        return Ok(proto::incident_to_proto(incident));
+                    }
                     let change = ctx.correlator.resolve(id, &by, &reason, force, ctx.now)?;
                     Ok(ctx.publish(&change))
                 })
@@ -333,11 +364,20 @@ impl IncidentService for IncidentApi {
         let author = bounded("author", required("author", &request.author)?, MAX_NAME_BYTES)?.to_owned();
         let text = bounded("text", required("text", &request.text)?, MAX_NOTE_BYTES)?.to_owned();
         let key = request_key("note", id, &author, &request.request_id)?;
+        let request_id = request.request_id;
         let incident = self
             .handle
             .call(move |ctx| {
                 once(ctx, key, id, |ctx| {
-                    let change = ctx.correlator.add_note(id, &author, &text, ctx.now)?;
+                    // The note a retry would add again is on the incident, kept with its
+                    // request id across restarts.
+                    if let Some(incident) = ctx.correlator.incident(id)
+                        && !request_id.is_empty()
+                        && incident.notes.iter().any(|n| n.request_id == request_id && n.author == author)
+                    {
+                        return Ok(proto::incident_to_proto(incident));
+                    }
+                    let change = ctx.correlator.add_note(id, &author, &text, &request_id, ctx.now)?;
                     Ok(ctx.publish(&change))
                 })
             })

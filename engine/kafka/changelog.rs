@@ -10,6 +10,7 @@
 use super::owner::{self, Claims};
 use crate::config::KafkaConfig;
 use crate::correlate::Stats;
+use crate::correlate::alarm_stage::RememberedClear;
 use crate::correlate::changelog::{CoreChanges, CoreMeta, CoreSnapshot, IncidentRecord, ResourceRecord};
 use crate::correlate::incidents::IncidentStats;
 use crate::model::EpochMillis;
@@ -63,7 +64,7 @@ pub fn encode<'a>(
         key.clear();
         key.push_str(RESOURCE);
         key.push_str(resource);
-        if record.active.is_empty() {
+        if record.is_empty() {
             emit(&key, None);
             continue;
         }
@@ -80,9 +81,28 @@ pub fn encode<'a>(
             last_notifications: record.notifications.clone(),
             last_sequences: record.sequences.clone(),
             sources: record.sources.iter().map(|s| s.to_string()).collect(),
+            remembered_clears: record
+                .clears
+                .iter()
+                .map(|c| v1::RememberedClear {
+                    alarm_type: c.alarm_type.to_string(),
+                    qualifier: c.qualifier.to_string(),
+                    notification: c.notification,
+                    sequence: c.sequence,
+                    event_time: Some(proto::timestamp(c.event_time)),
+                    until: Some(proto::timestamp(c.until)),
+                })
+                .collect(),
         };
         value.clear();
         message.encode(&mut value).expect("a Vec grows as needed");
+        while key.len() + value.len() > max_record_bytes && !message.remembered_clears.is_empty() {
+            // Remembered clears go first: they only guard against late raises.
+            let keep = message.remembered_clears.len() / 2;
+            message.remembered_clears.truncate(keep);
+            value.clear();
+            message.encode(&mut value).expect("a Vec grows as needed");
+        }
         while key.len() + value.len() > max_record_bytes && !message.active.is_empty() {
             // Bounded upstream (alarms per resource, text lengths): never expected.
             let keep = message.active.len() / 2;
@@ -153,6 +173,18 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                     notifications: message.last_notifications,
                     sequences: message.last_sequences,
                     sources: message.sources.into_iter().map(Arc::from).collect(),
+                    clears: message
+                        .remembered_clears
+                        .iter()
+                        .map(|c| RememberedClear {
+                            alarm_type: c.alarm_type.as_str().into(),
+                            qualifier: c.qualifier.as_str().into(),
+                            notification: c.notification,
+                            sequence: c.sequence,
+                            event_time: c.event_time.as_ref().map(proto::millis).unwrap_or_default(),
+                            until: c.until.as_ref().map(proto::millis).unwrap_or_default(),
+                        })
+                        .collect(),
                 };
                 snapshot.resources.insert(resource.into(), record);
             }
@@ -459,7 +491,7 @@ mod tests {
             };
             correlator.apply(&alarm, now, &mut out);
             if let Some(id) = out.first().map(|c| c.incident.id) {
-                correlator.add_note(id, "noc", "looking", now).unwrap();
+                correlator.add_note(id, "noc", "looking", "", now).unwrap();
             }
             let changes = correlator.take_changes().expect("every step changes something");
             encode(

@@ -60,11 +60,19 @@ pub fn to_json(i: &v1::Incident) -> Vec<u8> {
         })).collect::<Vec<_>>(),
         "timeline": i.timeline.iter().map(|e| json!({"time": time(&e.time), "kind": e.kind, "text": e.text})).collect::<Vec<_>>(),
         "acknowledgement": i.acknowledgement.as_ref().map(|a| json!({"by": a.by, "time": time(&a.time)})),
-        "notes": i.notes.iter().map(|n| json!({"author": n.author, "text": n.text, "time": time(&n.time)})).collect::<Vec<_>>(),
+        "notes": i.notes.iter().map(|n| json!({
+            "author": n.author, "text": n.text, "time": time(&n.time), "request_id": n.request_id,
+        })).collect::<Vec<_>>(),
         "open_time": time(&i.open_time),
         "update_time": time(&i.update_time),
         "resolve_time": time(&i.resolve_time),
         "version": i.version,
+        "omitted": {
+            "root_causes": i.root_causes_omitted,
+            "root_cause_alarms": i.root_cause_alarms_omitted,
+            "symptom_alarms": i.symptom_alarms_omitted,
+            "cleared_alarms": i.cleared_alarms_dropped,
+        },
     });
     serde_json::to_vec(&value).unwrap_or_default()
 }
@@ -97,6 +105,10 @@ pub fn from_json(bytes: &[u8]) -> Option<v1::Incident> {
         last_seen_time: parse_time(a, "last_seen_time"),
         tally: a.get("tally").and_then(Value::as_u64).unwrap_or_default(),
         cleared_time: parse_time(a, "cleared_time"),
+    };
+    let omitted = |key: &str| {
+        let count = v.get("omitted").and_then(|o| o.get(key)).and_then(Value::as_u64).unwrap_or_default();
+        u32::try_from(count).unwrap_or(u32::MAX)
     };
     let level = |key: &str| enumerated(&v, key, "LEVEL_", |n| v1::Level::from_str_name(n).map(|l| l as i32));
     let mut incident = v1::Incident {
@@ -138,12 +150,21 @@ pub fn from_json(bytes: &[u8]) -> Option<v1::Incident> {
             .map(|a| v1::Acknowledgement { by: text(a, "by"), time: parse_time(a, "time") }),
         notes: list("notes")
             .iter()
-            .map(|n| v1::Note { author: text(n, "author"), text: text(n, "text"), time: parse_time(n, "time") })
+            .map(|n| v1::Note {
+                author: text(n, "author"),
+                text: text(n, "text"),
+                time: parse_time(n, "time"),
+                request_id: text(n, "request_id"),
+            })
             .collect(),
         open_time: parse_time(&v, "open_time"),
         update_time: parse_time(&v, "update_time"),
         resolve_time: parse_time(&v, "resolve_time"),
         version: v.get("version").and_then(Value::as_u64).unwrap_or_default(),
+        root_causes_omitted: omitted("root_causes"),
+        root_cause_alarms_omitted: omitted("root_cause_alarms"),
+        symptom_alarms_omitted: omitted("symptom_alarms"),
+        cleared_alarms_dropped: omitted("cleared_alarms"),
         ..v1::Incident::default()
     };
     incident.root_cause_alarm_count = incident.root_cause_alarms.len() as u32;
@@ -199,7 +220,12 @@ mod tests {
                 text: "x".into(),
             }],
             acknowledgement: Some(v1::Acknowledgement { by: "alice".into(), time: time(1_767_225_650_000) }),
-            notes: vec![v1::Note { author: "bob".into(), text: "on it".into(), time: time(1_767_225_660_000) }],
+            notes: vec![v1::Note {
+                author: "bob".into(),
+                text: "on it".into(),
+                time: time(1_767_225_660_000),
+                request_id: "retry-1".into(),
+            }],
             open_time: time(1_767_225_600_123),
             update_time: time(1_767_226_600_000),
             resolve_time: time(1_767_225_760_000),
@@ -208,6 +234,10 @@ mod tests {
             symptom_alarm_count: 1,
             impacted_service_count: 1,
             impacted_customer_count: 1,
+            root_causes_omitted: 4,
+            root_cause_alarms_omitted: 5,
+            symptom_alarms_omitted: 6,
+            cleared_alarms_dropped: 7,
         };
         assert_eq!(from_json(&to_json(&incident)), Some(incident));
         assert_eq!(from_json(b"{\"id\":\"INC-1\"}"), None, "not what to_json writes");

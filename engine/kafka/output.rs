@@ -577,7 +577,12 @@ mod tests {
             });
             incident.timeline.push(TimelineEntry { time: i, kind: TimelineKind::Symptom, text: text.clone() });
         }
-        incident.notes.push(Note { author: "op".into(), text: "y".repeat(2_000_000), time: 5 });
+        incident.notes.push(Note {
+            author: "op".into(),
+            text: "y".repeat(2_000_000),
+            time: 5,
+            request_id: String::new(),
+        });
         incident.root_causes.push(Arc::from("card-1"));
         let encode = |incident: &Incident, out: &mut Vec<u8>| proto::encode::incident(incident, out);
 

@@ -291,6 +291,29 @@ pub struct Note {
     pub author: String,
     pub text: String,
     pub time: EpochMillis,
+    /// The client's id for the request that added it (empty without one): a retry of that
+    /// request, even after a restart, finds it here and adds nothing.
+    pub request_id: String,
+}
+
+/// What an incident's lists leave out: they hold at most what the caps of the incident
+/// policy allow, so that an incident always fits one record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Omitted {
+    /// Root-cause CIs not named in `root_causes`.
+    pub root_causes: u32,
+    /// Active alarms of the root causes not in `root_cause_alarms`.
+    pub root_cause_alarms: u32,
+    /// Active alarms of the symptom CIs not in `symptom_alarms`.
+    pub symptom_alarms: u32,
+    /// Cleared alarms dropped from the lists to make room for active ones, since it opened.
+    pub cleared_alarms: u32,
+}
+
+impl Omitted {
+    pub fn is_empty(&self) -> bool {
+        *self == Omitted::default()
+    }
 }
 
 /// One incident: a root-cause group and everything it impacts.
@@ -316,6 +339,7 @@ pub struct Incident {
     pub resolved_at: Option<EpochMillis>,
     /// Incremented on every published change.
     pub version: u64,
+    pub omitted: Omitted,
 }
 
 impl Incident {
@@ -340,6 +364,7 @@ impl Incident {
             updated_at: now,
             resolved_at: None,
             version: 0,
+            omitted: Omitted::default(),
         }
     }
 }
@@ -373,6 +398,21 @@ impl Incident {
         if trimmed.root_causes.len() > keep.max(1) * 4 {
             trimmed.root_causes.truncate(keep.max(1) * 4);
         }
+        // What was cut is counted as the caps count what they leave out.
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let cut_alarms = |all: &[AlarmRef], kept: usize| {
+            let cut = &all[kept..];
+            let cleared = cut.iter().filter(|a| a.cleared_at.is_some()).count();
+            (count(cut.len() - cleared), count(cleared))
+        };
+        let (root_active, root_cleared) = cut_alarms(&self.root_cause_alarms, trimmed.root_cause_alarms.len());
+        let (symptom_active, symptom_cleared) = cut_alarms(&self.symptom_alarms, trimmed.symptom_alarms.len());
+        let omitted = &mut trimmed.omitted;
+        omitted.root_causes =
+            omitted.root_causes.saturating_add(count(self.root_causes.len() - trimmed.root_causes.len()));
+        omitted.root_cause_alarms = omitted.root_cause_alarms.saturating_add(root_active);
+        omitted.symptom_alarms = omitted.symptom_alarms.saturating_add(symptom_active);
+        omitted.cleared_alarms = omitted.cleared_alarms.saturating_add(root_cleared).saturating_add(symptom_cleared);
         trimmed
     }
 }

@@ -155,6 +155,7 @@ impl Message for Note {
         string(out, 1, &self.author);
         string(out, 2, &self.text);
         message(out, 3, &Timestamp(self.time));
+        string(out, 4, &self.request_id);
     }
 }
 
@@ -212,6 +213,10 @@ impl Message for IncidentFields<'_> {
         int(out, 20, i.symptom_alarms.len() as i64);
         int(out, 21, i.services.len() as i64);
         int(out, 22, i.customers.len() as i64);
+        int(out, 23, i64::from(i.omitted.root_causes));
+        int(out, 24, i64::from(i.omitted.root_cause_alarms));
+        int(out, 25, i64::from(i.omitted.symptom_alarms));
+        int(out, 26, i64::from(i.omitted.cleared_alarms));
     }
 }
 
@@ -402,7 +407,12 @@ mod tests {
 
         let mut with_operator = (*changes.last().unwrap().incident).clone();
         with_operator.acknowledgement = Some(Acknowledgement { by: "noc-1".into(), time: 1_700_000_000_123 });
-        with_operator.notes.push(Note { author: "noc-1".into(), text: "fibre team on site".into(), time: -1 });
+        with_operator.notes.push(Note {
+            author: "noc-1".into(),
+            text: "fibre team on site".into(),
+            time: -1,
+            request_id: "r-7".into(),
+        });
         let extra = [Arc::new(with_operator)];
         let mut checked = 0;
 

@@ -168,7 +168,11 @@ impl AlarmStage {
     /// which then says nothing new of it.
     pub fn listed_floor(&self, alarm: &Alarm, as_of: EpochMillis) -> Option<EpochMillis> {
         let identity = IdentityRef(&alarm.resource, &alarm.alarm_type, &alarm.qualifier);
-        let cleared = self.cleared.get(&identity).map(|r| r.event_time);
+        let cleared = self
+            .clears_of(&alarm.resource)
+            .iter()
+            .find(|c| c.names(&alarm.alarm_type, &alarm.qualifier))
+            .map(|c| c.event_time);
         let seen = self.resources.get(alarm.resource.as_str()).and_then(|entry| {
             entry
                 .alarms
@@ -262,7 +266,7 @@ mod tests {
             written[0].alarms.iter().cloned().zip(
                 written[0].sources.iter().map(|source| LastHeard { source: source.clone(), ..LastHeard::default() }),
             );
-        restored.restore(heard, 1_000);
+        restored.restore(heard, [], 1_000);
         assert_eq!(names(&restored.unlisted("ems-a", &[], 2_000)), ["port-1 LOS"]);
     }
 
@@ -308,7 +312,7 @@ mod tests {
                 .cloned()
                 .zip(r.sources.iter().map(|s| LastHeard { source: s.clone(), ..LastHeard::default() }))
         });
-        restored.restore(heard, 100_000);
+        restored.restore(heard, [], 100_000);
         assert_eq!(restored.ageing.due.len(), 5_000, "one entry each, the exempt source's none");
         assert!(restored.aged(159_999).is_empty(), "ageing counts from the restore");
         let aged = restored.aged(160_000);
