@@ -121,9 +121,12 @@ pub(super) struct Tracked {
     /// Where in the root-cause and the symptom alarm lists the last merge ended: the next
     /// CI merged is often the next one there.
     pub(super) merge_hints: [usize; 2],
-    /// The whole root-cause and symptom alarm lists, of which the incident's name the first
-    /// `max_alarms` entries: every active alarm of its roots and symptoms, and the cleared
-    /// ones kept (only while the whole list fits).
+    /// Per alarm list (root-cause, symptom): whether it is capped, the incident's list then
+    /// naming the first `max_alarms` entries of the whole list kept in `lists`. The whole
+    /// list holds every active alarm of the incident's roots (or symptoms) and the cleared
+    /// ones kept, which exist only while it fits; while it does, the incident's list is the
+    /// whole list and `lists` is empty.
+    pub(super) capped: [bool; 2],
     pub(super) lists: [Vec<AlarmRef>; 2],
     /// Per alarm list: its cleared entries, oldest cleared first, the first to go when
     /// active alarms need the room.
@@ -156,20 +159,25 @@ fn alarm_list(incident: &Incident, which: usize) -> &[AlarmRef] {
 }
 
 impl Tracked {
-    /// Brings one CI's part of the whole alarm list `which` up to date (`listed`: whether
-    /// the CI belongs there); returns where the list changed, if it did.
+    /// Brings one CI's part of alarm list `which` up to date (`listed`: whether the CI
+    /// belongs there), in the incident's list itself while that is the whole list, else in
+    /// the whole list kept aside ([`Tracked::publish_lists`] then brings the incident's up
+    /// to date). Returns where the whole list changed, if it did, and how many alarms the
+    /// incident's list gained when it changed that too.
     #[allow(clippy::too_many_arguments)]
     fn merge_list(
         &mut self,
         which: usize,
         ci: CiIdx,
         listed: bool,
+        cap: usize,
         topology: &Topology,
         impact: &ImpactStage,
         now: EpochMillis,
-    ) -> Option<usize> {
-        let list = &mut self.lists[which];
-        let (range, alarms, _) =
+    ) -> Option<(usize, Option<usize>)> {
+        let capped = self.capped[which];
+        let list = if capped { &self.lists[which] } else { alarm_list(&self.incident, which) };
+        let (range, alarms, new) =
             merge_ci_alarms(list, &mut self.merge_hints[which], ci, listed, topology, impact, now)?;
         let cleared = &mut self.cleared[which];
         for old in &list[range.clone()] {
@@ -179,19 +187,37 @@ impl Tracked {
         }
         cleared.extend(alarms.iter().filter_map(cleared_key));
         let at = range.start;
+        if capped {
+            self.lists[which].splice(range, alarms);
+            return Some((at, None));
+        }
+        if list.len() - range.len() + alarms.len() > cap {
+            // Past the cap: the whole list is kept aside from now on, and the incident's
+            // is made from it.
+            let mut whole = list.to_vec();
+            whole.splice(range, alarms);
+            self.lists[which] = whole;
+            self.capped[which] = true;
+            return Some((at, None));
+        }
+        let incident = Arc::make_mut(&mut self.incident);
+        let list = if which == ROOT_LIST { &mut incident.root_cause_alarms } else { &mut incident.symptom_alarms };
         list.splice(range, alarms);
-        Some(at)
+        Some((at, Some(new)))
     }
 
-    /// Publishes the alarm lists after merges that changed them from `changed` on (per
-    /// list): each incident list is the first `cap` entries of the whole one, the rest
-    /// counted. Cleared entries make room for active ones, oldest cleared first, and exist
-    /// only while the whole list fits. Returns whether the incident moved and how many
-    /// symptom alarms its list gained.
-    fn publish_lists(&mut self, mut changed: [usize; 2], cap: usize) -> (bool, usize) {
+    /// Makes each incident's alarm list that is capped (its whole list kept aside, changed
+    /// from `changed` on) the first `cap` entries of the whole one, and counts the rest.
+    /// Cleared entries make room for active ones, oldest cleared first, and exist only
+    /// while the whole list fits; once it does, the incident's list is the whole one again.
+    /// Returns whether the incident moved and how many symptom alarms its list gained.
+    fn publish_lists(&mut self, changed: [usize; 2], cap: usize) -> (bool, usize) {
         let mut moved = false;
         let mut attached = 0;
         for which in [ROOT_LIST, SYMPTOM_LIST] {
+            if !self.capped[which] {
+                continue;
+            }
             let whole = &mut self.lists[which];
             let mut from = changed[which];
             while whole.len() > cap {
@@ -243,7 +269,11 @@ impl Tracked {
                     omitted;
                 moved = true;
             }
-            changed[which] = usize::MAX;
+            if whole.len() <= cap {
+                // The incident's list is the whole list again.
+                self.lists[which] = Vec::new();
+                self.capped[which] = false;
+            }
         }
         self.complete = true;
         (moved, attached)
@@ -703,6 +733,7 @@ impl IncidentBook {
             titled: None,
             synced: true,
             merge_hints: [0; 2],
+            capped: [false; 2],
             lists: Default::default(),
             cleared: Default::default(),
             complete: true,
@@ -827,18 +858,26 @@ impl IncidentBook {
         alarm_cis.sort_unstable();
         alarm_cis.dedup();
         let mut changed = [usize::MAX; 2];
+        let mut attached = 0;
         for &ci in &alarm_cis {
             let (root, symptom) = (find_root(&t.roots, ci).is_ok(), t.symptoms.contains(&ci));
             for (which, listed) in [(ROOT_LIST, root), (SYMPTOM_LIST, symptom)] {
-                if let Some(at) = t.merge_list(which, ci, listed, topology, impact, now) {
+                if let Some((at, published)) = t.merge_list(which, ci, listed, policy.max_alarms, topology, impact, now)
+                {
                     changed[which] = changed[which].min(at);
+                    if let Some(new) = published {
+                        attached += if which == SYMPTOM_LIST { new } else { 0 };
+                        moved = true;
+                    }
                 }
             }
         }
-        let (lists_moved, attached) = if changed == [usize::MAX; 2] && t.complete {
-            (false, 0)
+        let lists_moved = if t.capped.contains(&true) || !t.complete {
+            let (lists_moved, gained) = t.publish_lists(changed, policy.max_alarms);
+            attached += gained;
+            lists_moved
         } else {
-            t.publish_lists(changed, policy.max_alarms)
+            false
         };
         moved |= lists_moved;
         if attached > 0 {
@@ -1122,7 +1161,7 @@ impl IncidentBook {
                 (ROOT_LIST, "root-cause", &t.incident.root_cause_alarms, &roots, t.incident.omitted.root_cause_alarms),
                 (SYMPTOM_LIST, "symptom", &t.incident.symptom_alarms, &t.symptoms, t.incident.omitted.symptom_alarms),
             ] {
-                let whole = &t.lists[which];
+                let whole: &[AlarmRef] = if t.capped[which] { &t.lists[which] } else { list };
                 let set: BTreeSet<CiIdx> = set.iter().copied().filter(|&ci| current(ci)).collect();
                 let kept = settled(whole);
                 let expected = merge_alarms(&kept, &set, topology, impact, EpochMillis::MIN);
@@ -1134,6 +1173,9 @@ impl IncidentBook {
                 }
                 if !t.complete {
                     continue;
+                }
+                if t.capped[which] != (whole.len() > cap) {
+                    return Err(format!("{id}: {what} list of {} entries, capped: {}", whole.len(), t.capped[which]));
                 }
                 if **list != whole[..whole.len().min(cap)] {
                     return Err(format!("{id}: {what} alarms listed {list:?}, not the first {cap} of {whole:?}"));
