@@ -143,6 +143,9 @@ pub struct CorrelationConfig {
     /// How long (stream time) a clear is remembered, so that an older raise arriving after
     /// it (a clear before its raise, a resent raise) does not stay active.
     pub clear_memory_secs: u64,
+    /// Resources the topology does not know that may hold active alarms; a raise on one
+    /// more is dropped and counted.
+    pub max_unmapped_resources: usize,
     pub timeline_limit: usize,
     /// Notes an incident takes; one more is refused.
     pub max_notes: usize,
@@ -341,6 +344,7 @@ impl Config {
             alarms: {
                 let mut policy = AlarmPolicy::new(c.alarm_effects.clone());
                 policy.clear_memory_ms = (c.clear_memory_secs as i64).saturating_mul(1000);
+                policy.max_unmapped_resources = c.max_unmapped_resources;
                 policy.max_age = MaxAges::new(
                     c.alarm_max_age_secs
                         .iter()

@@ -131,6 +131,7 @@ impl Metrics {
                 ("cleared_by_resync", core.cleared_by_resync),
                 ("aged", core.aged),
                 ("clear_without_raise", core.clears_without_raise),
+                ("dropped", core.dropped),
             ] {
                 let _ = writeln!(out, "faultline_alarms_total{{outcome=\"{outcome}\"}} {count}");
             }

@@ -250,6 +250,7 @@ fn every_key_is_settable_from_its_environment_variable() {
         ("CORRELATION__IDLE_CLOCK_MILLIS", "1000", "correlation.idle_clock_millis = 1000"),
         ("CORRELATION__MAX_CLOCK_SKEW_MILLIS", "500", "correlation.max_clock_skew_millis = 500"),
         ("CORRELATION__CLEAR_MEMORY_SECS", "60", "correlation.clear_memory_secs = 60"),
+        ("CORRELATION__MAX_UNMAPPED_RESOURCES", "500", "correlation.max_unmapped_resources = 500"),
         ("CORRELATION__TIMELINE_LIMIT", "50", "correlation.timeline_limit = 50"),
         ("CORRELATION__MAX_NOTES", "20", "correlation.max_notes = 20"),
         ("CORRELATION__INCIDENT_MAX_ROOTS", "40", "correlation.incident_max_roots = 40"),

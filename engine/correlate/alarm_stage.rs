@@ -35,6 +35,9 @@ pub struct AlarmPolicy {
     overrides: FxHashMap<String, Effect>,
     /// Stream time a clear is remembered for, to recognise the raises it supersedes.
     pub clear_memory_ms: EpochMillis,
+    /// Resources the topology does not know that hold active alarms at most (with a
+    /// topology); a raise on one more is dropped.
+    pub max_unmapped_resources: usize,
     /// How long an active alarm may go unrepeated, by source, before it is cleared.
     pub max_age: MaxAges,
 }
@@ -45,7 +48,12 @@ const REMEMBERED_CLEARS: usize = 1_000_000;
 
 impl Default for AlarmPolicy {
     fn default() -> Self {
-        AlarmPolicy { overrides: FxHashMap::default(), clear_memory_ms: 300_000, max_age: MaxAges::default() }
+        AlarmPolicy {
+            overrides: FxHashMap::default(),
+            clear_memory_ms: 300_000,
+            max_age: MaxAges::default(),
+            max_unmapped_resources: 100_000,
+        }
     }
 }
 
@@ -77,7 +85,14 @@ pub enum AlarmOutcome {
     Cleared,
     /// A clear that found no active alarm (already cleared, or raised before we started).
     ClearWithoutRaise,
+    /// A raise past what the engine keeps: a resource's [`MAX_ALARMS_PER_RESOURCE`] active
+    /// alarms, or the most resources the topology does not know that may hold active alarms
+    /// ([`AlarmPolicy::max_unmapped_resources`]). Not applied.
+    Dropped,
 }
+
+/// Active alarms a resource holds at most (distinct types and qualifiers).
+pub const MAX_ALARMS_PER_RESOURCE: usize = 1_000;
 
 /// A resource's active alarms changed: the message from the alarm stage to the impact
 /// stage. Self-contained, so the two stages can later run on different instances.
@@ -232,6 +247,8 @@ pub struct AlarmStage {
     cleared: hashbrown::HashMap<Arc<str>, Vec<RememberedClear>, rustc_hash::FxBuildHasher>,
     /// How many clears `cleared` holds.
     remembered: usize,
+    /// Resources the topology does not know that hold active alarms (0 without a topology).
+    unmapped: usize,
     /// The same clears in the order they were remembered (stream time only grows), so that
     /// forgetting them walks the front; an entry replaced since is skipped then.
     cleared_order: VecDeque<(EpochMillis, Identity)>,
@@ -255,6 +272,7 @@ impl AlarmStage {
             topology: None,
             cleared: Default::default(),
             remembered: 0,
+            unmapped: 0,
             cleared_order: VecDeque::new(),
             sources: Sources::new(),
             ageing: Ageing::default(),
@@ -268,6 +286,11 @@ impl AlarmStage {
 
     fn locate(&self, resource: &str) -> Option<CiIdx> {
         self.topology.as_ref().and_then(|topology| topology.lookup(resource))
+    }
+
+    /// Whether a resource found at `ci` is one the topology does not know.
+    fn unknown(&self, ci: Option<CiIdx>) -> bool {
+        ci.is_none() && self.topology.is_some()
     }
 
     /// Rebuilds the active alarms from a changelog: one list per resource, as
@@ -315,6 +338,7 @@ impl AlarmStage {
             }
         }
         self.active = self.resources.values().map(|r| r.alarms.len()).sum();
+        self.unmapped = self.resources.values().filter(|r| self.unknown(r.ci)).count();
         // Ageing counts from the restore, for every alarm at once.
         self.rebuild_ageing();
         let mut resources: Vec<&Arc<str>> = self.resources.keys().collect();
@@ -451,11 +475,17 @@ impl AlarmStage {
             if superseded(&self.cleared, alarm) {
                 return (AlarmOutcome::Stale, None);
             }
+            let ci = self.locate(&alarm.resource);
+            if self.unknown(ci) {
+                if self.unmapped >= self.policy.max_unmapped_resources {
+                    return (AlarmOutcome::Dropped, None);
+                }
+                self.unmapped += 1;
+            }
             let resource: Arc<str> = Arc::from(alarm.resource.as_str());
             let active = raised(&self.policy, resource.clone(), alarm, source, now);
             let identity = active.identity;
             self.dirty.push(resource.clone());
-            let ci = self.locate(&resource);
             let update = ResourceUpdate {
                 resource: resource.clone(),
                 own_state: own_state(std::slice::from_ref(&active)),
@@ -512,6 +542,7 @@ impl AlarmStage {
                 }
             }
             (false, None) if superseded(&self.cleared, alarm) => return (AlarmOutcome::Stale, None),
+            (false, None) if entry.alarms.len() >= MAX_ALARMS_PER_RESOURCE => return (AlarmOutcome::Dropped, None),
             (false, None) => {
                 let active = raised(&self.policy, key.clone(), alarm, source, now);
                 if self.sources.max_age(source).is_some() {
@@ -541,7 +572,9 @@ impl AlarmStage {
             ci: entry.ci,
         };
         if entry.alarms.is_empty() {
+            let unknown = entry.ci.is_none() && self.topology.is_some();
             self.resources.remove(alarm.resource.as_str());
+            self.unmapped -= usize::from(unknown);
         }
         if let Some(gone) = cleared {
             let event_time = alarm.event_time.max(gone.last_seen);
@@ -848,6 +881,50 @@ mod tests {
         stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1_000), 7_000 + memory);
         assert_eq!(stage.remembered_clears(), 0);
         assert_eq!(stage.active_alarms("port-1").len(), 1, "a raise after the memory applies");
+    }
+
+    #[test]
+    fn unmapped_resources_and_alarms_per_resource_are_bounded() {
+        let topology = Arc::new(
+            Topology::from_records(vec![crate::model::topology::CiRecord {
+                id: "port-1".into(),
+                class: crate::model::topology::CiClass::Port,
+                name: String::new(),
+                depends_on: Vec::new(),
+                rule: crate::model::topology::Rule::Any,
+                customer: None,
+                sla: None,
+                incidents: None,
+                attributes: Default::default(),
+            }])
+            .unwrap(),
+        );
+        let policy = AlarmPolicy { max_unmapped_resources: 3, ..AlarmPolicy::default() };
+        let mut stage = AlarmStage::with_topology(policy, topology);
+        for i in 0..3 {
+            assert_eq!(
+                stage.apply(&Alarm::raise(&format!("ghost-{i}"), "LOS", Severity::Major, 1), 1).0,
+                AlarmOutcome::Raised
+            );
+        }
+        let fourth = Alarm::raise("ghost-3", "LOS", Severity::Major, 1);
+        assert_eq!(stage.apply(&fourth, 1).0, AlarmOutcome::Dropped, "a fourth unmapped resource");
+        // A known resource, and more alarms on a kept unmapped one, still apply.
+        assert_eq!(stage.apply(&Alarm::raise("port-1", "LOS", Severity::Major, 1), 1).0, AlarmOutcome::Raised);
+        assert_eq!(stage.apply(&Alarm::raise("ghost-0", "EQPT", Severity::Major, 1), 1).0, AlarmOutcome::Raised);
+        // Once one clears, another takes its place.
+        stage.apply(&Alarm::clear("ghost-1", "LOS", 2), 2);
+        assert_eq!(stage.apply(&Alarm::raise("ghost-3", "LOS", Severity::Major, 3), 3).0, AlarmOutcome::Raised);
+
+        for i in 1..MAX_ALARMS_PER_RESOURCE {
+            let raise = Alarm { qualifier: format!("ch-{i}"), ..Alarm::raise("port-1", "LOS", Severity::Major, 4) };
+            assert_eq!(stage.apply(&raise, 4).0, AlarmOutcome::Raised);
+        }
+        let over = Alarm { qualifier: "ch-x".into(), ..Alarm::raise("port-1", "LOS", Severity::Major, 4) };
+        assert_eq!(stage.apply(&over, 4).0, AlarmOutcome::Dropped);
+        assert_eq!(stage.active_alarms("port-1").len(), MAX_ALARMS_PER_RESOURCE);
+        let repeat = Alarm { qualifier: "ch-7".into(), ..Alarm::raise("port-1", "LOS", Severity::Major, 5) };
+        assert_eq!(stage.apply(&repeat, 5).0, AlarmOutcome::Repeated, "alarms it holds still repeat");
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Stats {
     /// (counted in `cleared` too).
     pub aged: u64,
     pub clears_without_raise: u64,
+    /// Raises past what the engine keeps (a resource's 1,000 active alarms, or
+    /// `correlation.max_unmapped_resources` resources unknown to the topology), not applied.
+    pub dropped: u64,
     /// Resource updates for resources the topology does not know.
     pub unmapped: u64,
     /// Input messages the edges refused (dead-lettered). Counted here, with the rest, so
@@ -293,6 +296,7 @@ impl Correlator {
             AlarmOutcome::Stale => self.stats.stale += 1,
             AlarmOutcome::Cleared => self.stats.cleared += 1,
             AlarmOutcome::ClearWithoutRaise => self.stats.clears_without_raise += 1,
+            AlarmOutcome::Dropped => self.stats.dropped += 1,
         }
         let landed = update.map(|update| self.apply_update(update, now, out));
         Outcome { alarm: outcome, landed }

@@ -422,6 +422,7 @@ fn meta_to_proto(meta: &CoreMeta) -> v1::EngineMeta {
             stale: s.stale,
             cleared_by_resync: s.cleared_by_resync,
             aged: s.aged,
+            dropped: s.dropped,
         }),
     }
 }
@@ -444,6 +445,7 @@ fn meta_from_proto(meta: &v1::EngineMeta) -> CoreMeta {
             stale: c.stale,
             cleared_by_resync: c.cleared_by_resync,
             aged: c.aged,
+            dropped: c.dropped,
             active_alarms: 0,
             unmapped_resources: 0,
             incidents: IncidentStats {
