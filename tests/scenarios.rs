@@ -387,3 +387,57 @@ fn an_incident_takes_a_bounded_amount_of_note_text() {
     let held: usize = core.incident(id).unwrap().notes.iter().map(|n| n.text.len()).sum();
     assert!(held <= 256 * 1024 && held > 240 * 1024, "{taken} notes, {held} bytes");
 }
+
+/// State written under one configuration, restored under another: the incidents follow
+/// what the restored alarms make of the services now, at the first tick, not once each
+/// service happens to change again.
+#[test]
+fn a_restore_under_another_configuration_reconciles_the_incidents() {
+    use faultline::correlate::alarm_stage::AlarmPolicy;
+    use faultline::correlate::changelog::CoreSnapshot;
+    use faultline::model::state::{Effect, State};
+    let topology = Arc::new(topology_file::load(&repo().join("config/sample-network.jsonl")).unwrap());
+    let degrading = || {
+        let alarms = AlarmPolicy::new([("HIGH_BER".to_owned(), Effect::Degraded)]);
+        CorrelatorConfig { alarms, ..CorrelatorConfig::default() }
+    };
+    let written = |config: CorrelatorConfig| {
+        let mut core = Correlator::new(topology.clone(), config);
+        let mut out = Vec::new();
+        core.apply(&Alarm::raise("par-r1/1/1", "HIGH_BER", Severity::Warning, 1_000), 1_000, &mut out);
+        let mut log = CoreSnapshot::default();
+        log.fold(core.take_changes().expect("changes"));
+        (core, log)
+    };
+    let vpn = |core: &Correlator| {
+        let incident = core.incidents().find(|i| i.services.iter().any(|s| &*s.id == "cfs-acme-vpn"));
+        incident.map(|i| (i.id, i.services.iter().find(|s| &*s.id == "cfs-acme-vpn").unwrap().impact))
+    };
+
+    // HIGH_BER degraded the VPN when written; restored under the default (warnings change
+    // nothing), the incident sees the VPN restored and its hold-down starts.
+    let (core, log) = written(degrading());
+    assert_eq!(vpn(&core).map(|(_, s)| s), Some(State::Degraded));
+    let (mut restored, _) = Correlator::restore(topology.clone(), CorrelatorConfig::default(), log);
+    let mut out = Vec::new();
+    restored.tick(2_000, &mut out);
+    assert_eq!(vpn(&restored).map(|(_, s)| s), Some(State::Up), "{out:?}");
+    assert_eq!(out.len(), 1, "the change is published");
+    restored.tick(2_000 + 61_000, &mut out);
+    assert!(restored.incidents().all(|i| !i.state.is_active()), "resolved after the hold-down");
+
+    // Written under the default (no incident), restored with HIGH_BER degrading: the VPN
+    // has an incident at the first tick.
+    let (core, log) = written(CorrelatorConfig::default());
+    assert_eq!(vpn(&core), None);
+    let (mut restored, _) = Correlator::restore(topology.clone(), degrading(), log.clone());
+    let mut out = Vec::new();
+    restored.tick(2_000, &mut out);
+    assert_eq!(vpn(&restored).map(|(_, s)| s), Some(State::Degraded), "{out:?}");
+
+    // Under the same configuration, a restore changes nothing.
+    let (mut same, _) = Correlator::restore(topology, CorrelatorConfig::default(), log);
+    let mut out = Vec::new();
+    same.tick(2_000, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+}

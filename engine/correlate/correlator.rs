@@ -85,6 +85,10 @@ pub struct Correlator {
     /// timers fire as it passes their deadline, before the input that moved it is applied:
     /// so outcomes depend on the input and its times alone, never on batching or speed.
     clock: EpochMillis,
+    /// Restored, and not yet reconciled with the configuration and topology it runs under
+    /// (see [`IncidentBook::reconcile`]): done as the clock is next advanced, so that what
+    /// it changes is published.
+    reconcile: bool,
 }
 
 impl Correlator {
@@ -97,6 +101,7 @@ impl Correlator {
             changed: Changes::default(),
             exported_meta: CoreMeta::default(),
             clock: EpochMillis::MIN,
+            reconcile: false,
         }
     }
 
@@ -119,6 +124,9 @@ impl Correlator {
                 self.stats.aged += aged.len() as u64;
                 self.mark_cleared(&aged, now, TimelineKind::Aged, "no longer repeated by its source: aged out", out);
             }
+        }
+        if std::mem::take(&mut self.reconcile) {
+            self.incidents.reconcile(&self.impact, self.clock, out);
         }
         self.clock
     }
@@ -171,6 +179,7 @@ impl Correlator {
         correlator.stats = snapshot.meta.stats;
         correlator.clock = snapshot.meta.clock;
         correlator.exported_meta = correlator.meta();
+        correlator.reconcile = true;
         let summary = RestoreSummary { active_alarms: correlator.alarms.active_count(), incidents, unknown_cis };
         (correlator, summary)
     }

@@ -1095,6 +1095,47 @@ impl IncidentBook {
         }
     }
 
+    /// After a restore: follows again, as if they had just changed, the services whose
+    /// state recorded in their incident differs from what the restored alarms make of them
+    /// now, and the impacted services no incident follows. Both happen only when the
+    /// configuration or the topology changed between the run that wrote the state and this
+    /// one (warnings made to degrade, a dependency added or removed): the incidents then
+    /// say what is true under the new ones, not until each service happens to change.
+    pub(super) fn reconcile(&mut self, impact: &ImpactStage, now: EpochMillis, out: &mut Vec<IncidentChange>) {
+        let topology = impact.topology().clone();
+        let mut services = Vec::new();
+        for (ci, record) in topology.iter() {
+            if !record.incidents {
+                continue;
+            }
+            let state = impact.state(ci).effective;
+            match self.service_owner(ci) {
+                Some(id) => {
+                    let recorded = self.incidents.get(&id).and_then(|t| t.services.get(ci));
+                    if recorded.is_none_or(|recorded| recorded != state) {
+                        services.push((ci, recorded.unwrap_or(State::Up)));
+                    }
+                }
+                None if !state.is_up() => services.push((ci, State::Up)),
+                None => {}
+            }
+        }
+        if services.is_empty() {
+            return;
+        }
+        let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
+        for (service, was) in services {
+            let change = Change { ci: service, was, gained: &[], lost: &[] };
+            self.follow_service(&topology, impact, change, now, &mut kinds);
+        }
+        for (id, touched) in kinds {
+            if let Some(change) = self.refresh(&topology, impact, id, touched, now) {
+                self.dirty.insert(id);
+                out.push(change);
+            }
+        }
+    }
+
     /// Checks the incrementally kept views against a recomputation from scratch: each
     /// incident's alarm lists against the CIs' live alarms, and the membership index against
     /// the incidents' roots and symptoms. For tests; `Err` describes the first difference.
