@@ -24,6 +24,12 @@ use crate::model::topology::{CiIdx, Topology};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// [`IncidentRecord::root_registration`]: registered by a service joining the incident.
+pub const REGISTERED: u8 = 1;
+/// [`IncidentRecord::root_registration`]: registered by a service already in the incident
+/// when it gained the root.
+pub const REGISTERED_WEAKLY: u8 = 2;
+
 /// One incident with the bookkeeping incident management needs to carry on with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncidentRecord {
@@ -31,8 +37,15 @@ pub struct IncidentRecord {
     pub incident: Arc<Incident>,
     /// Root-cause CIs (the incident's root-cause group).
     pub roots: Vec<Arc<str>>,
-    /// Roots this incident owns in the root → incident index.
+    /// Parallel to `roots`: whether this incident owns each in the root → incident index,
+    /// and how ([`REGISTERED`], [`REGISTERED_WEAKLY`]; 0: not). One byte a root, where a
+    /// storm incident has tens of thousands of them.
+    pub root_registration: Vec<u8>,
+    /// Roots this incident owns in the root → incident index that are not among `roots`
+    /// (since explained by another failure); all of them in records of earlier versions.
     pub registered_roots: Vec<Arc<str>>,
+    /// Of those, the ones registered weakly (by a service already in the incident).
+    pub weak_roots: Vec<Arc<str>>,
     /// Every service the incident has impacted, with its current state.
     pub services: Vec<(Arc<str>, State)>,
     pub symptoms: Vec<Arc<str>>,
@@ -149,10 +162,19 @@ impl IncidentBook {
         let owned: BTreeSet<CiIdx> =
             t.symptoms.iter().chain(&t.roots).copied().filter(|ci| self.by_symptom.get(ci) == Some(&id)).collect();
         let owned_symptoms = names(&mut owned.iter());
+        let registration = |root: &CiIdx| match (t.registered_roots.contains(root), self.weak.contains(root)) {
+            (false, _) => 0,
+            (true, false) => REGISTERED,
+            (true, true) => REGISTERED_WEAKLY,
+        };
+        let elsewhere: Vec<CiIdx> =
+            t.registered_roots.iter().copied().filter(|r| t.roots.binary_search(r).is_err()).collect();
         Some(IncidentRecord {
             incident: t.incident.clone(),
             roots: names(&mut t.roots.iter()),
-            registered_roots: names(&mut t.registered_roots.iter()),
+            root_registration: t.roots.iter().map(registration).collect(),
+            registered_roots: names(&mut elsewhere.iter()),
+            weak_roots: names(&mut elsewhere.iter().filter(|r| self.weak.contains(r))),
             services: t.services.iter().map(|(ci, state)| (name(ci), state)).collect(),
             symptoms: names(&mut t.symptoms.iter()),
             owned_services,
@@ -177,10 +199,22 @@ impl IncidentBook {
             let set = |ids: &[Arc<str>], lookup: &mut dyn FnMut(&Arc<str>) -> Option<CiIdx>| {
                 ids.iter().filter_map(&mut *lookup).collect::<BTreeSet<CiIdx>>()
             };
-            let registered_roots = set(&record.registered_roots, &mut lookup);
+            let mut registered_roots = set(&record.registered_roots, &mut lookup);
+            let mut weak = set(&record.weak_roots, &mut lookup);
+            for (root, &how) in record.roots.iter().zip(&record.root_registration) {
+                if how == 0 {
+                    continue;
+                }
+                let Some(root) = lookup(root) else { continue };
+                registered_roots.insert(root);
+                if how == REGISTERED_WEAKLY {
+                    weak.insert(root);
+                }
+            }
             for &root in &registered_roots {
                 self.by_root.insert(root, id);
             }
+            self.weak.extend(weak);
             for service in set(&record.owned_services, &mut lookup) {
                 self.set_service_owner(service, Some(id));
             }

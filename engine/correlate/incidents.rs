@@ -337,6 +337,13 @@ pub struct IncidentBook {
     /// restore). A service registers the roots it gains; these it registers too, at its
     /// next change, if it has them.
     pub(super) orphaned: FxHashSet<CiIdx>,
+    /// Roots in `by_root` registered by a service already in the incident when it gained
+    /// them, not by one joining it: they reach the incident (its alarm lists, its
+    /// symptoms), but draw no newly impacted service into it. A service they impact that
+    /// no incident follows yet opens an incident of its own, which takes them over. This is
+    /// what keeps an unrelated failure that also hits one service of an old incident from
+    /// dragging everything else it takes down into that incident.
+    pub(super) weak: FxHashSet<CiIdx>,
     /// For each CI with more than [`SMALL_MAX`] roots: the incidents owning some of them
     /// in `by_root`, each with how many. A change of such a CI (a national service above
     /// thousands of failed ports) reaches its roots' incidents through this, not through
@@ -375,6 +382,7 @@ impl IncidentBook {
             incidents: BTreeMap::new(),
             by_root: FxHashMap::default(),
             orphaned: FxHashSet::default(),
+            weak: FxHashSet::default(),
             wide: FxHashMap::default(),
             owners_buffer: Vec::new(),
             by_service: vec![0; cis],
@@ -637,44 +645,60 @@ impl IncidentBook {
         if t.restored_since.take().is_some() {
             self.dirty.insert(id);
         }
-        // The service's roots are registered to this incident where no incident owns them.
-        // Those it had before were registered when it gained them, and stayed so but for
-        // an owner that closed since (orphaned): only what it gained and the orphaned are
-        // looked at. The incident's root list takes them (all of them if it just joined).
+        // The service's roots are registered to this incident where no incident owns them:
+        // all of them by a service joining it (taking over those only weakly owned), what
+        // it gains by a service already in it (weakly, see `weak`). Those it had before
+        // were registered when it joined or gained them, and stayed so but for an owner
+        // that closed since (orphaned): only what it gained and the orphaned are looked
+        // at. The incident's root list takes them (all of them if it just joined).
         let joined = before.is_none_or(|s| s.is_up());
         let roots = impact.roots(service);
+        let orphaned: Vec<CiIdx> = if self.orphaned.is_empty() {
+            Vec::new()
+        } else if self.orphaned.len() < roots.len() {
+            self.orphaned.iter().copied().filter(|&r| roots.contains(r)).collect()
+        } else {
+            roots.iter().filter(|r| self.orphaned.contains(r)).collect()
+        };
         let touched = touch(kinds, id);
-        let mut register = |root: CiIdx| {
-            if register_root(&mut self.by_root, &mut self.wide, &mut self.orphaned, impact, root, id) {
-                t.registered_roots.insert(root);
-                self.dirty.insert(id);
+        let mut taken = Vec::new();
+        let mut register = |root: CiIdx, strong: bool| {
+            let registers = Registers { by_root: &mut self.by_root, weak: &mut self.weak, wide: &mut self.wide };
+            match register_root(registers, &mut self.orphaned, impact, root, id, strong) {
+                Registered::No => {}
+                Registered::Yes => {
+                    t.registered_roots.insert(root);
+                    self.dirty.insert(id);
+                }
+                Registered::TakenFrom(owner) => {
+                    t.registered_roots.insert(root);
+                    self.dirty.insert(id);
+                    taken.push((root, owner));
+                }
             }
         };
         if joined || !t.synced {
             for root in roots.iter() {
-                register(root);
+                register(root, joined);
                 touched.roots.push(root);
             }
         } else {
             for &root in change.gained {
-                register(root);
+                register(root, false);
                 touched.roots.push(root);
             }
         }
-        if !self.orphaned.is_empty() {
-            let orphaned: Vec<CiIdx> = if self.orphaned.len() < roots.len() {
-                self.orphaned.iter().copied().filter(|&r| roots.contains(r)).collect()
-            } else {
-                roots.iter().filter(|r| self.orphaned.contains(r)).collect()
-            };
-            for root in orphaned {
-                if register_root(&mut self.by_root, &mut self.wide, &mut self.orphaned, impact, root, id) {
-                    t.registered_roots.insert(root);
-                    self.dirty.insert(id);
-                }
-            }
+        for root in orphaned {
+            register(root, joined);
         }
         touched.services = true;
+        // A root taken over is no longer its former owner's.
+        for (root, owner) in taken {
+            if let Some(former) = self.incidents.get_mut(&owner) {
+                former.registered_roots.remove(&root);
+            }
+            self.dirty.insert(owner);
+        }
     }
 
     /// The incident a service is impacted under, if any.
@@ -709,7 +733,21 @@ impl IncidentBook {
             if continuing && explained() {
                 return Some(id);
             }
+            // Moving on from its incident, it may go where its roots are, however owned.
+            if continuing {
+                return self.oldest_owner(impact, service);
+            }
         }
+        // Newly impacted: only roots registered by a service joining an incident draw it in.
+        if !self.weak.is_empty() {
+            let owner = |r: CiIdx| self.by_root.get(&r).copied().filter(|_| !self.weak.contains(&r));
+            return impact.roots(service).iter().filter_map(owner).min();
+        }
+        self.oldest_owner(impact, service)
+    }
+
+    /// The oldest incident owning one of the service's roots.
+    fn oldest_owner(&self, impact: &ImpactStage, service: CiIdx) -> Option<IncidentId> {
         match self.wide.get(&service) {
             Some(owners) => owners.iter().map(|&(id, _)| id).min(),
             None => impact.roots(service).iter().filter_map(|r| self.by_root.get(&r).copied()).min(),
@@ -793,7 +831,8 @@ impl IncidentBook {
             );
             moved = true;
             roots_moved = true;
-            if register_root(&mut self.by_root, &mut self.wide, &mut self.orphaned, impact, root, id) {
+            let registers = Registers { by_root: &mut self.by_root, weak: &mut self.weak, wide: &mut self.wide };
+            if register_root(registers, &mut self.orphaned, impact, root, id, false) == Registered::Yes {
                 t.registered_roots.insert(root);
             }
             if !t.symptoms.remove(&root) {
@@ -1023,6 +1062,7 @@ impl IncidentBook {
             for &root in &t.registered_roots {
                 if self.by_root.get(&root) == Some(&id) {
                     self.by_root.remove(&root);
+                    self.weak.remove(&root);
                     // Still failing: the next service to have it takes it.
                     if impact.is_root(root) {
                         self.orphaned.insert(root);
@@ -1245,6 +1285,14 @@ impl IncidentBook {
                 return Err(format!("root {root} orphaned, but owned or not failing"));
             }
         }
+        if let Some(root) = self.weak.iter().find(|r| !self.by_root.contains_key(r)) {
+            return Err(format!("root {root} weakly owned by no incident"));
+        }
+        for (&root, id) in &self.by_root {
+            if !self.incidents.get(id).is_some_and(|t| t.registered_roots.contains(&root)) {
+                return Err(format!("root {root} owned by {id}, which does not have it registered"));
+            }
+        }
         let mut kept = self.members.clone();
         for owners in kept.values_mut().chain(members.values_mut()) {
             owners.sort_unstable();
@@ -1457,27 +1505,65 @@ fn find_root(roots: &[CiIdx], root: CiIdx) -> Result<usize, usize> {
     }
 }
 
-/// Registers `root` as owned by `id` where no incident owns it; true when it did. The
-/// owner counts of the CIs with many roots that have it follow.
+/// The indexes a root's registration moves.
+struct Registers<'a> {
+    by_root: &'a mut FxHashMap<CiIdx, IncidentId>,
+    weak: &'a mut FxHashSet<CiIdx>,
+    wide: &'a mut FxHashMap<CiIdx, Vec<(IncidentId, u32)>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Registered {
+    No,
+    /// Registered to the incident, new or from weak to strong.
+    Yes,
+    /// Taken over from the incident that owned it weakly.
+    TakenFrom(IncidentId),
+}
+
+/// Registers `root` as owned by `id` (`strong`: by a service joining it) where no
+/// incident owns it, or only weakly and `strong`. The owner counts of the CIs with many
+/// roots that have it follow.
 fn register_root(
-    by_root: &mut FxHashMap<CiIdx, IncidentId>,
-    wide: &mut FxHashMap<CiIdx, Vec<(IncidentId, u32)>>,
+    registers: Registers<'_>,
     orphaned: &mut FxHashSet<CiIdx>,
     impact: &ImpactStage,
     root: CiIdx,
     id: IncidentId,
-) -> bool {
-    let std::collections::hash_map::Entry::Vacant(vacant) = by_root.entry(root) else { return false };
-    vacant.insert(id);
+    strong: bool,
+) -> Registered {
+    let Registers { by_root, weak, wide } = registers;
+    let previous = match by_root.entry(root) {
+        std::collections::hash_map::Entry::Vacant(vacant) => {
+            vacant.insert(id);
+            if !strong {
+                weak.insert(root);
+            }
+            None
+        }
+        std::collections::hash_map::Entry::Occupied(mut occupied) => {
+            if !strong || weak.is_empty() || !weak.remove(&root) {
+                return Registered::No;
+            }
+            let owner = occupied.insert(id);
+            if owner == id {
+                return Registered::Yes;
+            }
+            Some(owner)
+        }
+    };
     if !orphaned.is_empty() {
         orphaned.remove(&root);
     }
     for (&ci, owners) in wide.iter_mut() {
         if impact.roots(ci).contains(root) {
+            if let Some(owner) = previous {
+                count_owner(owners, owner, -1);
+            }
             count_owner(owners, id, 1);
         }
     }
-    true
+    previous.map_or(Registered::Yes, Registered::TakenFrom)
 }
 
 /// Moves an incident's count among a CI's root owners by `by`; an incident whose count

@@ -374,6 +374,8 @@ pub(crate) fn incident_record_to_proto(r: &IncidentRecord) -> v1::IncidentRecord
         owned_services: ids(&r.owned_services),
         owned_symptoms: ids(&r.owned_symptoms),
         restored_since: r.restored_since.map(proto::timestamp),
+        weak_roots: ids(&r.weak_roots),
+        root_registration: r.root_registration.clone(),
     }
 }
 
@@ -396,6 +398,8 @@ fn incident_record_from_proto(r: &v1::IncidentRecord) -> Result<IncidentRecord, 
         owned_services: arcs(&r.owned_services),
         owned_symptoms: arcs(&r.owned_symptoms),
         restored_since: r.restored_since.as_ref().map(proto::millis),
+        weak_roots: arcs(&r.weak_roots),
+        root_registration: r.root_registration.clone(),
     })
 }
 

@@ -368,6 +368,10 @@ impl Message for RecordFields<'_> {
         if let Some(since) = r.restored_since {
             message(out, 8, &Timestamp(since));
         }
+        strings(out, 9, &r.weak_roots);
+        if !r.root_registration.is_empty() {
+            delimited(out, 10, &r.root_registration);
+        }
     }
 }
 
