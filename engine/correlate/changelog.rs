@@ -224,14 +224,6 @@ impl IncidentBook {
             let services: Vec<(CiIdx, State)> =
                 record.services.iter().filter_map(|(ci, state)| Some((lookup(ci)?, *state))).collect();
             let services = Impacted::restore(services, topology);
-            // A list that left alarms out was capped: its whole list starts as the listed
-            // part, and the first refresh merges the rest back.
-            let omitted = record.incident.omitted;
-            let capped = [omitted.root_cause_alarms > 0, omitted.symptom_alarms > 0];
-            let lists = [
-                if capped[0] { record.incident.root_cause_alarms.clone() } else { Vec::new() },
-                if capped[1] { record.incident.symptom_alarms.clone() } else { Vec::new() },
-            ];
             let cleared = [
                 super::incidents::cleared_index(&record.incident.root_cause_alarms),
                 super::incidents::cleared_index(&record.incident.symptom_alarms),
@@ -247,8 +239,7 @@ impl IncidentBook {
                 titled: None,
                 synced: false,
                 merge_hints: [0; 2],
-                capped,
-                lists,
+                rest: Default::default(),
                 cleared,
                 complete: false,
             };

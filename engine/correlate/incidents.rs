@@ -121,13 +121,10 @@ pub(super) struct Tracked {
     /// Where in the root-cause and the symptom alarm lists the last merge ended: the next
     /// CI merged is often the next one there.
     pub(super) merge_hints: [usize; 2],
-    /// Per alarm list (root-cause, symptom): whether it is capped, the incident's list then
-    /// naming the first `max_alarms` entries of the whole list kept in `lists`. The whole
-    /// list holds every active alarm of the incident's roots (or symptoms) and the cleared
-    /// ones kept, which exist only while it fits; while it does, the incident's list is the
-    /// whole list and `lists` is empty.
-    pub(super) capped: [bool; 2],
-    pub(super) lists: [Vec<AlarmRef>; 2],
+    /// Per alarm list (root-cause, symptom): the active alarms past the first
+    /// `max_alarms` entries, which the incident's list leaves out (and counts), in alarm
+    /// order. Empty while the whole list fits.
+    pub(super) rest: [BTreeMap<AlarmKey, AlarmRef>; 2],
     /// Per alarm list: its cleared entries, oldest cleared first, the first to go when
     /// active alarms need the room.
     pub(super) cleared: [BTreeSet<ClearedKey>; 2],
@@ -160,124 +157,167 @@ fn alarm_list(incident: &Incident, which: usize) -> &[AlarmRef] {
 
 impl Tracked {
     /// Brings one CI's part of alarm list `which` up to date (`listed`: whether the CI
-    /// belongs there), in the incident's list itself while that is the whole list, else in
-    /// the whole list kept aside ([`Tracked::publish_lists`] then brings the incident's up
-    /// to date). Returns where the whole list changed, if it did, and how many alarms the
-    /// incident's list gained when it changed that too.
+    /// belongs there). Its entries up to `boundary` (the last one listed when the refresh
+    /// began with the list full; `None` when it was not) go to the incident's list; active
+    /// ones past it wait in `rest`, cleared ones past it are dropped (never listed).
+    /// Returns whether the incident's list changed, and how many alarms it gained.
     #[allow(clippy::too_many_arguments)]
     fn merge_list(
         &mut self,
         which: usize,
         ci: CiIdx,
         listed: bool,
-        cap: usize,
+        boundary: Option<&AlarmKey>,
         topology: &Topology,
         impact: &ImpactStage,
         now: EpochMillis,
-    ) -> Option<(usize, Option<usize>)> {
-        let capped = self.capped[which];
-        let list = if capped { &self.lists[which] } else { alarm_list(&self.incident, which) };
-        let (range, alarms, new) =
-            merge_ci_alarms(list, &mut self.merge_hints[which], ci, listed, topology, impact, now)?;
+    ) -> Option<(bool, usize)> {
+        let resource = &topology.ci(ci).id;
+        let rest = &mut self.rest[which];
+        // Its entries waiting past the listed part, if any.
+        let waiting: Vec<AlarmRef> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            let empty = empty_text();
+            let from = (resource.clone(), empty.clone(), empty);
+            rest.range(from..).take_while(|(key, _)| key.0 == *resource).map(|(_, alarm)| alarm.clone()).collect()
+        };
+        let list = alarm_list(&self.incident, which);
+        let merged = if waiting.is_empty() {
+            merge_ci_alarms(list, &mut self.merge_hints[which], ci, listed, topology, impact, now)
+        } else {
+            // The CI's entries straddle the end of the listed part: merged as one list.
+            let at = list.partition_point(|a| *a.resource < **resource);
+            let end = at + list[at..].iter().take_while(|a| a.resource == *resource).count();
+            let mut whole = list[at..end].to_vec();
+            whole.extend(waiting.iter().cloned());
+            let mut hint = 0;
+            merge_ci_alarms(&whole, &mut hint, ci, listed, topology, impact, now)
+                .map(|(_, alarms, new)| (at..end, alarms, new))
+        };
+        let (range, alarms, new) = merged?;
+        for alarm in &waiting {
+            rest.remove(&key_of(alarm));
+        }
+        // What goes to the incident's list, and what waits past it.
+        let (listed_part, past): (Vec<AlarmRef>, Vec<AlarmRef>) = match boundary {
+            Some(boundary) => alarms.into_iter().partition(|a| a.identity() <= key_ref(boundary)),
+            None => (alarms, Vec::new()),
+        };
+        let mut gained = 0;
+        if new > 0 {
+            let before = &list[range.clone()];
+            gained = listed_part
+                .iter()
+                .filter(|a| a.cleared_at.is_none() && !before.iter().any(|b| b.identity() == a.identity()))
+                .filter(|a| !waiting.iter().any(|w| w.identity() == a.identity()))
+                .count();
+        }
+        for alarm in past {
+            // One that cleared past the listed part was never listed: it goes.
+            if alarm.cleared_at.is_none() {
+                rest.insert(key_of(&alarm), alarm);
+            }
+        }
+        if *list.get(range.clone()).unwrap_or_default() == *listed_part {
+            return Some((false, 0));
+        }
         let cleared = &mut self.cleared[which];
         for old in &list[range.clone()] {
             if let Some(key) = cleared_key(old) {
                 cleared.remove(&key);
             }
         }
-        cleared.extend(alarms.iter().filter_map(cleared_key));
-        let at = range.start;
-        if capped {
-            self.lists[which].splice(range, alarms);
-            return Some((at, None));
-        }
-        if list.len() - range.len() + alarms.len() > cap {
-            // Past the cap: the whole list is kept aside from now on, and the incident's
-            // is made from it.
-            let mut whole = list.to_vec();
-            whole.splice(range, alarms);
-            self.lists[which] = whole;
-            self.capped[which] = true;
-            return Some((at, None));
-        }
+        cleared.extend(listed_part.iter().filter_map(cleared_key));
+        self.merge_hints[which] = range.start + listed_part.len();
         let incident = Arc::make_mut(&mut self.incident);
         let list = if which == ROOT_LIST { &mut incident.root_cause_alarms } else { &mut incident.symptom_alarms };
-        list.splice(range, alarms);
-        Some((at, Some(new)))
+        list.splice(range, listed_part);
+        Some((true, gained))
     }
 
-    /// Makes each incident's alarm list that is capped (its whole list kept aside, changed
-    /// from `changed` on) the first `cap` entries of the whole one, and counts the rest.
-    /// Cleared entries make room for active ones, oldest cleared first, and exist only
-    /// while the whole list fits; once it does, the incident's list is the whole one again.
-    /// Returns whether the incident moved and how many symptom alarms its list gained.
-    fn publish_lists(&mut self, changed: [usize; 2], cap: usize) -> (bool, usize) {
-        let mut moved = false;
-        let mut attached = 0;
-        for which in [ROOT_LIST, SYMPTOM_LIST] {
-            if !self.capped[which] {
-                continue;
-            }
-            let whole = &mut self.lists[which];
-            let mut from = changed[which];
-            while whole.len() > cap {
-                let Some((_, resource, alarm_type, qualifier)) = self.cleared[which].pop_first() else { break };
-                let identity = (&*resource, &*alarm_type, &*qualifier);
-                let Ok(position) = whole.binary_search_by(|a| a.identity().cmp(&identity)) else { continue };
-                whole.remove(position);
-                from = from.min(position);
-                // Dropped from what readers were shown (one that cleared past the listed
-                // part was never listed).
-                if alarm_list(&self.incident, which).binary_search_by(|a| a.identity().cmp(&identity)).is_ok() {
-                    let omitted = &mut Arc::make_mut(&mut self.incident).omitted;
-                    omitted.cleared_alarms = omitted.cleared_alarms.saturating_add(1);
-                    moved = true;
-                }
-            }
-            let listed = alarm_list(&self.incident, which);
-            if listed.len() > cap {
-                from = from.min(cap);
-            }
-            let end = whole.len().min(cap);
-            if from < listed.len().max(end) {
-                let from = from.min(listed.len());
-                let before = &listed[from..];
-                let after = if from < end { &whole[from..end] } else { &[][..] };
-                if before != after {
-                    if which == SYMPTOM_LIST {
-                        attached += after
-                            .iter()
-                            .filter(|a| before.binary_search_by(|b| b.identity().cmp(&a.identity())).is_err())
-                            .count();
-                    }
-                    let incident = Arc::make_mut(&mut self.incident);
-                    let list =
-                        if which == ROOT_LIST { &mut incident.root_cause_alarms } else { &mut incident.symptom_alarms };
-                    list.truncate(from);
-                    list.extend(whole[from..end.max(from)].iter().cloned());
-                    moved = true;
-                }
-            }
-            let omitted = u32::try_from(whole.len() - end).unwrap_or(u32::MAX);
-            let counted = match which {
-                ROOT_LIST => self.incident.omitted.root_cause_alarms,
-                _ => self.incident.omitted.symptom_alarms,
-            };
-            if counted != omitted {
-                let counts = &mut Arc::make_mut(&mut self.incident).omitted;
-                *(if which == ROOT_LIST { &mut counts.root_cause_alarms } else { &mut counts.symptom_alarms }) =
-                    omitted;
-                moved = true;
-            }
-            if whole.len() <= cap {
-                // The incident's list is the whole list again.
-                self.lists[which] = Vec::new();
-                self.capped[which] = false;
-            }
-        }
-        self.complete = true;
-        (moved, attached)
+    /// Whether list `which` needs [`Tracked::settle_list`] after a refresh's merges.
+    fn unsettled(&self, which: usize, cap: usize) -> bool {
+        let omitted = self.incident.omitted;
+        let counted = if which == ROOT_LIST { omitted.root_cause_alarms } else { omitted.symptom_alarms };
+        !self.complete
+            || !self.rest[which].is_empty()
+            || counted > 0
+            || alarm_list(&self.incident, which).len() > cap
     }
+
+    /// Settles alarm list `which` after a refresh's merges: the incident's list holds the
+    /// first `cap` entries of the whole list, active ones past them wait in `rest`
+    /// (counted as omitted). While alarms wait, cleared entries go once they are a tenth
+    /// of the list, the oldest cleared first, one for each alarm waiting. Returns whether
+    /// the incident moved.
+    fn settle_list(&mut self, which: usize, cap: usize) -> bool {
+        let mut moved = false;
+        let rest = &mut self.rest[which];
+        let cleared = &mut self.cleared[which];
+        let listed = alarm_list(&self.incident, which);
+        let mut dropped = 0u32;
+        if listed.len() > cap
+            || (!rest.is_empty() && cleared.len() >= (cap / 10).max(1))
+            || listed.len() < cap && !rest.is_empty()
+        {
+            let incident = Arc::make_mut(&mut self.incident);
+            let list = if which == ROOT_LIST { &mut incident.root_cause_alarms } else { &mut incident.symptom_alarms };
+            while list.len() > cap {
+                let Some(last) = list.pop() else { break };
+                match cleared_key(&last) {
+                    Some(key) => {
+                        cleared.remove(&key);
+                        dropped += 1;
+                    }
+                    None => {
+                        rest.insert(key_of(&last), last);
+                    }
+                }
+            }
+            if !rest.is_empty() && cleared.len() >= (cap / 10).max(1) {
+                let evicted = cleared.len().min(rest.len());
+                let gone: FxHashSet<(Arc<str>, Arc<str>, Arc<str>)> =
+                    (0..evicted).filter_map(|_| cleared.pop_first()).map(|(_, r, t, q)| (r, t, q)).collect();
+                list.retain(|a| a.cleared_at.is_none() || !gone.contains(&key_of(a)));
+                dropped += gone.len() as u32;
+            }
+            while list.len() < cap {
+                let Some((_, next)) = rest.pop_first() else { break };
+                list.push(next);
+            }
+            moved = true;
+        }
+        let omitted = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        let counts = self.incident.omitted;
+        let counted = if which == ROOT_LIST { counts.root_cause_alarms } else { counts.symptom_alarms };
+        if counted != omitted || dropped > 0 {
+            let counts = &mut Arc::make_mut(&mut self.incident).omitted;
+            *(if which == ROOT_LIST { &mut counts.root_cause_alarms } else { &mut counts.symptom_alarms }) = omitted;
+            counts.cleared_alarms = counts.cleared_alarms.saturating_add(dropped);
+            moved = true;
+        }
+        moved
+    }
+}
+
+/// An alarm's identity, owned: the key of the alarms waiting past an incident's list.
+pub(super) type AlarmKey = (Arc<str>, Arc<str>, Arc<str>);
+
+fn key_of(alarm: &AlarmRef) -> AlarmKey {
+    (alarm.resource.clone(), alarm.alarm_type.clone(), alarm.qualifier.clone())
+}
+
+fn key_ref(key: &AlarmKey) -> (&str, &str, &str) {
+    (&key.0, &key.1, &key.2)
+}
+
+/// A shared empty string, to bound look-ups by resource.
+fn empty_text() -> Arc<str> {
+    thread_local! {
+        static EMPTY: Arc<str> = Arc::from("");
+    }
+    EMPTY.with(Arc::clone)
 }
 
 /// Names the root just inserted at `at` in `t.roots` among the incident's root causes,
@@ -771,8 +811,7 @@ impl IncidentBook {
             titled: None,
             synced: true,
             merge_hints: [0; 2],
-            capped: [false; 2],
-            lists: Default::default(),
+            rest: Default::default(),
             cleared: Default::default(),
             complete: true,
         };
@@ -896,29 +935,30 @@ impl IncidentBook {
         }
         alarm_cis.sort_unstable();
         alarm_cis.dedup();
-        let mut changed = [usize::MAX; 2];
+        // Where each list's listed part ends when it is full: what the merges put past it
+        // waits (or, cleared, goes).
+        let cap = policy.max_alarms;
+        let boundaries = [ROOT_LIST, SYMPTOM_LIST].map(|which| {
+            let list = alarm_list(&t.incident, which);
+            if list.len() >= cap { list.get(cap - 1).map(key_of) } else { None }
+        });
         let mut attached = 0;
         for &ci in &alarm_cis {
             let (root, symptom) = (find_root(&t.roots, ci).is_ok(), t.symptoms.contains(&ci));
             for (which, listed) in [(ROOT_LIST, root), (SYMPTOM_LIST, symptom)] {
-                if let Some((at, published)) = t.merge_list(which, ci, listed, policy.max_alarms, topology, impact, now)
-                {
-                    changed[which] = changed[which].min(at);
-                    if let Some(new) = published {
-                        attached += if which == SYMPTOM_LIST { new } else { 0 };
-                        moved = true;
-                    }
+                let boundary = boundaries[which].as_ref();
+                if let Some((changed, gained)) = t.merge_list(which, ci, listed, boundary, topology, impact, now) {
+                    attached += if which == SYMPTOM_LIST { gained } else { 0 };
+                    moved |= changed;
                 }
             }
         }
-        let lists_moved = if t.capped.contains(&true) || !t.complete {
-            let (lists_moved, gained) = t.publish_lists(changed, policy.max_alarms);
-            attached += gained;
-            lists_moved
-        } else {
-            false
-        };
-        moved |= lists_moved;
+        for which in [ROOT_LIST, SYMPTOM_LIST] {
+            if t.unsettled(which, cap) {
+                moved |= t.settle_list(which, cap);
+            }
+        }
+        t.complete = true;
         if attached > 0 {
             self.stats.symptoms_attached += attached as u64;
             push_timeline(
@@ -1242,30 +1282,34 @@ impl IncidentBook {
                 (ROOT_LIST, "root-cause", &t.incident.root_cause_alarms, &roots, t.incident.omitted.root_cause_alarms),
                 (SYMPTOM_LIST, "symptom", &t.incident.symptom_alarms, &t.symptoms, t.incident.omitted.symptom_alarms),
             ] {
-                let whole: &[AlarmRef] = if t.capped[which] { &t.lists[which] } else { list };
+                let rest = &t.rest[which];
+                let whole: Vec<AlarmRef> = list.iter().chain(rest.values()).cloned().collect();
                 let set: BTreeSet<CiIdx> = set.iter().copied().filter(|&ci| current(ci)).collect();
-                let kept = settled(whole);
+                let kept = settled(&whole);
                 let expected = merge_alarms(&kept, &set, topology, impact, EpochMillis::MIN);
                 if expected != kept {
                     return Err(format!("{id}: {what} alarms {kept:?}, expected {expected:?}"));
                 }
-                if t.cleared[which] != cleared_index(whole) {
+                if t.cleared[which] != cleared_index(list) {
                     return Err(format!("{id}: {what} cleared index {:?}", t.cleared[which]));
                 }
                 if !t.complete {
                     continue;
                 }
-                if t.capped[which] != (whole.len() > cap) {
-                    return Err(format!("{id}: {what} list of {} entries, capped: {}", whole.len(), t.capped[which]));
+                if list.len() > cap || (!rest.is_empty() && list.len() < cap) {
+                    return Err(format!("{id}: {what} list of {} entries, {} waiting", list.len(), rest.len()));
                 }
-                if **list != whole[..whole.len().min(cap)] {
-                    return Err(format!("{id}: {what} alarms listed {list:?}, not the first {cap} of {whole:?}"));
+                if rest.values().any(|a| a.cleared_at.is_some()) {
+                    return Err(format!("{id}: a cleared {what} alarm waits past the list"));
                 }
-                if omitted as usize != whole.len() - list.len() {
-                    return Err(format!("{id}: {omitted} {what} alarms omitted of {}", whole.len()));
+                if omitted as usize != rest.len() {
+                    return Err(format!("{id}: {omitted} {what} alarms omitted, {} waiting", rest.len()));
                 }
-                if whole.len() > cap && !t.cleared[which].is_empty() {
-                    return Err(format!("{id}: {what} alarms keep cleared entries past {cap}"));
+                if !rest.is_empty() && t.cleared[which].len() >= (cap / 10).max(1) {
+                    return Err(format!(
+                        "{id}: {what} list keeps {} cleared entries while alarms wait",
+                        t.cleared[which].len()
+                    ));
                 }
             }
         }
