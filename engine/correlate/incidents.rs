@@ -1384,3 +1384,51 @@ fn write_title(out: &mut String, topology: &Topology, roots: &[CiIdx], down: usi
         let _ = write!(out, " and {} more", roots.len() - 2);
     }
 }
+
+/// Entry counts of the book's indexes and of what its incidents keep, for [`super::sizes`].
+impl IncidentBook {
+    pub(super) fn timers_len(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub(super) fn by_root_len(&self) -> usize {
+        self.by_root.len()
+    }
+
+    pub(super) fn orphaned_len(&self) -> usize {
+        self.orphaned.len()
+    }
+
+    pub(super) fn wide_len(&self) -> usize {
+        self.wide.len()
+    }
+
+    pub(super) fn by_symptom_len(&self) -> usize {
+        self.by_symptom.len()
+    }
+
+    pub(super) fn members_len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Services impacted under an incident: the non-empty entries of the per-CI table.
+    pub(super) fn services_followed_len(&self) -> usize {
+        self.by_service.iter().filter(|&&id| id != 0).count()
+    }
+
+    pub(super) fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// What the incidents held keep beside what they publish, summed over them.
+    pub(super) fn tracked_totals(&self) -> super::sizes::TrackedTotals {
+        let mut totals = super::sizes::TrackedTotals::default();
+        for t in self.incidents.values() {
+            totals.roots += t.roots.len();
+            totals.registered_roots += t.registered_roots.len();
+            totals.symptoms += t.symptoms.len();
+            totals.stale += t.stale.len();
+        }
+        totals
+    }
+}
