@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use faultline::cli::{bench, demo, generate, watch};
+use faultline::cli::{bench, demo, generate, soak, watch};
 use faultline::config::{AlarmFormat, Config, Overrides};
 use faultline::generate::scenario::Kind;
 use faultline::proto::v1;
@@ -90,7 +90,8 @@ enum Command {
     },
     /// End-to-end load against a Kafka cluster: throughput against raw consumption, then
     /// latency to gRPC subscribers at a fixed offered rate, then (with `--overload`) twice the
-    /// throughput and the recovery.
+    /// throughput and the recovery. With `--soak 28d`, no Kafka: weeks of stream time through
+    /// the correlation core, sampling memory and the core's structures.
     Bench(bench::BenchOptions),
     /// Generate synthetic carrier networks and alarm storms.
     #[command(subcommand)]
@@ -247,6 +248,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(options) => {
+            if let Some(soak) = soak::SoakOptions::from_bench(&options) {
+                tokio::task::spawn_blocking(move || soak::run(&soak, &mut std::io::stdout().lock())).await??;
+                return Ok(());
+            }
             anyhow::ensure!(
                 options.warmup < options.duration || options.rate == 0.0,
                 "--warmup must be shorter than --duration"

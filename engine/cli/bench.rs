@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct BenchOptions {
-    /// Kafka bootstrap servers (`scripts/kafka-broker` starts a local one).
-    #[arg(long, value_name = "HOST:PORT,...")]
-    pub brokers: String,
+    /// Kafka bootstrap servers (`scripts/kafka-broker` starts a local one); not with --soak.
+    #[arg(long, value_name = "HOST:PORT,...", required_unless_present = "soak")]
+    pub brokers: Option<String>,
     /// Size of the generated carrier network.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub cis: usize,
@@ -73,6 +73,26 @@ pub struct BenchOptions {
     /// until the backlog has drained, printing backlog, memory and latency each second.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub overload: Duration,
+    /// Soak instead, with no Kafka: play this much stream time (e.g. `28d`) through the
+    /// correlation core in this process, as fast as it goes, printing resident memory and
+    /// the size of each of the core's structures every --sample (see `cli::soak`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "brokers")]
+    pub soak: Option<Duration>,
+    /// With --soak: stream time between two rows.
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    pub sample: Duration,
+    /// With --soak: the stream time after which memory should stay flat; the summary
+    /// compares the end with it.
+    #[arg(long, default_value = "2d", value_parser = humantime::parse_duration)]
+    pub soak_warmup: Duration,
+    /// With --soak: multiplies every arrival rate of the workload (faults, flapping,
+    /// unknown resources, operator actions).
+    #[arg(long, default_value_t = 1.0)]
+    pub load: f64,
+    /// With --soak: alarms not repeated for this long are aged out (`alarm_max_age_secs`
+    /// for every source); 0s for none, the engine's default.
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    pub max_age: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -160,6 +180,7 @@ impl Second {
 }
 
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
+    let brokers = options.brokers.as_deref().context("--brokers is required")?;
     let mut text = Vec::new();
     let shape = carrier::write_network(options.cis, options.seed, 1, &mut text, |_| {})?;
     let topology =
@@ -168,7 +189,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
 
     let run = format!("{}-{}", std::process::id(), wall_clock());
     let topic = format!("faultline-bench.{run}.alarms");
-    let overrides = Overrides { brokers: Some(options.brokers.clone()), ..Overrides::default() };
+    let overrides = Overrides { brokers: Some(brokers.to_owned()), ..Overrides::default() };
     let config = Config::defaults(&overrides)?
         .with("kafka.inputs", vec![InputTopic { topic: topic.clone(), format: AlarmFormat::Json }])?
         .with("kafka.incidents_topic", format!("faultline-bench.{run}.incidents"))?
@@ -178,11 +199,11 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         .with("kafka.partitions", options.partitions)?
         .with("grpc.addr", "127.0.0.1:0")?
         .with("metrics.addr", "127.0.0.1:0")?;
-    kafka::topics::ensure(&config.kafka, &options.brokers).await.map_err(anyhow::Error::msg)?;
+    kafka::topics::ensure(&config.kafka, brokers).await.map_err(anyhow::Error::msg)?;
 
     println!("faultline bench");
     println!("  machine      {}", machine());
-    println!("  brokers      {} ({} partitions)", options.brokers, options.partitions);
+    println!("  brokers      {} ({} partitions)", brokers, options.partitions);
     println!(
         "  network      {} CIs, {} relations, {} services (generated, seed {})",
         shape.cis, shape.relations, shape.services, options.seed
@@ -191,7 +212,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     // Throughput: the whole storm is in the topic before anyone reads it.
     let start = wall_clock();
     let (produce_per_sec, bytes) = {
-        let producer = producer(&config.kafka, &options.brokers)?;
+        let producer = producer(&config.kafka, brokers)?;
         let (count, topic, topology, scenario, seed) =
             (options.count, topic.clone(), topology.clone(), options.scenario, options.seed);
         tokio::task::spawn_blocking(move || {
@@ -304,7 +325,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     Ok(Report { raw_per_sec, engine_per_sec, produce_per_sec, mean_bytes, latency, overload })
 }
 
-fn machine() -> String {
+pub(super) fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -460,7 +481,7 @@ async fn taken(engine: &Engine) -> anyhow::Result<(u64, u64, u64)> {
 }
 
 /// This process's resident memory, in MB.
-fn rss_mb() -> f64 {
+pub(super) fn rss_mb() -> f64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())

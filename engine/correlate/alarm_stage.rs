@@ -677,6 +677,39 @@ fn own_state(active: &[ActiveAlarm]) -> State {
     active.iter().map(|a| a.effect.state()).max().unwrap_or(State::Up)
 }
 
+/// Entry counts of what the stage holds, for [`super::sizes`].
+impl AlarmStage {
+    /// Active alarms counted resource by resource (not the running count).
+    pub(super) fn counted_alarms_len(&self) -> usize {
+        self.resources.values().map(|r| r.alarms.len()).sum()
+    }
+
+    pub(super) fn resources_len(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Resources with active alarms that the stage's topology does not know.
+    pub(super) fn unlocated_len(&self) -> usize {
+        self.resources.values().filter(|r| r.ci.is_none()).count()
+    }
+
+    pub(super) fn clear_queue_len(&self) -> usize {
+        self.cleared_order.len()
+    }
+
+    pub(super) fn sources_len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub(super) fn ageing_len(&self) -> usize {
+        self.ageing.len()
+    }
+
+    pub(super) fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

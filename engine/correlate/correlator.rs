@@ -404,3 +404,13 @@ impl Correlator {
         }
     }
 }
+
+/// What the core holds, for the soak benchmark.
+impl Correlator {
+    /// Entry counts of every structure of the three stages (see
+    /// [`super::sizes::CoreSizes`]). Walks the incidents held and the per-service table:
+    /// for sampling, not for every alarm.
+    pub fn sizes(&self) -> super::sizes::CoreSizes {
+        super::sizes::CoreSizes::of(&self.alarms, &self.impact, &self.incidents)
+    }
+}

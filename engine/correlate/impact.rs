@@ -537,6 +537,17 @@ fn take_run<'a, T, K: PartialEq>(items: &mut &'a [T], key: K, of: impl Fn(&T) ->
     run
 }
 
+/// Entry counts, for [`super::sizes`].
+impl ImpactStage {
+    pub(super) fn large_sets_len(&self) -> usize {
+        self.large.sets_len()
+    }
+
+    pub(super) fn wide_counts_len(&self) -> usize {
+        self.wide_counts.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

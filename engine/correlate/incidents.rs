@@ -240,10 +240,7 @@ impl Tracked {
     fn unsettled(&self, which: usize, cap: usize) -> bool {
         let omitted = self.incident.omitted;
         let counted = if which == ROOT_LIST { omitted.root_cause_alarms } else { omitted.symptom_alarms };
-        !self.complete
-            || !self.rest[which].is_empty()
-            || counted > 0
-            || alarm_list(&self.incident, which).len() > cap
+        !self.complete || !self.rest[which].is_empty() || counted > 0 || alarm_list(&self.incident, which).len() > cap
     }
 
     /// Settles alarm list `which` after a refresh's merges: the incident's list holds the
@@ -1804,5 +1801,58 @@ fn write_title(out: &mut String, topology: &Topology, roots: &[CiIdx], down: usi
     }
     if roots.len() > 2 {
         let _ = write!(out, " and {} more", roots.len() - 2);
+    }
+}
+
+/// Entry counts of the book's indexes and of what its incidents keep, for [`super::sizes`].
+impl IncidentBook {
+    pub(super) fn timers_len(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub(super) fn by_root_len(&self) -> usize {
+        self.by_root.len()
+    }
+
+    pub(super) fn orphaned_len(&self) -> usize {
+        self.orphaned.len()
+    }
+
+    pub(super) fn weak_len(&self) -> usize {
+        self.weak.len()
+    }
+
+    pub(super) fn wide_len(&self) -> usize {
+        self.wide.len()
+    }
+
+    pub(super) fn by_symptom_len(&self) -> usize {
+        self.by_symptom.len()
+    }
+
+    pub(super) fn members_len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Services impacted under an incident: the non-empty entries of the per-CI table.
+    pub(super) fn services_followed_len(&self) -> usize {
+        self.by_service.iter().filter(|&&id| id != 0).count()
+    }
+
+    pub(super) fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// What the incidents held keep beside what they publish, summed over them.
+    pub(super) fn tracked_totals(&self) -> super::sizes::TrackedTotals {
+        let mut totals = super::sizes::TrackedTotals::default();
+        for t in self.incidents.values() {
+            totals.roots += t.roots.len();
+            totals.registered_roots += t.registered_roots.len();
+            totals.symptoms += t.symptoms.len();
+            totals.stale += t.stale.len();
+            totals.waiting += t.rest.iter().map(BTreeMap::len).sum::<usize>();
+        }
+        totals
     }
 }

@@ -9,7 +9,8 @@
 //! - [`incidents`]: one incident per root-cause group, its lifecycle and [`priority`].
 //!
 //! [`Correlator`] chains them: `apply(alarm, now) -> incident changes`. [`changelog`] is
-//! what the core exports for durability and takes back at restore.
+//! what the core exports for durability and takes back at restore; [`sizes`], what it holds,
+//! structure by structure, for the soak benchmark.
 
 pub mod alarm_stage;
 pub mod changelog;
@@ -19,6 +20,8 @@ mod impacted;
 pub mod incidents;
 pub mod priority;
 pub mod roots;
+pub mod sizes;
 
 pub use correlator::{Correlator, CorrelatorConfig, Outcome, ResyncOutcome, Stats};
 pub use incidents::CoreError;
+pub use sizes::CoreSizes;

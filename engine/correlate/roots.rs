@@ -249,6 +249,14 @@ impl Iterator for Merged<'_> {
     }
 }
 
+/// Entry counts, for [`super::sizes`].
+impl LargeSets {
+    /// CIs whose counts are held here.
+    pub(super) fn sets_len(&self) -> usize {
+        self.sets.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

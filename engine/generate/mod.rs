@@ -7,11 +7,14 @@
 //! - [`ring`]: the small ring and storm the crash and restore tests replay.
 //! - [`fan_in`]: a national service over twenty thousand ports failing one by one, the
 //!   widest fan-in a CI has (benchmarks and tests).
+//! - [`soak`]: weeks of a network's ordinary life in stream time (faults that come and go,
+//!   flapping, unknown resources, operators), for the soak benchmark.
 
 pub mod carrier;
 pub mod fan_in;
 mod ring;
 pub mod scenario;
+pub mod soak;
 
 #[cfg(test)]
 pub(crate) use ring::play;

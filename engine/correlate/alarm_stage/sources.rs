@@ -217,6 +217,19 @@ fn clear_of(active: &AlarmRef, source: &str, time: EpochMillis) -> Alarm {
     clear
 }
 
+/// Entry counts, for [`crate::correlate::sizes`].
+impl Sources {
+    pub(super) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+impl Ageing {
+    pub(super) fn len(&self) -> usize {
+        self.due.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
