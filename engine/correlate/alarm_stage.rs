@@ -203,6 +203,10 @@ impl RememberedClear {
     }
 }
 
+/// The clears remembered for one resource: one, nearly always, held inline (a storm's
+/// clears cost no allocation each).
+type Clears = smallvec::SmallVec<[RememberedClear; 1]>;
+
 /// An alarm's full identity, the key of remembered clears.
 type Identity = (Arc<str>, Arc<str>, Arc<str>);
 
@@ -244,7 +248,7 @@ pub struct AlarmStage {
     topology: Option<Arc<Topology>>,
     /// Recent clears by resource (see the module doc), written to the changelog with the
     /// resource's alarms so that a restart remembers them too.
-    cleared: hashbrown::HashMap<Arc<str>, Vec<RememberedClear>, rustc_hash::FxBuildHasher>,
+    cleared: hashbrown::HashMap<Arc<str>, Clears, rustc_hash::FxBuildHasher>,
     /// How many clears `cleared` holds.
     remembered: usize,
     /// Resources the topology does not know that hold active alarms (0 without a topology).
@@ -395,7 +399,7 @@ impl AlarmStage {
 
     /// The clears remembered for `resource`.
     fn clears_of(&self, resource: &str) -> &[RememberedClear] {
-        self.cleared.get(resource).map_or(&[], Vec::as_slice)
+        self.cleared.get(resource).map_or(&[], |clears| clears.as_slice())
     }
 
     /// Lists `resource` among those the changelog writes next, if it is not yet.
@@ -643,10 +647,7 @@ fn bounded_text(text: &str) -> &str {
 
 /// Whether a remembered clear supersedes `alarm`, a raise of an alarm not active. Looked up
 /// only on that path, so that repeats of active alarms pay nothing for it.
-fn superseded(
-    cleared: &hashbrown::HashMap<Arc<str>, Vec<RememberedClear>, rustc_hash::FxBuildHasher>,
-    alarm: &Alarm,
-) -> bool {
+fn superseded(cleared: &hashbrown::HashMap<Arc<str>, Clears, rustc_hash::FxBuildHasher>, alarm: &Alarm) -> bool {
     if cleared.is_empty() {
         return false;
     }

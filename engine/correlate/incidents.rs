@@ -8,6 +8,7 @@ use super::impact::{Change, Changes, ImpactStage};
 use super::impacted::Impacted;
 use super::priority::PriorityPolicy;
 use super::roots::{SMALL_MAX, SMALL_MIN};
+use super::waiting::Waiting;
 use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
 use crate::model::incident::{
@@ -124,7 +125,7 @@ pub(super) struct Tracked {
     /// Per alarm list (root-cause, symptom): the active alarms past the first
     /// `max_alarms` entries, which the incident's list leaves out (and counts), in alarm
     /// order. Empty while the whole list fits.
-    pub(super) rest: [BTreeMap<AlarmKey, AlarmRef>; 2],
+    pub(super) rest: [Waiting; 2],
     /// Per alarm list: its cleared entries, oldest cleared first, the first to go when
     /// active alarms need the room.
     pub(super) cleared: [BTreeSet<ClearedKey>; 2],
@@ -174,14 +175,8 @@ impl Tracked {
     ) -> Option<(bool, usize)> {
         let resource = &topology.ci(ci).id;
         let rest = &mut self.rest[which];
-        // Its entries waiting past the listed part, if any.
-        let waiting: Vec<AlarmRef> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            let empty = empty_text();
-            let from = (resource.clone(), empty.clone(), empty);
-            rest.range(from..).take_while(|(key, _)| key.0 == *resource).map(|(_, alarm)| alarm.clone()).collect()
-        };
+        // Its entries waiting past the listed part, if any, taken out (put back below).
+        let waiting = rest.take(resource);
         let list = alarm_list(&self.incident, which);
         let merged = if waiting.is_empty() {
             merge_ci_alarms(list, &mut self.merge_hints[which], ci, listed, topology, impact, now)
@@ -195,10 +190,10 @@ impl Tracked {
             merge_ci_alarms(&whole, &mut hint, ci, listed, topology, impact, now)
                 .map(|(_, alarms, new)| (at..end, alarms, new))
         };
-        let (range, alarms, new) = merged?;
-        for alarm in &waiting {
-            rest.remove(&key_of(alarm));
-        }
+        let Some((range, alarms, new)) = merged else {
+            rest.put(waiting);
+            return None;
+        };
         // What goes to the incident's list, and what waits past it.
         let (listed_part, past): (Vec<AlarmRef>, Vec<AlarmRef>) = match boundary {
             Some(boundary) => alarms.into_iter().partition(|a| a.identity() <= key_ref(boundary)),
@@ -213,12 +208,8 @@ impl Tracked {
                 .filter(|a| !waiting.iter().any(|w| w.identity() == a.identity()))
                 .count();
         }
-        for alarm in past {
-            // One that cleared past the listed part was never listed: it goes.
-            if alarm.cleared_at.is_none() {
-                rest.insert(key_of(&alarm), alarm);
-            }
-        }
+        // One that cleared past the listed part was never listed: it goes.
+        rest.put(past.into_iter().filter(|a| a.cleared_at.is_none()));
         if *list.get(range.clone()).unwrap_or_default() == *listed_part {
             return Some((false, 0));
         }
@@ -267,9 +258,7 @@ impl Tracked {
                         cleared.remove(&key);
                         dropped += 1;
                     }
-                    None => {
-                        rest.insert(key_of(&last), last);
-                    }
+                    None => rest.put([last]),
                 }
             }
             if !rest.is_empty() && cleared.len() >= (cap / 10).max(1) {
@@ -280,7 +269,7 @@ impl Tracked {
                 dropped += gone.len() as u32;
             }
             while list.len() < cap {
-                let Some((_, next)) = rest.pop_first() else { break };
+                let Some(next) = rest.pop_first() else { break };
                 list.push(next);
             }
             moved = true;
@@ -307,14 +296,6 @@ fn key_of(alarm: &AlarmRef) -> AlarmKey {
 
 fn key_ref(key: &AlarmKey) -> (&str, &str, &str) {
     (&key.0, &key.1, &key.2)
-}
-
-/// A shared empty string, to bound look-ups by resource.
-fn empty_text() -> Arc<str> {
-    thread_local! {
-        static EMPTY: Arc<str> = Arc::from("");
-    }
-    EMPTY.with(Arc::clone)
 }
 
 /// Names the root just inserted at `at` in `t.roots` among the incident's root causes,
@@ -1280,7 +1261,7 @@ impl IncidentBook {
                 (SYMPTOM_LIST, "symptom", &t.incident.symptom_alarms, &t.symptoms, t.incident.omitted.symptom_alarms),
             ] {
                 let rest = &t.rest[which];
-                let whole: Vec<AlarmRef> = list.iter().chain(rest.values()).cloned().collect();
+                let whole: Vec<AlarmRef> = list.iter().chain(rest.iter()).cloned().collect();
                 let set: BTreeSet<CiIdx> = set.iter().copied().filter(|&ci| current(ci)).collect();
                 let kept = settled(&whole);
                 let expected = merge_alarms(&kept, &set, topology, impact, EpochMillis::MIN);
@@ -1296,7 +1277,7 @@ impl IncidentBook {
                 if list.len() > cap || (!rest.is_empty() && list.len() < cap) {
                     return Err(format!("{id}: {what} list of {} entries, {} waiting", list.len(), rest.len()));
                 }
-                if rest.values().any(|a| a.cleared_at.is_some()) {
+                if rest.iter().any(|a| a.cleared_at.is_some()) {
                     return Err(format!("{id}: a cleared {what} alarm waits past the list"));
                 }
                 if omitted as usize != rest.len() {
@@ -1851,7 +1832,7 @@ impl IncidentBook {
             totals.registered_roots += t.registered_roots.len();
             totals.symptoms += t.symptoms.len();
             totals.stale += t.stale.len();
-            totals.waiting += t.rest.iter().map(BTreeMap::len).sum::<usize>();
+            totals.waiting += t.rest.iter().map(Waiting::len).sum::<usize>();
         }
         totals
     }

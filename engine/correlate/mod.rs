@@ -21,6 +21,7 @@ pub mod incidents;
 pub mod priority;
 pub mod roots;
 pub mod sizes;
+mod waiting;
 
 pub use correlator::{Correlator, CorrelatorConfig, Outcome, ResyncOutcome, Stats};
 pub use incidents::CoreError;
