@@ -159,9 +159,9 @@ pub fn run(options: &SoakOptions, out: &mut impl Write) -> anyhow::Result<SoakRe
     let mut samples: Vec<Sample> = Vec::new();
     let mut records = 0u64;
     let mut alarms = 0u64;
-    let end = START + duration;
+    let end = START.saturating_add(duration);
     let mut next_commit = START + COMMIT_INTERVAL;
-    let mut next_sample = START + sample_every;
+    let mut next_sample = START.saturating_add(sample_every);
     let started = Instant::now();
     let mut last_row = (started, 0u64);
     write_header(out)?;

@@ -314,7 +314,9 @@ impl AlarmStage {
                 continue;
             }
             let held = self.cleared.entry(resource.clone()).or_default();
-            if held.iter().any(|c| c.names(&clear.alarm_type, &clear.qualifier)) {
+            if held.len() >= MAX_ALARMS_PER_RESOURCE
+                || held.iter().any(|c| c.names(&clear.alarm_type, &clear.qualifier))
+            {
                 continue;
             }
             order.push((clear.until, (resource, clear.alarm_type.clone(), clear.qualifier.clone())));
@@ -431,8 +433,20 @@ impl AlarmStage {
         };
         self.mark_dirty(&resource);
         let clears = self.cleared.entry(resource.clone()).or_default();
-        match clears.iter_mut().find(|c| c.names(&alarm_type, &qualifier)) {
-            Some(held) => *held = remembered,
+        let held = clears.iter().position(|c| c.names(&alarm_type, &qualifier));
+        match held {
+            Some(at) => clears[at] = remembered,
+            None if clears.len() >= MAX_ALARMS_PER_RESOURCE => {
+                // A resource remembers as many clears as it holds alarms: the one it
+                // remembered first makes room (its entry in the queue is skipped later).
+                let oldest = (0..clears.len()).min_by(|&a, &b| {
+                    let (a, b) = (&clears[a], &clears[b]);
+                    (a.until, &a.alarm_type, &a.qualifier).cmp(&(b.until, &b.alarm_type, &b.qualifier))
+                });
+                if let Some(oldest) = oldest {
+                    clears[oldest] = remembered;
+                }
+            }
             None => {
                 clears.push(remembered);
                 self.remembered += 1;
@@ -459,12 +473,17 @@ impl AlarmStage {
         self.mark_dirty(&resource);
     }
 
-    /// Applies one notification at stream time `now`; returns what it did and, when the
-    /// resource's active alarms changed, the update for the impact stage.
-    pub fn apply(&mut self, alarm: &Alarm, now: EpochMillis) -> (AlarmOutcome, Option<ResourceUpdate>) {
+    /// Forgets the clears remembered until `now` or before.
+    pub fn forget_expired(&mut self, now: EpochMillis) {
         while self.cleared_order.front().is_some_and(|(until, _)| *until <= now) {
             self.forget_front();
         }
+    }
+
+    /// Applies one notification at stream time `now`; returns what it did and, when the
+    /// resource's active alarms changed, the update for the impact stage.
+    pub fn apply(&mut self, alarm: &Alarm, now: EpochMillis) -> (AlarmOutcome, Option<ResourceUpdate>) {
+        self.forget_expired(now);
         let source = self.sources.intern(&alarm.source_system, &self.policy.max_age);
         let Some((key, entry)) = self.resources.get_key_value_mut(alarm.resource.as_str()) else {
             if alarm.cleared {
@@ -959,6 +978,23 @@ mod tests {
         assert_eq!(stage.active_alarms("port-1").len(), MAX_ALARMS_PER_RESOURCE);
         let repeat = Alarm { qualifier: "ch-7".into(), ..Alarm::raise("port-1", "LOS", Severity::Major, 5) };
         assert_eq!(stage.apply(&repeat, 5).0, AlarmOutcome::Repeated, "alarms it holds still repeat");
+    }
+
+    #[test]
+    fn a_resource_remembers_as_many_clears_as_it_holds_alarms() {
+        let mut stage = AlarmStage::default();
+        let clear =
+            |i: usize| Alarm { qualifier: format!("alarm-{i}"), ..Alarm::clear("gnb-1", "LOS", 1_000 + i as i64) };
+        for i in 0..=MAX_ALARMS_PER_RESOURCE {
+            stage.apply(&clear(i), 1_000 + i as i64);
+        }
+        assert_eq!(stage.remembered_clears(), MAX_ALARMS_PER_RESOURCE);
+        let late =
+            |i: usize| Alarm { qualifier: format!("alarm-{i}"), ..Alarm::raise("gnb-1", "LOS", Severity::Major, 0) };
+        assert_eq!(stage.apply(&late(0), 3_000).0, AlarmOutcome::Raised, "the first clear made room");
+        assert_eq!(stage.apply(&late(MAX_ALARMS_PER_RESOURCE), 3_000).0, AlarmOutcome::Stale);
+        let written = stage.take_dirty();
+        assert_eq!(written[0].clears.len(), MAX_ALARMS_PER_RESOURCE, "a record of a bounded size");
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl Correlator {
     fn advance(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) -> EpochMillis {
         if now > self.clock {
             self.clock = now;
+            self.alarms.forget_expired(now);
             self.incidents.tick(&self.impact, now, out);
             if self.alarms.ageing_due(now) {
                 let aged = self.alarms.aged(now);

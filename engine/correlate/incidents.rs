@@ -199,14 +199,19 @@ impl Tracked {
             Some(boundary) => alarms.into_iter().partition(|a| a.identity() <= key_ref(boundary)),
             None => (alarms, Vec::new()),
         };
+        // Symptom alarms newly listed: one walk, both lists being in identity order.
         let mut gained = 0;
-        if new > 0 {
+        if new > 0 && which == SYMPTOM_LIST {
             let before = &list[range.clone()];
-            gained = listed_part
-                .iter()
-                .filter(|a| a.cleared_at.is_none() && !before.iter().any(|b| b.identity() == a.identity()))
-                .filter(|a| !waiting.iter().any(|w| w.identity() == a.identity()))
-                .count();
+            let mut at = 0;
+            for alarm in &listed_part {
+                while before.get(at).is_some_and(|b| b.identity() < alarm.identity()) {
+                    at += 1;
+                }
+                let listed_before = before.get(at).is_some_and(|b| b.identity() == alarm.identity());
+                let waited = waiting.binary_search_by(|w| w.identity().cmp(&alarm.identity())).is_ok();
+                gained += usize::from(alarm.cleared_at.is_none() && !listed_before && !waited);
+            }
         }
         // One that cleared past the listed part was never listed: it goes.
         rest.put(past.into_iter().filter(|a| a.cleared_at.is_none()));

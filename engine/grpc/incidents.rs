@@ -75,7 +75,9 @@ fn resolved_by(incident: &Incident, by: &str) -> bool {
         e.text
             .strip_prefix("resolved by ")
             .and_then(|t| t.strip_prefix(by))
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', ' ']))
+            // What the core writes after the name: nothing, the reason, or the forced note
+            // (so `alice` is not taken for `alice smith`).
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(": ") || rest.starts_with(" (forced: "))
     })
 }
 

@@ -142,6 +142,24 @@ pub fn encode<'a>(
                     super::output::fitted(&record.incident, room, &mut smaller, proto::encode::incident);
                     value.clear();
                     proto::encode::incident_record(record, &smaller, &mut value);
+                    // The bookkeeping alone too large (tens of thousands of roots or
+                    // services): cut its lists by halves until the record fits. A restore
+                    // from it then knows only part of them; never a record the producer
+                    // refuses.
+                    let mut cut = record.clone();
+                    while key.len() + value.len() > max_record_bytes {
+                        if !halve_bookkeeping(&mut cut) {
+                            break;
+                        }
+                        tracing::error!(
+                            incident = %id,
+                            roots = cut.roots.len(),
+                            services = cut.services.len(),
+                            "incident record too large for a changelog record even trimmed; keeping part of its bookkeeping"
+                        );
+                        value.clear();
+                        proto::encode::incident_record(&cut, &smaller, &mut value);
+                    }
                 }
                 emit(&key, Some(&value));
             }
@@ -150,6 +168,31 @@ pub fn encode<'a>(
     value.clear();
     meta_to_proto(&changes.meta).encode(&mut value).expect("a Vec grows as needed");
     emit(META, Some(&value));
+}
+
+/// Halves every list of an incident record's bookkeeping; false when they are all empty.
+fn halve_bookkeeping(record: &mut IncidentRecord) -> bool {
+    let r = record;
+    let lengths = [
+        r.roots.len(),
+        r.registered_roots.len(),
+        r.services.len(),
+        r.symptoms.len(),
+        r.owned_services.len(),
+        r.owned_symptoms.len(),
+    ];
+    if lengths.iter().all(|&n| n == 0) {
+        return false;
+    }
+    r.roots.truncate(r.roots.len() / 2);
+    r.root_registration.truncate(r.roots.len());
+    r.registered_roots.truncate(r.registered_roots.len() / 2);
+    r.weak_roots.retain(|w| r.registered_roots.contains(w));
+    r.services.truncate(r.services.len() / 2);
+    r.symptoms.truncate(r.symptoms.len() / 2);
+    r.owned_services.truncate(r.owned_services.len() / 2);
+    r.owned_symptoms.truncate(r.owned_symptoms.len() / 2);
+    true
 }
 
 /// Folds one record into `snapshot`, as compaction would: the latest value of a key wins.
@@ -512,6 +555,47 @@ mod tests {
         assert_eq!(read_back, expected);
         assert!(!expected.incidents.is_empty() && expected.resources.contains_key("unknown-box"));
         assert_eq!(expected.meta.stats.alarms_in, steps.len() as u64);
+    }
+
+    /// An incident whose bookkeeping alone passes the record limit (a national outage: 100,000
+    /// roots and as many services) is still written within it, never refused by the producer.
+    #[test]
+    fn an_incident_record_never_passes_the_limit() {
+        use crate::correlate::changelog::{CoreChanges, IncidentRecord};
+        use crate::model::incident::{Incident, IncidentId};
+        use crate::model::state::State;
+        let names =
+            |prefix: &str| (0..100_000).map(|i| Arc::from(format!("{prefix}-{i:08}"))).collect::<Vec<Arc<str>>>();
+        let roots = names("national-port");
+        let record = IncidentRecord {
+            incident: Arc::new(Incident::new(IncidentId(9), 0)),
+            root_registration: vec![1; roots.len()],
+            roots,
+            registered_roots: Vec::new(),
+            weak_roots: Vec::new(),
+            services: names("national-service").into_iter().map(|s| (s, State::Down)).collect(),
+            symptoms: Vec::new(),
+            owned_services: names("national-service"),
+            owned_symptoms: Vec::new(),
+            restored_since: None,
+        };
+        let changes = CoreChanges { incidents: vec![(IncidentId(9), Some(record))], ..CoreChanges::default() };
+        let limit = 1_000_000;
+        let mut snapshot = CoreSnapshot::default();
+        let told = std::cell::Cell::new(false);
+        encode(
+            &changes,
+            limit,
+            |_| None,
+            |_, _| told.set(true),
+            |key, value| {
+                assert!(key.len() + value.map_or(0, <[u8]>::len) <= limit, "{key}: a record over the limit");
+                fold(&mut snapshot, key.as_bytes(), value).unwrap();
+            },
+        );
+        assert!(told.get(), "the trimming is told");
+        let kept = &snapshot.incidents[&IncidentId(9)];
+        assert!(kept.roots.len() > 1_000 && kept.roots.len() < 100_000, "{} roots kept", kept.roots.len());
     }
 
     #[test]
