@@ -195,9 +195,14 @@ impl Tracked {
             return None;
         };
         // What goes to the incident's list, and what waits past it.
-        let (listed_part, past): (Vec<AlarmRef>, Vec<AlarmRef>) = match boundary {
-            Some(boundary) => alarms.into_iter().partition(|a| a.identity() <= key_ref(boundary)),
-            None => (alarms, Vec::new()),
+        // (`alarms` is in identity order: a split, not a partition.)
+        let mut listed_part = alarms;
+        let past = match boundary {
+            Some(boundary) => {
+                let split = listed_part.partition_point(|a| a.identity() <= key_ref(boundary));
+                if split == 0 { std::mem::take(&mut listed_part) } else { listed_part.split_off(split) }
+            }
+            None => Vec::new(),
         };
         // Symptom alarms newly listed: one walk, both lists being in identity order.
         let mut gained = 0;
