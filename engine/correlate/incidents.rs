@@ -1144,16 +1144,30 @@ impl IncidentBook {
         now: EpochMillis,
         out: &mut Vec<IncidentChange>,
     ) {
-        let topology = impact.topology().clone();
-        let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
         services.sort_unstable();
         services.dedup();
-        for service in services {
-            let was = impact.state(service).effective;
-            if self.service_owner(service).is_none() && !was.is_up() {
-                let change = Change { ci: service, was, gained: &[], lost: &[] };
-                self.follow_service(&topology, impact, change, now, &mut kinds);
-            }
+        let unfollowed = services
+            .into_iter()
+            .map(|service| (service, impact.state(service).effective))
+            .filter(|&(service, was)| self.service_owner(service).is_none() && !was.is_up())
+            .collect();
+        self.follow_as_changed(impact, unfollowed, now, out);
+    }
+
+    /// Follows `services`, each with the state it is taken to have had, as if they had
+    /// just changed; publishes what that does to their incidents.
+    fn follow_as_changed(
+        &mut self,
+        impact: &ImpactStage,
+        services: Vec<(CiIdx, State)>,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) {
+        let topology = impact.topology().clone();
+        let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
+        for (service, was) in services {
+            let change = Change { ci: service, was, gained: &[], lost: &[] };
+            self.follow_service(&topology, impact, change, now, &mut kinds);
         }
         for (id, touched) in kinds {
             if let Some(change) = self.refresh(&topology, impact, id, touched, now) {
@@ -1188,19 +1202,8 @@ impl IncidentBook {
                 None => {}
             }
         }
-        if services.is_empty() {
-            return;
-        }
-        let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
-        for (service, was) in services {
-            let change = Change { ci: service, was, gained: &[], lost: &[] };
-            self.follow_service(&topology, impact, change, now, &mut kinds);
-        }
-        for (id, touched) in kinds {
-            if let Some(change) = self.refresh(&topology, impact, id, touched, now) {
-                self.dirty.insert(id);
-                out.push(change);
-            }
+        if !services.is_empty() {
+            self.follow_as_changed(impact, services, now, out);
         }
     }
 
