@@ -310,12 +310,6 @@ pub struct Omitted {
     pub cleared_alarms: u32,
 }
 
-impl Omitted {
-    pub fn is_empty(&self) -> bool {
-        *self == Omitted::default()
-    }
-}
-
 /// One incident: a root-cause group and everything it impacts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incident {
