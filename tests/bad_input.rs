@@ -354,3 +354,63 @@ async fn one_poison_message_ten_thousand_times() {
     }
     rig.stop().await;
 }
+
+/// One alarm's lifecycle as an element manager sends it, in JSON and in protobuf: a raise,
+/// a severity change and a clear sharing one notification id with increasing sequences.
+/// The change applies (the port goes from degraded to down), the same notification sent
+/// again is a retransmission, an older one is stale and undoes nothing, the clear clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_under_one_notification_id_applies_in_order_in_json_and_protobuf() {
+    let rig = Rig::start().await;
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", rig.engine.grpc_addr())).await.unwrap();
+    let notification = |port: &str, severity: Option<Severity>, sequence: u64| {
+        let mut alarm = match severity {
+            Some(severity) => Alarm::raise(port, "LOS", severity, 1_795_168_800_000 + sequence as i64),
+            None => Alarm::clear(port, "LOS", 1_795_168_800_000 + sequence as i64),
+        };
+        alarm.notification_id = format!("{port}/LOS");
+        alarm.sequence = sequence;
+        alarm
+    };
+    let json = |alarm: &Alarm| {
+        let severity =
+            if alarm.cleared { "cleared".to_owned() } else { format!("{:?}", alarm.severity).to_lowercase() };
+        json_alarm(&format!(
+            r#""resource":"{}","alarm_type":"LOS","severity":"{severity}","notification_id":"{}","sequence":{}"#,
+            alarm.resource, alarm.notification_id, alarm.sequence
+        ))
+    };
+    let protobuf = |alarm: &Alarm| proto::alarm_to_proto(alarm).encode_to_vec();
+    let formats: [(&str, &str, &dyn Fn(&Alarm) -> Vec<u8>); 2] =
+        [(JSON_TOPIC, "par-r1/1/1", &json), ("faultline.alarms", "par-r1/2/1", &protobuf)];
+    for (round, (topic, port, encode)) in formats.into_iter().enumerate() {
+        let sent = |n: u64| 5 * round as u64 + n;
+        for (severity, sequence) in [(Some(Severity::Minor), 1), (Some(Severity::Critical), 2)] {
+            rig.send(topic, port, &encode(&notification(port, severity, sequence))).await;
+        }
+        // Sent again, and an older one late.
+        rig.send(topic, port, &encode(&notification(port, Some(Severity::Critical), 2))).await;
+        rig.send(topic, port, &encode(&notification(port, Some(Severity::Minor), 1))).await;
+        let stats = rig.until(|s| s.alarms_in == sent(4)).await;
+        let n = round as u64 + 1;
+        assert_eq!(
+            (stats.raised, stats.severity_changes, stats.duplicate_notifications, stats.stale),
+            (n, n, n, n),
+            "{topic}: raised, changed, a retransmission, a stale one"
+        );
+        let ci = topology.get_ci(v1::GetCiRequest { id: port.to_string() }).await.unwrap().into_inner();
+        assert_eq!(ci.own_state, v1::ServiceState::Down as i32, "{topic}: the change to critical took the port down");
+        assert_eq!(
+            ci.active_alarms[0].severity,
+            v1::Severity::Critical as i32,
+            "{topic}: not lowered by the stale one"
+        );
+        rig.send(topic, port, &encode(&notification(port, None, 3))).await;
+        let stats = rig.until(|s| s.alarms_in == sent(5)).await;
+        assert_eq!(stats.cleared, n, "{topic}: the clear applied");
+        let ci = topology.get_ci(v1::GetCiRequest { id: port.to_string() }).await.unwrap().into_inner();
+        assert!(ci.active_alarms.is_empty(), "{topic}: cleared");
+    }
+    rig.still_flows(JSON_TOPIC).await;
+    rig.stop().await;
+}
