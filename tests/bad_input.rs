@@ -381,7 +381,8 @@ async fn a_lifecycle_under_one_notification_id_applies_in_order_in_json_and_prot
         ))
     };
     let protobuf = |alarm: &Alarm| proto::alarm_to_proto(alarm).encode_to_vec();
-    let formats: [(&str, &str, &dyn Fn(&Alarm) -> Vec<u8>); 2] =
+    type Encode<'a> = &'a dyn Fn(&Alarm) -> Vec<u8>;
+    let formats: [(&str, &str, Encode<'_>); 2] =
         [(JSON_TOPIC, "par-r1/1/1", &json), ("faultline.alarms", "par-r1/2/1", &protobuf)];
     for (round, (topic, port, encode)) in formats.into_iter().enumerate() {
         let sent = |n: u64| 5 * round as u64 + n;
