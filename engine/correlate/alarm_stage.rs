@@ -22,7 +22,7 @@ use sources::{Ageing, Sources};
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, AlarmRef, Severity};
 use crate::model::state::{Effect, State};
-use crate::model::topology::{CiIdx, Topology};
+use crate::model::topology::{Applied, CiIdx, Topology};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -286,6 +286,39 @@ impl AlarmStage {
     /// An alarm stage whose updates say where each resource sits in `topology`.
     pub fn with_topology(policy: AlarmPolicy, topology: Arc<Topology>) -> AlarmStage {
         AlarmStage { topology: Some(topology), ..AlarmStage::new(policy) }
+    }
+
+    /// Lets go of the stage's topology, for its owner to change it.
+    pub(super) fn release_topology(&mut self) {
+        self.topology = None;
+    }
+
+    /// Follows a batch `topology` has just applied (and takes it as the stage's): the
+    /// resources of deleted CIs are unknown from now on, those of CIs added (or back) are
+    /// known. Returns the latter's updates, for the impact stage to take their alarms.
+    pub(super) fn relocate(&mut self, topology: Arc<Topology>, applied: &Applied) -> Vec<ResourceUpdate> {
+        for &idx in &applied.deleted {
+            if let Some(entry) = self.resources.get_mut(&*topology.ci(idx).id)
+                && entry.ci.take().is_some()
+            {
+                self.unmapped += 1;
+            }
+        }
+        let mut updates = Vec::new();
+        for &idx in &applied.added {
+            let Some((key, entry)) = self.resources.get_key_value_mut(&*topology.ci(idx).id) else { continue };
+            if entry.ci.replace(idx).is_none() {
+                self.unmapped -= 1;
+            }
+            updates.push(ResourceUpdate {
+                resource: key.clone(),
+                own_state: own_state(&entry.alarms),
+                alarms: entry.alarms.iter().map(|a| a.alarm.clone()).collect(),
+                ci: Some(idx),
+            });
+        }
+        self.topology = Some(topology);
+        updates
     }
 
     fn locate(&self, resource: &str) -> Option<CiIdx> {

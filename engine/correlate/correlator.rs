@@ -10,7 +10,7 @@ use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, Resync};
 use crate::model::incident::{Incident, IncidentChange, IncidentId, TimelineKind};
-use crate::model::topology::{CiIdx, Topology};
+use crate::model::topology::{Applied, CiChange, CiIdx, Topology, TopologyError};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
@@ -95,7 +95,7 @@ impl Correlator {
     pub fn new(topology: Arc<Topology>, config: CorrelatorConfig) -> Correlator {
         Correlator {
             alarms: AlarmStage::with_topology(config.alarms, topology.clone()),
-            incidents: IncidentBook::new(config.incidents, topology.len()),
+            incidents: IncidentBook::new(config.incidents, topology.slots()),
             impact: ImpactStage::new(topology),
             stats: Stats::default(),
             changed: Changes::default(),
@@ -322,6 +322,36 @@ impl Correlator {
             Landed::Mapped(_) => self.incidents.on_changes(&self.impact, &self.changed, now, out),
         }
         landed
+    }
+
+    /// Applies a batch of topology changes at `now`, all or nothing (see
+    /// [`Topology::apply`]), and follows it: alarms of deleted CIs become unmapped, those
+    /// of CIs added come to them, impact is evaluated again where the batch touched the
+    /// graph and propagated from there, and incidents follow as they do for alarms.
+    pub fn apply_topology(
+        &mut self,
+        batch: Vec<CiChange>,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) -> Result<Applied, TopologyError> {
+        let now = self.advance(now, out);
+        // The alarm stage's share let go of, the topology changes in place, never copied
+        // (unless someone outside the core still holds it).
+        self.alarms.release_topology();
+        let result = Arc::make_mut(self.impact.topology_mut()).apply(batch);
+        let topology = self.impact.topology().clone();
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(error) => {
+                self.alarms.relocate(topology, &Applied::default());
+                return Err(error);
+            }
+        };
+        let attached = self.alarms.relocate(topology, &applied);
+        self.changed.clear();
+        self.impact.follow_topology(&applied, attached, &mut self.changed);
+        self.incidents.on_topology(&self.impact, &self.changed, &applied, now, out);
+        Ok(applied)
     }
 
     /// Advances the clock to `now` with no input (a quiet network), firing due timers.

@@ -14,7 +14,7 @@ use super::alarm_stage::ResourceUpdate;
 use super::roots::{Entry, LargeSets, Roots, Transition};
 use crate::model::alarm::AlarmRef;
 use crate::model::state::State;
-use crate::model::topology::{CiClass, CiIdx, Rule, Topology};
+use crate::model::topology::{Applied, CiClass, CiIdx, Rule, Topology};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -230,7 +230,7 @@ fn count_slot(counts: &mut (u32, u32), state: State) -> Option<&mut u32> {
 
 impl ImpactStage {
     pub fn new(topology: Arc<Topology>) -> ImpactStage {
-        let n = topology.len();
+        let n = topology.slots();
         let mut states = vec![CiState::default(); n];
         let mut wide_counts = FxHashMap::default();
         for (idx, state) in states.iter_mut().enumerate() {
@@ -262,9 +262,171 @@ impl ImpactStage {
 
     /// The root causes that explain the CI's state, sorted; empty when it is up.
     pub fn roots(&self, idx: CiIdx) -> Roots<'_> {
+        debug_assert_eq!(
+            self.states[idx as usize].counts.root(),
+            self.states[idx as usize].own > self.dependency_state(idx)
+        );
+        self.recorded_roots(idx)
+    }
+
+    /// The roots the CI's state records, whether or not they still follow from its alarms
+    /// and dependencies (a topology change sets them anew).
+    fn recorded_roots(&self, idx: CiIdx) -> Roots<'_> {
         let state = &self.states[idx as usize];
-        debug_assert_eq!(state.counts.root(), state.own > self.dependency_state(idx));
         Roots::new(state.counts.root().then_some(idx), self.large.get(idx, &state.inherited))
+    }
+
+    pub(super) fn topology_mut(&mut self) -> &mut Arc<Topology> {
+        &mut self.topology
+    }
+
+    /// Follows a batch the topology has just applied: the alarms of deleted CIs go to the
+    /// unmapped resources, those of CIs (back) in the topology (`attached`, from the alarm
+    /// stage) come to them; then every CI the batch added, changed or deleted is
+    /// evaluated anew from its dependencies as they are now, in rank order, and what moved
+    /// propagates to the CIs above as an alarm's change does. Only the CIs the batch
+    /// touched and those their moves reach are evaluated.
+    pub fn follow_topology(&mut self, applied: &Applied, attached: Vec<ResourceUpdate>, changes: &mut Changes) {
+        let n = self.topology.slots();
+        self.states.resize_with(n, CiState::default);
+        self.queued.resize(n, false);
+        for &idx in &applied.deleted {
+            let state = &mut self.states[idx as usize];
+            state.own = State::Up;
+            let alarms = std::mem::take(&mut state.alarms);
+            if !alarms.is_empty() {
+                self.unmapped.insert(self.topology.ci(idx).id.clone(), alarms);
+            }
+        }
+        for update in attached {
+            let Some(idx) = update.ci else { continue };
+            self.unmapped.remove(&update.resource);
+            let state = &mut self.states[idx as usize];
+            state.own = update.own_state;
+            state.alarms = update.alarms;
+        }
+        let mut touched: Vec<CiIdx> =
+            applied.added.iter().chain(&applied.changed).chain(&applied.deleted).copied().collect();
+        touched.sort_unstable();
+        touched.dedup();
+        if touched.is_empty() {
+            return;
+        }
+        let anew: FxHashSet<CiIdx> = touched.iter().copied().collect();
+        let mut rank = usize::MAX;
+        for &idx in &touched {
+            self.enqueue(idx);
+            rank = rank.min(self.topology.rank(idx) as usize);
+        }
+        let (mut gained, mut lost) = std::mem::take(&mut self.roots_buffers);
+        while rank < self.ranks.len() {
+            let mut taken = std::mem::take(&mut self.ranks[rank]);
+            taken.sort_unstable();
+            let mut pending = std::mem::take(&mut self.pending[rank]);
+            pending.states.sort_unstable_by_key(|p| p.0);
+            pending.roots.sort_unstable_by_key(|p| (p.0, p.1));
+            let (mut states, mut roots) = (&pending.states[..], &pending.roots[..]);
+            for &idx in &taken {
+                self.queued[idx as usize] = false;
+                let ci_states = take_run(&mut states, idx, |p| p.0);
+                let ci_roots = take_run(&mut roots, idx, |p| p.0);
+                let was = self.states[idx as usize].effective;
+                let buffers = (&mut gained, &mut lost);
+                let moved = if anew.contains(&idx) {
+                    self.evaluate_anew(idx, was, buffers, changes)
+                } else {
+                    let own = self.states[idx as usize].own;
+                    self.recompute(idx, own, CiIdx::MAX, ci_states, ci_roots, was, buffers, changes)
+                };
+                if moved {
+                    self.tell_dependents(idx, was, changes);
+                }
+            }
+            pending.states.clear();
+            pending.roots.clear();
+            self.pending[rank] = pending;
+            taken.clear();
+            self.ranks[rank] = taken;
+            rank += 1;
+        }
+        self.roots_buffers = (gained, lost);
+    }
+
+    /// Evaluates a CI from its own alarms and its dependencies' states and roots alone
+    /// (what it recorded before is only compared with); pushes it to `changes` if it
+    /// moved. True when it moved.
+    fn evaluate_anew(
+        &mut self,
+        idx: CiIdx,
+        was: State,
+        (gained, lost): (&mut Vec<CiIdx>, &mut Vec<CiIdx>),
+        changes: &mut Changes,
+    ) -> bool {
+        let before: Vec<CiIdx> = self.recorded_roots(idx).iter().collect();
+        let deps = self.topology.dependencies(idx);
+        let (mut down, mut degraded) = (0u32, 0u32);
+        let mut inherited: Vec<CiIdx> = Vec::new();
+        for &d in deps {
+            match self.states[d as usize].effective {
+                State::Down => down += 1,
+                State::Degraded => degraded += 1,
+                State::Up => {}
+            }
+            inherited.extend(self.roots(d).iter());
+        }
+        inherited.sort_unstable();
+        let mut entries: Vec<Entry> = Vec::new();
+        for root in inherited {
+            match entries.last_mut() {
+                Some(last) if last.0 == root => last.1 += 1,
+                _ => entries.push((root, 1)),
+            }
+        }
+        let rule = self.topology.ci(idx).rule;
+        let wide = deps.len() >= PACKED_MAX as usize;
+        let deps = deps.len();
+        let state = &mut self.states[idx as usize];
+        self.large.replace(idx, &mut state.inherited, entries);
+        match (wide, self.wide_counts.contains_key(&idx)) {
+            (true, _) => {
+                state.counts.set(WIDE, 0);
+                self.wide_counts.insert(idx, (down, degraded));
+            }
+            (false, true) => {
+                self.wide_counts.remove(&idx);
+                state.counts.set(down, degraded);
+            }
+            (false, false) => state.counts.set(down, degraded),
+        }
+        let from_deps = rule_state(rule, deps, down, degraded);
+        let effective = state.own.max(from_deps);
+        state.effective = effective;
+        let root = state.own > from_deps;
+        state.counts.set_root(root);
+
+        gained.clear();
+        lost.clear();
+        let mut before = before.into_iter().peekable();
+        for now in self.recorded_roots(idx).iter() {
+            while let Some(old) = before.next_if(|&old| old < now) {
+                lost.push(old);
+            }
+            if before.next_if_eq(&now).is_none() {
+                gained.push(now);
+            }
+        }
+        lost.extend(before);
+        let moved = effective != was || !gained.is_empty() || !lost.is_empty();
+        if moved {
+            changes.push(idx, was);
+            for &root in gained.iter() {
+                changes.push_gained(root);
+            }
+            for &root in lost.iter() {
+                changes.push_lost(root);
+            }
+        }
+        moved
     }
 
     /// Failed by its own alarms and not explained by its dependencies.

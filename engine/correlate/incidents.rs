@@ -15,7 +15,7 @@ use crate::model::incident::{
     Acknowledgement, ChangeKind, Incident, IncidentChange, IncidentId, IncidentState, Note, TimelineEntry, TimelineKind,
 };
 use crate::model::state::State;
-use crate::model::topology::{CiIdx, Topology};
+use crate::model::topology::{Applied, CiIdx, Topology};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -480,8 +480,95 @@ impl IncidentBook {
         now: EpochMillis,
         out: &mut Vec<IncidentChange>,
     ) {
+        self.follow_changes(impact, changes, BTreeMap::new(), now, out);
+    }
+
+    /// Follows a topology batch: incidents listing a service or customer it changed list
+    /// them as they now are; the CIs it deleted that an incident follows as impacted
+    /// services leave it (its timeline says so); then the CIs the impact stage reports as
+    /// changed are followed, as for an alarm.
+    pub(super) fn on_topology(
+        &mut self,
+        impact: &ImpactStage,
+        changes: &Changes,
+        applied: &Applied,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) {
         let topology = impact.topology().clone();
+        self.by_service.resize(topology.slots(), 0);
         let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
+        let changed: FxHashSet<CiIdx> =
+            applied.changed.iter().chain(&applied.deleted).chain(&applied.added).copied().collect();
+        if !changed.is_empty() {
+            for (&id, t) in self.incidents.iter_mut() {
+                let names_changed = t.services.iter().any(|(service, _)| {
+                    changed.contains(&service) || topology.ci(service).customer.is_some_and(|c| changed.contains(&c))
+                });
+                if names_changed {
+                    // Its lists are written again in full at its refresh, names and
+                    // customers as the topology now gives them.
+                    let services: Vec<(CiIdx, State)> = t.services.iter().collect();
+                    t.services = Impacted::restore(services, &topology);
+                    t.titled = None;
+                    touch(&mut kinds, id).services = true;
+                    self.dirty.insert(id);
+                }
+            }
+        }
+        // A root renamed: the titles naming it are written again.
+        for &ci in &applied.changed {
+            for &id in self.members.get(&ci).into_iter().flatten() {
+                if let Some(t) = self.incidents.get_mut(&id)
+                    && find_root(&t.roots, ci).is_ok()
+                {
+                    t.titled = None;
+                    touch(&mut kinds, id).services = true;
+                }
+            }
+        }
+        // A CI deleted while an incident names it as a root or symptom: its alarms stay
+        // active, unmapped, and leave the incident's lists as if cleared.
+        for &ci in &applied.deleted {
+            for &id in self.members.get(&ci).into_iter().flatten() {
+                if let Some(t) = self.incidents.get_mut(&id) {
+                    push_timeline(
+                        &mut t.incident,
+                        &self.policy,
+                        now,
+                        TimelineKind::Impact,
+                        format_args!(
+                            "{} deleted from the topology: its alarms no longer count here",
+                            topology.ci(ci).id
+                        ),
+                    );
+                    touch(&mut kinds, id);
+                    self.dirty.insert(id);
+                }
+            }
+        }
+        for &ci in &applied.deleted {
+            let Some(id) = self.set_service_owner(ci, None) else { continue };
+            self.dirty.insert(id);
+            let Some(t) = self.incidents.get_mut(&id) else { continue };
+            if t.services.get(ci).is_some_and(|s| !s.is_up()) {
+                t.services.set(ci, State::Up, &topology);
+            }
+            push_service_entry(&mut t.incident, &self.policy, now, &topology.ci(ci).name, "deleted from the topology");
+            touch(&mut kinds, id).services = true;
+        }
+        self.follow_changes(impact, changes, kinds, now, out);
+    }
+
+    fn follow_changes(
+        &mut self,
+        impact: &ImpactStage,
+        changes: &Changes,
+        mut kinds: BTreeMap<IncidentId, Touch>,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) {
+        let topology = impact.topology().clone();
 
         self.follow_roots(impact, changes);
         for change in changes.iter() {
@@ -1265,7 +1352,7 @@ impl IncidentBook {
             // leaving out the CIs whose update waits for the incident's next refresh.
             let current = |ci: CiIdx| !t.stale.contains(&ci);
             let settled = |list: &[AlarmRef]| -> Vec<AlarmRef> {
-                list.iter().filter(|a| topology.lookup(&a.resource).is_none_or(current)).cloned().collect()
+                list.iter().filter(|a| topology.slot(&a.resource).is_none_or(current)).cloned().collect()
             };
             let roots: BTreeSet<CiIdx> = t.roots.iter().copied().collect();
             let cap = self.policy.max_alarms;
@@ -1742,7 +1829,7 @@ fn merge_alarms(
         if active.peek().is_some_and(|a| a.identity() == old.identity()) {
             continue;
         }
-        if topology.lookup(&old.resource).is_some_and(|ci| cis.contains(&ci)) {
+        if topology.slot(&old.resource).is_some_and(|ci| cis.contains(&ci)) {
             let mut gone = old.clone();
             gone.cleared_at = gone.cleared_at.or(Some(now));
             cleared.push(gone);

@@ -14,6 +14,7 @@
 use crate::model::topology::CiIdx;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry as MapEntry;
 use std::iter::Peekable;
 use thin_vec::ThinVec;
 
@@ -115,6 +116,20 @@ impl LargeSets {
         }
     }
 
+    /// Sets `ci`'s inherited roots whole (`entries` sorted by root, counts above zero): a
+    /// CI whose dependencies a topology change set anew.
+    pub(super) fn replace(&mut self, ci: CiIdx, small: &mut ThinVec<Entry>, entries: Vec<Entry>) {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0) && entries.iter().all(|e| e.1 > 0));
+        self.sets.remove(&ci);
+        *small = ThinVec::new();
+        if entries.len() > SMALL_MAX {
+            self.sets.insert(ci, entries.into_iter().collect());
+            small.push(MARKER);
+        } else {
+            small.extend(entries);
+        }
+    }
+
     /// CIs whose counts are held here; for tests.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
@@ -129,22 +144,25 @@ fn apply(count: u32, delta: i64) -> u32 {
 }
 
 fn adjust_map(set: &mut BTreeMap<CiIdx, u32>, root: CiIdx, delta: i64) -> Transition {
-    let before = set.get(&root).copied().unwrap_or(0);
-    let after = apply(before, delta);
-    match (before, after) {
-        (0, 0) => Transition::Kept,
-        (0, _) => {
-            set.insert(root, after);
-            Transition::Appeared
-        }
-        (_, 0) => {
-            set.remove(&root);
-            Transition::Vanished
-        }
-        _ => {
-            set.insert(root, after);
-            Transition::Kept
-        }
+    // One search, whatever the change: a national service's map holds thousands of roots.
+    match set.entry(root) {
+        MapEntry::Vacant(vacant) => match apply(0, delta) {
+            0 => Transition::Kept,
+            after => {
+                vacant.insert(after);
+                Transition::Appeared
+            }
+        },
+        MapEntry::Occupied(mut occupied) => match apply(*occupied.get(), delta) {
+            0 => {
+                occupied.remove();
+                Transition::Vanished
+            }
+            after => {
+                *occupied.get_mut() = after;
+                Transition::Kept
+            }
+        },
     }
 }
 

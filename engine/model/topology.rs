@@ -1,10 +1,12 @@
 //! The service dependency graph: configuration items (CIs), their `dependent → dependency`
-//! relations and impact rules. Built once from [`CiRecord`]s (the topology file format and
-//! the topology topic's value), validated, and then read-only; CIs are addressed by a dense
-//! index so that propagation walks vectors, not hash maps.
+//! relations and impact rules. Built from [`CiRecord`]s (the topology file format and the
+//! topology topic's value) and validated; then changed by batches of upserts and deletes
+//! ([`Topology::apply`]), each validated as a whole and applied all or nothing, each one
+//! version. CIs are addressed by a dense index (a slot) so that propagation walks vectors,
+//! not hash maps; a deleted CI keeps its slot, and its id, to come back to.
 
 use hashbrown::HashTable;
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -86,7 +88,7 @@ pub struct CiRecord {
 }
 
 /// A validated CI inside a [`Topology`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Ci {
     pub id: Arc<str>,
     pub class: CiClass,
@@ -95,12 +97,32 @@ pub struct Ci {
     pub customer: Option<CiIdx>,
     /// Effective tier: the CI's own, else its customer's.
     pub sla: Option<SlaTier>,
+    /// The CI's own tier, as its record gives it.
+    pub own_sla: Option<SlaTier>,
     pub incidents: bool,
+    /// False once deleted: the slot stays, with its id, for the CI to come back to.
+    pub present: bool,
     /// Boxed: most CIs have none, and an empty map would still take 24 bytes in each.
     pub attributes: Option<Box<BTreeMap<String, String>>>,
 }
 
 impl Ci {
+    /// A slot taken for an id before its CI is put there.
+    fn vacant(id: Arc<str>) -> Ci {
+        Ci {
+            name: id.clone(),
+            id,
+            class: CiClass::Device,
+            rule: Rule::Any,
+            customer: None,
+            sla: None,
+            own_sla: None,
+            incidents: false,
+            present: false,
+            attributes: None,
+        }
+    }
+
     pub fn attributes(&self) -> impl Iterator<Item = (&String, &String)> {
         self.attributes.iter().flat_map(|a| a.iter())
     }
@@ -114,6 +136,12 @@ pub enum TopologyError {
     UnknownDependency { ci: String, dependency: String },
     #[error("CI `{ci}` names unknown customer `{customer}`")]
     UnknownCustomer { ci: String, customer: String },
+    #[error("CI `{ci}` names `{customer}` as its customer, which is a {class:?} CI, not a customer")]
+    NotACustomer { ci: String, customer: String, class: CiClass },
+    #[error("CI `{ci}` cannot be deleted: `{dependent}` still depends on it")]
+    StillDependedOn { ci: String, dependent: String },
+    #[error("CI `{ci}` cannot be deleted or stop being a customer: service `{service}` still names it")]
+    StillCustomerOf { ci: String, service: String },
     #[error("CI `{ci}` has rule quorum {k} but only {deps} dependencies")]
     QuorumTooLarge { ci: String, k: u32, deps: usize },
     #[error("dependency cycle through CI `{0}`")]
@@ -124,42 +152,72 @@ pub enum TopologyError {
 
 /// Each CI's neighbours on one side of the relation, packed into one vector: CI `i`'s are
 /// `targets[offsets[i]..offsets[i + 1]]` (8 bytes a CI and 4 a relation, where a vector per
-/// CI would take 24 bytes a CI and an allocation each).
-#[derive(Debug, Default)]
+/// CI would take 24 bytes a CI and an allocation each). A list set since the vectors were
+/// packed is in `changed`, its slot's bit set in `moved`; the topology packs them again
+/// once they are many.
+#[derive(Clone, Debug, Default)]
 struct Adjacency {
     offsets: Vec<u32>,
     targets: Vec<CiIdx>,
+    changed: FxHashMap<CiIdx, Box<[CiIdx]>>,
+    moved: Vec<u64>,
 }
 
 impl Adjacency {
     fn of(&self, idx: CiIdx) -> &[CiIdx] {
         let i = idx as usize;
-        &self.targets[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+        if !self.changed.is_empty() && self.moved.get(i / 64).is_some_and(|word| word & (1 << (i % 64)) != 0) {
+            return self.changed.get(&idx).map_or(&[], |list| list);
+        }
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&start), Some(&end)) => &self.targets[start as usize..end as usize],
+            _ => &[],
+        }
     }
 
-    fn len(&self) -> usize {
-        self.offsets.len().saturating_sub(1)
+    fn set(&mut self, idx: CiIdx, list: Box<[CiIdx]>) {
+        let i = idx as usize;
+        if self.moved.len() <= i / 64 {
+            self.moved.resize(i / 64 + 1, 0);
+        }
+        self.moved[i / 64] |= 1 << (i % 64);
+        self.changed.insert(idx, list);
+    }
+
+    /// Packs every slot's list (of `slots`) into the vectors again.
+    fn pack(&mut self, slots: usize) {
+        let mut offsets = Vec::with_capacity(slots + 1);
+        let mut targets =
+            Vec::with_capacity(self.targets.len() + self.changed.values().map(|l| l.len()).sum::<usize>());
+        offsets.push(0);
+        for i in 0..slots {
+            targets.extend_from_slice(self.of(i as CiIdx));
+            offsets.push(targets.len() as u32);
+        }
+        targets.shrink_to_fit();
+        *self = Adjacency { offsets, targets, changed: FxHashMap::default(), moved: Vec::new() };
     }
 
     /// The same relations seen from the other side, each list in increasing CI order.
-    fn reversed(&self) -> Adjacency {
-        let n = self.len();
-        let mut offsets = vec![0u32; n + 1];
-        for &t in &self.targets {
-            offsets[t as usize + 1] += 1;
+    fn reversed(&self, slots: usize) -> Adjacency {
+        let mut offsets = vec![0u32; slots + 1];
+        for i in 0..slots {
+            for &t in self.of(i as CiIdx) {
+                offsets[t as usize + 1] += 1;
+            }
         }
-        for i in 0..n {
+        for i in 0..slots {
             offsets[i + 1] += offsets[i];
         }
         let mut next = offsets.clone();
-        let mut targets = vec![0; self.targets.len()];
-        for i in 0..n {
+        let mut targets = vec![0; offsets[slots] as usize];
+        for i in 0..slots {
             for &t in self.of(i as CiIdx) {
                 targets[next[t as usize] as usize] = i as CiIdx;
                 next[t as usize] += 1;
             }
         }
-        Adjacency { offsets, targets }
+        Adjacency { offsets, targets, changed: FxHashMap::default(), moved: Vec::new() }
     }
 }
 
@@ -167,18 +225,109 @@ fn hash(id: &str) -> u64 {
     FxBuildHasher.hash_one(id)
 }
 
+/// One change of a topology batch: a CI put whole (added, or replacing the one with its
+/// id), or deleted by id (deleting a CI the topology does not have is no error: a
+/// compacted topic may play a deletion again).
+#[derive(Clone, Debug, PartialEq)]
+pub enum CiChange {
+    Upsert(CiRecord),
+    Delete(String),
+}
+
+impl CiChange {
+    pub fn id(&self) -> &str {
+        match self {
+            CiChange::Upsert(record) => &record.id,
+            CiChange::Delete(id) => id,
+        }
+    }
+}
+
+/// What an applied batch did: each CI once, by slot, in slot order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    /// The topology's version after the batch.
+    pub version: u64,
+    /// CIs new to the topology, or back after a deletion.
+    pub added: Vec<CiIdx>,
+    /// CIs present before and after whose record changed.
+    pub changed: Vec<CiIdx>,
+    /// CIs deleted by the batch.
+    pub deleted: Vec<CiIdx>,
+    /// CIs present after the batch whose dependencies are not what they were (every added
+    /// one with dependencies among them), and the deleted ones that had some.
+    pub rewired: Vec<CiIdx>,
+}
+
+impl Applied {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.deleted.is_empty()
+    }
+}
+
 /// The validated, indexed dependency graph.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Topology {
+    /// Every slot: CIs present, and deleted ones (`present` false) keeping their ids.
     cis: Vec<Ci>,
     /// CI indexes, hashed by the id of the CI they point at: 4 bytes an entry, where a map
     /// keyed by the id would repeat its 16-byte pointer.
     index: HashTable<CiIdx>,
     dependencies: Adjacency,
     dependents: Adjacency,
-    /// Longest dependency chain below each CI: propagation visits CIs in rank order so
-    /// that each is recomputed once, after all of its dependencies.
+    /// Above every dependency's rank: propagation visits CIs in rank order so that each is
+    /// recomputed once, after all of its dependencies. The longest dependency chain below
+    /// each CI when built or packed; raised where a batch needs it in between.
     rank: Vec<u32>,
+    /// CIs present.
+    present: usize,
+    /// Batches applied since the topology was built.
+    version: u64,
+}
+
+/// A CI from its record, its relations resolved by `lookup`.
+fn ci_of(record: CiRecord, id: Arc<str>, customer: Option<CiIdx>) -> Ci {
+    let name = if record.name.is_empty() { id.clone() } else { Arc::from(record.name) };
+    Ci {
+        id,
+        class: record.class,
+        name,
+        rule: record.rule,
+        customer,
+        sla: record.sla,
+        own_sla: record.sla,
+        incidents: record.incidents.unwrap_or(record.class == CiClass::Cfs),
+        present: true,
+        attributes: (!record.attributes.is_empty()).then(|| Box::new(record.attributes)),
+    }
+}
+
+/// A record's dependencies, each once, in its order: looked for among the few listed
+/// before, or in a set for a CI with many (a national service over 20,000 ports).
+fn distinct_dependencies<E>(
+    record: &CiRecord,
+    mut lookup: impl FnMut(&str) -> Result<CiIdx, E>,
+    seen: &mut FxHashSet<CiIdx>,
+    out: &mut Vec<CiIdx>,
+) -> Result<(), E> {
+    let start = out.len();
+    let many = record.depends_on.len() > 32;
+    seen.clear();
+    for dep in &record.depends_on {
+        let d = lookup(dep)?;
+        let new = if many { seen.insert(d) } else { !out[start..].contains(&d) };
+        if new {
+            out.push(d);
+        }
+    }
+    Ok(())
+}
+
+fn check_quorum(record: &CiRecord, deps: usize) -> Result<(), TopologyError> {
+    match record.rule {
+        Rule::Quorum(k) if k as usize > deps => Err(TopologyError::QuorumTooLarge { ci: record.id.clone(), k, deps }),
+        _ => Ok(()),
+    }
 }
 
 impl Topology {
@@ -199,55 +348,43 @@ impl Topology {
         let lookup = |id: &str| index.find(hash(id), |&j| *ids[j as usize] == *id).copied();
 
         let relations = records.iter().map(|r| r.depends_on.len()).sum();
-        let mut dependencies = Adjacency { offsets: Vec::with_capacity(records.len() + 1), targets: Vec::new() };
+        let mut dependencies = Adjacency { offsets: Vec::with_capacity(records.len() + 1), ..Default::default() };
         dependencies.targets.reserve_exact(relations);
         dependencies.offsets.push(0);
-        // A dependency listed twice counts once: looked for in the few listed before it, or
-        // in a set for a CI with many (a national service over 20,000 ports).
-        let mut seen: rustc_hash::FxHashSet<CiIdx> = Default::default();
+        let mut seen: FxHashSet<CiIdx> = Default::default();
         for record in &records {
             let start = dependencies.targets.len();
-            let many = record.depends_on.len() > 32;
-            seen.clear();
-            for dep in &record.depends_on {
-                let Some(d) = lookup(dep) else {
-                    return Err(TopologyError::UnknownDependency { ci: record.id.clone(), dependency: dep.clone() });
-                };
-                let new = if many { seen.insert(d) } else { !dependencies.targets[start..].contains(&d) };
-                if new {
-                    dependencies.targets.push(d);
-                }
-            }
-            let deps = dependencies.targets.len() - start;
-            if let Rule::Quorum(k) = record.rule
-                && k as usize > deps
-            {
-                return Err(TopologyError::QuorumTooLarge { ci: record.id.clone(), k, deps });
-            }
+            let lookup_dep = |dep: &str| {
+                lookup(dep).ok_or_else(|| TopologyError::UnknownDependency {
+                    ci: record.id.clone(),
+                    dependency: dep.to_owned(),
+                })
+            };
+            distinct_dependencies(record, lookup_dep, &mut seen, &mut dependencies.targets)?;
+            check_quorum(record, dependencies.targets.len() - start)?;
             dependencies.offsets.push(dependencies.targets.len() as u32);
         }
-        let dependents = dependencies.reversed();
+        let dependents = dependencies.reversed(records.len());
 
+        let classes: Vec<CiClass> = records.iter().map(|r| r.class).collect();
         let mut cis = Vec::with_capacity(records.len());
         for (i, record) in records.into_iter().enumerate() {
             let customer = match &record.customer {
-                Some(c) => Some(
-                    lookup(c)
-                        .ok_or_else(|| TopologyError::UnknownCustomer { ci: record.id.clone(), customer: c.clone() })?,
-                ),
+                Some(c) => {
+                    let idx = lookup(c)
+                        .ok_or_else(|| TopologyError::UnknownCustomer { ci: record.id.clone(), customer: c.clone() })?;
+                    if classes[idx as usize] != CiClass::Customer {
+                        return Err(TopologyError::NotACustomer {
+                            ci: record.id.clone(),
+                            customer: c.clone(),
+                            class: classes[idx as usize],
+                        });
+                    }
+                    Some(idx)
+                }
                 None => None,
             };
-            let name = if record.name.is_empty() { ids[i].clone() } else { Arc::from(record.name) };
-            cis.push(Ci {
-                id: ids[i].clone(),
-                class: record.class,
-                name,
-                rule: record.rule,
-                customer,
-                sla: record.sla,
-                incidents: record.incidents.unwrap_or(record.class == CiClass::Cfs),
-                attributes: (!record.attributes.is_empty()).then(|| Box::new(record.attributes)),
-            });
+            cis.push(ci_of(record, ids[i].clone(), customer));
         }
         // A service without a tier of its own inherits its customer's.
         for i in 0..cis.len() {
@@ -258,19 +395,38 @@ impl Topology {
             }
         }
 
-        let rank = ranks(&dependencies, &dependents).map_err(|i| TopologyError::Cycle(cis[i].id.to_string()))?;
-        Ok(Topology { cis, index, dependencies, dependents, rank })
+        let rank =
+            ranks(&dependencies, &dependents, cis.len()).map_err(|i| TopologyError::Cycle(cis[i].id.to_string()))?;
+        let present = cis.len();
+        Ok(Topology { cis, index, dependencies, dependents, rank, present, version: 0 })
     }
 
+    /// CIs present.
     pub fn len(&self) -> usize {
-        self.cis.len()
+        self.present
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cis.is_empty()
+        self.present == 0
     }
 
+    /// Slots, deleted CIs' included: the length of a table indexed by [`CiIdx`].
+    pub fn slots(&self) -> usize {
+        self.cis.len()
+    }
+
+    /// Batches applied since the topology was built.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The CI present with this id.
     pub fn lookup(&self, id: &str) -> Option<CiIdx> {
+        self.slot(id).filter(|&idx| self.cis[idx as usize].present)
+    }
+
+    /// The slot of this id, present or deleted.
+    pub fn slot(&self, id: &str) -> Option<CiIdx> {
         self.index.find(hash(id), |&j| *self.cis[j as usize].id == *id).copied()
     }
 
@@ -290,14 +446,364 @@ impl Topology {
         self.rank[idx as usize]
     }
 
+    /// The CIs present, by slot.
     pub fn iter(&self) -> impl Iterator<Item = (CiIdx, &Ci)> {
-        self.cis.iter().enumerate().map(|(i, ci)| (i as CiIdx, ci))
+        self.cis.iter().enumerate().filter(|(_, ci)| ci.present).map(|(i, ci)| (i as CiIdx, ci))
+    }
+
+    /// The record a CI present would be written as.
+    pub fn record(&self, idx: CiIdx) -> CiRecord {
+        let ci = &self.cis[idx as usize];
+        CiRecord {
+            id: ci.id.to_string(),
+            class: ci.class,
+            name: if ci.name == ci.id { String::new() } else { ci.name.to_string() },
+            depends_on: self.dependencies(idx).iter().map(|&d| self.cis[d as usize].id.to_string()).collect(),
+            rule: ci.rule,
+            customer: ci.customer.map(|c| self.cis[c as usize].id.to_string()),
+            sla: ci.own_sla,
+            incidents: (ci.incidents != (ci.class == CiClass::Cfs)).then_some(ci.incidents),
+            attributes: ci.attributes.as_deref().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Applies a batch of changes, in order, as one: validated as a whole (the
+    /// dependencies and customers every CI names must be present after it, quorums
+    /// possible, no cycle, nothing left depending on a deleted CI), and either applied
+    /// whole, the version moving on by one, or refused whole with the first error found,
+    /// naming the CI, the topology unchanged. An id twice in a batch: its last change
+    /// counts.
+    pub fn apply(&mut self, batch: Vec<CiChange>) -> Result<Applied, TopologyError> {
+        // The batch's last word on each id, ids in the order they first appear.
+        let mut staged: Vec<CiChange> = Vec::with_capacity(batch.len());
+        let mut by_id: FxHashMap<String, usize> = FxHashMap::default();
+        for change in batch {
+            if change.id().is_empty() {
+                return Err(TopologyError::EmptyId);
+            }
+            match by_id.get(change.id()) {
+                Some(&at) => staged[at] = change,
+                None => {
+                    by_id.insert(change.id().to_owned(), staged.len());
+                    staged.push(change);
+                }
+            }
+        }
+        self.validate(&staged, &by_id)?;
+
+        // Slots for the ids new to the topology, then every change in place.
+        let mut applied = Applied::default();
+        let mut slots = Vec::with_capacity(staged.len());
+        for change in &staged {
+            let slot = match self.slot(change.id()) {
+                Some(slot) => Some(slot),
+                None if matches!(change, CiChange::Upsert(_)) => {
+                    let slot = self.cis.len() as CiIdx;
+                    let id: Arc<str> = Arc::from(change.id());
+                    let h = hash(&id);
+                    let ci = Ci::vacant(id);
+                    self.cis.push(ci);
+                    self.rank.push(0);
+                    let cis = &self.cis;
+                    self.index.insert_unique(h, slot, |&j| hash(&cis[j as usize].id));
+                    Some(slot)
+                }
+                None => None,
+            };
+            slots.push(slot);
+        }
+        let mut tiers_moved = false;
+        let mut seen = FxHashSet::default();
+        for (change, slot) in staged.into_iter().zip(slots) {
+            let Some(slot) = slot else { continue };
+            let was_present = self.cis[slot as usize].present;
+            match change {
+                CiChange::Delete(_) => {
+                    if !was_present {
+                        continue;
+                    }
+                    let ci = &mut self.cis[slot as usize];
+                    ci.present = false;
+                    tiers_moved |= ci.class == CiClass::Customer;
+                    self.present -= 1;
+                    if self.rewire(slot, Vec::new()) {
+                        applied.rewired.push(slot);
+                    }
+                    applied.deleted.push(slot);
+                }
+                CiChange::Upsert(record) => {
+                    let mut deps = Vec::with_capacity(record.depends_on.len());
+                    let lookup = |dep: &str| self.slot(dep).ok_or(());
+                    distinct_dependencies(&record, lookup, &mut seen, &mut deps)
+                        .expect("dependencies validated before any change");
+                    let customer = record.customer.as_deref().and_then(|c| self.slot(c));
+                    let id = self.cis[slot as usize].id.clone();
+                    let mut ci = ci_of(record, id, customer);
+                    if ci.sla.is_none()
+                        && let Some(c) = customer
+                    {
+                        ci.sla = self.cis[c as usize].own_sla;
+                    }
+                    let before = std::mem::replace(&mut self.cis[slot as usize], ci);
+                    let after = &self.cis[slot as usize];
+                    tiers_moved |= (before.class == CiClass::Customer || after.class == CiClass::Customer)
+                        && (before.own_sla != after.own_sla || before.class != after.class || !was_present);
+                    let rewired = self.rewire(slot, deps);
+                    if rewired {
+                        applied.rewired.push(slot);
+                    }
+                    if !was_present {
+                        self.present += 1;
+                        applied.added.push(slot);
+                    } else if rewired || before != self.cis[slot as usize] {
+                        applied.changed.push(slot);
+                    }
+                }
+            }
+        }
+        if tiers_moved {
+            // A customer's tier moved: every service without a tier of its own follows.
+            for i in 0..self.cis.len() {
+                if let Some(c) = self.cis[i].customer {
+                    self.cis[i].sla = self.cis[i].own_sla.or(self.cis[c as usize].own_sla);
+                }
+            }
+        }
+        for list in [&mut applied.added, &mut applied.changed, &mut applied.deleted, &mut applied.rewired] {
+            list.sort_unstable();
+        }
+        self.raise_ranks(&applied.rewired);
+        if self.dependencies.changed.len() + self.dependents.changed.len() > (self.cis.len() / 8).max(4096) {
+            self.pack();
+        }
+        self.version += 1;
+        applied.version = self.version;
+        Ok(applied)
+    }
+
+    /// Sets a CI's dependencies, and their dependents' lists; true when they moved.
+    fn rewire(&mut self, idx: CiIdx, deps: Vec<CiIdx>) -> bool {
+        let before = self.dependencies.of(idx);
+        if before == deps.as_slice() {
+            return false;
+        }
+        let gone: Vec<CiIdx> = before.iter().copied().filter(|d| !deps.contains(d)).collect();
+        let new: Vec<CiIdx> = deps.iter().copied().filter(|d| !before.contains(d)).collect();
+        for d in gone {
+            let list: Box<[CiIdx]> = self.dependents.of(d).iter().copied().filter(|&x| x != idx).collect();
+            self.dependents.set(d, list);
+        }
+        for d in new {
+            let mut list = self.dependents.of(d).to_vec();
+            let at = list.partition_point(|&x| x < idx);
+            list.insert(at, idx);
+            self.dependents.set(d, list.into_boxed_slice());
+        }
+        self.dependencies.set(idx, deps.into_boxed_slice());
+        true
+    }
+
+    /// Raises the ranks the rewired CIs need, and those of the CIs above them in turn.
+    fn raise_ranks(&mut self, rewired: &[CiIdx]) {
+        let mut work: Vec<CiIdx> = rewired.to_vec();
+        while let Some(idx) = work.pop() {
+            let needed = self.dependencies(idx).iter().map(|&d| self.rank[d as usize] + 1).max().unwrap_or(0);
+            if needed > self.rank[idx as usize] {
+                // Past the number of CIs, ranks climb a cycle that validation let through:
+                // stopped loudly, never looped on.
+                assert!(
+                    needed as usize <= self.cis.len(),
+                    "a dependency cycle through `{}`",
+                    self.cis[idx as usize].id
+                );
+                self.rank[idx as usize] = needed;
+                work.extend_from_slice(self.dependents.of(idx));
+            }
+        }
+    }
+
+    /// Packs the changed relation lists and sets every rank to its longest chain again.
+    fn pack(&mut self) {
+        let slots = self.cis.len();
+        self.dependencies.pack(slots);
+        self.dependents.pack(slots);
+        self.rank = ranks(&self.dependencies, &self.dependents, slots).expect("a batch never leaves a cycle");
+    }
+
+    /// Checks a batch (each id once) against the topology as it would be after it.
+    fn validate(&self, staged: &[CiChange], by_id: &FxHashMap<String, usize>) -> Result<(), TopologyError> {
+        // The class a CI has after the batch, if it is present then.
+        let after = |id: &str| -> Option<CiClass> {
+            match by_id.get(id).map(|&at| &staged[at]) {
+                Some(CiChange::Upsert(record)) => Some(record.class),
+                Some(CiChange::Delete(_)) => None,
+                None => self.lookup(id).map(|idx| self.cis[idx as usize].class),
+            }
+        };
+        let mut seen = FxHashSet::default();
+        let mut deps = Vec::new();
+        // Customers deleted or no longer customers, and CIs deleted: what named them must
+        // be in the batch too.
+        let mut unmade_customers = FxHashSet::default();
+        for change in staged {
+            let current = self.lookup(change.id());
+            match change {
+                CiChange::Delete(id) => {
+                    let Some(idx) = current else { continue };
+                    for &dependent in self.dependents(idx) {
+                        let dependent_id = &self.cis[dependent as usize].id;
+                        if !by_id.contains_key(&**dependent_id) {
+                            return Err(TopologyError::StillDependedOn {
+                                ci: id.clone(),
+                                dependent: dependent_id.to_string(),
+                            });
+                        }
+                    }
+                    if self.cis[idx as usize].class == CiClass::Customer {
+                        unmade_customers.insert(idx);
+                    }
+                }
+                CiChange::Upsert(record) => {
+                    deps.clear();
+                    let lookup = |dep: &str| match after(dep) {
+                        Some(_) => Ok(self.slot(dep).unwrap_or_else(|| by_id[dep] as CiIdx | STAGED)),
+                        None => {
+                            Err(TopologyError::UnknownDependency { ci: record.id.clone(), dependency: dep.to_owned() })
+                        }
+                    };
+                    distinct_dependencies(record, lookup, &mut seen, &mut deps)?;
+                    check_quorum(record, deps.len())?;
+                    if let Some(customer) = &record.customer {
+                        match after(customer) {
+                            None => {
+                                return Err(TopologyError::UnknownCustomer {
+                                    ci: record.id.clone(),
+                                    customer: customer.clone(),
+                                });
+                            }
+                            Some(CiClass::Customer) => {}
+                            Some(class) => {
+                                return Err(TopologyError::NotACustomer {
+                                    ci: record.id.clone(),
+                                    customer: customer.clone(),
+                                    class,
+                                });
+                            }
+                        }
+                    }
+                    if let Some(idx) = current
+                        && self.cis[idx as usize].class == CiClass::Customer
+                        && record.class != CiClass::Customer
+                    {
+                        unmade_customers.insert(idx);
+                    }
+                }
+            }
+        }
+        if !unmade_customers.is_empty() {
+            for (_, ci) in self.iter() {
+                if let Some(c) = ci.customer
+                    && unmade_customers.contains(&c)
+                    && !by_id.contains_key(&*ci.id)
+                {
+                    return Err(TopologyError::StillCustomerOf {
+                        ci: self.cis[c as usize].id.to_string(),
+                        service: ci.id.to_string(),
+                    });
+                }
+            }
+        }
+        self.check_cycles(staged, by_id, &after)
+    }
+
+    /// Whether the batch closes a dependency cycle. One would pass through a CI whose
+    /// dependencies the batch sets: followed from each of them, down the dependencies as
+    /// they would be. Below the lowest rank of those already present, a CI the batch
+    /// leaves alone leads only to CIs of lower rank it leaves alone too: not followed.
+    fn check_cycles(
+        &self,
+        staged: &[CiChange],
+        by_id: &FxHashMap<String, usize>,
+        after: &dyn Fn(&str) -> Option<CiClass>,
+    ) -> Result<(), TopologyError> {
+        let floor = staged
+            .iter()
+            .filter(|c| matches!(c, CiChange::Upsert(_)))
+            .filter_map(|c| self.lookup(c.id()))
+            .map(|idx| self.rank[idx as usize])
+            .min();
+        // A node: a CI present (its slot) or one the batch adds (its place in the batch,
+        // marked). Its dependencies as they would be after the batch.
+        let deps_of = |node: CiIdx| -> Vec<CiIdx> {
+            let change = if node & STAGED != 0 {
+                Some(&staged[(node & !STAGED) as usize])
+            } else {
+                by_id.get(&*self.cis[node as usize].id).map(|&at| &staged[at])
+            };
+            match change {
+                Some(CiChange::Upsert(record)) => record
+                    .depends_on
+                    .iter()
+                    .filter(|d| after(d).is_some())
+                    .map(|d| self.slot(d).unwrap_or_else(|| by_id[d.as_str()] as CiIdx | STAGED))
+                    .collect(),
+                Some(CiChange::Delete(_)) => Vec::new(),
+                None => self.dependencies(node).to_vec(),
+            }
+        };
+        let pruned = |node: CiIdx| -> bool {
+            node & STAGED == 0
+                && !by_id.contains_key(&*self.cis[node as usize].id)
+                && floor.is_none_or(|floor| self.rank[node as usize] < floor)
+        };
+        // Depth-first, iterative: 1 on the current path, 2 done.
+        let mut marks: FxHashMap<CiIdx, u8> = FxHashMap::default();
+        for (at, change) in staged.iter().enumerate() {
+            if !matches!(change, CiChange::Upsert(_)) {
+                continue;
+            }
+            let start = self.slot(change.id()).unwrap_or(at as CiIdx | STAGED);
+            if marks.contains_key(&start) {
+                continue;
+            }
+            let mut stack: Vec<(CiIdx, Vec<CiIdx>)> = vec![(start, deps_of(start))];
+            marks.insert(start, 1);
+            while let Some((node, pending)) = stack.last_mut() {
+                let node = *node;
+                match pending.pop() {
+                    Some(next) if pruned(next) => {}
+                    Some(next) => match marks.get(&next) {
+                        Some(1) => {
+                            let id = if next & STAGED != 0 {
+                                staged[(next & !STAGED) as usize].id().to_owned()
+                            } else {
+                                self.cis[next as usize].id.to_string()
+                            };
+                            return Err(TopologyError::Cycle(id));
+                        }
+                        Some(_) => {}
+                        None => {
+                            marks.insert(next, 1);
+                            let deps = deps_of(next);
+                            stack.push((next, deps));
+                        }
+                    },
+                    None => {
+                        marks.insert(node, 2);
+                        stack.pop();
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
+/// Marks a CI the batch adds, by its place in the batch, among slots while validating.
+const STAGED: CiIdx = 1 << 31;
+
 /// Kahn's algorithm from the leaves up; returns a CI on a cycle if there is one.
-fn ranks(dependencies: &Adjacency, dependents: &Adjacency) -> Result<Vec<u32>, usize> {
-    let n = dependencies.len();
+fn ranks(dependencies: &Adjacency, dependents: &Adjacency, n: usize) -> Result<Vec<u32>, usize> {
     let mut pending: Vec<usize> = (0..n).map(|i| dependencies.of(i as CiIdx).len()).collect();
     let mut rank = vec![0u32; n];
     let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
@@ -406,5 +912,230 @@ mod tests {
         assert_eq!(r.rule, Rule::Quorum(2));
         let r: CiRecord = serde_json::from_str(r#"{"id":"s","class":"rfs","rule":"all"}"#).unwrap();
         assert_eq!(r.rule, Rule::All);
+    }
+
+    fn upsert(id: &str, class: CiClass, deps: &[&str]) -> CiChange {
+        CiChange::Upsert(record(id, class, deps, Rule::Any))
+    }
+
+    fn ids(topo: &Topology, list: &[CiIdx]) -> Vec<String> {
+        list.iter().map(|&i| topo.ci(i).id.to_string()).collect()
+    }
+
+    #[test]
+    fn a_batch_adds_changes_and_deletes_cis_and_keeps_ranks_above_dependencies() {
+        let mut topo = Topology::from_records(vec![
+            record("dev", CiClass::Device, &[], Rule::Any),
+            record("card", CiClass::Card, &["dev"], Rule::Any),
+            record("port", CiClass::Port, &["card"], Rule::Any),
+        ])
+        .unwrap();
+        assert_eq!(topo.version(), 0);
+        let applied = topo
+            .apply(vec![
+                upsert("svc", CiClass::Rfs, &["port", "port-2"]),
+                upsert("port-2", CiClass::Port, &["card"]),
+                upsert("dev", CiClass::Device, &[]),
+            ])
+            .unwrap();
+        assert_eq!(applied.version, 1);
+        assert_eq!(ids(&topo, &applied.added), ["svc", "port-2"]);
+        assert!(applied.changed.is_empty(), "an upsert that changes nothing is no change");
+        assert_eq!(ids(&topo, &applied.rewired), ["svc", "port-2"]);
+        let idx = |id: &str| topo.lookup(id).unwrap();
+        assert_eq!(topo.dependents(idx("card")), &[idx("port"), idx("port-2")]);
+        assert!(topo.rank(idx("svc")) > topo.rank(idx("port-2")));
+
+        // The device moves under a new site: everything above it ranks higher.
+        let applied =
+            topo.apply(vec![upsert("site", CiClass::Site, &[]), upsert("dev", CiClass::Device, &["site"])]).unwrap();
+        assert_eq!(ids(&topo, &applied.changed), ["dev"]);
+        let idx = |id: &str| topo.lookup(id).unwrap();
+        let chain = ["site", "dev", "card", "port", "svc"].map(|id| topo.rank(idx(id)));
+        assert!(chain.windows(2).all(|w| w[0] < w[1]), "{chain:?}");
+
+        // Deleting what others depend on needs them changed in the same batch.
+        let before = topo.version();
+        let refused = topo.apply(vec![CiChange::Delete("port-2".into())]);
+        assert_eq!(
+            refused.unwrap_err(),
+            TopologyError::StillDependedOn { ci: "port-2".into(), dependent: "svc".into() }
+        );
+        assert_eq!(topo.version(), before, "a refused batch changes nothing");
+        let applied =
+            topo.apply(vec![CiChange::Delete("port-2".into()), upsert("svc", CiClass::Rfs, &["port"])]).unwrap();
+        assert_eq!(ids(&topo, &applied.deleted), ["port-2"]);
+        assert_eq!(topo.lookup("port-2"), None);
+        let slot = topo.slot("port-2").unwrap();
+        assert!(!topo.ci(slot).present);
+        assert_eq!(topo.dependents(topo.lookup("card").unwrap()), &[topo.lookup("port").unwrap()]);
+        assert_eq!(topo.len(), 5);
+        assert_eq!(topo.iter().count(), 5);
+
+        // It comes back to its slot.
+        let applied = topo.apply(vec![upsert("port-2", CiClass::Port, &["card"])]).unwrap();
+        assert_eq!(applied.added, [slot]);
+        assert_eq!(topo.lookup("port-2"), Some(slot));
+        // Deleting what is not there is no error.
+        assert!(topo.apply(vec![CiChange::Delete("never".into())]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_refused_whole_naming_the_ci() {
+        let mut topo = Topology::from_records(vec![
+            record("acme", CiClass::Customer, &[], Rule::Any),
+            record("a", CiClass::Device, &[], Rule::Any),
+            record("b", CiClass::Card, &["a"], Rule::Any),
+        ])
+        .unwrap();
+        let mut service = record("vpn", CiClass::Cfs, &["b"], Rule::Any);
+        service.customer = Some("acme".into());
+        topo.apply(vec![CiChange::Upsert(service.clone())]).unwrap();
+        let version = topo.version();
+        let cases: Vec<(Vec<CiChange>, TopologyError)> = vec![
+            (
+                vec![upsert("c", CiClass::Port, &["b"]), upsert("a", CiClass::Device, &["c"])],
+                TopologyError::Cycle("c".into()),
+            ),
+            (
+                vec![upsert("x", CiClass::Port, &["nope"])],
+                TopologyError::UnknownDependency { ci: "x".into(), dependency: "nope".into() },
+            ),
+            (
+                vec![CiChange::Upsert(record("q", CiClass::Rfs, &["a", "b", "a"], Rule::Quorum(3)))],
+                TopologyError::QuorumTooLarge { ci: "q".into(), k: 3, deps: 2 },
+            ),
+            (
+                vec![CiChange::Upsert(CiRecord { customer: Some("a".into()), ..service.clone() })],
+                TopologyError::NotACustomer { ci: "vpn".into(), customer: "a".into(), class: CiClass::Device },
+            ),
+            (
+                vec![CiChange::Delete("acme".into())],
+                TopologyError::StillCustomerOf { ci: "acme".into(), service: "vpn".into() },
+            ),
+            (
+                vec![upsert("acme", CiClass::Site, &[])],
+                TopologyError::StillCustomerOf { ci: "acme".into(), service: "vpn".into() },
+            ),
+            (vec![upsert("", CiClass::Port, &[])], TopologyError::EmptyId),
+        ];
+        for (batch, error) in cases {
+            let before: Vec<CiRecord> = topo.iter().map(|(i, _)| topo.record(i)).collect();
+            assert_eq!(topo.apply(batch.clone()).unwrap_err(), error, "{batch:?}");
+            let after: Vec<CiRecord> = topo.iter().map(|(i, _)| topo.record(i)).collect();
+            assert_eq!(before, after);
+            assert_eq!(topo.version(), version);
+        }
+        // The customer's tier reaches its services, and a file refuses a non-customer too.
+        let mut acme = record("acme", CiClass::Customer, &[], Rule::Any);
+        acme.sla = Some(SlaTier::Gold);
+        topo.apply(vec![CiChange::Upsert(acme)]).unwrap();
+        assert_eq!(topo.ci(topo.lookup("vpn").unwrap()).sla, Some(SlaTier::Gold));
+        let file = Topology::from_records(vec![
+            record("a", CiClass::Device, &[], Rule::Any),
+            CiRecord { customer: Some("a".into()), ..record("s", CiClass::Cfs, &["a"], Rule::Any) },
+        ]);
+        assert!(matches!(file, Err(TopologyError::NotACustomer { .. })));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const IDS: usize = 10;
+
+        fn id(i: usize) -> String {
+            format!("ci-{i}")
+        }
+
+        /// A change over a small universe of ids: a CI depending on up to three others
+        /// (cycles, dangling and repeated dependencies included), sometimes a customer
+        /// reference, sometimes a deletion.
+        fn change() -> impl Strategy<Value = CiChange> {
+            (0..IDS, 0..10u8, proptest::collection::vec(0..IDS, 0..4), 0..4u32, 0..IDS, 0..4u8).prop_map(
+                |(i, kind, deps, quorum, customer, tier)| {
+                    if kind == 0 {
+                        return CiChange::Delete(id(i));
+                    }
+                    let class = if kind <= 2 { CiClass::Customer } else { CiClass::Cfs };
+                    let deps: Vec<String> = deps.into_iter().map(id).collect();
+                    let rule = if quorum == 0 { Rule::Any } else { Rule::Quorum(quorum) };
+                    CiChange::Upsert(CiRecord {
+                        id: id(i),
+                        class,
+                        name: String::new(),
+                        depends_on: if class == CiClass::Customer { Vec::new() } else { deps },
+                        rule: if class == CiClass::Customer { Rule::Any } else { rule },
+                        customer: (class == CiClass::Cfs && tier > 0).then(|| id(customer)),
+                        sla: [None, Some(SlaTier::Gold), Some(SlaTier::Bronze), None][tier as usize],
+                        incidents: None,
+                        attributes: BTreeMap::new(),
+                    })
+                },
+            )
+        }
+
+        fn check_same(topo: &Topology, model: &BTreeMap<String, CiRecord>) -> Result<(), TestCaseError> {
+            let built = Topology::from_records(model.values().cloned().collect()).expect("the model is valid");
+            prop_assert_eq!(topo.len(), built.len());
+            for (i, ci) in built.iter() {
+                let idx = topo.lookup(&ci.id).expect("present");
+                prop_assert_eq!(topo.record(idx), built.record(i));
+                prop_assert_eq!(topo.ci(idx).sla, ci.sla);
+                let dependents = |t: &Topology, x: CiIdx| {
+                    let mut list = ids(t, t.dependents(x));
+                    list.sort();
+                    list
+                };
+                prop_assert_eq!(dependents(topo, idx), dependents(&built, i));
+                for &d in topo.dependencies(idx) {
+                    prop_assert!(topo.rank(idx) > topo.rank(d), "rank of {} not above {}", ci.id, topo.ci(d).id);
+                }
+            }
+            for (_, ci) in topo.iter() {
+                prop_assert!(model.contains_key(&*ci.id));
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+            /// Any sequence of batches leaves the topology a file of the same CIs would
+            /// give, or refuses a batch exactly when that file would be invalid.
+            #[test]
+            fn batches_give_what_a_file_of_the_result_gives(
+                batches in proptest::collection::vec((proptest::collection::vec(change(), 1..6), any::<bool>()), 1..12)
+            ) {
+                let mut topo = Topology::default();
+                let mut model: BTreeMap<String, CiRecord> = BTreeMap::new();
+                for (batch, pack) in batches {
+                    let mut next = model.clone();
+                    for change in &batch {
+                        match change {
+                            CiChange::Upsert(record) => { next.insert(record.id.clone(), record.clone()); }
+                            CiChange::Delete(id) => { next.remove(id); }
+                        }
+                    }
+                    let valid = Topology::from_records(next.values().cloned().collect()).is_ok();
+                    let version = topo.version();
+                    match topo.apply(batch) {
+                        Ok(applied) => {
+                            prop_assert!(valid, "accepted a batch a file would refuse");
+                            prop_assert_eq!(applied.version, version + 1);
+                            model = next;
+                        }
+                        Err(error) => {
+                            prop_assert!(!valid, "refused a valid batch: {}", error);
+                            prop_assert_eq!(topo.version(), version);
+                        }
+                    }
+                    if pack {
+                        topo.pack();
+                    }
+                    check_same(&topo, &model)?;
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,302 @@
+//! The topology changing under a running correlator: CIs added, rewired and deleted in
+//! batches between alarms. Impact after every batch must be what a correlator started on
+//! the new topology with the same alarms computes, incidents must stay consistent with
+//! it, and the same sequence must always give the same incidents.
+
+use faultline::correlate::{Correlator, CorrelatorConfig};
+use faultline::model::EpochMillis;
+use faultline::model::alarm::{Alarm, AlarmRef, Severity};
+use faultline::model::incident::{IncidentChange, IncidentState};
+use faultline::model::state::State;
+use faultline::model::topology::{CiChange, CiClass, CiRecord, Rule, Topology, TopologyError};
+use faultline::topology_file;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn sample() -> Arc<Topology> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl");
+    Arc::new(topology_file::load(&path).unwrap())
+}
+
+const START: EpochMillis = 1_767_225_600_000;
+
+const CARDS: &[&str] = &["par-r1/card-1", "lyo-r1/card-2", "mrs-r1/card-1"];
+const NEW_PORTS: &[&str] = &["new-port-0", "new-port-1"];
+const LOWER: &[&str] = &[
+    "par-r1/1/1",
+    "lyo-r1/2/1",
+    "mrs-r1/1/2",
+    "link-par-lyo-a",
+    "link-lyo-mrs-2",
+    "rfs-par-lyo-transport",
+    "rfs-lyo-mrs-bundle",
+    "new-port-0",
+    "new-port-1",
+    "new-rfs",
+];
+const CUSTOMERS: &[&str] = &["cust-acme", "cust-globex", "cust-initech", "cust-umbrella"];
+const SERVICES: &[&str] = &["new-svc-0", "new-svc-1", "cfs-acme-vpn", "cfs-globex-vpn"];
+/// Where alarms land: CIs of the sample, and ids the topology gains and loses.
+const RESOURCES: &[&str] = &[
+    "par-r1/1/1",
+    "lyo-r1/2/1",
+    "mrs-r1/1/2",
+    "lyo-r1",
+    "mrs-r1/card-1",
+    "link-lyo-mrs-2",
+    "new-port-0",
+    "new-port-1",
+    "new-rfs",
+    "new-svc-0",
+    "cfs-acme-vpn",
+];
+
+fn record(id: &str, class: CiClass, deps: Vec<String>, rule: Rule, customer: Option<&str>) -> CiRecord {
+    CiRecord {
+        id: id.into(),
+        class,
+        name: String::new(),
+        depends_on: deps,
+        rule,
+        customer: customer.map(str::to_owned),
+        sla: None,
+        incidents: None,
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn change() -> impl Strategy<Value = CiChange> {
+    let picks = || proptest::collection::vec(0..LOWER.len(), 1..4);
+    prop_oneof![
+        (0..NEW_PORTS.len(), 0..CARDS.len()).prop_map(|(p, c)| CiChange::Upsert(record(
+            NEW_PORTS[p],
+            CiClass::Port,
+            vec![CARDS[c].into()],
+            Rule::Any,
+            None
+        ))),
+        (picks(), 0..3u32).prop_map(|(deps, rule)| {
+            // new-rfs over ports and links only (never itself).
+            let deps: Vec<String> = deps.into_iter().map(|d| LOWER[d % 5].to_string()).collect();
+            let rule = [Rule::Any, Rule::All, Rule::Quorum(1)][rule as usize];
+            CiChange::Upsert(record("new-rfs", CiClass::Rfs, deps, rule, None))
+        }),
+        (0..SERVICES.len(), picks(), 0..CUSTOMERS.len()).prop_map(|(s, deps, c)| {
+            let deps = deps.into_iter().map(|d| LOWER[d].to_string()).collect();
+            CiChange::Upsert(record(SERVICES[s], CiClass::Cfs, deps, Rule::Any, Some(CUSTOMERS[c])))
+        }),
+        (0..2usize, 0..NEW_PORTS.len()).prop_map(|(link, p)| {
+            let (id, other) = [("link-par-lyo-a", "par-r1/1/1"), ("link-lyo-mrs-2", "mrs-r1/1/2")][link];
+            CiChange::Upsert(record(id, CiClass::Link, vec![other.into(), NEW_PORTS[p].into()], Rule::Any, None))
+        }),
+        (0..RESOURCES.len()).prop_map(|r| CiChange::Delete(RESOURCES[r].into())),
+        (0..SERVICES.len()).prop_map(|s| CiChange::Delete(SERVICES[s].into())),
+    ]
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alarm { resource: usize, severity: Option<Severity>, gap: EpochMillis },
+    Topology(Vec<CiChange>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let severity = prop_oneof![Just(None), Just(Some(Severity::Critical)), Just(Some(Severity::Minor))];
+    prop_oneof![
+        3 => (0..RESOURCES.len(), severity, 0..90_000i64)
+            .prop_map(|(resource, severity, gap)| Op::Alarm { resource, severity, gap }),
+        1 => proptest::collection::vec(change(), 1..4).prop_map(Op::Topology),
+    ]
+}
+
+fn alarm(resource: usize, severity: Option<Severity>, now: EpochMillis) -> Alarm {
+    match severity {
+        Some(severity) => Alarm::raise(RESOURCES[resource], "LOS", severity, now),
+        None => Alarm::clear(RESOURCES[resource], "LOS", now),
+    }
+}
+
+/// An alarm as the impact stage keeps it, but for what repeats move (the impact stage
+/// hears of repeats only with the next change of its resource's alarms).
+fn kept(alarms: &[AlarmRef]) -> Vec<AlarmRef> {
+    alarms.iter().map(|a| AlarmRef { tally: 0, last_seen: 0, ..a.clone() }).collect()
+}
+
+/// What the impact stage says of every CI present, by id, and of unmapped resources.
+type ImpactView = (BTreeMap<String, (State, State, Vec<String>, Vec<AlarmRef>)>, Vec<(String, Vec<AlarmRef>)>);
+
+fn impact_view(correlator: &Correlator) -> ImpactView {
+    let topology = correlator.topology();
+    let impact = correlator.impact();
+    let cis = topology
+        .iter()
+        .map(|(idx, ci)| {
+            let state = impact.state(idx);
+            let roots = impact.roots(idx).iter().map(|r| topology.ci(r).id.to_string()).collect();
+            (ci.id.to_string(), (state.own, state.effective, roots, kept(&state.alarms)))
+        })
+        .collect();
+    let unmapped = impact.unmapped().iter().map(|(r, alarms)| (r.to_string(), kept(alarms))).collect();
+    (cis, unmapped)
+}
+
+/// Plays the ops; after each, checks the correlator against one started on the topology
+/// as it now is and given every alarm so far. Returns the incident changes and the
+/// outcome of each batch.
+/// The incident changes of a run, and the version or error of each batch.
+type Played = (Vec<String>, Vec<Result<u64, TopologyError>>);
+
+fn play(ops: &[Op]) -> Result<Played, TestCaseError> {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut out: Vec<IncidentChange> = Vec::new();
+    let mut batches = Vec::new();
+    let mut alarms: Vec<(Alarm, EpochMillis)> = Vec::new();
+    let mut now = START;
+    for op in ops {
+        match op {
+            Op::Alarm { resource, severity, gap } => {
+                now += gap;
+                let alarm = alarm(*resource, *severity, now);
+                correlator.tick(now, &mut out);
+                correlator.apply(&alarm, now, &mut out);
+                alarms.push((alarm, now));
+            }
+            Op::Topology(batch) => {
+                let version = correlator.topology().version();
+                let result = correlator.apply_topology(batch.clone(), now, &mut out);
+                match &result {
+                    Ok(applied) => prop_assert_eq!(applied.version, version + 1),
+                    Err(_) => prop_assert_eq!(correlator.topology().version(), version),
+                }
+                batches.push(result.map(|applied| applied.version));
+            }
+        }
+        if let Err(difference) = correlator.check_views() {
+            return Err(TestCaseError::fail(format!("incident views diverged: {difference}")));
+        }
+        let mut fresh = Correlator::new(Arc::new((**correlator.topology()).clone()), CorrelatorConfig::default());
+        let mut ignored = Vec::new();
+        for (alarm, at) in &alarms {
+            fresh.tick(*at, &mut ignored);
+            fresh.apply(alarm, *at, &mut ignored);
+        }
+        prop_assert_eq!(impact_view(&correlator), impact_view(&fresh), "after {:?}", op);
+    }
+    let changes = out.iter().map(|c| format!("{:?} {:?}", c.kind, c.incident)).collect();
+    Ok((changes, batches))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// Impact follows every batch exactly as a start on the new topology would compute
+    /// it, and the same alarms and batches give the same incidents, every time.
+    #[test]
+    fn impact_follows_topology_changes_as_a_fresh_start_would(ops in proptest::collection::vec(op(), 1..40)) {
+        let first = play(&ops)?;
+        let second = play(&ops)?;
+        prop_assert_eq!(first, second);
+    }
+}
+
+fn upsert(record: CiRecord) -> Vec<CiChange> {
+    vec![CiChange::Upsert(record)]
+}
+
+fn incident_of<'a>(correlator: &'a Correlator, service: &str) -> Option<&'a faultline::model::incident::Incident> {
+    correlator.incidents().find(|i| i.services.iter().any(|s| *s.id == *service))
+}
+
+#[test]
+fn a_service_provisioned_under_a_failed_link_joins_its_incident_at_once() {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut out = Vec::new();
+    // Both Lyon-Marseille members 1 and 2 fail: the bundle (quorum 2) is down.
+    correlator.apply(&Alarm::raise("mrs-r1/1/1", "LOS", Severity::Critical, START), START, &mut out);
+    correlator.apply(&Alarm::raise("mrs-r1/1/2", "LOS", Severity::Critical, START + 1_000), START + 1_000, &mut out);
+    let incident = incident_of(&correlator, "cfs-globex-vpn").expect("an incident for Globex").id;
+
+    let service = record("cfs-acme-mrs", CiClass::Cfs, vec!["link-lyo-mrs-1".into()], Rule::Any, Some("cust-acme"));
+    out.clear();
+    let applied = correlator.apply_topology(upsert(service), START + 2_000, &mut out).unwrap();
+    assert_eq!(applied.version, 1);
+    let joined = incident_of(&correlator, "cfs-acme-mrs").expect("the new service is in an incident");
+    assert_eq!(joined.id, incident, "it joins the incident of the failed root");
+    assert!(out.iter().any(|c| c.incident.id == incident), "the incident's change is published");
+    assert!(
+        joined.timeline.iter().any(|e| e.text.contains("ACME") || e.text.contains("cfs-acme-mrs")),
+        "{:?}",
+        joined.timeline.iter().map(|e| e.text.to_string()).collect::<Vec<_>>()
+    );
+
+    // Its dependency taken away, it is restored.
+    let moved = record("cfs-acme-mrs", CiClass::Cfs, vec!["link-lyo-mrs-3".into()], Rule::Any, Some("cust-acme"));
+    correlator.apply_topology(upsert(moved), START + 3_000, &mut out).unwrap();
+    let idx = correlator.topology().lookup("cfs-acme-mrs").unwrap();
+    assert_eq!(correlator.impact().state(idx).effective, State::Up);
+    let incident = correlator.incident(incident).unwrap();
+    let entry = incident.services.iter().find(|s| &*s.id == "cfs-acme-mrs");
+    assert!(entry.is_none_or(|s| s.impact == faultline::model::state::State::Up), "{entry:?}");
+}
+
+#[test]
+fn a_deleted_ci_keeps_its_alarms_as_unmapped_and_gets_them_back() {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut out = Vec::new();
+    correlator.apply(&Alarm::raise("mrs-r1", "EQPT_FAIL", Severity::Critical, START), START, &mut out);
+    let initech = incident_of(&correlator, "cfs-initech-internet").expect("Initech is down").id;
+
+    // Deleting the router needs what depends on it changed in the same batch.
+    let refused = correlator.apply_topology(vec![CiChange::Delete("mrs-r1".into())], START + 1_000, &mut out);
+    assert!(matches!(refused, Err(TopologyError::StillDependedOn { .. })), "{refused:?}");
+
+    let topology = correlator.topology().clone();
+    let mut batch = vec![CiChange::Delete("mrs-r1".into())];
+    for dependent in topology.dependents(topology.lookup("mrs-r1").unwrap()) {
+        let mut record = topology.record(*dependent);
+        record.depends_on.retain(|d| d != "mrs-r1");
+        if record.depends_on.is_empty() {
+            record.depends_on.push("site-mrs".into());
+        }
+        batch.push(CiChange::Upsert(record));
+    }
+    correlator.apply_topology(batch, START + 2_000, &mut out).unwrap();
+    assert_eq!(correlator.topology().lookup("mrs-r1"), None);
+    let unmapped = correlator.impact().unmapped();
+    assert_eq!(unmapped.get("mrs-r1").map(|a| a.len()), Some(1), "the alarm is kept, unmapped");
+    let idx = correlator.topology().lookup("cfs-initech-internet").unwrap();
+    assert_eq!(correlator.impact().state(idx).effective, State::Up, "nothing it took down is down any more");
+    assert_eq!(correlator.stats().unmapped_resources, 1);
+
+    // Back, under the site again: its alarm is its own again, and it takes its cards down.
+    let router = record("mrs-r1", CiClass::Device, vec!["site-mrs".into()], Rule::Any, None);
+    let card = record("mrs-r1/card-1", CiClass::Card, vec!["mrs-r1".into()], Rule::Any, None);
+    correlator.apply_topology(vec![CiChange::Upsert(router), CiChange::Upsert(card)], START + 3_000, &mut out).unwrap();
+    assert!(correlator.impact().unmapped().is_empty());
+    let card = correlator.topology().lookup("mrs-r1/card-1").unwrap();
+    assert_eq!(correlator.impact().state(card).effective, State::Down);
+    assert_eq!(correlator.stats().unmapped_resources, 0);
+    let _ = initech;
+}
+
+#[test]
+fn an_incident_whose_service_is_deleted_says_so() {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut out = Vec::new();
+    correlator.apply(&Alarm::raise("mrs-r1", "EQPT_FAIL", Severity::Critical, START), START, &mut out);
+    let id = incident_of(&correlator, "cfs-initech-internet").expect("Initech is down").id;
+    correlator.apply_topology(vec![CiChange::Delete("cfs-initech-internet".into())], START + 1_000, &mut out).unwrap();
+    let incident = correlator.incident(id).unwrap();
+    assert!(
+        incident.timeline.iter().any(|e| e.text.contains("deleted from the topology")),
+        "{:?}",
+        incident.timeline.iter().map(|e| e.text.to_string()).collect::<Vec<_>>()
+    );
+    assert!(incident.state != IncidentState::Closed);
+    assert!(
+        incident.services.iter().all(|s| &*s.id != "cfs-initech-internet" || s.impact == State::Up),
+        "{:?}",
+        incident.services
+    );
+}
