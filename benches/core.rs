@@ -28,7 +28,7 @@ use faultline::correlate::{Correlator, CorrelatorConfig};
 use faultline::generate::scenario::{Kind, Storm};
 use faultline::generate::{carrier, fan_in};
 use faultline::model::alarm::Alarm;
-use faultline::model::topology::Topology;
+use faultline::model::topology::{CiChange, CiClass, CiIdx, Topology};
 use faultline::topology_file;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -204,6 +204,62 @@ fn topology_load(c: &mut Criterion) {
     group.finish();
 }
 
+/// A batch of `size` changes to a network's customer-facing services: two fifths new
+/// (copies of existing ones under new ids, on the same resources), two fifths moved onto
+/// another service's resources, one fifth deleted.
+fn service_changes(topology: &Topology, size: usize) -> Vec<CiChange> {
+    let services: Vec<CiIdx> = topology
+        .iter()
+        .filter(|(i, ci)| ci.class == CiClass::Cfs && topology.dependents(*i).is_empty())
+        .map(|(i, _)| i)
+        .collect();
+    let fifth = size / 5;
+    assert!(services.len() > 5 * fifth + 1, "enough services for the batch");
+    let mut batch = Vec::with_capacity(size);
+    for (k, &service) in services[..2 * fifth].iter().enumerate() {
+        let mut record = topology.record(service);
+        record.id = format!("new-svc-{k}");
+        batch.push(CiChange::Upsert(record));
+    }
+    for pair in services[2 * fifth..4 * fifth + 1].windows(2) {
+        let mut record = topology.record(pair[0]);
+        record.depends_on = topology.record(pair[1]).depends_on;
+        batch.push(CiChange::Upsert(record));
+    }
+    for &service in &services[4 * fifth + 1..5 * fifth + 1] {
+        batch.push(CiChange::Delete(topology.ci(service).id.to_string()));
+    }
+    batch
+}
+
+/// The core's time to apply a batch of 10,000 topology changes to the 1M-CI network and
+/// follow it (impact evaluated again where it touched the graph, incidents), with a hub
+/// site down so that services land under failed resources.
+fn topology_apply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("topology");
+    group.sample_size(10);
+    let topology = network(1_000_000);
+    let batch = service_changes(&topology, 10_000);
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("apply/10000-changes-1000000-cis", |b| {
+        b.iter_batched(
+            || {
+                let mut correlator = Correlator::new(Arc::new((*topology).clone()), config());
+                let outage = Alarm::raise("g0-s0", "MAINS_FAIL", faultline::model::alarm::Severity::Critical, START);
+                correlator.apply(&outage, START, &mut Vec::new());
+                (correlator, batch.clone())
+            },
+            |(mut correlator, batch)| {
+                let mut out = Vec::new();
+                correlator.apply_topology(batch, START + 1_000, &mut out).expect("a valid batch");
+                correlator
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 fn queries(c: &mut Criterion) {
     let mut group = c.benchmark_group("query");
     let topology = network(1_000_000);
@@ -226,5 +282,5 @@ fn queries(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, core, core_fan_in, impact_fan_in, topology_load, queries);
+criterion_group!(benches, core, core_fan_in, impact_fan_in, topology_load, topology_apply, queries);
 criterion_main!(benches);

@@ -8,7 +8,7 @@ use crate::model::incident::{
     Omitted, Priority, TimelineEntry, TimelineKind,
 };
 use crate::model::state::State;
-use crate::model::topology::{CiClass, Rule, SlaTier};
+use crate::model::topology::{CiClass, CiRecord, Rule, SlaTier};
 
 pub mod delta;
 pub mod encode;
@@ -127,6 +127,65 @@ pub fn rule_to_proto(r: Rule) -> v1::ImpactRule {
         Rule::Degrade => (v1::RuleKind::Degrade, 0),
     };
     v1::ImpactRule { kind: kind as i32, quorum }
+}
+
+/// A CI record from its protobuf form: what `ApplyTopologyChanges` and the topology topic
+/// take. `Err` says what is wrong, naming the CI.
+pub fn record_from_proto(ci: v1::ConfigurationItem) -> Result<CiRecord, String> {
+    let id = ci.id;
+    let class = match v1::CiClass::try_from(ci.class) {
+        Ok(v1::CiClass::Site) => CiClass::Site,
+        Ok(v1::CiClass::Device) => CiClass::Device,
+        Ok(v1::CiClass::Card) => CiClass::Card,
+        Ok(v1::CiClass::Port) => CiClass::Port,
+        Ok(v1::CiClass::Link) => CiClass::Link,
+        Ok(v1::CiClass::Rfs) => CiClass::Rfs,
+        Ok(v1::CiClass::Cfs) => CiClass::Cfs,
+        Ok(v1::CiClass::Customer) => CiClass::Customer,
+        Ok(v1::CiClass::Unspecified) | Err(_) => {
+            return Err(format!("CI `{id}`: class is missing or unknown ({})", ci.class));
+        }
+    };
+    let rule = match ci.rule {
+        None => Rule::Any,
+        Some(rule) => match v1::RuleKind::try_from(rule.kind) {
+            Ok(v1::RuleKind::Unspecified | v1::RuleKind::Any) => Rule::Any,
+            Ok(v1::RuleKind::All) => Rule::All,
+            Ok(v1::RuleKind::Quorum) => Rule::Quorum(rule.quorum),
+            Ok(v1::RuleKind::Degrade) => Rule::Degrade,
+            Err(_) => return Err(format!("CI `{id}`: unknown rule kind {}", rule.kind)),
+        },
+    };
+    let sla = match v1::SlaTier::try_from(ci.sla_tier) {
+        Ok(tier) => sla_from_proto(tier),
+        Err(_) => return Err(format!("CI `{id}`: unknown SLA tier {}", ci.sla_tier)),
+    };
+    Ok(CiRecord {
+        id,
+        class,
+        name: ci.name,
+        depends_on: ci.depends_on,
+        rule,
+        customer: Some(ci.customer).filter(|c| !c.is_empty()),
+        sla,
+        incidents: ci.incidents,
+        attributes: ci.attributes.into_iter().collect(),
+    })
+}
+
+/// A CI record in its protobuf form, as `ListCis` gives it.
+pub fn record_to_proto(record: &CiRecord) -> v1::ConfigurationItem {
+    v1::ConfigurationItem {
+        id: record.id.clone(),
+        class: class_to_proto(record.class) as i32,
+        name: record.name.clone(),
+        depends_on: record.depends_on.clone(),
+        rule: Some(rule_to_proto(record.rule)),
+        customer: record.customer.clone().unwrap_or_default(),
+        sla_tier: sla_to_proto(record.sla) as i32,
+        incidents: record.incidents,
+        attributes: record.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
 }
 
 pub fn incident_state_to_proto(s: IncidentState) -> v1::IncidentState {
@@ -287,6 +346,7 @@ pub fn incident_from_proto(i: &v1::Incident) -> Result<Incident, IncidentFieldEr
         updated_at: time(&i.update_time),
         resolved_at: i.resolve_time.as_ref().map(millis),
         version: i.version,
+        topology_version: i.topology_version,
         omitted: Omitted {
             root_causes: i.root_causes_omitted,
             root_cause_alarms: i.root_cause_alarms_omitted,
@@ -362,6 +422,7 @@ pub fn incident_to_proto(i: &Incident) -> v1::Incident {
         root_cause_alarms_omitted: i.omitted.root_cause_alarms,
         symptom_alarms_omitted: i.omitted.symptom_alarms,
         cleared_alarms_dropped: i.omitted.cleared_alarms,
+        topology_version: i.topology_version,
     }
 }
 

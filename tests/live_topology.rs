@@ -223,6 +223,7 @@ fn a_service_provisioned_under_a_failed_link_joins_its_incident_at_once() {
     assert_eq!(applied.version, 1);
     let joined = incident_of(&correlator, "cfs-acme-mrs").expect("the new service is in an incident");
     assert_eq!(joined.id, incident, "it joins the incident of the failed root");
+    assert_eq!(joined.topology_version, 1, "computed on the topology the batch made");
     assert!(out.iter().any(|c| c.incident.id == incident), "the incident's change is published");
     assert!(
         joined.timeline.iter().any(|e| e.text.contains("ACME") || e.text.contains("cfs-acme-mrs")),
@@ -299,4 +300,62 @@ fn an_incident_whose_service_is_deleted_says_so() {
         "{:?}",
         incident.services
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// A restore from the changelog, wherever the cut falls, takes back the topology the
+    /// batches made (CIs at the same places, the same version) and continues exactly like
+    /// the uninterrupted correlator.
+    #[test]
+    fn a_restore_takes_back_the_changed_topology_and_continues_exactly(
+        ops in proptest::collection::vec(op(), 2..40),
+        cut in 0usize..40,
+        commit_every in 1usize..6,
+    ) {
+        use faultline::correlate::changelog::CoreSnapshot;
+        let cut = cut % ops.len();
+        let run = |correlator: &mut Correlator, ops: &[Op], now: &mut EpochMillis| {
+            let mut out = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Alarm { resource, severity, gap } => {
+                        *now += gap;
+                        correlator.tick(*now, &mut out);
+                        correlator.apply(&alarm(*resource, *severity, *now), *now, &mut out);
+                    }
+                    Op::Topology(batch) => {
+                        let _ = correlator.apply_topology(batch.clone(), *now, &mut out);
+                    }
+                }
+            }
+            out.iter().map(|c| format!("{:?} {:?}", c.kind, c.incident)).collect::<Vec<_>>()
+        };
+        let mut original = Correlator::new(sample(), CorrelatorConfig::default());
+        let mut log = CoreSnapshot::default();
+        let mut now = START;
+        for chunk in ops[..cut].chunks(commit_every) {
+            run(&mut original, chunk, &mut now);
+            if let Some(changes) = original.take_changes() {
+                log.fold(changes);
+            }
+        }
+        let (mut restored, summary) = Correlator::restore(sample(), CorrelatorConfig::default(), log);
+        prop_assert_eq!(summary.topology_rejected, 0);
+        let (a, b) = (original.topology(), restored.topology());
+        prop_assert_eq!(a.version(), b.version());
+        let records = |t: &Topology| t.iter().map(|(i, _)| (i, t.record(i))).collect::<Vec<_>>();
+        prop_assert_eq!(records(a), records(b));
+        prop_assert_eq!(impact_view(&original), impact_view(&restored));
+        let before: Vec<_> = original.incidents().cloned().collect();
+        let after: Vec<_> = restored.incidents().cloned().collect();
+        prop_assert_eq!(before, after);
+
+        let mut later = now;
+        let expected = run(&mut original, &ops[cut..], &mut now);
+        let actual = run(&mut restored, &ops[cut..], &mut later);
+        prop_assert_eq!(actual, expected);
+        prop_assert_eq!(restored.take_changes(), original.take_changes());
+    }
 }

@@ -812,3 +812,124 @@ async fn oversized_notes_are_refused_and_the_engine_serves_on() {
     assert_eq!(fine.notes.iter().map(|n| n.text.as_str()).collect::<Vec<_>>(), ["cable found"]);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// The topology changed over gRPC: a service provisioned on a failed router joins its
+/// incident at once and every answer names the version it was computed on; a batch that
+/// would leave the topology invalid is refused whole, naming the CI; CIs are listed a page
+/// at a time with filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_changes_over_grpc_are_applied_whole_or_refused_naming_the_ci() {
+    let engine = start(&test_config()).await;
+    let endpoint = format!("http://{}", engine.grpc_addr());
+    let mut topology = TopologyServiceClient::connect(endpoint.clone()).await.unwrap();
+    let mut incidents = IncidentServiceClient::connect(endpoint).await.unwrap();
+    let version = topology.get_topology_version(v1::GetTopologyVersionRequest {}).await.unwrap().into_inner();
+    assert_eq!(version.version, 0);
+    let cis_before = version.cis;
+
+    let producer = producer(engine.brokers());
+    produce_alarm(&producer, &Alarm::raise("mrs-r1", "POWER", Severity::Critical, 1_767_225_600_000)).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while engine.handle().call(|ctx| ctx.correlator.incidents().count()).await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no incident for the router");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let service = v1::ConfigurationItem {
+        id: "cfs-acme-mrs".into(),
+        class: v1::CiClass::Cfs as i32,
+        name: "ACME Marseille internet".into(),
+        depends_on: vec!["mrs-r1".into()],
+        customer: "cust-acme".into(),
+        ..Default::default()
+    };
+    let upsert = |ci: v1::ConfigurationItem| v1::CiChange { change: Some(v1::ci_change::Change::Upsert(ci)) };
+    let applied = topology
+        .apply_topology_changes(v1::ApplyTopologyChangesRequest { changes: vec![upsert(service.clone())] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((applied.version, applied.added.as_slice()), (1, ["cfs-acme-mrs".to_string()].as_slice()));
+    let status = topology.get_ci(v1::GetCiRequest { id: "cfs-acme-mrs".into() }).await.unwrap().into_inner();
+    assert_eq!(status.state, v1::ServiceState::Down as i32);
+    assert_eq!(status.topology_version, 1);
+    assert_eq!(status.ci.unwrap().incidents, Some(true), "a customer-facing service opens incidents by default");
+    let list = incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+    let joined = list.incidents.iter().find(|i| i.impacted_services.iter().any(|s| s.service_id == "cfs-acme-mrs"));
+    assert!(joined.is_some(), "the new service is in the router's incident: {list:?}");
+    assert_eq!(joined.unwrap().topology_version, 1, "computed on the new topology");
+
+    // A dependency that does not exist, in a batch with a valid change: nothing applied.
+    let dangling = v1::ConfigurationItem { id: "cfs-x".into(), depends_on: vec!["nope".into()], ..service.clone() };
+    let renamed = v1::ConfigurationItem { name: "renamed".into(), ..service.clone() };
+    let status = topology
+        .apply_topology_changes(v1::ApplyTopologyChangesRequest { changes: vec![upsert(renamed), upsert(dangling)] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("cfs-x") && status.message().contains("nope"), "{status:?}");
+    let still = topology.get_ci(v1::GetCiRequest { id: "cfs-acme-mrs".into() }).await.unwrap().into_inner();
+    assert_eq!(still.ci.unwrap().name, "ACME Marseille internet");
+    let classless = v1::ConfigurationItem { class: 0, ..service.clone() };
+    let status = topology
+        .apply_topology_changes(v1::ApplyTopologyChangesRequest { changes: vec![upsert(classless)] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("cfs-acme-mrs") && status.message().contains("class"), "{status:?}");
+
+    // Listed a page at a time: every CI once, filters applied.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = v1::ListCisRequest { page_size: 7, page_token: token.clone(), ..Default::default() };
+        let page = topology.list_cis(request).await.unwrap().into_inner();
+        assert!(page.cis.len() <= 7);
+        assert_eq!(page.topology_version, 1);
+        seen.extend(page.cis.into_iter().map(|ci| ci.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len() as u64, cis_before + 1);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len() as u64, cis_before + 1, "each CI once");
+    let request =
+        v1::ListCisRequest { class: v1::CiClass::Cfs as i32, name_prefix: "cfs-acme".into(), ..Default::default() };
+    let page = topology.list_cis(request).await.unwrap().into_inner();
+    let ids: Vec<&str> = page.cis.iter().map(|ci| ci.id.as_str()).collect();
+    assert_eq!(ids, ["cfs-acme-vpn", "cfs-acme-mrs"]);
+    let request =
+        v1::ListCisRequest { attributes: [("role".to_string(), "core".to_string())].into(), ..Default::default() };
+    let page = topology.list_cis(request).await.unwrap().into_inner();
+    assert_eq!(page.cis.len(), 3, "the three core routers");
+    let bad = v1::ListCisRequest { page_token: "x".into(), ..Default::default() };
+    assert_eq!(topology.list_cis(bad).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // A CI record past 512 KiB (under the 1 MiB a request may take): refused, naming it.
+    let huge = v1::ConfigurationItem {
+        id: "cfs-huge".into(),
+        attributes: [("notes".to_string(), "x".repeat(600 * 1024))].into(),
+        ..service.clone()
+    };
+    let status = topology
+        .apply_topology_changes(v1::ApplyTopologyChangesRequest { changes: vec![upsert(huge)] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("cfs-huge"), "{status:?}");
+
+    // Deleted, it leaves its incident, which says so.
+    let delete = v1::CiChange { change: Some(v1::ci_change::Change::Delete("cfs-acme-mrs".into())) };
+    let applied = topology
+        .apply_topology_changes(v1::ApplyTopologyChangesRequest { changes: vec![delete] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((applied.version, applied.deleted.len()), (2, 1));
+    let missing = topology.get_ci(v1::GetCiRequest { id: "cfs-acme-mrs".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

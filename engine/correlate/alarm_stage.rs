@@ -310,12 +310,16 @@ impl AlarmStage {
             if entry.ci.replace(idx).is_none() {
                 self.unmapped -= 1;
             }
-            updates.push(ResourceUpdate {
+            let update = ResourceUpdate {
                 resource: key.clone(),
                 own_state: own_state(&entry.alarms),
                 alarms: entry.alarms.iter().map(|a| a.alarm.clone()).collect(),
                 ci: Some(idx),
-            });
+            };
+            // The impact stage hears of its alarms as they are now (repeats included):
+            // what the changelog keeps of what it heard must be written again.
+            self.mark_dirty(&update.resource);
+            updates.push(update);
         }
         self.topology = Some(topology);
         updates

@@ -20,7 +20,7 @@ use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
 use crate::model::incident::{Incident, IncidentId};
 use crate::model::state::State;
-use crate::model::topology::{CiIdx, Topology};
+use crate::model::topology::{CiIdx, CiRecord, Topology};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -93,12 +93,26 @@ pub struct CoreMeta {
     /// Stream time, so that timers carry on from where they were.
     pub clock: EpochMillis,
     pub stats: Stats,
+    /// Topology batches applied since the topology was first built.
+    pub topology_version: u64,
 }
 
 impl Default for CoreMeta {
     fn default() -> Self {
-        CoreMeta { next_incident: 1, clock: EpochMillis::MIN, stats: Stats::default() }
+        CoreMeta { next_incident: 1, clock: EpochMillis::MIN, stats: Stats::default(), topology_version: 0 }
     }
+}
+
+/// A CI the topology changed at run time, as the changelog keeps it: a restore applies
+/// these over the topology it starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologyEntry {
+    /// The CI's record; for a deleted one, its last (incidents may still name it).
+    pub record: CiRecord,
+    pub deleted: bool,
+    /// Its slot in the topology that wrote it: a restore adds CIs in this order, so that
+    /// they come back at the same places and everything ordered by slot stays as it was.
+    pub slot: CiIdx,
 }
 
 /// What changed since the last [`Correlator::take_changes`](super::Correlator::take_changes).
@@ -108,6 +122,8 @@ pub struct CoreChanges {
     pub resources: Vec<(Arc<str>, ResourceRecord)>,
     /// Each changed incident; `None` once it has closed and left memory.
     pub incidents: Vec<(IncidentId, Option<IncidentRecord>)>,
+    /// Each CI a topology batch added, changed or deleted.
+    pub topology: Vec<(Arc<str>, TopologyEntry)>,
     pub meta: CoreMeta,
 }
 
@@ -118,6 +134,8 @@ pub struct CoreSnapshot {
     /// Active alarms and remembered clears per resource; resources with neither are absent.
     pub resources: BTreeMap<Arc<str>, ResourceRecord>,
     pub incidents: BTreeMap<IncidentId, IncidentRecord>,
+    /// CIs topology batches changed, by id.
+    pub topology: BTreeMap<Arc<str>, TopologyEntry>,
     pub meta: CoreMeta,
 }
 
@@ -136,6 +154,9 @@ impl CoreSnapshot {
                 None => self.incidents.remove(&id),
             };
         }
+        for (id, entry) in changes.topology {
+            self.topology.insert(id, entry);
+        }
         self.meta = changes.meta;
     }
 }
@@ -147,6 +168,10 @@ pub struct RestoreSummary {
     pub incidents: usize,
     /// References to CIs the current topology no longer has, dropped.
     pub unknown_cis: usize,
+    /// CIs changed at run time taken back over the topology file, and those of them it no
+    /// longer takes (left out).
+    pub topology_changes: usize,
+    pub topology_rejected: usize,
 }
 
 impl IncidentBook {
@@ -183,12 +208,13 @@ impl IncidentBook {
         })
     }
 
-    /// Takes back exported records. CIs no longer in the topology are dropped; their count
-    /// is returned so the caller can report it.
+    /// Takes back exported records. CIs the topology has never had are dropped (one deleted
+    /// by a topology batch keeps its place: incidents still name it); their count is
+    /// returned so the caller can report it.
     pub(super) fn restore(&mut self, records: Vec<IncidentRecord>, topology: &Topology, meta: &CoreMeta) -> usize {
         let mut missing = 0usize;
         let mut lookup = |id: &Arc<str>| {
-            let found = topology.lookup(id);
+            let found = topology.slot(id);
             missing += usize::from(found.is_none());
             found
         };

@@ -4,13 +4,14 @@
 //! so one writer owns all state and the same inputs always give the same outputs.
 
 use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ChangedResource, LastHeard, ResourceUpdate};
-use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, RestoreSummary};
+use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, RestoreSummary, TopologyEntry};
 use super::impact::{Changes, ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, Resync};
 use crate::model::incident::{Incident, IncidentChange, IncidentId, TimelineKind};
-use crate::model::topology::{Applied, CiChange, CiIdx, Topology, TopologyError};
+use crate::model::topology::{Applied, CiChange, CiIdx, Rule, Topology, TopologyError};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
@@ -85,6 +86,8 @@ pub struct Correlator {
     /// timers fire as it passes their deadline, before the input that moved it is applied:
     /// so outcomes depend on the input and its times alone, never on batching or speed.
     clock: EpochMillis,
+    /// CIs topology batches touched since the last [`Correlator::take_changes`].
+    topology_dirty: Vec<CiIdx>,
     /// Restored, and not yet reconciled with the configuration and topology it runs under
     /// (see [`IncidentBook::reconcile`]): done as the clock is next advanced, so that what
     /// it changes is published.
@@ -101,6 +104,7 @@ impl Correlator {
             changed: Changes::default(),
             exported_meta: CoreMeta::default(),
             clock: EpochMillis::MIN,
+            topology_dirty: Vec::new(),
             reconcile: false,
         }
     }
@@ -140,6 +144,11 @@ impl Correlator {
         config: CorrelatorConfig,
         snapshot: CoreSnapshot,
     ) -> (Correlator, RestoreSummary) {
+        // The topology as the changelog's writer had it: what the batches it applied
+        // changed, over the topology this start has.
+        let mut topology = topology;
+        let topology_rejected =
+            restore_topology(Arc::make_mut(&mut topology), &snapshot.topology, snapshot.meta.topology_version);
         let mut correlator = Correlator::new(topology, config);
         let alarms = snapshot.resources.values().flat_map(|record| {
             let notifications = record.notifications.iter().copied().chain(std::iter::repeat(0));
@@ -181,7 +190,13 @@ impl Correlator {
         correlator.clock = snapshot.meta.clock;
         correlator.exported_meta = correlator.meta();
         correlator.reconcile = true;
-        let summary = RestoreSummary { active_alarms: correlator.alarms.active_count(), incidents, unknown_cis };
+        let summary = RestoreSummary {
+            active_alarms: correlator.alarms.active_count(),
+            incidents,
+            unknown_cis,
+            topology_changes: snapshot.topology.len(),
+            topology_rejected,
+        };
         (correlator, summary)
     }
 
@@ -190,6 +205,7 @@ impl Correlator {
             next_incident: self.incidents.next_id,
             clock: self.clock,
             stats: Stats { active_alarms: 0, unmapped_resources: 0, ..self.stats() },
+            topology_version: self.impact.topology().version(),
         }
     }
 
@@ -214,12 +230,22 @@ impl Correlator {
         let topology = self.impact.topology().clone();
         let incidents: Vec<_> =
             self.incidents.take_dirty().into_iter().map(|id| (id, self.incidents.export(id, &topology))).collect();
+        let mut touched = std::mem::take(&mut self.topology_dirty);
+        touched.sort_unstable();
+        touched.dedup();
+        let topology_entries: Vec<_> = touched
+            .into_iter()
+            .map(|slot| {
+                let ci = topology.ci(slot);
+                (ci.id.clone(), TopologyEntry { record: topology.record(slot), deleted: !ci.present, slot })
+            })
+            .collect();
         let meta = self.meta();
-        if resources.is_empty() && incidents.is_empty() && meta == self.exported_meta {
+        if resources.is_empty() && incidents.is_empty() && topology_entries.is_empty() && meta == self.exported_meta {
             return None;
         }
         self.exported_meta = meta;
-        Some(CoreChanges { resources, incidents, meta })
+        Some(CoreChanges { resources, incidents, topology: topology_entries, meta })
     }
 
     /// Counts input messages the edges refused, so that accounting stays in one place.
@@ -348,6 +374,7 @@ impl Correlator {
             }
         };
         let attached = self.alarms.relocate(topology, &applied);
+        self.topology_dirty.extend(applied.added.iter().chain(&applied.changed).chain(&applied.deleted));
         self.changed.clear();
         self.impact.follow_topology(&applied, attached, &mut self.changed);
         self.incidents.on_topology(&self.impact, &self.changed, &applied, now, out);
@@ -444,4 +471,48 @@ impl Correlator {
     pub fn sizes(&self) -> super::sizes::CoreSizes {
         super::sizes::CoreSizes::of(&self.alarms, &self.impact, &self.incidents)
     }
+}
+
+/// Applies the CIs a changelog kept (`entries`, from batches applied at run time) over the
+/// topology a start has: their records first, in the slot order they had (so that they
+/// come back at the same places), then the deletions; the topology then takes the version
+/// the changelog recorded. An entry the topology no longer takes (the file changed under
+/// it: a dependency gone) is left out, logged, and counted in the return value.
+fn restore_topology(topology: &mut Topology, entries: &BTreeMap<Arc<str>, TopologyEntry>, version: u64) -> usize {
+    let mut ordered: Vec<&TopologyEntry> = entries.values().collect();
+    ordered.sort_by_key(|entry| entry.slot);
+    // A deleted CI comes back as it was deleted: its name and customer (incidents still
+    // show them), no dependencies.
+    let upserts: Vec<CiChange> = ordered
+        .iter()
+        .map(|entry| {
+            let mut record = entry.record.clone();
+            if entry.deleted {
+                record.depends_on.clear();
+                record.rule = Rule::Any;
+            }
+            CiChange::Upsert(record)
+        })
+        .collect();
+    let deletes: Vec<CiChange> =
+        ordered.iter().filter(|entry| entry.deleted).map(|entry| CiChange::Delete(entry.record.id.clone())).collect();
+    let mut rejected = 0;
+    for mut batch in [upserts, deletes] {
+        while !batch.is_empty() {
+            let Err(error) = topology.apply(batch.clone()) else { break };
+            tracing::warn!(%error, "a topology change kept in the state changelog no longer applies to the topology; left out");
+            match error.ci().and_then(|id| batch.iter().position(|change| change.id() == id)) {
+                Some(at) => {
+                    batch.remove(at);
+                    rejected += 1;
+                }
+                None => {
+                    rejected += batch.len();
+                    break;
+                }
+            }
+        }
+    }
+    topology.set_version(version);
+    rejected
 }

@@ -1052,6 +1052,9 @@ impl IncidentBook {
         if !moved && kind == ChangeKind::Updated {
             return None;
         }
+        if t.incident.topology_version != topology.version() {
+            Arc::make_mut(&mut t.incident).topology_version = topology.version();
+        }
         Some(publish(&mut t.incident, kind, now))
     }
 

@@ -1,12 +1,14 @@
 //! `faultline.v1.TopologyService`: a CI's live state with its root causes explained hop by
-//! hop, and the services and customers a resource currently takes down or degrades.
+//! hop, the services and customers a resource currently takes down or degrades, and the
+//! topology itself: listed a page at a time, changed by batches applied all or nothing.
 
 use super::status::required;
 use crate::correlate::Correlator;
 use crate::model::state::State;
-use crate::model::topology::{CiIdx, Topology};
+use crate::model::topology::{CiChange, CiIdx, Topology};
 use crate::proto::{self, v1};
 use crate::runtime::EngineHandle;
+use prost::Message as _;
 use std::collections::BTreeMap;
 use tonic::{Request, Response, Status};
 
@@ -36,7 +38,127 @@ impl super::server::topology_service_server::TopologyService for TopologyApi {
         let impact = self.handle.call(move |ctx| impact_of(ctx.correlator, &id)).await??;
         Ok(Response::new(impact))
     }
+
+    async fn apply_topology_changes(
+        &self,
+        request: Request<v1::ApplyTopologyChangesRequest>,
+    ) -> Result<Response<v1::ApplyTopologyChangesResponse>, Status> {
+        let changes = request.into_inner().changes;
+        if changes.is_empty() {
+            return Err(Status::invalid_argument("`changes` is empty"));
+        }
+        let batch = changes
+            .into_iter()
+            .enumerate()
+            .map(|(at, change)| match change.change {
+                Some(v1::ci_change::Change::Upsert(ci)) if ci.encoded_len() > MAX_CI_RECORD_BYTES => Err(format!(
+                    "CI `{}`: its record takes {} bytes, over the {MAX_CI_RECORD_BYTES} a CI may take",
+                    ci.id,
+                    ci.encoded_len()
+                )),
+                Some(v1::ci_change::Change::Upsert(ci)) => proto::record_from_proto(ci).map(CiChange::Upsert),
+                Some(v1::ci_change::Change::Delete(id)) => Ok(CiChange::Delete(id)),
+                None => Err(format!("change {at} is neither an upsert nor a delete")),
+            })
+            .collect::<Result<Vec<CiChange>, String>>()
+            .map_err(Status::invalid_argument)?;
+        let applied = self
+            .handle
+            .call(move |ctx| {
+                let mut out = Vec::new();
+                let result = ctx.correlator.apply_topology(batch, ctx.now, &mut out);
+                // Timers the clock fired, and the incidents the batch moved.
+                ctx.publish_all(&out);
+                let applied = result.map_err(|error| Status::invalid_argument(error.to_string()))?;
+                let topology = ctx.correlator.topology();
+                let ids = |list: &[CiIdx]| list.iter().map(|&i| topology.ci(i).id.to_string()).collect();
+                Ok::<_, Status>(v1::ApplyTopologyChangesResponse {
+                    version: applied.version,
+                    added: ids(&applied.added),
+                    changed: ids(&applied.changed),
+                    deleted: ids(&applied.deleted),
+                })
+            })
+            .await??;
+        Ok(Response::new(applied))
+    }
+
+    async fn list_cis(&self, request: Request<v1::ListCisRequest>) -> Result<Response<v1::ListCisResponse>, Status> {
+        let request = request.into_inner();
+        let class = match v1::CiClass::try_from(request.class) {
+            Ok(v1::CiClass::Unspecified) => None,
+            Ok(class) => Some(class as i32),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown class {}", request.class))),
+        };
+        let from: usize = match request.page_token.as_str() {
+            "" => 0,
+            token => token.strip_prefix("slot-").and_then(|n| n.parse().ok()).ok_or_else(|| {
+                Status::invalid_argument(format!("`page_token` {token:?} is not one this engine gave"))
+            })?,
+        };
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let page = self
+            .handle
+            .call(move |ctx| {
+                let topology = ctx.correlator.topology();
+                let mut cis = Vec::new();
+                let mut next = from;
+                // The scan of one call is bounded, so that a sparse filter never holds the
+                // core for a whole large network: the token then says where to go on.
+                let end = topology.slots().min(from.saturating_add(SCAN_PER_PAGE));
+                while next < end && cis.len() < size {
+                    let idx = next as CiIdx;
+                    next += 1;
+                    let ci = topology.ci(idx);
+                    let wanted = ci.present
+                        && class.is_none_or(|class| proto::class_to_proto(ci.class) as i32 == class)
+                        && (request.name_prefix.is_empty()
+                            || ci.id.starts_with(&request.name_prefix)
+                            || ci.name.starts_with(&request.name_prefix))
+                        && request.attributes.iter().all(|(k, v)| {
+                            ci.attributes.as_ref().is_some_and(|attributes| attributes.get(k) == Some(v))
+                        });
+                    if wanted {
+                        cis.push(proto::record_to_proto(&topology.record(idx)));
+                    }
+                }
+                v1::ListCisResponse {
+                    cis,
+                    next_page_token: if next < topology.slots() { format!("slot-{next}") } else { String::new() },
+                    topology_version: topology.version(),
+                }
+            })
+            .await?;
+        Ok(Response::new(page))
+    }
+
+    async fn get_topology_version(
+        &self,
+        _request: Request<v1::GetTopologyVersionRequest>,
+    ) -> Result<Response<v1::TopologyVersion>, Status> {
+        let version = self
+            .handle
+            .call(|ctx| {
+                let topology = ctx.correlator.topology();
+                v1::TopologyVersion { version: topology.version(), cis: topology.len() as u64 }
+            })
+            .await?;
+        Ok(Response::new(version))
+    }
 }
+
+/// The most one CI's record may take: what the topology topic takes of one record
+/// (`kafka.max_message_bytes`' default), so that it always fits a state changelog record.
+const MAX_CI_RECORD_BYTES: usize = 512 * 1024;
+
+/// CIs a `ListCis` page holds unless asked otherwise, and at most.
+const DEFAULT_PAGE: usize = 1_000;
+const MAX_PAGE: usize = 10_000;
+/// Slots one `ListCis` call looks at, at most.
+const SCAN_PER_PAGE: usize = 200_000;
 
 fn lookup(topology: &Topology, id: &str) -> Result<CiIdx, Status> {
     topology.lookup(id).ok_or_else(|| Status::not_found(format!("CI `{id}` is not in the topology")))
@@ -52,7 +174,7 @@ fn ci_to_proto(topology: &Topology, idx: CiIdx) -> v1::ConfigurationItem {
         rule: Some(proto::rule_to_proto(ci.rule)),
         customer: ci.customer.map(|c| topology.ci(c).id.to_string()).unwrap_or_default(),
         sla_tier: proto::sla_to_proto(ci.sla) as i32,
-        incidents: ci.incidents,
+        incidents: Some(ci.incidents),
         attributes: ci.attributes().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
@@ -103,6 +225,7 @@ pub fn ci_status(correlator: &Correlator, id: &str) -> Result<v1::CiStatus, Stat
         root_causes,
         // Live from the alarm stage, so tallies include the latest repeats.
         active_alarms: correlator.alarms().active_alarms(id).iter().map(proto::alarm_ref_to_proto).collect(),
+        topology_version: topology.version(),
     })
 }
 
@@ -147,5 +270,6 @@ pub fn impact_of(correlator: &Correlator, id: &str) -> Result<v1::GetImpactRespo
                 }
             })
             .collect(),
+        topology_version: topology.version(),
     })
 }

@@ -11,7 +11,7 @@ use super::owner::{self, Claims};
 use crate::config::KafkaConfig;
 use crate::correlate::Stats;
 use crate::correlate::alarm_stage::RememberedClear;
-use crate::correlate::changelog::{CoreChanges, CoreMeta, CoreSnapshot, IncidentRecord, ResourceRecord};
+use crate::correlate::changelog::{CoreChanges, CoreMeta, CoreSnapshot, IncidentRecord, ResourceRecord, TopologyEntry};
 use crate::correlate::incidents::IncidentStats;
 use crate::model::EpochMillis;
 use crate::model::incident::{Incident, IncidentId};
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 const RESOURCE: &str = "resource/";
 const INCIDENT: &str = "incident/";
 const META: &str = "meta";
+const CI: &str = "ci/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangelogError {
@@ -36,6 +37,8 @@ pub enum ChangelogError {
     Decode { key: String, source: prost::DecodeError },
     #[error("state changelog record `{key}`: {source}")]
     Incident { key: String, source: proto::IncidentFieldError },
+    #[error("state changelog record `{key}`: {reason}")]
+    Topology { key: String, reason: String },
     #[error("cannot read the state changelog topic {topic}: {message}")]
     Read { topic: String, message: String },
     #[error(
@@ -165,6 +168,24 @@ pub fn encode<'a>(
             }
         }
     }
+    for (id, entry) in &changes.topology {
+        key.clear();
+        key.push_str(CI);
+        key.push_str(id);
+        let message = v1::TopologyEntry {
+            ci: Some(proto::record_to_proto(&entry.record)),
+            deleted: entry.deleted,
+            slot: entry.slot,
+        };
+        value.clear();
+        message.encode(&mut value).expect("a Vec grows as needed");
+        if key.len() + value.len() > max_record_bytes {
+            // Bounded upstream (a CI record's size is checked where it comes in).
+            tracing::error!(ci = %id, bytes = value.len(), "topology entry too large for a changelog record; not kept");
+            continue;
+        }
+        emit(&key, Some(&value));
+    }
     value.clear();
     meta_to_proto(&changes.meta).encode(&mut value).expect("a Vec grows as needed");
     emit(META, Some(&value));
@@ -243,6 +264,19 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                 let record = incident_record_from_proto(&message)
                     .map_err(|source| ChangelogError::Incident { key: key.to_string(), source })?;
                 snapshot.incidents.insert(id, record);
+            }
+        }
+    } else if let Some(id) = key.strip_prefix(CI) {
+        match value {
+            None => {
+                snapshot.topology.remove(id);
+            }
+            Some(bytes) => {
+                let message = v1::TopologyEntry::decode(bytes).map_err(decode_error)?;
+                let record = proto::record_from_proto(message.ci.unwrap_or_default())
+                    .map_err(|reason| ChangelogError::Topology { key: key.to_string(), reason })?;
+                let entry = TopologyEntry { record, deleted: message.deleted, slot: message.slot };
+                snapshot.topology.insert(id.into(), entry);
             }
         }
     } else if key == META {
@@ -451,6 +485,7 @@ fn meta_to_proto(meta: &CoreMeta) -> v1::EngineMeta {
     v1::EngineMeta {
         next_incident: meta.next_incident,
         clock: (meta.clock != EpochMillis::MIN).then(|| proto::timestamp(meta.clock)),
+        topology_version: meta.topology_version,
         counters: Some(v1::EngineCounters {
             alarms_in: s.alarms_in,
             raised: s.raised,
@@ -479,6 +514,7 @@ fn meta_from_proto(meta: &v1::EngineMeta) -> CoreMeta {
     CoreMeta {
         next_incident: meta.next_incident,
         clock: meta.clock.as_ref().map_or(EpochMillis::MIN, proto::millis),
+        topology_version: meta.topology_version,
         stats: Stats {
             alarms_in: c.alarms_in,
             raised: c.raised,
@@ -552,9 +588,37 @@ mod tests {
             );
             expected.fold(changes);
         }
+        // Topology batches: a CI added, one changed, one deleted.
+        use crate::model::topology::{CiChange, CiClass, CiRecord};
+        let topology = correlator.topology().clone();
+        let mut router = topology.record(topology.lookup("mrs-r1").unwrap());
+        router.attributes.insert("site".into(), "Marseille".into());
+        let mut service = topology.record(topology.lookup("cfs-umbrella-backhaul").unwrap());
+        service.id = "cfs-umbrella-backup".into();
+        service.sla = Some(crate::model::topology::SlaTier::Gold);
+        let port = CiRecord { id: "mrs-r1/9/9".into(), class: CiClass::Port, ..router.clone() };
+        let batches = [
+            vec![CiChange::Upsert(router), CiChange::Upsert(service), CiChange::Upsert(port)],
+            vec![CiChange::Delete("mrs-r1/9/9".into())],
+        ];
+        for batch in batches {
+            correlator.apply_topology(batch, 10_000, &mut out).unwrap();
+            let changes = correlator.take_changes().expect("a batch changes something");
+            encode(
+                &changes,
+                1_000_000,
+                |_| None,
+                |_, _| panic!("trimmed"),
+                |key, value| fold(&mut read_back, key.as_bytes(), value).unwrap(),
+            );
+            expected.fold(changes);
+        }
         assert_eq!(read_back, expected);
         assert!(!expected.incidents.is_empty() && expected.resources.contains_key("unknown-box"));
         assert_eq!(expected.meta.stats.alarms_in, steps.len() as u64);
+        assert_eq!(expected.meta.topology_version, 2);
+        let entries: Vec<(&str, bool)> = expected.topology.iter().map(|(id, e)| (&**id, e.deleted)).collect();
+        assert_eq!(entries, [("cfs-umbrella-backup", false), ("mrs-r1", false), ("mrs-r1/9/9", true)]);
     }
 
     /// An incident whose bookkeeping alone passes the record limit (a national outage: 100,000

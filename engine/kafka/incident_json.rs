@@ -67,6 +67,7 @@ pub fn to_json(i: &v1::Incident) -> Vec<u8> {
         "update_time": time(&i.update_time),
         "resolve_time": time(&i.resolve_time),
         "version": i.version,
+        "topology_version": i.topology_version,
         "omitted": {
             "root_causes": i.root_causes_omitted,
             "root_cause_alarms": i.root_cause_alarms_omitted,
@@ -161,6 +162,7 @@ pub fn from_json(bytes: &[u8]) -> Option<v1::Incident> {
         update_time: parse_time(&v, "update_time"),
         resolve_time: parse_time(&v, "resolve_time"),
         version: v.get("version").and_then(Value::as_u64).unwrap_or_default(),
+        topology_version: v.get("topology_version").and_then(Value::as_u64).unwrap_or_default(),
         root_causes_omitted: omitted("root_causes"),
         root_cause_alarms_omitted: omitted("root_cause_alarms"),
         symptom_alarms_omitted: omitted("symptom_alarms"),
@@ -238,6 +240,7 @@ mod tests {
             root_cause_alarms_omitted: 5,
             symptom_alarms_omitted: 6,
             cleared_alarms_dropped: 7,
+            topology_version: 3,
         };
         assert_eq!(from_json(&to_json(&incident)), Some(incident));
         assert_eq!(from_json(b"{\"id\":\"INC-1\"}"), None, "not what to_json writes");

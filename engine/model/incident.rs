@@ -334,6 +334,8 @@ pub struct Incident {
     /// Incremented on every published change.
     pub version: u64,
     pub omitted: Omitted,
+    /// The topology version its impact was last computed on.
+    pub topology_version: u64,
 }
 
 impl Incident {
@@ -359,6 +361,7 @@ impl Incident {
             resolved_at: None,
             version: 0,
             omitted: Omitted::default(),
+            topology_version: 0,
         }
     }
 }

@@ -63,7 +63,7 @@ pub enum SlaTier {
 }
 
 /// One line of the topology file: a CI with its relations.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CiRecord {
     pub id: String,
@@ -128,7 +128,7 @@ impl Ci {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum TopologyError {
     #[error("duplicate CI id `{0}`")]
     DuplicateId(String),
@@ -148,6 +148,22 @@ pub enum TopologyError {
     Cycle(String),
     #[error("CI id must not be empty")]
     EmptyId,
+}
+
+impl TopologyError {
+    /// The CI the error is about, if it names one.
+    pub fn ci(&self) -> Option<&str> {
+        match self {
+            TopologyError::DuplicateId(ci) | TopologyError::Cycle(ci) => Some(ci),
+            TopologyError::UnknownDependency { ci, .. }
+            | TopologyError::UnknownCustomer { ci, .. }
+            | TopologyError::NotACustomer { ci, .. }
+            | TopologyError::QuorumTooLarge { ci, .. }
+            | TopologyError::StillDependedOn { ci, .. }
+            | TopologyError::StillCustomerOf { ci, .. } => Some(ci),
+            TopologyError::EmptyId => None,
+        }
+    }
 }
 
 /// Each CI's neighbours on one side of the relation, packed into one vector: CI `i`'s are
@@ -275,9 +291,8 @@ pub struct Topology {
     index: HashTable<CiIdx>,
     dependencies: Adjacency,
     dependents: Adjacency,
-    /// Above every dependency's rank: propagation visits CIs in rank order so that each is
-    /// recomputed once, after all of its dependencies. The longest dependency chain below
-    /// each CI when built or packed; raised where a batch needs it in between.
+    /// Longest dependency chain below each CI: propagation visits CIs in rank order so
+    /// that each is recomputed once, after all of its dependencies.
     rank: Vec<u32>,
     /// CIs present.
     present: usize,
@@ -420,6 +435,11 @@ impl Topology {
         self.version
     }
 
+    /// Sets the version: a restore takes back the one its changelog recorded.
+    pub fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
     /// The CI present with this id.
     pub fn lookup(&self, id: &str) -> Option<CiIdx> {
         self.slot(id).filter(|&idx| self.cis[idx as usize].present)
@@ -514,6 +534,7 @@ impl Topology {
         }
         let mut tiers_moved = false;
         let mut seen = FxHashSet::default();
+        let mut dependents_moved = FxHashMap::default();
         for (change, slot) in staged.into_iter().zip(slots) {
             let Some(slot) = slot else { continue };
             let was_present = self.cis[slot as usize].present;
@@ -526,7 +547,7 @@ impl Topology {
                     ci.present = false;
                     tiers_moved |= ci.class == CiClass::Customer;
                     self.present -= 1;
-                    if self.rewire(slot, Vec::new()) {
+                    if self.rewire(slot, Vec::new(), &mut dependents_moved) {
                         applied.rewired.push(slot);
                     }
                     applied.deleted.push(slot);
@@ -548,7 +569,7 @@ impl Topology {
                     let after = &self.cis[slot as usize];
                     tiers_moved |= (before.class == CiClass::Customer || after.class == CiClass::Customer)
                         && (before.own_sla != after.own_sla || before.class != after.class || !was_present);
-                    let rewired = self.rewire(slot, deps);
+                    let rewired = self.rewire(slot, deps, &mut dependents_moved);
                     if rewired {
                         applied.rewired.push(slot);
                     }
@@ -561,6 +582,7 @@ impl Topology {
                 }
             }
         }
+        self.move_dependents(dependents_moved);
         if tiers_moved {
             // A customer's tier moved: every service without a tier of its own follows.
             for i in 0..self.cis.len() {
@@ -572,7 +594,7 @@ impl Topology {
         for list in [&mut applied.added, &mut applied.changed, &mut applied.deleted, &mut applied.rewired] {
             list.sort_unstable();
         }
-        self.raise_ranks(&applied.rewired);
+        self.rerank(&applied.rewired);
         if self.dependencies.changed.len() + self.dependents.changed.len() > (self.cis.len() / 8).max(4096) {
             self.pack();
         }
@@ -581,42 +603,70 @@ impl Topology {
         Ok(applied)
     }
 
-    /// Sets a CI's dependencies, and their dependents' lists; true when they moved.
-    fn rewire(&mut self, idx: CiIdx, deps: Vec<CiIdx>) -> bool {
+    /// Sets a CI's dependencies; notes in `moved` what its dependencies' dependents lists
+    /// gain and lose (each list is rewritten once, for the whole batch). True when they
+    /// moved.
+    fn rewire(&mut self, idx: CiIdx, deps: Vec<CiIdx>, moved: &mut FxHashMap<CiIdx, DependentsMoved>) -> bool {
         let before = self.dependencies.of(idx);
         if before == deps.as_slice() {
             return false;
         }
-        let gone: Vec<CiIdx> = before.iter().copied().filter(|d| !deps.contains(d)).collect();
-        let new: Vec<CiIdx> = deps.iter().copied().filter(|d| !before.contains(d)).collect();
-        for d in gone {
-            let list: Box<[CiIdx]> = self.dependents.of(d).iter().copied().filter(|&x| x != idx).collect();
-            self.dependents.set(d, list);
-        }
-        for d in new {
-            let mut list = self.dependents.of(d).to_vec();
-            let at = list.partition_point(|&x| x < idx);
-            list.insert(at, idx);
-            self.dependents.set(d, list.into_boxed_slice());
+        let (mut old, mut new) = (before.to_vec(), deps.clone());
+        old.sort_unstable();
+        new.sort_unstable();
+        let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
+        loop {
+            match (old.peek().copied(), new.peek().copied()) {
+                (Some(o), Some(n)) if o == n => {
+                    old.next();
+                    new.next();
+                }
+                (Some(o), n) if n.is_none_or(|n| o < n) => {
+                    moved.entry(o).or_default().lost.push(idx);
+                    old.next();
+                }
+                (_, Some(n)) => {
+                    moved.entry(n).or_default().gained.push(idx);
+                    new.next();
+                }
+                _ => break,
+            }
         }
         self.dependencies.set(idx, deps.into_boxed_slice());
         true
     }
 
-    /// Raises the ranks the rewired CIs need, and those of the CIs above them in turn.
-    fn raise_ranks(&mut self, rewired: &[CiIdx]) {
+    /// Rewrites the dependents lists a batch moved, each once.
+    fn move_dependents(&mut self, moved: FxHashMap<CiIdx, DependentsMoved>) {
+        for (ci, DependentsMoved { mut gained, mut lost }) in moved {
+            lost.sort_unstable();
+            gained.sort_unstable();
+            let mut list: Vec<CiIdx> =
+                self.dependents.of(ci).iter().copied().filter(|x| lost.binary_search(x).is_err()).collect();
+            list.extend(gained);
+            list.sort_unstable();
+            list.dedup();
+            self.dependents.set(ci, list.into_boxed_slice());
+        }
+    }
+
+    /// Sets the ranks of the rewired CIs to their longest chains again, and those of the
+    /// CIs above them in turn where theirs moved (up or down): ranks are a function of the
+    /// graph alone, never of the batches that made it, so that propagation visits CIs in
+    /// the same order however the topology came to be (a restore rebuilds it otherwise).
+    fn rerank(&mut self, rewired: &[CiIdx]) {
         let mut work: Vec<CiIdx> = rewired.to_vec();
         while let Some(idx) = work.pop() {
-            let needed = self.dependencies(idx).iter().map(|&d| self.rank[d as usize] + 1).max().unwrap_or(0);
-            if needed > self.rank[idx as usize] {
+            let longest = self.dependencies(idx).iter().map(|&d| self.rank[d as usize] + 1).max().unwrap_or(0);
+            if longest != self.rank[idx as usize] {
                 // Past the number of CIs, ranks climb a cycle that validation let through:
                 // stopped loudly, never looped on.
                 assert!(
-                    needed as usize <= self.cis.len(),
+                    longest as usize <= self.cis.len(),
                     "a dependency cycle through `{}`",
                     self.cis[idx as usize].id
                 );
-                self.rank[idx as usize] = needed;
+                self.rank[idx as usize] = longest;
                 work.extend_from_slice(self.dependents.of(idx));
             }
         }
@@ -797,6 +847,13 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// What a batch does to one CI's dependents list.
+#[derive(Debug, Default)]
+struct DependentsMoved {
+    gained: Vec<CiIdx>,
+    lost: Vec<CiIdx>,
 }
 
 /// Marks a CI the batch adds, by its place in the batch, among slots while validating.
@@ -1088,9 +1145,7 @@ mod tests {
                     list
                 };
                 prop_assert_eq!(dependents(topo, idx), dependents(&built, i));
-                for &d in topo.dependencies(idx) {
-                    prop_assert!(topo.rank(idx) > topo.rank(d), "rank of {} not above {}", ci.id, topo.ci(d).id);
-                }
+                prop_assert_eq!(topo.rank(idx), built.rank(i), "rank of {}: the longest chain below it", &ci.id);
             }
             for (_, ci) in topo.iter() {
                 prop_assert!(model.contains_key(&*ci.id));

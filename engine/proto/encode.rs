@@ -217,6 +217,7 @@ impl Message for IncidentFields<'_> {
         int(out, 24, i64::from(i.omitted.root_cause_alarms));
         int(out, 25, i64::from(i.omitted.symptom_alarms));
         int(out, 26, i64::from(i.omitted.cleared_alarms));
+        int(out, 27, i.topology_version as i64);
     }
 }
 

@@ -51,6 +51,13 @@ impl CoreContext<'_> {
         proto::incident_to_proto(&change.incident)
     }
 
+    /// Publishes changes caused by a job to Kafka and subscribers.
+    pub fn publish_all(&mut self, changes: &[IncidentChange]) {
+        for change in changes {
+            self.publisher.publish(change);
+        }
+    }
+
     /// A receiver of every change published after this call: taken on the core thread,
     /// so a snapshot read in the same job and this stream neither overlap nor leave a gap.
     pub fn subscribe(&self) -> broadcast::Receiver<SharedChange> {
