@@ -82,9 +82,19 @@ fn change() -> impl Strategy<Value = CiChange> {
             let rule = [Rule::Any, Rule::All, Rule::Quorum(1)][rule as usize];
             CiChange::Upsert(record("new-rfs", CiClass::Rfs, deps, rule, None))
         }),
-        (0..SERVICES.len(), picks(), 0..CUSTOMERS.len()).prop_map(|(s, deps, c)| {
+        (0..SERVICES.len(), picks(), 0..CUSTOMERS.len(), 0..6u8).prop_map(|(s, deps, c, kind)| {
             let deps = deps.into_iter().map(|d| LOWER[d].to_string()).collect();
-            CiChange::Upsert(record(SERVICES[s], CiClass::Cfs, deps, Rule::Any, Some(CUSTOMERS[c])))
+            // Mostly customer-facing services as usual; sometimes one made to open no
+            // incidents, or not a service any more, or a resource-facing one made to.
+            let (class, incidents) = match kind {
+                0 => (CiClass::Cfs, Some(false)),
+                1 => (CiClass::Rfs, None),
+                2 => (CiClass::Rfs, Some(true)),
+                _ => (CiClass::Cfs, None),
+            };
+            let mut service = record(SERVICES[s], class, deps, Rule::Any, Some(CUSTOMERS[c]));
+            service.incidents = incidents;
+            CiChange::Upsert(service)
         }),
         (0..2usize, 0..NEW_PORTS.len()).prop_map(|(link, p)| {
             let (id, other) = [("link-par-lyo-a", "par-r1/1/1"), ("link-lyo-mrs-2", "mrs-r1/1/2")][link];
@@ -358,4 +368,43 @@ proptest! {
         prop_assert_eq!(actual, expected);
         prop_assert_eq!(restored.take_changes(), original.take_changes());
     }
+}
+
+/// A restart on a topology file that changed under the run-time changes: those it still
+/// takes are applied, those it no longer takes are left out (counted), and a CI deleted at
+/// run time that the new file needs stays as the file has it.
+#[test]
+fn a_restore_on_a_changed_file_keeps_what_still_applies() {
+    use faultline::correlate::changelog::CoreSnapshot;
+    let node = |id: &str, class, deps: &[&str]| {
+        record(id, class, deps.iter().map(|d| d.to_string()).collect(), Rule::Any, None)
+    };
+    let file = |records: Vec<CiRecord>| Arc::new(Topology::from_records(records).unwrap());
+    let before = vec![
+        node("site", CiClass::Site, &[]),
+        node("dev", CiClass::Device, &["site"]),
+        node("card-1", CiClass::Card, &["dev"]),
+        node("card-2", CiClass::Card, &["dev"]),
+    ];
+    let mut correlator = Correlator::new(file(before.clone()), CorrelatorConfig::default());
+    let mut out = Vec::new();
+    let batch = vec![
+        CiChange::Upsert(node("port-x", CiClass::Port, &["card-2"])),
+        CiChange::Upsert(node("port-y", CiClass::Port, &["dev"])),
+        CiChange::Delete("card-1".into()),
+    ];
+    correlator.apply_topology(batch, START, &mut out).unwrap();
+    let mut log = CoreSnapshot::default();
+    log.fold(correlator.take_changes().unwrap());
+
+    // The new file: card-2 gone, and a card-3 on card-1.
+    let mut after = before[..3].to_vec();
+    after.push(node("card-3", CiClass::Card, &["card-1"]));
+    let (restored, summary) = Correlator::restore(file(after.clone()), CorrelatorConfig::default(), log);
+    assert_eq!((summary.topology_changes, summary.topology_rejected), (3, 2), "port-x and card-1's deletion left out");
+    let topology = restored.topology();
+    assert_eq!(topology.version(), 1);
+    assert!(topology.lookup("port-y").is_some() && topology.lookup("port-x").is_none());
+    let card = topology.lookup("card-1").expect("card-1 stays: the new file needs it");
+    assert_eq!(topology.record(card), after[2], "as the file has it, not emptied");
 }

@@ -410,6 +410,20 @@ async fn queries_commit_nothing_and_operator_actions_commit_before_their_reply()
     let first = on_topic(&topic, "INC-000001", |_| true).await;
     assert_eq!((first.state, first.version), (acked.state, acked.version), "the first snapshot on the topic");
 
+    // A topology batch that moves no incident is committed before its reply too: the
+    // state changelog has it (read committed) while the next interval is minutes away.
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let port = v1::ConfigurationItem {
+        id: "par-r1/9/9".into(),
+        class: v1::CiClass::Port as i32,
+        depends_on: vec!["par-r1/card-1".into()],
+        ..Default::default()
+    };
+    let change = v1::CiChange { change: Some(v1::ci_change::Change::Upsert(port)) };
+    topology.apply_topology_changes(v1::ApplyTopologyChangesRequest { changes: vec![change] }).await.unwrap();
+    let state = reader(engine.brokers(), &config.kafka.state_topic);
+    read_until(&state, WAIT, |m| m.key() == Some(b"ci/par-r1/9/9".as_slice())).await;
+
     drop(producer);
     drop(topic);
     engine.stop(Duration::from_secs(10)).await.unwrap();
@@ -920,6 +934,13 @@ async fn topology_changes_over_grpc_are_applied_whole_or_refused_naming_the_ci()
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("cfs-huge"), "{status:?}");
+
+    // The router cannot go while the new service depends on it.
+    let delete = v1::CiChange { change: Some(v1::ci_change::Change::Delete("mrs-r1".into())) };
+    let status =
+        topology.apply_topology_changes(v1::ApplyTopologyChangesRequest { changes: vec![delete] }).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("mrs-r1"), "{status:?}");
 
     // Deleted, it leaves its incident, which says so.
     let delete = v1::CiChange { change: Some(v1::ci_change::Change::Delete("cfs-acme-mrs".into())) };

@@ -10,7 +10,7 @@ use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, Resync};
 use crate::model::incident::{Incident, IncidentChange, IncidentId, TimelineKind};
-use crate::model::topology::{Applied, CiChange, CiIdx, Rule, Topology, TopologyError};
+use crate::model::topology::{Applied, CiChange, CiIdx, CiRecord, Rule, Topology, TopologyError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -476,13 +476,21 @@ impl Correlator {
 /// Applies the CIs a changelog kept (`entries`, from batches applied at run time) over the
 /// topology a start has: their records first, in the slot order they had (so that they
 /// come back at the same places), then the deletions; the topology then takes the version
-/// the changelog recorded. An entry the topology no longer takes (the file changed under
-/// it: a dependency gone) is left out, logged, and counted in the return value.
+/// the changelog recorded. A CI deleted at run time comes back as a deleted slot with its
+/// last name and customer (incidents still show them). When the topology no longer takes
+/// the records as one batch (the file changed under them: a dependency gone), they are
+/// applied one by one, and those it still refuses are left out, logged and counted in the
+/// return value; a CI whose deletion is refused stays as the topology had it.
 fn restore_topology(topology: &mut Topology, entries: &BTreeMap<Arc<str>, TopologyEntry>, version: u64) -> usize {
     let mut ordered: Vec<&TopologyEntry> = entries.values().collect();
     ordered.sort_by_key(|entry| entry.slot);
-    // A deleted CI comes back as it was deleted: its name and customer (incidents still
-    // show them), no dependencies.
+    // Deleted CIs the topology has: as it has them, should their deletion be refused.
+    let own: Vec<CiRecord> = ordered
+        .iter()
+        .filter(|entry| entry.deleted)
+        .filter_map(|entry| topology.lookup(&entry.record.id))
+        .map(|idx| topology.record(idx))
+        .collect();
     let upserts: Vec<CiChange> = ordered
         .iter()
         .map(|entry| {
@@ -497,20 +505,35 @@ fn restore_topology(topology: &mut Topology, entries: &BTreeMap<Arc<str>, Topolo
     let deletes: Vec<CiChange> =
         ordered.iter().filter(|entry| entry.deleted).map(|entry| CiChange::Delete(entry.record.id.clone())).collect();
     let mut rejected = 0;
-    for mut batch in [upserts, deletes] {
-        while !batch.is_empty() {
-            let Err(error) = topology.apply(batch.clone()) else { break };
-            tracing::warn!(%error, "a topology change kept in the state changelog no longer applies to the topology; left out");
-            match error.ci().and_then(|id| batch.iter().position(|change| change.id() == id)) {
-                Some(at) => {
-                    batch.remove(at);
-                    rejected += 1;
-                }
-                None => {
-                    rejected += batch.len();
-                    break;
+    for batch in [upserts, deletes] {
+        if batch.is_empty() || topology.apply(batch.clone()).is_ok() {
+            continue;
+        }
+        // One by one, pass after pass (one may need another later in the order), until a
+        // pass applies none.
+        let mut left = batch;
+        loop {
+            let before = left.len();
+            let mut refused = Vec::new();
+            for change in left {
+                if let Err(error) = topology.apply(vec![change.clone()]) {
+                    refused.push((change, error));
                 }
             }
+            left = refused.iter().map(|(change, _)| change.clone()).collect();
+            if left.is_empty() || left.len() == before {
+                for (change, error) in refused {
+                    tracing::warn!(ci = %change.id(), %error, "a topology change kept in the state changelog no longer applies to the topology; left out");
+                    rejected += 1;
+                }
+                break;
+            }
+        }
+    }
+    for record in own {
+        if topology.lookup(&record.id).is_some() {
+            // Its deletion was refused: it stays as the topology had it, not emptied.
+            let _ = topology.apply(vec![CiChange::Upsert(record)]);
         }
     }
     topology.set_version(version);

@@ -547,17 +547,40 @@ impl IncidentBook {
                 }
             }
         }
-        for &ci in &applied.deleted {
+        // Services an incident follows that leave it: deleted, or no longer opening
+        // incidents (their record says so now, or they are no longer services).
+        let deleted = applied.deleted.iter().map(|&ci| (ci, "deleted from the topology"));
+        let unfollowed = applied
+            .changed
+            .iter()
+            .filter(|&&ci| !topology.ci(ci).incidents)
+            .map(|&ci| (ci, "no longer followed by incidents (topology change)"));
+        for (ci, why) in deleted.chain(unfollowed).collect::<Vec<_>>() {
             let Some(id) = self.set_service_owner(ci, None) else { continue };
             self.dirty.insert(id);
             let Some(t) = self.incidents.get_mut(&id) else { continue };
             if t.services.get(ci).is_some_and(|s| !s.is_up()) {
                 t.services.set(ci, State::Up, &topology);
             }
-            push_service_entry(&mut t.incident, &self.policy, now, &topology.ci(ci).name, "deleted from the topology");
+            push_service_entry(&mut t.incident, &self.policy, now, &topology.ci(ci).name, why);
             touch(&mut kinds, id).services = true;
         }
         self.follow_changes(impact, changes, kinds, now, out);
+        // Services that open incidents now (added, or made to) and are impacted without
+        // moving (nothing in `changes` names them): followed as if they had just failed.
+        let newly: Vec<(CiIdx, State)> = applied
+            .added
+            .iter()
+            .chain(&applied.changed)
+            .copied()
+            .filter(|&ci| {
+                topology.ci(ci).incidents && !impact.state(ci).effective.is_up() && self.service_owner(ci).is_none()
+            })
+            .map(|ci| (ci, State::Up))
+            .collect();
+        if !newly.is_empty() {
+            self.follow_as_changed(impact, newly, now, out);
+        }
     }
 
     fn follow_changes(

@@ -5,7 +5,7 @@
 use super::status::required;
 use crate::correlate::Correlator;
 use crate::model::state::State;
-use crate::model::topology::{CiChange, CiIdx, Topology};
+use crate::model::topology::{CiChange, CiIdx, Topology, TopologyError};
 use crate::proto::{self, v1};
 use crate::runtime::EngineHandle;
 use prost::Message as _;
@@ -69,7 +69,13 @@ impl super::server::topology_service_server::TopologyService for TopologyApi {
                 let result = ctx.correlator.apply_topology(batch, ctx.now, &mut out);
                 // Timers the clock fired, and the incidents the batch moved.
                 ctx.publish_all(&out);
-                let applied = result.map_err(|error| Status::invalid_argument(error.to_string()))?;
+                let applied = result.map_err(|error| match error {
+                    // The batch is well formed; the topology is not in a state to take it.
+                    TopologyError::StillDependedOn { .. } | TopologyError::StillCustomerOf { .. } => {
+                        Status::failed_precondition(error.to_string())
+                    }
+                    _ => Status::invalid_argument(error.to_string()),
+                })?;
                 let topology = ctx.correlator.topology();
                 let ids = |list: &[CiIdx]| list.iter().map(|&i| topology.ci(i).id.to_string()).collect();
                 Ok::<_, Status>(v1::ApplyTopologyChangesResponse {

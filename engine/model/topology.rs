@@ -532,7 +532,9 @@ impl Topology {
             };
             slots.push(slot);
         }
+        // An existing customer's own tier moved: its services without one follow.
         let mut tiers_moved = false;
+        let mut upserted: Vec<(CiIdx, Ci, bool)> = Vec::new();
         let mut seen = FxHashSet::default();
         let mut dependents_moved = FxHashMap::default();
         for (change, slot) in staged.into_iter().zip(slots) {
@@ -543,9 +545,7 @@ impl Topology {
                     if !was_present {
                         continue;
                     }
-                    let ci = &mut self.cis[slot as usize];
-                    ci.present = false;
-                    tiers_moved |= ci.class == CiClass::Customer;
+                    self.cis[slot as usize].present = false;
                     self.present -= 1;
                     if self.rewire(slot, Vec::new(), &mut dependents_moved) {
                         applied.rewired.push(slot);
@@ -559,36 +559,43 @@ impl Topology {
                         .expect("dependencies validated before any change");
                     let customer = record.customer.as_deref().and_then(|c| self.slot(c));
                     let id = self.cis[slot as usize].id.clone();
-                    let mut ci = ci_of(record, id, customer);
-                    if ci.sla.is_none()
-                        && let Some(c) = customer
-                    {
-                        ci.sla = self.cis[c as usize].own_sla;
-                    }
-                    let before = std::mem::replace(&mut self.cis[slot as usize], ci);
+                    let before = std::mem::replace(&mut self.cis[slot as usize], ci_of(record, id, customer));
                     let after = &self.cis[slot as usize];
-                    tiers_moved |= (before.class == CiClass::Customer || after.class == CiClass::Customer)
-                        && (before.own_sla != after.own_sla || before.class != after.class || !was_present);
+                    tiers_moved |= was_present
+                        && before.class == CiClass::Customer
+                        && after.class == CiClass::Customer
+                        && before.own_sla != after.own_sla;
                     let rewired = self.rewire(slot, deps, &mut dependents_moved);
                     if rewired {
                         applied.rewired.push(slot);
                     }
                     if !was_present {
                         self.present += 1;
-                        applied.added.push(slot);
-                    } else if rewired || before != self.cis[slot as usize] {
-                        applied.changed.push(slot);
                     }
+                    upserted.push((slot, before, was_present && !rewired));
                 }
             }
         }
         self.move_dependents(dependents_moved);
+        // Effective tiers: a CI's own, else its customer's, once every customer is in place.
         if tiers_moved {
-            // A customer's tier moved: every service without a tier of its own follows.
             for i in 0..self.cis.len() {
                 if let Some(c) = self.cis[i].customer {
                     self.cis[i].sla = self.cis[i].own_sla.or(self.cis[c as usize].own_sla);
                 }
+            }
+        } else {
+            for &(slot, _, _) in &upserted {
+                let ci = &self.cis[slot as usize];
+                let inherited = ci.customer.and_then(|c| self.cis[c as usize].own_sla);
+                self.cis[slot as usize].sla = ci.own_sla.or(inherited);
+            }
+        }
+        for (slot, before, unwired) in upserted {
+            if !before.present {
+                applied.added.push(slot);
+            } else if !unwired || before != self.cis[slot as usize] {
+                applied.changed.push(slot);
             }
         }
         for list in [&mut applied.added, &mut applied.changed, &mut applied.deleted, &mut applied.rewired] {
@@ -650,26 +657,44 @@ impl Topology {
         }
     }
 
-    /// Sets the ranks of the rewired CIs to their longest chains again, and those of the
-    /// CIs above them in turn where theirs moved (up or down): ranks are a function of the
-    /// graph alone, never of the batches that made it, so that propagation visits CIs in
-    /// the same order however the topology came to be (a restore rebuilds it otherwise).
+    /// Sets the ranks of the rewired CIs to their longest chains again, and those of every
+    /// CI above them: ranks are a function of the graph alone, never of the batches that
+    /// made it, so that propagation visits CIs in the same order however the topology came
+    /// to be (a restore rebuilds it otherwise). Kahn's algorithm over the CIs above the
+    /// rewired ones: each of them, and each of their relations, is looked at once.
     fn rerank(&mut self, rewired: &[CiIdx]) {
-        let mut work: Vec<CiIdx> = rewired.to_vec();
-        while let Some(idx) = work.pop() {
-            let longest = self.dependencies(idx).iter().map(|&d| self.rank[d as usize] + 1).max().unwrap_or(0);
-            if longest != self.rank[idx as usize] {
-                // Past the number of CIs, ranks climb a cycle that validation let through:
-                // stopped loudly, never looped on.
-                assert!(
-                    longest as usize <= self.cis.len(),
-                    "a dependency cycle through `{}`",
-                    self.cis[idx as usize].id
-                );
-                self.rank[idx as usize] = longest;
-                work.extend_from_slice(self.dependents.of(idx));
+        if rewired.is_empty() {
+            return;
+        }
+        let mut above: FxHashMap<CiIdx, u32> = FxHashMap::default();
+        let mut stack: Vec<CiIdx> = rewired.to_vec();
+        while let Some(idx) = stack.pop() {
+            if above.insert(idx, 0).is_none() {
+                stack.extend_from_slice(self.dependents.of(idx));
             }
         }
+        // Each one's dependencies among them, still to be ranked.
+        let members: Vec<CiIdx> = above.keys().copied().collect();
+        for &idx in &members {
+            let waiting = self.dependencies(idx).iter().filter(|d| above.contains_key(d)).count() as u32;
+            above.insert(idx, waiting);
+        }
+        let mut ready: Vec<CiIdx> = members.into_iter().filter(|idx| above[idx] == 0).collect();
+        let mut ranked = 0;
+        while let Some(idx) = ready.pop() {
+            ranked += 1;
+            self.rank[idx as usize] =
+                self.dependencies(idx).iter().map(|&d| self.rank[d as usize] + 1).max().unwrap_or(0);
+            for &dependent in self.dependents.of(idx) {
+                let waiting = above.get_mut(&dependent).expect("a dependent is above");
+                *waiting -= 1;
+                if *waiting == 0 {
+                    ready.push(dependent);
+                }
+            }
+        }
+        // Validation keeps cycles out: one here would be a bug, stopped loudly.
+        assert_eq!(ranked, above.len(), "a dependency cycle above the rewired CIs");
     }
 
     /// Packs the changed relation lists and sets every rank to its longest chain again.

@@ -278,10 +278,14 @@ impl CoreLoop {
     /// that only reads (a query, a metrics scrape) leaves the open transaction alone.
     fn on_job(&mut self, job: Job) -> Result<(), OutputError> {
         let published = self.publisher.published + self.publisher.replayed;
+        let topology = self.correlator.topology().version();
         let mut ctx =
             CoreContext { correlator: &mut self.correlator, now: wall_clock(), publisher: &mut self.publisher };
         let reply = job(&mut ctx);
-        if self.publisher.published + self.publisher.replayed == published {
+        // A topology batch is answered once committed, whether or not it moved incidents.
+        if self.publisher.published + self.publisher.replayed == published
+            && self.correlator.topology().version() == topology
+        {
             reply();
             return Ok(());
         }

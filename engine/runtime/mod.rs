@@ -136,6 +136,8 @@ impl Engine {
             active_alarms = restored.active_alarms,
             incidents = restored.incidents,
             unknown_cis = restored.unknown_cis,
+            topology_changes = restored.topology_changes,
+            topology_changes_left_out = restored.topology_rejected,
             records = read.records,
             bytes = read.bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
