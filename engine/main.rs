@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use faultline::cli::{bench, demo, generate, soak, watch};
+use faultline::cli::{bench, demo, generate, soak, topology, watch};
 use faultline::config::{AlarmFormat, Config, Overrides};
 use faultline::generate::scenario::Kind;
 use faultline::proto::v1;
@@ -96,6 +96,36 @@ enum Command {
     /// Generate synthetic carrier networks and alarm storms.
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// The live topology of a running engine: apply a file's CIs to it, show a CI.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Show what a topology file (JSON Lines) changes in the engine's live topology, then
+    /// apply it as one batch: all of it or, when the engine refuses it, none.
+    Apply {
+        /// CIs to put (added, or replacing those with their ids).
+        file: PathBuf,
+        /// Also delete the live CIs the file does not have.
+        #[arg(long)]
+        prune: bool,
+        /// Show what would change; apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// gRPC address of the engine.
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
+    /// Show a CI: its record, state, active alarms, and the root causes that explain it.
+    Get {
+        /// CI id.
+        id: String,
+        /// gRPC address of the engine.
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,6 +287,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 "--warmup must be shorter than --duration"
             );
             bench::run(&options).await?;
+            Ok(())
+        }
+        Command::Topology(TopologyCommand::Apply { file, prune, dry_run, addr }) => {
+            topology::apply(&addr, &file, prune, dry_run, std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::Topology(TopologyCommand::Get { id, addr }) => {
+            topology::get(&addr, &id, std::io::stdout()).await?;
             Ok(())
         }
         Command::Generate(GenerateCommand::Topology { cis, seed, vpn_sites, out }) => {

@@ -30,6 +30,14 @@ pub fn parse(text: &str, name: &str) -> Result<Topology, TopologyFileError> {
     Topology::from_records(records).map_err(|source| TopologyFileError::Invalid { path: name.to_owned(), source })
 }
 
+/// Reads a file's CI records without validating them as a whole topology (a batch of
+/// changes to a live one need not be one).
+pub fn read(path: &Path) -> Result<Vec<CiRecord>, TopologyFileError> {
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| TopologyFileError::Io { path: name.clone(), source })?;
+    read_records(std::io::BufReader::new(file), &name)
+}
+
 fn read_records(reader: impl BufRead, name: &str) -> Result<Vec<CiRecord>, TopologyFileError> {
     let mut records = Vec::new();
     for (i, line) in reader.lines().enumerate() {

@@ -323,3 +323,76 @@ fn leaf_keys(table: &toml::Table) -> Vec<String> {
     keys.sort();
     keys
 }
+
+/// `faultline topology apply` shows what a file changes in a running engine's topology,
+/// applies it as one batch (or, refused, nothing, with the engine's reason), and
+/// `faultline topology get` shows a CI as the batch left it.
+#[test]
+fn topology_apply_shows_the_diff_and_applies_it_as_one_batch() {
+    let mut run = faultline()
+        .args(["run", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--topology"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap()).lines();
+    let started = stderr.by_ref().map(|l| l.unwrap()).find(|l| l.contains("faultline started")).expect("started");
+    let at = started.find(" grpc_addr=").expect("the gRPC address is logged") + " grpc_addr=".len();
+    let addr = format!("http://{}", started[at..].split_whitespace().next().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("changes.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            "# a new port, and the Marseille router with a new attribute\n",
+            r#"{"id":"mrs-r1/9/1","class":"port","depends_on":["mrs-r1/card-2"]}"#,
+            "\n",
+            r#"{"id":"mrs-r1","class":"device","name":"Marseille core router 1","depends_on":["site-mrs"],"attributes":{"vendor":"acme-networks","role":"core","rack":"B4"}}"#,
+            "\n",
+            r#"{"id":"par-r1","class":"device","name":"Paris core router 1","depends_on":["site-par"],"attributes":{"vendor":"acme-networks","role":"core"}}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let topology = |args: &[&str]| {
+        let output = faultline().arg("topology").args(args).args(["--addr", &addr]).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let file_arg = file.to_str().unwrap();
+
+    let (ok, out, err) = topology(&["apply", file_arg, "--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("+ mrs-r1/9/1 (port)") && out.contains("~ mrs-r1 (attributes)"), "{out}");
+    assert!(!out.contains("par-r1 "), "an unchanged CI is not listed: {out}");
+    assert!(out.contains("1 to add, 1 to change, 0 to delete; not applied"), "{out}");
+
+    let (ok, out, err) = topology(&["apply", file_arg]);
+    assert!(ok, "{err}");
+    assert!(out.contains("applied: 1 added, 1 changed, 0 deleted; topology version 1"), "{out}");
+    let (ok, out, _) = topology(&["apply", file_arg]);
+    assert!(ok && out.contains("nothing to change (topology version 1)"), "{out}");
+
+    let (ok, out, err) = topology(&["get", "mrs-r1/9/1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("class        port") && out.contains("depends on   mrs-r1/card-2"), "{out}");
+    assert!(out.contains("state        up") && out.contains("topology version 1"), "{out}");
+
+    // Refused whole: the engine's reason, naming the CI, and a failing exit status.
+    std::fs::write(&file, r#"{"id":"cfs-x","class":"cfs","depends_on":["nowhere"]}"#).unwrap();
+    let (ok, _, err) = topology(&["apply", file_arg]);
+    assert!(!ok && err.contains("cfs-x") && err.contains("nowhere"), "{err}");
+    let (ok, _, err) = topology(&["get", "cfs-x"]);
+    assert!(!ok && err.contains("cfs-x"), "{err}");
+
+    Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while run.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "still running 20 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
