@@ -276,6 +276,13 @@ fn queries(c: &mut Criterion) {
     group.bench_function(format!("impact/site-outage-{}-services", impact.services.len()), |b| {
         b.iter(|| faultline::grpc::impact_of(&correlator, "g0-s0").expect("a known CI"))
     });
+    // What-if: the same outage simulated on the network before it happened.
+    let quiet = Correlator::new(topology.clone(), config());
+    let assessed = faultline::grpc::what_if(&quiet, &["g0-s0".to_owned()]).expect("a known CI");
+    assert!(assessed.newly_impacted.len() > 200, "the simulation hits the ring: {}", assessed.summary);
+    group.bench_function(format!("what-if/site-outage-{}-services", assessed.newly_impacted.len()), |b| {
+        b.iter(|| faultline::grpc::what_if(&quiet, &["g0-s0".to_owned()]).expect("a known CI"))
+    });
     group.bench_function("ci/service-explained", |b| {
         b.iter(|| faultline::grpc::ci_status(&correlator, "svc-100").expect("a known CI"))
     });

@@ -99,6 +99,16 @@ enum Command {
     /// The live topology of a running engine: apply a file's CIs to it, show a CI.
     #[command(subcommand)]
     Topology(TopologyCommand),
+    /// What failing these CIs would do to services and customers, on top of the live
+    /// state of a running engine; changes nothing.
+    WhatIf {
+        /// CI ids to fail.
+        #[arg(required = true)]
+        cis: Vec<String>,
+        /// gRPC address of the engine.
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -291,6 +301,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Topology(TopologyCommand::Apply { file, prune, dry_run, addr }) => {
             topology::apply(&addr, &file, prune, dry_run, std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::WhatIf { cis, addr } => {
+            topology::what_if(&addr, cis, std::io::stdout()).await?;
             Ok(())
         }
         Command::Topology(TopologyCommand::Get { id, addr }) => {

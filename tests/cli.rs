@@ -382,6 +382,12 @@ fn topology_apply_shows_the_diff_and_applies_it_as_one_batch() {
     assert!(out.contains("class        port") && out.contains("depends on   mrs-r1/card-2"), "{out}");
     assert!(out.contains("state        up") && out.contains("topology version 1"), "{out}");
 
+    let output = faultline().args(["what-if", "mrs-r1", "--addr", &addr]).output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(out.starts_with("this change would take down 3 services and degrade 1 more"), "{out}");
+    assert!(out.contains("cfs-initech-internet") && out.contains("would open an incident of priority P"), "{out}");
+
     // Refused whole: the engine's reason, naming the CI, and a failing exit status.
     std::fs::write(&file, r#"{"id":"cfs-x","class":"cfs","depends_on":["nowhere"]}"#).unwrap();
     let (ok, _, err) = topology(&["apply", file_arg]);

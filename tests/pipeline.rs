@@ -954,3 +954,34 @@ async fn topology_changes_over_grpc_are_applied_whole_or_refused_naming_the_ci()
     assert_eq!(missing.code(), Code::NotFound);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// What-if over gRPC: failing the Marseille router in a simulation names the services and
+/// customers it would hit and the incident it would open, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_failure_is_assessed_and_changes_nothing() {
+    let engine = start(&test_config()).await;
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let request = v1::SimulateImpactRequest { fail: vec!["mrs-r1".into()] };
+    let answer = topology.simulate_impact(request).await.unwrap().into_inner();
+    let newly: Vec<(&str, i32)> = answer.newly_impacted.iter().map(|s| (s.service_id.as_str(), s.would_be)).collect();
+    assert!(newly.contains(&("cfs-initech-internet", v1::ServiceState::Down as i32)), "{newly:?}");
+    assert!(newly.contains(&("cfs-globex-vpn", v1::ServiceState::Down as i32)), "{newly:?}");
+    assert!(newly.contains(&("cfs-umbrella-backhaul", v1::ServiceState::Degraded as i32)), "{newly:?}");
+    assert!(!newly.iter().any(|(id, _)| *id == "cfs-acme-vpn"), "Paris-Lyon is not hit: {newly:?}");
+    let customers: Vec<&str> = answer.customers.iter().map(|c| c.customer_id.as_str()).collect();
+    assert_eq!(customers, ["cust-globex", "cust-initech", "cust-umbrella"]);
+    assert_eq!(answer.worst_sla_tier, v1::SlaTier::Gold as i32, "Umbrella is gold");
+    assert!(answer.new_incident_priority > 0 && answer.escalated_incidents.is_empty(), "{answer:?}");
+    assert!(answer.summary.contains("take down 3 services and degrade 1 more, of 3 customers"), "{}", answer.summary);
+
+    let status = topology.get_ci(v1::GetCiRequest { id: "cfs-initech-internet".into() }).await.unwrap().into_inner();
+    assert_eq!(status.state, v1::ServiceState::Up as i32, "nothing changed");
+    let incidents = engine.handle().call(|ctx| ctx.correlator.incidents().count()).await.unwrap();
+    assert_eq!(incidents, 0);
+
+    let empty = topology.simulate_impact(v1::SimulateImpactRequest::default()).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    let unknown = v1::SimulateImpactRequest { fail: vec!["nowhere".into()] };
+    assert_eq!(topology.simulate_impact(unknown).await.unwrap_err().code(), Code::NotFound);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

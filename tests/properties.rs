@@ -269,3 +269,43 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// What-if: failing some CIs in a simulation gives, CI by CI, the states raising a
+    /// critical alarm on each of them does, and changes nothing.
+    #[test]
+    fn a_simulated_failure_predicts_what_the_real_one_does(
+        ops in prop::collection::vec(op(25), 0..60),
+        fail in prop::collection::vec(0usize..60, 1..4),
+    ) {
+        let topology = sample();
+        let names = resources(&topology);
+        let ops: Vec<Op> = ops.into_iter().map(|mut o| { o.resource %= names.len(); o.action = None; o }).collect();
+        let mut live = Correlator::new(topology.clone(), CorrelatorConfig::default());
+        let (_, now) = play(&mut live, &names, &ops, 0);
+        let all: Vec<_> = topology.iter().map(|(idx, _)| idx).collect();
+        let failed: Vec<_> = fail.iter().map(|&f| all[f % all.len()]).collect();
+        let before: Vec<_> = all.iter().map(|&idx| live.impact().state(idx).clone()).collect();
+        let simulation = live.impact().simulate(&failed);
+        let after: Vec<_> = all.iter().map(|&idx| live.impact().state(idx).clone()).collect();
+        prop_assert_eq!(&before, &after, "a simulation changes nothing");
+
+        let mut out = Vec::new();
+        for &idx in &failed {
+            let id = &topology.ci(idx).id;
+            live.apply(&Alarm::raise(id, "SIMULATED", Severity::Critical, now + 1), now + 1, &mut out);
+        }
+        for (i, &idx) in all.iter().enumerate() {
+            let real = live.impact().state(idx).effective;
+            match simulation.get(&idx) {
+                Some(&(was, would_be)) => {
+                    prop_assert_eq!(was, before[i].effective);
+                    prop_assert_eq!(would_be, real, "{}", topology.ci(idx).id);
+                }
+                None => prop_assert_eq!(real, before[i].effective, "{} moved", topology.ci(idx).id),
+            }
+        }
+    }
+}

@@ -218,3 +218,37 @@ pub async fn get<W: Write>(addr: &str, id: &str, mut out: W) -> Result<(), Topol
     let _ = writeln!(out, "  topology version {}", status.topology_version);
     Ok(())
 }
+
+/// `faultline what-if CI…`: what failing those CIs would do, on top of the live state.
+pub async fn what_if<W: Write>(addr: &str, cis: Vec<String>, mut out: W) -> Result<(), TopologyCliError> {
+    let mut client = connect(addr).await?;
+    let answer = client.simulate_impact(v1::SimulateImpactRequest { fail: cis }).await?.into_inner();
+    let _ = writeln!(out, "{}", answer.summary);
+    let tier = |t: i32| match v1::SlaTier::try_from(t) {
+        Ok(v1::SlaTier::Gold) => "gold",
+        Ok(v1::SlaTier::Silver) => "silver",
+        Ok(v1::SlaTier::Bronze) => "bronze",
+        _ => "-",
+    };
+    for (label, services) in [("new", &answer.newly_impacted), ("worse", &answer.worsened)] {
+        for s in services {
+            let under = if s.incident_id.is_empty() { String::new() } else { format!(" (under {})", s.incident_id) };
+            let _ = writeln!(
+                out,
+                "  {label:<6} {:<9} {:<28} {:<16} {}{under}",
+                state(s.would_be),
+                s.service_id,
+                s.customer_id,
+                tier(s.sla_tier)
+            );
+        }
+    }
+    if answer.new_incident_priority > 0 {
+        let _ = writeln!(out, "  would open an incident of priority P{}", answer.new_incident_priority);
+    }
+    if !answer.escalated_incidents.is_empty() {
+        let _ = writeln!(out, "  would worsen {}", answer.escalated_incidents.join(", "));
+    }
+    let _ = writeln!(out, "  topology version {}", answer.topology_version);
+    Ok(())
+}

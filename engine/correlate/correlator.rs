@@ -9,8 +9,9 @@ use super::impact::{Changes, ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, Resync};
-use crate::model::incident::{Incident, IncidentChange, IncidentId, TimelineKind};
-use crate::model::topology::{Applied, CiChange, CiIdx, CiRecord, Rule, Topology, TopologyError};
+use crate::model::incident::{Incident, IncidentChange, IncidentId, Priority, TimelineKind};
+use crate::model::state::State;
+use crate::model::topology::{Applied, CiChange, CiClass, CiIdx, CiRecord, Rule, SlaTier, Topology, TopologyError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -381,6 +382,51 @@ impl Correlator {
         Ok(applied)
     }
 
+    /// What failing `failed` would do to services and customers on top of the live state,
+    /// changing nothing (see [`ImpactStage::simulate`]).
+    pub fn simulate(&self, failed: &[CiIdx]) -> Simulation {
+        let topology = self.impact.topology();
+        let moved = self.impact.simulate(failed);
+        let mut simulation = Simulation::default();
+        let mut customers: BTreeMap<CiIdx, State> = BTreeMap::new();
+        let (mut tiers, mut parties, mut any_down) = (None, std::collections::BTreeSet::new(), false);
+        for (&ci, &(now, would_be)) in &moved {
+            let record = topology.ci(ci);
+            if !(matches!(record.class, CiClass::Rfs | CiClass::Cfs) || record.incidents) {
+                continue;
+            }
+            simulation.worst_tier = simulation.worst_tier.max(record.sla);
+            if let Some(customer) = record.customer {
+                let worst = customers.entry(customer).or_default();
+                *worst = (*worst).max(would_be);
+            }
+            let incident = self.incidents.service_owner(ci).filter(|_| !now.is_up());
+            let service = SimulatedService { ci, now, would_be, incident };
+            if now.is_up() {
+                if record.incidents {
+                    tiers = tiers.max(record.sla);
+                    any_down |= would_be == State::Down;
+                    if would_be == State::Down {
+                        // A party: its customer, or the service itself when it has none.
+                        parties.insert(record.customer.unwrap_or(ci));
+                    }
+                }
+                simulation.newly_impacted.push(service);
+            } else {
+                simulation.escalated.extend(incident);
+                simulation.worsened.push(service);
+            }
+        }
+        simulation.escalated.sort_unstable();
+        simulation.escalated.dedup();
+        simulation.customers = customers.into_iter().collect();
+        if simulation.newly_impacted.iter().any(|s| topology.ci(s.ci).incidents) {
+            let (_, _, priority) = self.incidents.policy.priority.assess(tiers, parties.len(), any_down);
+            simulation.new_incident_priority = Some(priority);
+        }
+        simulation
+    }
+
     /// Advances the clock to `now` with no input (a quiet network), firing due timers.
     pub fn tick(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) {
         self.advance(now, out);
@@ -538,4 +584,32 @@ fn restore_topology(topology: &mut Topology, entries: &BTreeMap<Arc<str>, Topolo
     }
     topology.set_version(version);
     rejected
+}
+
+/// A service a simulation would take down or degrade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimulatedService {
+    pub ci: CiIdx,
+    pub now: State,
+    pub would_be: State,
+    /// The incident it is impacted under now, if any.
+    pub incident: Option<IncidentId>,
+}
+
+/// What failing some CIs would do, on top of the live state ([`Correlator::simulate`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Simulation {
+    /// Services up now that would go down or degraded, by CI.
+    pub newly_impacted: Vec<SimulatedService>,
+    /// Services impacted already that would be worse, by CI.
+    pub worsened: Vec<SimulatedService>,
+    /// The customers of those services, each with the worst state one of them would be in.
+    pub customers: Vec<(CiIdx, State)>,
+    /// The best tier among the services hit.
+    pub worst_tier: Option<SlaTier>,
+    /// The priority of the incident the newly impacted services would open, if any of
+    /// them opens incidents.
+    pub new_incident_priority: Option<Priority>,
+    /// The incidents whose services would be worse.
+    pub escalated: Vec<IncidentId>,
 }

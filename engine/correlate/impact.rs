@@ -658,6 +658,45 @@ impl ImpactStage {
             .collect()
     }
 
+    /// What failing `failed` (their own state down) would do on top of the live states,
+    /// changing nothing: every CI whose effective state would worsen, with its state now
+    /// and the one it would have, by CI. Only the CIs the failures reach are looked at,
+    /// each once, in rank order, each from its dependencies' states (as they would be).
+    pub fn simulate(&self, failed: &[CiIdx]) -> BTreeMap<CiIdx, (State, State)> {
+        let failed: FxHashSet<CiIdx> = failed.iter().copied().collect();
+        let mut would: FxHashMap<CiIdx, State> = FxHashMap::default();
+        let mut queued: FxHashSet<CiIdx> = FxHashSet::default();
+        let mut next = std::collections::BinaryHeap::new();
+        for &idx in &failed {
+            if queued.insert(idx) {
+                next.push(std::cmp::Reverse((self.topology.rank(idx), idx)));
+            }
+        }
+        while let Some(std::cmp::Reverse((_, idx))) = next.pop() {
+            let own = if failed.contains(&idx) { State::Down } else { self.states[idx as usize].own };
+            let deps = self.topology.dependencies(idx);
+            let (mut down, mut degraded) = (0u32, 0u32);
+            for &d in deps {
+                match would.get(&d).copied().unwrap_or(self.states[d as usize].effective) {
+                    State::Down => down += 1,
+                    State::Degraded => degraded += 1,
+                    State::Up => {}
+                }
+            }
+            let effective = own.max(rule_state(self.topology.ci(idx).rule, deps.len(), down, degraded));
+            if effective == self.states[idx as usize].effective {
+                continue;
+            }
+            would.insert(idx, effective);
+            for &dependent in self.topology.dependents(idx) {
+                if queued.insert(dependent) {
+                    next.push(std::cmp::Reverse((self.topology.rank(dependent), dependent)));
+                }
+            }
+        }
+        would.into_iter().map(|(idx, state)| (idx, (self.states[idx as usize].effective, state))).collect()
+    }
+
     /// Services (resource- and customer-facing) that `idx` currently takes down or
     /// degrades: failed dependents whose failure traces back to `idx`'s own root causes.
     pub fn impact_of(&self, idx: CiIdx) -> Vec<CiIdx> {

@@ -23,6 +23,6 @@ pub mod roots;
 pub mod sizes;
 mod waiting;
 
-pub use correlator::{Correlator, CorrelatorConfig, Outcome, ResyncOutcome, Stats};
+pub use correlator::{Correlator, CorrelatorConfig, Outcome, ResyncOutcome, SimulatedService, Simulation, Stats};
 pub use incidents::CoreError;
 pub use sizes::CoreSizes;

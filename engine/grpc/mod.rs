@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-pub use topology::{ci_status, impact_of};
+pub use topology::{ci_status, impact_of, what_if};
 
 const INCIDENT_SERVICE: &str = "faultline.v1.IncidentService";
 const TOPOLOGY_SERVICE: &str = "faultline.v1.TopologyService";

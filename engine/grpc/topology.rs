@@ -5,7 +5,7 @@
 use super::status::required;
 use crate::correlate::Correlator;
 use crate::model::state::State;
-use crate::model::topology::{CiChange, CiIdx, Topology, TopologyError};
+use crate::model::topology::{CiChange, CiIdx, SlaTier, Topology, TopologyError};
 use crate::proto::{self, v1};
 use crate::runtime::EngineHandle;
 use prost::Message as _;
@@ -139,6 +139,18 @@ impl super::server::topology_service_server::TopologyService for TopologyApi {
             })
             .await?;
         Ok(Response::new(page))
+    }
+
+    async fn simulate_impact(
+        &self,
+        request: Request<v1::SimulateImpactRequest>,
+    ) -> Result<Response<v1::SimulateImpactResponse>, Status> {
+        let fail = request.into_inner().fail;
+        if fail.is_empty() {
+            return Err(Status::invalid_argument("`fail` is empty: name the CIs to fail"));
+        }
+        let answer = self.handle.call(move |ctx| what_if(ctx.correlator, &fail)).await??;
+        Ok(Response::new(answer))
     }
 
     async fn get_topology_version(
@@ -276,6 +288,65 @@ pub fn impact_of(correlator: &Correlator, id: &str) -> Result<v1::GetImpactRespo
                 }
             })
             .collect(),
+        topology_version: topology.version(),
+    })
+}
+
+/// `SimulateImpact`'s answer: what failing `fail` would do, on top of the live state.
+pub fn what_if(correlator: &Correlator, fail: &[String]) -> Result<v1::SimulateImpactResponse, Status> {
+    let topology = correlator.topology();
+    let failed = fail.iter().map(|id| lookup(topology, id)).collect::<Result<Vec<CiIdx>, Status>>()?;
+    let simulation = correlator.simulate(&failed);
+    let service = |s: &crate::correlate::SimulatedService| {
+        let ci = topology.ci(s.ci);
+        v1::SimulatedService {
+            service_id: ci.id.to_string(),
+            name: ci.name.to_string(),
+            now: proto::state_to_proto(s.now) as i32,
+            would_be: proto::state_to_proto(s.would_be) as i32,
+            customer_id: ci.customer.map(|c| topology.ci(c).id.to_string()).unwrap_or_default(),
+            sla_tier: proto::sla_to_proto(ci.sla) as i32,
+            incident_id: s.incident.map(|id| id.to_string()).unwrap_or_default(),
+        }
+    };
+    let down = simulation.newly_impacted.iter().filter(|s| s.would_be == State::Down).count();
+    let degraded = simulation.newly_impacted.len() - down;
+    let tiers = |tier| {
+        simulation.customers.iter().filter(|&&(c, state)| !state.is_up() && topology.ci(c).sla == Some(tier)).count()
+    };
+    let mut summary = format!(
+        "this change would take down {down} service{} and degrade {degraded} more, of {} customer{}",
+        if down == 1 { "" } else { "s" },
+        simulation.customers.len(),
+        if simulation.customers.len() == 1 { "" } else { "s" }
+    );
+    let (gold, silver) = (tiers(SlaTier::Gold), tiers(SlaTier::Silver));
+    if gold + silver > 0 {
+        summary.push_str(&format!(" ({gold} gold, {silver} silver)"));
+    }
+    if !simulation.worsened.is_empty() {
+        summary.push_str(&format!("; {} service(s) already impacted would be worse", simulation.worsened.len()));
+    }
+    Ok(v1::SimulateImpactResponse {
+        newly_impacted: simulation.newly_impacted.iter().map(service).collect(),
+        worsened: simulation.worsened.iter().map(service).collect(),
+        customers: simulation
+            .customers
+            .iter()
+            .map(|&(c, state)| {
+                let ci = topology.ci(c);
+                v1::ImpactedCustomer {
+                    customer_id: ci.id.to_string(),
+                    name: ci.name.to_string(),
+                    sla_tier: proto::sla_to_proto(ci.sla) as i32,
+                    impact: proto::state_to_proto(state) as i32,
+                }
+            })
+            .collect(),
+        worst_sla_tier: proto::sla_to_proto(simulation.worst_tier) as i32,
+        new_incident_priority: simulation.new_incident_priority.map_or(0, |p| u32::from(p.0)),
+        escalated_incidents: simulation.escalated.iter().map(|id| id.to_string()).collect(),
+        summary,
         topology_version: topology.version(),
     })
 }
