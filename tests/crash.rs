@@ -470,17 +470,22 @@ async fn ci_states(grpc: &str, jsonl: &str) -> BTreeMap<String, CiSummary> {
     for line in jsonl.lines() {
         let ci: serde_json::Value = serde_json::from_str(line).unwrap();
         let id = ci["id"].as_str().unwrap().to_owned();
-        let status = client.get_ci(v1::GetCiRequest { id: id.clone() }).await.unwrap().into_inner();
-        let mut roots: Vec<String> = status.root_causes.into_iter().map(|r| r.ci_id).collect();
-        roots.sort();
-        let alarms = status
-            .active_alarms
-            .into_iter()
-            .map(|a| (a.resource, a.alarm_type, a.qualifier, a.severity, a.tally))
-            .collect();
-        out.insert(id, (status.state, status.own_state, roots, alarms));
+        out.insert(id.clone(), ci_summary(&mut client, id).await);
     }
     out
+}
+
+/// What GetCi tells of one CI.
+async fn ci_summary(client: &mut TopologyServiceClient<tonic::transport::Channel>, id: String) -> CiSummary {
+    let status = client.get_ci(v1::GetCiRequest { id }).await.unwrap().into_inner();
+    let mut roots: Vec<String> = status.root_causes.into_iter().map(|r| r.ci_id).collect();
+    roots.sort();
+    let alarms = status
+        .active_alarms
+        .into_iter()
+        .map(|a| (a.resource, a.alarm_type, a.qualifier, a.severity, a.tally))
+        .collect();
+    (status.state, status.own_state, roots, alarms)
 }
 
 /// The services still impacted under open incidents, with their impact, sorted: a service
@@ -587,15 +592,7 @@ async fn topology_states(grpc: &str) -> BTreeMap<String, (u64, String, CiSummary
         let request = v1::ListCisRequest { page_token: token, page_size: 10_000, ..Default::default() };
         let page = client.list_cis(request).await.unwrap().into_inner();
         for ci in page.cis {
-            let status = client.get_ci(v1::GetCiRequest { id: ci.id.clone() }).await.unwrap().into_inner();
-            let mut roots: Vec<String> = status.root_causes.into_iter().map(|r| r.ci_id).collect();
-            roots.sort();
-            let alarms = status
-                .active_alarms
-                .into_iter()
-                .map(|a| (a.resource, a.alarm_type, a.qualifier, a.severity, a.tally))
-                .collect();
-            let summary = (status.state, status.own_state, roots, alarms);
+            let summary = ci_summary(&mut client, ci.id.clone()).await;
             out.insert(ci.id.clone(), (page.topology_version, format!("{ci:?}"), summary));
         }
         if page.next_page_token.is_empty() {

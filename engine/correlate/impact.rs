@@ -364,16 +364,15 @@ impl ImpactStage {
     ) -> bool {
         let before: Vec<CiIdx> = self.recorded_roots(idx).iter().collect();
         let deps = self.topology.dependencies(idx);
-        let (mut down, mut degraded) = (0u32, 0u32);
+        let mut counts = (0u32, 0u32);
         let mut inherited: Vec<CiIdx> = Vec::new();
         for &d in deps {
-            match self.states[d as usize].effective {
-                State::Down => down += 1,
-                State::Degraded => degraded += 1,
-                State::Up => {}
+            if let Some(slot) = count_slot(&mut counts, self.states[d as usize].effective) {
+                *slot += 1;
             }
             inherited.extend(self.roots(d).iter());
         }
+        let (down, degraded) = counts;
         inherited.sort_unstable();
         let mut entries: Vec<Entry> = Vec::new();
         for root in inherited {
@@ -675,15 +674,15 @@ impl ImpactStage {
         while let Some(std::cmp::Reverse((_, idx))) = next.pop() {
             let own = if failed.contains(&idx) { State::Down } else { self.states[idx as usize].own };
             let deps = self.topology.dependencies(idx);
-            let (mut down, mut degraded) = (0u32, 0u32);
+            let mut counts = (0u32, 0u32);
             for &d in deps {
-                match would.get(&d).copied().unwrap_or(self.states[d as usize].effective) {
-                    State::Down => down += 1,
-                    State::Degraded => degraded += 1,
-                    State::Up => {}
+                if let Some(slot) =
+                    count_slot(&mut counts, would.get(&d).copied().unwrap_or(self.states[d as usize].effective))
+                {
+                    *slot += 1;
                 }
             }
-            let effective = own.max(rule_state(self.topology.ci(idx).rule, deps.len(), down, degraded));
+            let effective = own.max(rule_state(self.topology.ci(idx).rule, deps.len(), counts.0, counts.1));
             if effective == self.states[idx as usize].effective {
                 continue;
             }
