@@ -985,3 +985,31 @@ async fn a_simulated_failure_is_assessed_and_changes_nothing() {
     assert_eq!(topology.simulate_impact(unknown).await.unwrap_err().code(), Code::NotFound);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// With smaller changelog records (`kafka.max_record_bytes`), a CI record that could not
+/// be kept in one is refused at the API, naming it, never accepted and then lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_record_past_what_the_changelog_holds_is_refused() {
+    let config =
+        test_config().with("kafka.max_message_bytes", 32_768).unwrap().with("kafka.max_record_bytes", 65_536).unwrap();
+    let engine = start(&config).await;
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let port = |id: &str, notes: usize| v1::CiChange {
+        change: Some(v1::ci_change::Change::Upsert(v1::ConfigurationItem {
+            id: id.into(),
+            class: v1::CiClass::Port as i32,
+            depends_on: vec!["par-r1/card-1".into()],
+            attributes: [("notes".to_string(), "x".repeat(notes))].into(),
+            ..Default::default()
+        })),
+    };
+    let status = topology
+        .apply_topology_changes(v1::ApplyTopologyChangesRequest { changes: vec![port("par-r1/9/8", 100_000)] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("par-r1/9/8") && status.message().contains("61440"), "{status:?}");
+    let fits = v1::ApplyTopologyChangesRequest { changes: vec![port("par-r1/9/8", 50_000)] };
+    assert_eq!(topology.apply_topology_changes(fits).await.unwrap().into_inner().version, 1);
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-pub use topology::{ci_status, impact_of, what_if};
+pub use topology::{ci_status, impact_of, max_ci_record_bytes, what_if};
 
 const INCIDENT_SERVICE: &str = "faultline.v1.IncidentService";
 const TOPOLOGY_SERVICE: &str = "faultline.v1.TopologyService";
@@ -41,13 +41,15 @@ pub struct Subscribers {
     pub metrics: Arc<Metrics>,
 }
 
-/// Serves every service on `listener` until `shutdown`. `kafka_up` drives the health
+/// Serves every service on `listener` until `shutdown`. A CI record put over the API may
+/// take `max_ci_record_bytes` at most (see [`max_ci_record_bytes`]). `kafka_up` drives the health
 /// status: SERVING while the engine can reach its brokers, NOT_SERVING while it cannot.
 pub async fn serve(
     listener: TcpListener,
     handle: EngineHandle,
     subscribers: Subscribers,
     history: Arc<History>,
+    max_ci_record_bytes: usize,
     mut kafka_up: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -95,8 +97,11 @@ pub async fn serve(
             .max_decoding_message_size(status::MAX_REQUEST_BYTES),
         )
         .add_service(
-            server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(handle.clone()))
-                .max_decoding_message_size(status::MAX_REQUEST_BYTES),
+            server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(
+                handle.clone(),
+                max_ci_record_bytes,
+            ))
+            .max_decoding_message_size(status::MAX_REQUEST_BYTES),
         )
         .add_service(
             server::alarm_service_server::AlarmServiceServer::new(alarms::AlarmApi::new(handle))

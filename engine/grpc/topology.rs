@@ -14,12 +14,20 @@ use tonic::{Request, Response, Status};
 
 pub struct TopologyApi {
     handle: EngineHandle,
+    max_ci_record_bytes: usize,
 }
 
 impl TopologyApi {
-    pub fn new(handle: EngineHandle) -> TopologyApi {
-        TopologyApi { handle }
+    pub fn new(handle: EngineHandle, max_ci_record_bytes: usize) -> TopologyApi {
+        TopologyApi { handle, max_ci_record_bytes }
     }
+}
+
+/// The most one CI's record may take, with changelog records of `max_record_bytes`: what
+/// the topology topic takes of one record (`kafka.max_message_bytes`' default, 512 KiB),
+/// and always room enough to fit a state changelog record with its key.
+pub fn max_ci_record_bytes(max_record_bytes: usize) -> usize {
+    (512 * 1024).min(max_record_bytes.saturating_sub(4 * 1024))
 }
 
 #[tonic::async_trait]
@@ -44,6 +52,7 @@ impl super::server::topology_service_server::TopologyService for TopologyApi {
         request: Request<v1::ApplyTopologyChangesRequest>,
     ) -> Result<Response<v1::ApplyTopologyChangesResponse>, Status> {
         let changes = request.into_inner().changes;
+        let max = self.max_ci_record_bytes;
         if changes.is_empty() {
             return Err(Status::invalid_argument("`changes` is empty"));
         }
@@ -51,8 +60,8 @@ impl super::server::topology_service_server::TopologyService for TopologyApi {
             .into_iter()
             .enumerate()
             .map(|(at, change)| match change.change {
-                Some(v1::ci_change::Change::Upsert(ci)) if ci.encoded_len() > MAX_CI_RECORD_BYTES => Err(format!(
-                    "CI `{}`: its record takes {} bytes, over the {MAX_CI_RECORD_BYTES} a CI may take",
+                Some(v1::ci_change::Change::Upsert(ci)) if ci.encoded_len() > max => Err(format!(
+                    "CI `{}`: its record takes {} bytes, over the {max} a CI may take",
                     ci.id,
                     ci.encoded_len()
                 )),
@@ -167,10 +176,6 @@ impl super::server::topology_service_server::TopologyService for TopologyApi {
         Ok(Response::new(version))
     }
 }
-
-/// The most one CI's record may take: what the topology topic takes of one record
-/// (`kafka.max_message_bytes`' default), so that it always fits a state changelog record.
-const MAX_CI_RECORD_BYTES: usize = 512 * 1024;
 
 /// CIs a `ListCis` page holds unless asked otherwise, and at most.
 const DEFAULT_PAGE: usize = 1_000;

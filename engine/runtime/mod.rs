@@ -216,6 +216,7 @@ impl Engine {
             handle.clone(),
             subscribers,
             history,
+            grpc::max_ci_record_bytes(config.kafka.max_record_bytes),
             kafka_health,
             stop_serving.clone(),
         ));
