@@ -318,38 +318,8 @@ impl ImpactStage {
             self.enqueue(idx);
             rank = rank.min(self.topology.rank(idx) as usize);
         }
-        let (mut gained, mut lost) = std::mem::take(&mut self.roots_buffers);
-        while rank < self.ranks.len() {
-            let mut taken = std::mem::take(&mut self.ranks[rank]);
-            taken.sort_unstable();
-            let mut pending = std::mem::take(&mut self.pending[rank]);
-            pending.states.sort_unstable_by_key(|p| p.0);
-            pending.roots.sort_unstable_by_key(|p| (p.0, p.1));
-            let (mut states, mut roots) = (&pending.states[..], &pending.roots[..]);
-            for &idx in &taken {
-                self.queued[idx as usize] = false;
-                let ci_states = take_run(&mut states, idx, |p| p.0);
-                let ci_roots = take_run(&mut roots, idx, |p| p.0);
-                let was = self.states[idx as usize].effective;
-                let buffers = (&mut gained, &mut lost);
-                let moved = if anew.contains(&idx) {
-                    self.evaluate_anew(idx, was, buffers, changes)
-                } else {
-                    let own = self.states[idx as usize].own;
-                    self.recompute(idx, own, CiIdx::MAX, ci_states, ci_roots, was, buffers, changes)
-                };
-                if moved {
-                    self.tell_dependents(idx, was, changes);
-                }
-            }
-            pending.states.clear();
-            pending.roots.clear();
-            self.pending[rank] = pending;
-            taken.clear();
-            self.ranks[rank] = taken;
-            rank += 1;
-        }
-        self.roots_buffers = (gained, lost);
+        // No CI to report whether it moved or not: `CiIdx::MAX` is none.
+        self.propagate(rank, (CiIdx::MAX, State::Up), Some(&anew), changes);
     }
 
     /// Evaluates a CI from its own alarms and its dependencies' states and roots alone
@@ -485,9 +455,24 @@ impl ImpactStage {
     /// than what moved, so a CI's cost does not grow with its number of dependencies.
     fn propagate_from(&mut self, start: CiIdx, start_own_before: State, changes: &mut Changes) {
         self.enqueue(start);
+        let reported = self.propagate(self.topology.rank(start) as usize, (start, start_own_before), None, changes);
+        debug_assert!(reported);
+    }
+
+    /// Recomputes the CIs queued from `rank` up, rank by rank (see
+    /// [`ImpactStage::propagate_from`]). `start` is the CI an update landed on, with its
+    /// own state before: reported in `changes` even when it did not move. The CIs of
+    /// `anew` (a topology batch's) are evaluated from scratch, not from their news. True
+    /// when `start` was recomputed.
+    fn propagate(
+        &mut self,
+        mut rank: usize,
+        (start, start_own_before): (CiIdx, State),
+        anew: Option<&FxHashSet<CiIdx>>,
+        changes: &mut Changes,
+    ) -> bool {
         let mut start_reported = false;
         let (mut gained, mut lost) = std::mem::take(&mut self.roots_buffers);
-        let mut rank = self.topology.rank(start) as usize;
         while rank < self.ranks.len() {
             let mut taken = std::mem::take(&mut self.ranks[rank]);
             taken.sort_unstable();
@@ -501,7 +486,11 @@ impl ImpactStage {
                 let ci_roots = take_run(&mut roots, idx, |p| p.0);
                 let was = self.states[idx as usize].effective;
                 let buffers = (&mut gained, &mut lost);
-                let moved = self.recompute(idx, start_own_before, start, ci_states, ci_roots, was, buffers, changes);
+                let moved = if anew.is_some_and(|anew| anew.contains(&idx)) {
+                    self.evaluate_anew(idx, was, buffers, changes)
+                } else {
+                    self.recompute(idx, start_own_before, start, ci_states, ci_roots, was, buffers, changes)
+                };
                 start_reported |= idx == start;
                 if moved {
                     self.tell_dependents(idx, was, changes);
@@ -519,7 +508,7 @@ impl ImpactStage {
             rank += 1;
         }
         self.roots_buffers = (gained, lost);
-        debug_assert!(start_reported);
+        start_reported
     }
 
     /// Takes one CI's news; pushes it to `changes` (with its roots gained and lost) if it

@@ -281,18 +281,7 @@ pub fn impact_of(correlator: &Correlator, id: &str) -> Result<v1::GetImpactRespo
                 }
             })
             .collect(),
-        customers: customers
-            .iter()
-            .map(|(&c, &state)| {
-                let ci = topology.ci(c);
-                v1::ImpactedCustomer {
-                    customer_id: ci.id.to_string(),
-                    name: ci.name.to_string(),
-                    sla_tier: proto::sla_to_proto(ci.sla) as i32,
-                    impact: proto::state_to_proto(state) as i32,
-                }
-            })
-            .collect(),
+        customers: customers.iter().map(|(&c, &state)| customer_to_proto(topology, c, state)).collect(),
         topology_version: topology.version(),
     })
 }
@@ -335,23 +324,22 @@ pub fn what_if(correlator: &Correlator, fail: &[String]) -> Result<v1::SimulateI
     Ok(v1::SimulateImpactResponse {
         newly_impacted: simulation.newly_impacted.iter().map(service).collect(),
         worsened: simulation.worsened.iter().map(service).collect(),
-        customers: simulation
-            .customers
-            .iter()
-            .map(|&(c, state)| {
-                let ci = topology.ci(c);
-                v1::ImpactedCustomer {
-                    customer_id: ci.id.to_string(),
-                    name: ci.name.to_string(),
-                    sla_tier: proto::sla_to_proto(ci.sla) as i32,
-                    impact: proto::state_to_proto(state) as i32,
-                }
-            })
-            .collect(),
+        customers: simulation.customers.iter().map(|&(c, state)| customer_to_proto(topology, c, state)).collect(),
         worst_sla_tier: proto::sla_to_proto(simulation.worst_tier) as i32,
         new_incident_priority: simulation.new_incident_priority.map_or(0, |p| u32::from(p.0)),
         escalated_incidents: simulation.escalated.iter().map(|id| id.to_string()).collect(),
         summary,
         topology_version: topology.version(),
     })
+}
+
+/// A customer and the worst state of its services, as the topology answers list it.
+fn customer_to_proto(topology: &Topology, customer: CiIdx, state: State) -> v1::ImpactedCustomer {
+    let ci = topology.ci(customer);
+    v1::ImpactedCustomer {
+        customer_id: ci.id.to_string(),
+        name: ci.name.to_string(),
+        sla_tier: proto::sla_to_proto(ci.sla) as i32,
+        impact: proto::state_to_proto(state) as i32,
+    }
 }
