@@ -119,8 +119,12 @@ fn configuration_errors_name_the_key_before_any_port_is_bound() {
     drop(taken);
 }
 
-#[test]
-fn run_serves_until_sigterm_and_exits_cleanly() {
+/// The engine's log, read on: its pipe stays open while the engine runs.
+type Log = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
+/// `faultline run` on the sample network, free ports; returns it once started, with the
+/// line that says so and the rest of its log.
+fn run_sample() -> (std::process::Child, String, Log) {
     let mut run = faultline()
         .args(["run", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--topology"])
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl"))
@@ -130,7 +134,12 @@ fn run_serves_until_sigterm_and_exits_cleanly() {
         .unwrap();
     let mut stderr = BufReader::new(run.stderr.take().unwrap()).lines();
     let started = stderr.by_ref().map(|l| l.unwrap()).find(|l| l.contains("faultline started"));
-    assert!(started.is_some(), "the engine did not report its start");
+    (run, started.expect("the engine did not report its start"), stderr)
+}
+
+#[test]
+fn run_serves_until_sigterm_and_exits_cleanly() {
+    let (mut run, _, _log) = run_sample();
     let pid = run.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -329,15 +338,7 @@ fn leaf_keys(table: &toml::Table) -> Vec<String> {
 /// `faultline topology get` shows a CI as the batch left it.
 #[test]
 fn topology_apply_shows_the_diff_and_applies_it_as_one_batch() {
-    let mut run = faultline()
-        .args(["run", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--topology"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-network.jsonl"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(run.stderr.take().unwrap()).lines();
-    let started = stderr.by_ref().map(|l| l.unwrap()).find(|l| l.contains("faultline started")).expect("started");
+    let (mut run, started, _log) = run_sample();
     let at = started.find(" grpc_addr=").expect("the gRPC address is logged") + " grpc_addr=".len();
     let addr = format!("http://{}", started[at..].split_whitespace().next().unwrap());
     let dir = tempfile::tempdir().unwrap();

@@ -550,6 +550,19 @@ mod tests {
     use crate::topology_file;
     use std::sync::Arc;
 
+    /// Writes `changes` as records and folds them back into `read_back`, and folds them as
+    /// the core hands them into `expected`.
+    fn write_and_fold(changes: CoreChanges, read_back: &mut CoreSnapshot, expected: &mut CoreSnapshot) {
+        encode(
+            &changes,
+            1_000_000,
+            |_| None,
+            |_, _| panic!("trimmed"),
+            |key, value| fold(read_back, key.as_bytes(), value).unwrap(),
+        );
+        expected.fold(changes);
+    }
+
     /// What a storm on the sample network writes reads back to the very snapshot the core
     /// folded: the wire format loses nothing, tombstones included.
     #[test]
@@ -579,14 +592,7 @@ mod tests {
                 correlator.add_note(id, "noc", "looking", "", now).unwrap();
             }
             let changes = correlator.take_changes().expect("every step changes something");
-            encode(
-                &changes,
-                1_000_000,
-                |_| None,
-                |_, _| panic!("trimmed"),
-                |key, value| fold(&mut read_back, key.as_bytes(), value).unwrap(),
-            );
-            expected.fold(changes);
+            write_and_fold(changes, &mut read_back, &mut expected);
         }
         // Topology batches: a CI added, one changed, one deleted.
         use crate::model::topology::{CiChange, CiClass, CiRecord};
@@ -604,14 +610,7 @@ mod tests {
         for batch in batches {
             correlator.apply_topology(batch, 10_000, &mut out).unwrap();
             let changes = correlator.take_changes().expect("a batch changes something");
-            encode(
-                &changes,
-                1_000_000,
-                |_| None,
-                |_, _| panic!("trimmed"),
-                |key, value| fold(&mut read_back, key.as_bytes(), value).unwrap(),
-            );
-            expected.fold(changes);
+            write_and_fold(changes, &mut read_back, &mut expected);
         }
         assert_eq!(read_back, expected);
         assert!(!expected.incidents.is_empty() && expected.resources.contains_key("unknown-box"));
