@@ -2,10 +2,10 @@
 //! environment variables < command-line flags. Typed, unknown keys rejected, cross-field
 //! checks at load; every error names its key, and all of it happens before any port is bound.
 
-use crate::correlate::CorrelatorConfig;
 use crate::correlate::alarm_stage::{AlarmPolicy, MaxAges};
 use crate::correlate::incidents::IncidentPolicy;
 use crate::correlate::priority::PriorityPolicy;
+use crate::correlate::{CorrelatorConfig, FeedPolicy};
 use crate::model::state::Effect;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -69,6 +69,10 @@ pub struct KafkaConfig {
     /// The compacted state changelog, written in each transaction and read back at start.
     #[serde(deserialize_with = "text")]
     pub state_topic: String,
+    /// The CMDB's compacted topic of CI records (key: CI id; a tombstone deletes); empty:
+    /// none, the topology file is the whole topology.
+    #[serde(deserialize_with = "text")]
+    pub topology_topic: String,
     /// Unique per running instance: names its transactional producer and its static group
     /// membership, so a restarted instance fences its predecessor and takes over at once.
     #[serde(deserialize_with = "text")]
@@ -101,6 +105,11 @@ impl KafkaConfig {
         self.brokers.trim().is_empty()
     }
 
+    /// The topology feed's topic, if one is configured.
+    pub fn topology_topic(&self) -> Option<&str> {
+        Some(self.topology_topic.trim()).filter(|t| !t.is_empty())
+    }
+
     /// The transactional producer's `message.max.bytes`: the largest record plus framing.
     pub fn producer_message_max_bytes(&self) -> usize {
         self.max_record_bytes + RECORD_FRAMING
@@ -128,6 +137,8 @@ pub struct MetricsConfig {
 #[serde(deny_unknown_fields)]
 pub struct TopologyConfig {
     pub file: PathBuf,
+    /// Topology feed changes held at most while they wait for another CI's change.
+    pub max_held: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -260,9 +271,24 @@ impl Config {
         }
         let mut topics: Vec<&str> = self.kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
         topics.extend([&*self.kafka.incidents_topic, &*self.kafka.dead_letter_topic, &*self.kafka.state_topic]);
+        if let Some(topic) = self.kafka.topology_topic() {
+            topics.push(topic);
+        }
         let distinct: std::collections::BTreeSet<&str> = topics.iter().copied().collect();
         if distinct.len() != topics.len() {
-            return invalid("kafka.state_topic", "input, incidents, dead-letter and state topics must all differ");
+            return invalid(
+                "kafka.state_topic",
+                "input, topology, incidents, dead-letter and state topics must all differ",
+            );
+        }
+        if self.topology.max_held == 0 {
+            return invalid("topology.max_held", "must be positive");
+        }
+        if self.topology.file.as_os_str().is_empty() && self.kafka.topology_topic().is_none() {
+            return invalid(
+                "topology.file",
+                "must name a topology file when no kafka.topology_topic is configured (the file is then the whole topology)",
+            );
         }
         if self.kafka.instance_id.trim().is_empty() {
             return invalid("kafka.instance_id", "must not be empty");
@@ -361,6 +387,7 @@ impl Config {
                 max_roots: c.incident_max_roots,
                 max_alarms: c.incident_max_alarms,
             },
+            feed: FeedPolicy { max_held: self.topology.max_held },
         }
     }
 

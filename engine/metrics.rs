@@ -89,7 +89,11 @@ pub struct Metrics {
     pub subscribers: AtomicU64,
     /// Subscribers dropped for falling too far behind.
     pub subscribers_dropped: AtomicU64,
+    /// Topology feed records by what the core did with them: applied, unchanged, held.
+    topology_records: [AtomicU64; TOPOLOGY_OUTCOMES.len()],
 }
+
+const TOPOLOGY_OUTCOMES: [&str; 3] = ["applied", "unchanged", "held"];
 
 impl Metrics {
     pub fn decoded(&self, format: AlarmFormat, alarms: usize) {
@@ -99,6 +103,19 @@ impl Metrics {
     pub fn refused(&self, format: AlarmFormat, reason: &'static str) {
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         *refused.entry((FORMATS[format_index(format)].1, reason)).or_default() += 1;
+    }
+
+    /// A topology feed record refused to the dead-letter topic.
+    pub fn refused_topology(&self, reason: &'static str) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        *refused.entry(("topology", reason)).or_default() += 1;
+    }
+
+    /// Topology feed records the core applied, found unchanged, or held.
+    pub fn topology_outcome(&self, applied: usize, unchanged: usize, held: usize) {
+        for (counter, n) in self.topology_records.iter().zip([applied, unchanged, held]) {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     /// The exposition text, given what is read at scrape time.
@@ -145,6 +162,12 @@ impl Metrics {
                 "Resources not in the topology that have active alarms (kept, not dropped).",
                 core.unmapped_resources,
             );
+            gauge(
+                &mut out,
+                "faultline_topology_held",
+                "Topology feed changes waiting for another CI's change (topology.max_held at most).",
+                core.topology_held,
+            );
             let counter = |out: &mut String, name: &str, help: &str, value: u64| {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
             };
@@ -184,6 +207,15 @@ impl Metrics {
         out.push_str("# HELP faultline_record_time_capped_total Records stamped further ahead of the wall clock than correlation.max_clock_skew_millis, applied at that bound.\n");
         out.push_str("# TYPE faultline_record_time_capped_total counter\n");
         let _ = writeln!(out, "faultline_record_time_capped_total {}", self.record_time_capped.load(Ordering::Relaxed));
+        out.push_str("# HELP faultline_topology_records_total Topology feed records taken by the core, by outcome (refused ones: faultline_dead_letters_total{format=\"topology\"}).\n");
+        out.push_str("# TYPE faultline_topology_records_total counter\n");
+        for (outcome, count) in TOPOLOGY_OUTCOMES.iter().zip(&self.topology_records) {
+            let _ = writeln!(
+                out,
+                "faultline_topology_records_total{{outcome=\"{outcome}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP faultline_input_redelivered_total Messages delivered again after a rebalance and skipped (already applied).\n");
         out.push_str("# TYPE faultline_input_redelivered_total counter\n");
         let _ = writeln!(out, "faultline_input_redelivered_total {}", self.redelivered.load(Ordering::Relaxed));

@@ -149,6 +149,7 @@ group_id = "faultline-{suffix}"
 incidents_topic = "incidents-{suffix}"
 dead_letter_topic = "dead-letter-{suffix}"
 state_topic = "state-{suffix}"
+topology_topic = "topology-{suffix}"
 partitions = 4
 commit_interval_ms = 100
 

@@ -1013,3 +1013,121 @@ async fn a_ci_record_past_what_the_changelog_holds_is_refused() {
     assert_eq!(topology.apply_topology_changes(fits).await.unwrap().into_inner().version, 1);
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// Polls `GetTopologyVersion` until `wanted` holds.
+async fn topology_version_until(
+    topology: &mut TopologyServiceClient<tonic::transport::Channel>,
+    mut wanted: impl FnMut(&v1::TopologyVersion) -> bool,
+) -> v1::TopologyVersion {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let version = topology.get_topology_version(v1::GetTopologyVersionRequest {}).await.unwrap().into_inner();
+        if wanted(&version) {
+            return version;
+        }
+        assert!(std::time::Instant::now() < deadline, "the topology never got there: {version:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_topic_is_seeded_and_its_records_change_the_live_topology() {
+    let engine = start(&test_config()).await;
+    let cis = sample_topology().len();
+    // An empty topic is seeded with the engine's topology, one record a CI, keyed by id.
+    let seeded = reader(engine.brokers(), "faultline.topology");
+    let mut keys = std::collections::BTreeSet::new();
+    while keys.len() < cis {
+        let message = read_until(&seeded, WAIT, |_| true).await;
+        let record: faultline::model::topology::CiRecord = serde_json::from_slice(payload(&message)).unwrap();
+        assert_eq!(record.id.as_bytes(), message.key().unwrap());
+        keys.insert(record.id);
+    }
+    drop(seeded);
+
+    let mut topology = TopologyServiceClient::connect(format!("http://{}", engine.grpc_addr())).await.unwrap();
+    let producer = producer(engine.brokers());
+    // A service before the port it runs on: held, then applied with the port, one JSON, one protobuf.
+    let service = br#"{"id":"cfs-acme-new","class":"cfs","customer":"cust-acme","depends_on":["par-r1/9/9"]}"#;
+    produce(&producer, "faultline.topology", "cfs-acme-new", service).await;
+    let held = topology_version_until(&mut topology, |v| v.held_changes == 1).await;
+    assert_eq!(held.version, 0);
+    assert_eq!((held.held[0].ci_id.as_str(), held.held[0].waits_for.as_str()), ("cfs-acme-new", "par-r1/9/9"));
+    assert!(held.held[0].source.starts_with("faultline.topology/"), "{:?}", held.held[0]);
+    let port = v1::ConfigurationItem {
+        id: "par-r1/9/9".into(),
+        class: v1::CiClass::Port as i32,
+        depends_on: vec!["par-r1/card-1".into()],
+        ..Default::default()
+    };
+    produce(&producer, "faultline.topology", "par-r1/9/9", &port.encode_to_vec()).await;
+    let applied = topology_version_until(&mut topology, |v| v.held_changes == 0).await;
+    assert_eq!((applied.version, applied.cis), (1, cis as u64 + 2), "one batch, two CIs");
+    let status = topology.get_ci(v1::GetCiRequest { id: "cfs-acme-new".into() }).await.unwrap().into_inner();
+    assert_eq!(status.ci.unwrap().depends_on, vec!["par-r1/9/9".to_string()]);
+
+    // An alarm on the new port takes the new service down, in an incident.
+    produce_alarm(&producer, &Alarm::raise("par-r1/9/9", "LOS", Severity::Critical, 1_767_225_600_000)).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = topology.get_ci(v1::GetCiRequest { id: "cfs-acme-new".into() }).await.unwrap().into_inner();
+        if status.state == v1::ServiceState::Down as i32 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new service never went down: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Bad records go to the dead-letter topic with their reason; nothing stalls.
+    produce(&producer, "faultline.topology", "par-r1/9/8", br#"{"id":"par-r1/9/7","class":"port"}"#).await;
+    produce(&producer, "faultline.topology", "par-r1/9/6", b"{not json").await;
+    let cycle = br#"{"id":"par-r1","class":"device","depends_on":["par-r1/9/9"]}"#;
+    produce(&producer, "faultline.topology", "par-r1", cycle).await;
+    // A tombstone deletes the service.
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<str, [u8]>::to("faultline.topology").key("cfs-acme-new"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let dead = reader(engine.brokers(), "faultline.dead-letter");
+    let mut refused = std::collections::BTreeMap::new();
+    while refused.len() < 3 {
+        let message = read_until(&dead, WAIT, |_| true).await;
+        let headers = message.headers().expect("headers");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert!(header("faultline.source").unwrap().starts_with("faultline.topology/"));
+        let key = String::from_utf8_lossy(message.key().unwrap()).into_owned();
+        refused.insert(key, (header("faultline.reason").unwrap(), payload(&message).to_vec()));
+    }
+    assert_eq!(refused["par-r1/9/8"].0, "key_mismatch");
+    assert_eq!(refused["par-r1/9/6"], ("undecodable".to_string(), b"{not json".to_vec()));
+    assert_eq!(refused["par-r1"], ("dependency-cycle".to_string(), cycle.to_vec()), "the original bytes");
+    let deleted = topology_version_until(&mut topology, |v| v.version == 2).await;
+    assert_eq!(deleted.cis, cis as u64 + 1);
+    let gone = topology.get_ci(v1::GetCiRequest { id: "cfs-acme-new".into() }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // The seed was not consumed back (the group's offsets were set past it); the records were counted.
+    let metrics = scrape(engine.metrics_addr()).await;
+    for line in [
+        r#"faultline_topology_records_total{outcome="applied"} 3"#,
+        r#"faultline_topology_records_total{outcome="unchanged"} 0"#,
+        r#"faultline_topology_records_total{outcome="held"} 1"#,
+        r#"faultline_dead_letters_total{format="topology",reason="key_mismatch"} 1"#,
+        r#"faultline_dead_letters_total{format="topology",reason="dependency-cycle"} 1"#,
+        "faultline_topology_held 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+    }
+    drop((producer, dead));
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -285,7 +285,7 @@ fn alarms_a_source_stopped_repeating_age_out() {
     let mut alarms = AlarmPolicy::default();
     alarms.max_age = MaxAges::new([("ems-south".to_owned(), 600_000)]);
     let incidents = IncidentPolicy { hold_down_ms: 60_000, ..IncidentPolicy::default() };
-    let mut core = Correlator::new(topology, CorrelatorConfig { alarms, incidents });
+    let mut core = Correlator::new(topology, CorrelatorConfig { alarms, incidents, ..CorrelatorConfig::default() });
     let mut out = Vec::new();
     let from = |source: &str, resource: &str, at: EpochMillis| {
         let mut alarm = Alarm::raise(resource, "POWER", Severity::Critical, at);

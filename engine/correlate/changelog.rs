@@ -13,6 +13,7 @@
 
 use super::Stats;
 use super::alarm_stage::RememberedClear;
+use super::feed::HeldChange;
 use super::impact::ImpactStage;
 use super::impacted::Impacted;
 use super::incidents::{IncidentBook, Tracked};
@@ -124,6 +125,8 @@ pub struct CoreChanges {
     pub incidents: Vec<(IncidentId, Option<IncidentRecord>)>,
     /// Each CI a topology batch added, changed or deleted.
     pub topology: Vec<(Arc<str>, TopologyEntry)>,
+    /// Each CI whose held feed change was set (`Some`) or dropped (`None`).
+    pub held: Vec<(Arc<str>, Option<HeldChange>)>,
     pub meta: CoreMeta,
 }
 
@@ -136,6 +139,8 @@ pub struct CoreSnapshot {
     pub incidents: BTreeMap<IncidentId, IncidentRecord>,
     /// CIs topology batches changed, by id.
     pub topology: BTreeMap<Arc<str>, TopologyEntry>,
+    /// Feed changes held, by CI id.
+    pub held: BTreeMap<Arc<str>, HeldChange>,
     pub meta: CoreMeta,
 }
 
@@ -156,6 +161,12 @@ impl CoreSnapshot {
         }
         for (id, entry) in changes.topology {
             self.topology.insert(id, entry);
+        }
+        for (id, held) in changes.held {
+            match held {
+                Some(held) => self.held.insert(id, held),
+                None => self.held.remove(&id),
+            };
         }
         self.meta = changes.meta;
     }

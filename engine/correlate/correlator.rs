@@ -5,6 +5,7 @@
 
 use super::alarm_stage::{AlarmOutcome, AlarmPolicy, AlarmStage, ChangedResource, LastHeard, ResourceUpdate};
 use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, RestoreSummary, TopologyEntry};
+use super::feed::{self, Candidate, FeedChange, FeedOutcome, Held, HeldChange, Refusal, Verdict};
 use super::impact::{Changes, ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
 use crate::model::EpochMillis;
@@ -19,6 +20,21 @@ use std::sync::Arc;
 pub struct CorrelatorConfig {
     pub alarms: AlarmPolicy,
     pub incidents: IncidentPolicy,
+    pub feed: FeedPolicy,
+}
+
+/// How the topology feed waits (see [`feed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedPolicy {
+    /// Feed changes held at most, waiting for another CI's change; past it the oldest is
+    /// refused.
+    pub max_held: usize,
+}
+
+impl Default for FeedPolicy {
+    fn default() -> Self {
+        FeedPolicy { max_held: 100_000 }
+    }
 }
 
 /// Counters a NOC engineer reads to check the engine's work.
@@ -53,6 +69,8 @@ pub struct Stats {
     pub active_alarms: u64,
     /// Resources the topology does not know that have active alarms (kept, reported).
     pub unmapped_resources: u64,
+    /// Topology feed changes waiting for another CI's change.
+    pub topology_held: u64,
     pub incidents: IncidentStats,
 }
 
@@ -93,6 +111,11 @@ pub struct Correlator {
     /// (see [`IncidentBook::reconcile`]): done as the clock is next advanced, so that what
     /// it changes is published.
     reconcile: bool,
+    /// Topology feed changes waiting for another CI's change.
+    held: Held,
+    feed: FeedPolicy,
+    /// Feed changes refused since the last [`Correlator::take_refusals`].
+    refusals: Vec<Refusal>,
 }
 
 impl Correlator {
@@ -107,6 +130,9 @@ impl Correlator {
             clock: EpochMillis::MIN,
             topology_dirty: Vec::new(),
             reconcile: false,
+            held: Held::default(),
+            feed: config.feed,
+            refusals: Vec::new(),
         }
     }
 
@@ -191,6 +217,7 @@ impl Correlator {
         correlator.clock = snapshot.meta.clock;
         correlator.exported_meta = correlator.meta();
         correlator.reconcile = true;
+        correlator.held = Held::restore(snapshot.held);
         let summary = RestoreSummary {
             active_alarms: correlator.alarms.active_count(),
             incidents,
@@ -205,7 +232,7 @@ impl Correlator {
         CoreMeta {
             next_incident: self.incidents.next_id,
             clock: self.clock,
-            stats: Stats { active_alarms: 0, unmapped_resources: 0, ..self.stats() },
+            stats: Stats { active_alarms: 0, unmapped_resources: 0, topology_held: 0, ..self.stats() },
             topology_version: self.impact.topology().version(),
         }
     }
@@ -241,12 +268,18 @@ impl Correlator {
                 (ci.id.clone(), TopologyEntry { record: topology.record(slot), deleted: !ci.present, slot })
             })
             .collect();
+        let held = self.held.take_dirty();
         let meta = self.meta();
-        if resources.is_empty() && incidents.is_empty() && topology_entries.is_empty() && meta == self.exported_meta {
+        if resources.is_empty()
+            && incidents.is_empty()
+            && topology_entries.is_empty()
+            && held.is_empty()
+            && meta == self.exported_meta
+        {
             return None;
         }
         self.exported_meta = meta;
-        Some(CoreChanges { resources, incidents, topology: topology_entries, meta })
+        Some(CoreChanges { resources, incidents, topology: topology_entries, held, meta })
     }
 
     /// Counts input messages the edges refused, so that accounting stays in one place.
@@ -354,7 +387,9 @@ impl Correlator {
     /// Applies a batch of topology changes at `now`, all or nothing (see
     /// [`Topology::apply`]), and follows it: alarms of deleted CIs become unmapped, those
     /// of CIs added come to them, impact is evaluated again where the batch touched the
-    /// graph and propagated from there, and incidents follow as they do for alarms.
+    /// graph and propagated from there, and incidents follow as they do for alarms. Feed
+    /// changes held for a CI the batch changed are tried again after it (their refusals
+    /// are taken by [`Correlator::take_refusals`]).
     pub fn apply_topology(
         &mut self,
         batch: Vec<CiChange>,
@@ -362,6 +397,172 @@ impl Correlator {
         out: &mut Vec<IncidentChange>,
     ) -> Result<Applied, TopologyError> {
         let now = self.advance(now, out);
+        let applied = self.apply_topology_now(batch, now, out)?;
+        if !self.held.is_empty() {
+            let topology = self.impact.topology();
+            let touched = applied.added.iter().chain(&applied.changed).chain(&applied.deleted);
+            let woken = touched.map(|&slot| topology.ci(slot).id.clone()).collect();
+            self.settle_feed(Candidates::default(), woken, now, out, &mut FeedOutcome::default());
+        }
+        Ok(applied)
+    }
+
+    /// Applies records of the topology feed at `now`, in the order they came (see
+    /// [`feed`]): what can apply does, as one topology batch; what waits for another CI's
+    /// change is held, and what it released is tried with it; what is invalid is refused,
+    /// for the core to dead-letter ([`Correlator::take_refusals`]).
+    pub fn apply_feed(
+        &mut self,
+        records: Vec<FeedChange>,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) -> FeedOutcome {
+        let now = self.advance(now, out);
+        let mut candidates = Candidates::default();
+        for (index, FeedChange { change, source }) in records.into_iter().enumerate() {
+            let id: Arc<str> = Arc::from(change.id());
+            // A newer record of a CI replaces the change held for it.
+            self.held.remove(&id);
+            candidates.push(id, Candidate { change, source, index: Some(index), held: None });
+        }
+        let woken = candidates.ids();
+        let mut outcome = FeedOutcome::default();
+        self.settle_feed(candidates, woken, now, out, &mut outcome);
+        outcome
+    }
+
+    /// Feed changes refused since the last call, for the dead-letter topic.
+    pub fn take_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// The feed changes waiting for another CI's change, by CI id.
+    pub fn held(&self) -> &Held {
+        &self.held
+    }
+
+    /// Tries `candidates`, with the held changes waiting for a CI in `woken` (and those
+    /// waiting for them), as one topology batch.
+    fn settle_feed(
+        &mut self,
+        mut candidates: Candidates,
+        mut woken: Vec<Arc<str>>,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+        outcome: &mut FeedOutcome,
+    ) {
+        while let Some(id) = woken.pop() {
+            for (held_id, held) in self.held.take_waiting_for(&id) {
+                woken.push(held_id.clone());
+                if !candidates.contains(&held_id) {
+                    let candidate = Candidate {
+                        change: held.change,
+                        source: held.source,
+                        index: None,
+                        held: Some((held.since, held.order)),
+                    };
+                    candidates.push(held_id, candidate);
+                }
+            }
+        }
+        let topology = self.impact.topology();
+        let before = candidates.len();
+        candidates.retain(|c| !topology.is_current(&c.change));
+        outcome.unchanged += before - candidates.len();
+        // What names a CI neither there nor coming is held at once, to a fixed point: the
+        // usual case of a feed out of order, found without validating the batch each time.
+        loop {
+            let topology = self.impact.topology();
+            let known = |id: &str| match candidates.get(id) {
+                Some(c) => matches!(c.change, CiChange::Upsert(_)),
+                None => topology.lookup(id).is_some(),
+            };
+            let missing: Vec<(Arc<str>, String)> = candidates
+                .iter()
+                .filter_map(|(id, c)| match &c.change {
+                    CiChange::Upsert(record) => record
+                        .depends_on
+                        .iter()
+                        .chain(&record.customer)
+                        .find(|named| !known(named))
+                        .map(|named| (id.clone(), named.clone())),
+                    CiChange::Delete(_) => None,
+                })
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            for (id, waits_for) in missing {
+                let candidate = candidates.remove(&id).expect("a candidate");
+                let reason = format!("CI `{id}` names `{waits_for}`, which the topology does not have");
+                self.hold(id, candidate, waits_for, reason, now, outcome);
+            }
+        }
+        // One batch; what the topology refuses in it is held or refused, and the rest tried again.
+        while !candidates.is_empty() {
+            let batch: Vec<CiChange> = candidates.iter().map(|(_, c)| c.change.clone()).collect();
+            match self.apply_topology_now(batch, now, out) {
+                Ok(applied) => {
+                    outcome.applied += candidates.len();
+                    let first = outcome.versions.map_or(applied.version, |(first, _)| first);
+                    outcome.versions = Some((first, applied.version));
+                    break;
+                }
+                Err(error) => {
+                    let Some((id, candidate)) = error.ci().and_then(|id| candidates.remove_entry(id)) else {
+                        for (_, candidate) in candidates.drain() {
+                            self.refuse(candidate, "invalid-ci", error.to_string(), outcome);
+                        }
+                        break;
+                    };
+                    match feed::verdict(&error) {
+                        Verdict::Hold { waits_for } => {
+                            self.hold(id, candidate, waits_for, error.to_string(), now, outcome)
+                        }
+                        Verdict::Refuse { reason } => self.refuse(candidate, reason, error.to_string(), outcome),
+                    }
+                }
+            }
+        }
+        while self.held.len() > self.feed.max_held {
+            let Some((_, held)) = self.held.take_oldest() else { break };
+            let detail = format!(
+                "held since {} waiting for `{}` ({}); more than {} changes were waiting",
+                held.since, held.waits_for, held.reason, self.feed.max_held
+            );
+            let candidate = Candidate { change: held.change, source: held.source, index: None, held: None };
+            self.refuse(candidate, "held-too-long", detail, outcome);
+        }
+    }
+
+    fn hold(
+        &mut self,
+        id: Arc<str>,
+        candidate: Candidate,
+        waits_for: String,
+        reason: String,
+        now: EpochMillis,
+        outcome: &mut FeedOutcome,
+    ) {
+        let (since, order) = candidate.held.unwrap_or_else(|| (now, self.held.next_order()));
+        let change = HeldChange { change: candidate.change, waits_for, reason, since, order, source: candidate.source };
+        self.held.insert(id, change);
+        outcome.held += 1;
+    }
+
+    fn refuse(&mut self, candidate: Candidate, reason: &'static str, detail: String, outcome: &mut FeedOutcome) {
+        let Candidate { change, source, index, .. } = candidate;
+        self.refusals.push(Refusal { index, change, reason, detail, source });
+        outcome.refused += 1;
+    }
+
+    /// [`Correlator::apply_topology`] with the clock already at `now`, held changes left alone.
+    fn apply_topology_now(
+        &mut self,
+        batch: Vec<CiChange>,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) -> Result<Applied, TopologyError> {
         // The alarm stage's share let go of, the topology changes in place, never copied
         // (unless someone outside the core still holds it).
         self.alarms.release_topology();
@@ -503,6 +704,7 @@ impl Correlator {
         Stats {
             active_alarms: self.alarms.active_count() as u64,
             unmapped_resources: self.impact.unmapped().len() as u64,
+            topology_held: self.held.len() as u64,
             incidents: self.incidents.stats(),
             ..self.stats
         }
@@ -584,6 +786,77 @@ fn restore_topology(topology: &mut Topology, entries: &BTreeMap<Arc<str>, Topolo
     }
     topology.set_version(version);
     rejected
+}
+
+/// The changes a feed batch tries, in the order they came: an id once, at its first place,
+/// with its last change.
+#[derive(Default)]
+struct Candidates {
+    order: BTreeMap<usize, (Arc<str>, Candidate)>,
+    at: rustc_hash::FxHashMap<Arc<str>, usize>,
+    next: usize,
+}
+
+impl Candidates {
+    fn push(&mut self, id: Arc<str>, candidate: Candidate) {
+        match self.at.get(&id) {
+            Some(place) => self.order.get_mut(place).expect("placed").1 = candidate,
+            None => {
+                self.at.insert(id.clone(), self.next);
+                self.order.insert(self.next, (id, candidate));
+                self.next += 1;
+            }
+        }
+    }
+
+    fn ids(&self) -> Vec<Arc<str>> {
+        self.order.values().map(|(id, _)| id.clone()).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.at.contains_key(id)
+    }
+
+    fn get(&self, id: &str) -> Option<&Candidate> {
+        self.at.get(id).map(|place| &self.order[place].1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Candidate)> {
+        self.order.values().map(|(id, c)| (id, c))
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Candidate> {
+        self.remove_entry(id).map(|(_, c)| c)
+    }
+
+    fn remove_entry(&mut self, id: &str) -> Option<(Arc<str>, Candidate)> {
+        let place = self.at.remove(id)?;
+        self.order.remove(&place)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Candidate) -> bool) {
+        let at = &mut self.at;
+        self.order.retain(|_, (id, c)| {
+            let kept = keep(c);
+            if !kept {
+                at.remove(id);
+            }
+            kept
+        });
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Candidate)> + use<> {
+        self.at.clear();
+        std::mem::take(&mut self.order).into_values()
+    }
 }
 
 /// A service a simulation would take down or degrade.

@@ -15,6 +15,7 @@
 pub mod alarm_stage;
 pub mod changelog;
 mod correlator;
+pub mod feed;
 pub mod impact;
 mod impacted;
 pub mod incidents;
@@ -23,6 +24,8 @@ pub mod roots;
 pub mod sizes;
 mod waiting;
 
-pub use correlator::{Correlator, CorrelatorConfig, Outcome, ResyncOutcome, SimulatedService, Simulation, Stats};
+pub use correlator::{
+    Correlator, CorrelatorConfig, FeedPolicy, Outcome, ResyncOutcome, SimulatedService, Simulation, Stats,
+};
 pub use incidents::CoreError;
 pub use sizes::CoreSizes;

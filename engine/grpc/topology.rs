@@ -170,12 +170,33 @@ impl super::server::topology_service_server::TopologyService for TopologyApi {
             .handle
             .call(|ctx| {
                 let topology = ctx.correlator.topology();
-                v1::TopologyVersion { version: topology.version(), cis: topology.len() as u64 }
+                let held = ctx.correlator.held();
+                let held_list = held
+                    .oldest()
+                    .take(HELD_SHOWN)
+                    .map(|(id, change)| v1::HeldTopologyChange {
+                        ci_id: id.to_string(),
+                        delete: matches!(change.change, CiChange::Delete(_)),
+                        waits_for: change.waits_for.clone(),
+                        reason: change.reason.clone(),
+                        since: Some(proto::timestamp(change.since)),
+                        source: change.source.clone(),
+                    })
+                    .collect();
+                v1::TopologyVersion {
+                    version: topology.version(),
+                    cis: topology.len() as u64,
+                    held_changes: held.len() as u64,
+                    held: held_list,
+                }
             })
             .await?;
         Ok(Response::new(version))
     }
 }
+
+/// Held feed changes `GetTopologyVersion` lists, the oldest.
+const HELD_SHOWN: usize = 100;
 
 /// CIs a `ListCis` page holds unless asked otherwise, and at most.
 const DEFAULT_PAGE: usize = 1_000;

@@ -3,18 +3,21 @@
 //! written in the same transaction as the incident snapshots and the input offsets; and, at
 //! start, the whole topic read back (read_committed) into a [`CoreSnapshot`].
 //!
-//! Keys: `resource/<ci id>`, `incident/<INC-…>`, `meta`, and the owner's claim
-//! ([`super::owner`]). A tombstone deletes a key, so the compacted topic holds just the
-//! live state: its size follows the active alarms and open incidents, not the history.
+//! Keys: `resource/<ci id>`, `incident/<INC-…>`, `ci/<ci id>`, `held/<ci id>`, `meta`, and
+//! the owner's claim ([`super::owner`]). A tombstone deletes a key, so the compacted topic
+//! holds just the live state: its size follows the active alarms and open incidents, not
+//! the history.
 
 use super::owner::{self, Claims};
 use crate::config::KafkaConfig;
 use crate::correlate::Stats;
 use crate::correlate::alarm_stage::RememberedClear;
 use crate::correlate::changelog::{CoreChanges, CoreMeta, CoreSnapshot, IncidentRecord, ResourceRecord, TopologyEntry};
+use crate::correlate::feed::HeldChange;
 use crate::correlate::incidents::IncidentStats;
 use crate::model::EpochMillis;
 use crate::model::incident::{Incident, IncidentId};
+use crate::model::topology::CiChange;
 use crate::proto::{self, v1};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -28,6 +31,7 @@ const RESOURCE: &str = "resource/";
 const INCIDENT: &str = "incident/";
 const META: &str = "meta";
 const CI: &str = "ci/";
+const HELD: &str = "held/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangelogError {
@@ -186,9 +190,57 @@ pub fn encode<'a>(
         }
         emit(&key, Some(&value));
     }
+    for (id, held) in &changes.held {
+        key.clear();
+        key.push_str(HELD);
+        key.push_str(id);
+        let Some(held) = held else {
+            emit(&key, None);
+            continue;
+        };
+        value.clear();
+        held_to_proto(held).encode(&mut value).expect("a Vec grows as needed");
+        if key.len() + value.len() > max_record_bytes {
+            // Bounded upstream, as for topology entries.
+            tracing::error!(ci = %id, bytes = value.len(), "held topology change too large for a changelog record; not kept");
+            continue;
+        }
+        emit(&key, Some(&value));
+    }
     value.clear();
     meta_to_proto(&changes.meta).encode(&mut value).expect("a Vec grows as needed");
     emit(META, Some(&value));
+}
+
+fn held_to_proto(held: &HeldChange) -> v1::HeldCiChange {
+    let change = match &held.change {
+        CiChange::Upsert(record) => v1::held_ci_change::Change::Upsert(proto::record_to_proto(record)),
+        CiChange::Delete(id) => v1::held_ci_change::Change::Delete(id.clone()),
+    };
+    v1::HeldCiChange {
+        change: Some(change),
+        waits_for: held.waits_for.clone(),
+        reason: held.reason.clone(),
+        since: Some(proto::timestamp(held.since)),
+        order: held.order,
+        source: held.source.clone(),
+    }
+}
+
+fn held_from_proto(message: v1::HeldCiChange) -> Result<HeldChange, String> {
+    let change = match message.change {
+        Some(v1::held_ci_change::Change::Upsert(ci)) => CiChange::Upsert(proto::record_from_proto(ci)?),
+        Some(v1::held_ci_change::Change::Delete(id)) => CiChange::Delete(id),
+        None => return Err("a held change with neither an upsert nor a delete".to_owned()),
+    };
+    Ok(HeldChange {
+        change,
+        waits_for: message.waits_for,
+        reason: message.reason,
+        since: message.since.as_ref().map(proto::millis).unwrap_or_default(),
+        order: message.order,
+        source: message.source,
+    })
 }
 
 /// Halves every list of an incident record's bookkeeping; false when they are all empty.
@@ -277,6 +329,18 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                     .map_err(|reason| ChangelogError::Topology { key: key.to_string(), reason })?;
                 let entry = TopologyEntry { record, deleted: message.deleted, slot: message.slot };
                 snapshot.topology.insert(id.into(), entry);
+            }
+        }
+    } else if let Some(id) = key.strip_prefix(HELD) {
+        match value {
+            None => {
+                snapshot.held.remove(id);
+            }
+            Some(bytes) => {
+                let message = v1::HeldCiChange::decode(bytes).map_err(decode_error)?;
+                let held = held_from_proto(message)
+                    .map_err(|reason| ChangelogError::Topology { key: key.to_string(), reason })?;
+                snapshot.held.insert(id.into(), held);
             }
         }
     } else if key == META {
@@ -531,6 +595,7 @@ fn meta_from_proto(meta: &v1::EngineMeta) -> CoreMeta {
             dropped: c.dropped,
             active_alarms: 0,
             unmapped_resources: 0,
+            topology_held: 0,
             incidents: IncidentStats {
                 opened: c.incidents_opened,
                 resolved: c.incidents_resolved,

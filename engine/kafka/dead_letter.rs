@@ -48,7 +48,8 @@ impl Refused {
         Refused::cut(original, reason, detail, source, max_record_bytes)
     }
 
-    fn cut(
+    /// A dead letter of a key and payload, cut to fit as [`Refused::new`] cuts a message's.
+    pub fn cut(
         (key, original): (Option<&[u8]>, &[u8]),
         reason: &'static str,
         mut detail: String,

@@ -7,6 +7,7 @@
 use super::dead_letter::Refused;
 use crate::clock::{TimeBound, wall_clock};
 use crate::config::{AlarmFormat, KafkaConfig};
+use crate::correlate::feed::FeedChange;
 use crate::decode;
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
@@ -36,6 +37,22 @@ pub struct Batch {
     /// Alarm lists (resynchronisations), in order, each with the range of `alarms` it lists
     /// and the time of its record.
     pub resyncs: Vec<(Resync, std::ops::Range<usize>, EpochMillis)>,
+    /// Records of the topology feed, in order, each applied before `alarms[at]`.
+    pub topology: Vec<TopologyRecord>,
+}
+
+/// A record of the topology feed on its way to the core, which applies it in its place
+/// among the alarms.
+#[derive(Clone, Debug)]
+pub struct TopologyRecord {
+    /// Applied before the alarm at this place in the batch (all of them: the batch's length).
+    pub at: usize,
+    /// Its record's time (stream time).
+    pub time: EpochMillis,
+    pub change: FeedChange,
+    /// The original key and value, for the dead-letter topic should the core refuse it.
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
 }
 
 impl Batch {
@@ -103,7 +120,8 @@ pub fn consumer(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Result<Al
         ],
     )
     .create_with_context(IngestContext)?;
-    let topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
+    let mut topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
+    topics.extend(kafka.topology_topic());
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
@@ -148,6 +166,9 @@ pub struct Ingest {
     /// Stream time never runs further ahead of the wall clock than this: a record stamped
     /// later is applied at the bound.
     pub max_clock_skew_ms: EpochMillis,
+    /// The topology feed's topic, and the largest CI record it takes.
+    pub topology_topic: Option<String>,
+    pub max_ci_record_bytes: usize,
     pub metrics: Arc<Metrics>,
 }
 
@@ -202,7 +223,7 @@ impl Ingest {
                 Err(error) if is_fatal(&error) => return Err(error),
                 Err(error) => tracing::warn!(%error, "kafka consumer error"),
             }
-            if batch.alarms.len() + batch.refused.len() + batch.resyncs.len() >= self.max_batch {
+            if batch.alarms.len() + batch.refused.len() + batch.resyncs.len() + batch.topology.len() >= self.max_batch {
                 break;
             }
             next = self.consumer.poll(Duration::ZERO);
@@ -215,6 +236,9 @@ impl Ingest {
 
     fn take(&self, message: &rdkafka::message::BorrowedMessage<'_>, at: &mut Stamping<'_>, batch: &mut Batch) {
         batch.offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+        if self.topology_topic.as_deref() == Some(message.topic()) {
+            return self.take_topology(message, at, batch);
+        }
         let format = self.formats.get(message.topic()).copied().unwrap_or(AlarmFormat::Protobuf);
         let received = at.stamp(message, &self.metrics);
         let payload = message.payload().unwrap_or_default();
@@ -246,6 +270,29 @@ impl Ingest {
                 tracing::debug!(reason, %error, "alarm refused to the dead-letter topic");
                 batch.refused.push(Refused::new(message, reason, error.to_string(), self.max_record_bytes));
                 self.metrics.refused(format, reason);
+            }
+        }
+    }
+}
+
+impl Ingest {
+    fn take_topology(&self, message: &rdkafka::message::BorrowedMessage<'_>, at: &mut Stamping<'_>, batch: &mut Batch) {
+        let time = at.stamp(message, &self.metrics);
+        match super::topology_feed::decode(message.key(), message.payload(), self.max_ci_record_bytes) {
+            Ok(change) => {
+                let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
+                batch.topology.push(TopologyRecord {
+                    at: batch.alarms.len(),
+                    time,
+                    change: FeedChange { change, source },
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                });
+            }
+            Err(refusal) => {
+                tracing::debug!(reason = refusal.reason, detail = %refusal.detail, "topology record refused to the dead-letter topic");
+                batch.refused.push(Refused::new(message, refusal.reason, refusal.detail, self.max_record_bytes));
+                self.metrics.refused_topology(refusal.reason);
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod output;
 pub mod owner;
 pub mod topics;
+pub mod topology_feed;
 
 use crate::config::KafkaConfig;
 use rdkafka::ClientConfig;

@@ -25,6 +25,9 @@ pub async fn ensure(kafka: &KafkaConfig, brokers: &str) -> Result<(), String> {
     topics.push(written(&kafka.dead_letter_topic));
     topics.push(written(&kafka.incidents_topic).set("cleanup.policy", "compact"));
     topics.push(written(&kafka.state_topic).set("cleanup.policy", "compact"));
+    if let Some(topic) = kafka.topology_topic() {
+        topics.push(NewTopic::new(topic, partitions, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact"));
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics(&topics, &options).await.map_err(|e| format!("cannot create topics: {e}"))?;
     for result in results {

@@ -244,7 +244,7 @@ fn hash(id: &str) -> u64 {
 /// One change of a topology batch: a CI put whole (added, or replacing the one with its
 /// id), or deleted by id (deleting a CI the topology does not have is no error: a
 /// compacted topic may play a deletion again).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CiChange {
     Upsert(CiRecord),
     Delete(String),
@@ -484,6 +484,48 @@ impl Topology {
             sla: ci.own_sla,
             incidents: (ci.incidents != (ci.class == CiClass::Cfs)).then_some(ci.incidents),
             attributes: ci.attributes.as_deref().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Whether applying `change` would leave the topology as it is: an upsert of the record
+    /// a present CI already has (written as [`Topology::record`] gives it back, or with the
+    /// name or the incidents flag spelled out at their defaults, or a dependency twice), or
+    /// the delete of a CI not present. A feed that sends the whole CMDB again changes
+    /// nothing, and moves no version.
+    pub fn is_current(&self, change: &CiChange) -> bool {
+        match change {
+            CiChange::Delete(id) => self.lookup(id).is_none(),
+            CiChange::Upsert(record) => {
+                let Some(idx) = self.lookup(&record.id) else { return false };
+                let ci = &self.cis[idx as usize];
+                let dependencies = self.dependencies(idx);
+                let name = if record.name.is_empty() { &record.id } else { &record.name };
+                // The listed dependencies, each once in its first place, must be the CI's.
+                let mut next = 0;
+                let mut earlier: Option<FxHashSet<CiIdx>> = None;
+                for dep in &record.depends_on {
+                    let Some(d) = self.lookup(dep) else { return false };
+                    if dependencies.get(next) == Some(&d) {
+                        next += 1;
+                        if let Some(earlier) = &mut earlier {
+                            earlier.insert(d);
+                        }
+                        continue;
+                    }
+                    let earlier = earlier.get_or_insert_with(|| dependencies[..next].iter().copied().collect());
+                    if !earlier.contains(&d) {
+                        return false;
+                    }
+                }
+                ci.class == record.class
+                    && *ci.name == **name
+                    && next == dependencies.len()
+                    && ci.rule == record.rule
+                    && ci.customer.map(|c| &*self.cis[c as usize].id) == record.customer.as_deref()
+                    && ci.own_sla == record.sla
+                    && ci.incidents == record.incidents.unwrap_or(record.class == CiClass::Cfs)
+                    && ci.attributes.as_deref().map_or(record.attributes.is_empty(), |a| *a == record.attributes)
+            }
         }
     }
 

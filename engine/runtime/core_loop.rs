@@ -14,7 +14,8 @@
 use crate::clock::wall_clock;
 use crate::correlate::{Correlator, Stats};
 use crate::grpc::wire::PublishedChange;
-use crate::kafka::ingest::Batch;
+use crate::kafka::dead_letter::Refused;
+use crate::kafka::ingest::{Batch, TopologyRecord};
 use crate::kafka::output::{OutputError, Transaction};
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
@@ -184,6 +185,9 @@ pub struct CoreLoop {
     pub idle_clock: Duration,
     pub commit_interval: Duration,
     pub metrics: Arc<Metrics>,
+    /// The largest record the engine writes: a refused topology change's dead letter is
+    /// cut to fit it.
+    pub max_record_bytes: usize,
     /// Set when the core stops on an error or panics: the engine then shuts down.
     pub failed: Failure,
 }
@@ -247,8 +251,21 @@ impl CoreLoop {
     fn on_batch(&mut self, batch: Batch, changes: &mut Vec<IncidentChange>) {
         let started = Instant::now();
         let mut resyncs = batch.resyncs.iter().peekable();
+        let mut feed = batch.topology.into_iter().peekable();
         let mut next = 0;
-        while next < batch.alarms.len() || resyncs.peek().is_some() {
+        while next < batch.alarms.len() || resyncs.peek().is_some() || feed.peek().is_some() {
+            // Topology records consumed before the next alarm: applied before it, as one batch.
+            let mut group = Vec::new();
+            while let Some(record) = feed.next_if(|record| record.at == next) {
+                group.push(record);
+            }
+            if !group.is_empty() {
+                self.apply_feed(group, changes);
+                for change in changes.drain(..) {
+                    self.publisher.publish(&change);
+                }
+                continue;
+            }
             match resyncs.next_if(|(_, listed, _)| listed.start == next) {
                 Some((resync, listed, at)) => {
                     self.correlator.resync(resync, &batch.alarms[listed.clone()], *at, changes);
@@ -274,6 +291,73 @@ impl CoreLoop {
         open.consumed(&batch.offsets);
     }
 
+    /// Applies records of the topology feed; dead-letters what the core refuses.
+    fn apply_feed(&mut self, group: Vec<TopologyRecord>, changes: &mut Vec<IncidentChange>) {
+        let time = group.iter().map(|record| record.time).max().unwrap_or(EpochMillis::MIN);
+        let mut originals = Vec::with_capacity(group.len());
+        let records = group
+            .into_iter()
+            .map(|record| {
+                originals.push((record.key, record.payload));
+                record.change
+            })
+            .collect();
+        let outcome = self.correlator.apply_feed(records, time, changes);
+        self.metrics.topology_outcome(outcome.applied, outcome.unchanged, outcome.held);
+        if outcome.applied + outcome.held > 0 {
+            tracing::debug!(
+                applied = outcome.applied,
+                unchanged = outcome.unchanged,
+                held = outcome.held,
+                refused = outcome.refused,
+                held_now = self.correlator.held().len(),
+                versions = ?outcome.versions,
+                "topology feed records applied"
+            );
+        }
+        self.dead_letter_refusals(&originals);
+    }
+
+    /// Sends the topology changes the core refused to the dead-letter topic: with their
+    /// original bytes when they came in the batch at hand (`originals`, by place), else
+    /// (held before) as the JSON record of the change, a delete as a tombstone's empty value.
+    fn dead_letter_refusals(&mut self, originals: &[(Option<Vec<u8>>, Vec<u8>)]) {
+        let refusals = self.correlator.take_refusals();
+        if refusals.is_empty() {
+            return;
+        }
+        if let Some(first) = refusals.first() {
+            tracing::warn!(
+                refused = refusals.len(),
+                ci = first.change.id(),
+                reason = first.reason,
+                detail = %first.detail,
+                source = %first.source,
+                "topology records refused to the dead-letter topic"
+            );
+        }
+        self.correlator.count_refused(refusals.len() as u64);
+        for refusal in refusals {
+            self.metrics.refused_topology(refusal.reason);
+            let rebuilt;
+            let (key, payload) = match refusal.index.and_then(|i| originals.get(i)) {
+                Some((key, payload)) => (key.as_deref(), payload.as_slice()),
+                None => {
+                    rebuilt = match &refusal.change {
+                        crate::model::topology::CiChange::Upsert(record) => {
+                            serde_json::to_vec(record).unwrap_or_default()
+                        }
+                        crate::model::topology::CiChange::Delete(_) => Vec::new(),
+                    };
+                    (Some(refusal.change.id().as_bytes()), rebuilt.as_slice())
+                }
+            };
+            let refused =
+                Refused::cut((key, payload), refusal.reason, refusal.detail, refusal.source, self.max_record_bytes);
+            self.publisher.open.dead_letter(refused);
+        }
+    }
+
     /// Runs a job; when it changed anything, commits before its reply goes out. A job
     /// that only reads (a query, a metrics scrape) leaves the open transaction alone.
     fn on_job(&mut self, job: Job) -> Result<(), OutputError> {
@@ -282,6 +366,8 @@ impl CoreLoop {
         let mut ctx =
             CoreContext { correlator: &mut self.correlator, now: wall_clock(), publisher: &mut self.publisher };
         let reply = job(&mut ctx);
+        // Feed changes a topology batch released and the core refused.
+        self.dead_letter_refusals(&[]);
         // A topology batch is answered once committed, whether or not it moved incidents.
         if self.publisher.published + self.publisher.replayed == published
             && self.correlator.topology().version() == topology
@@ -345,6 +431,7 @@ mod tests {
             idle_clock: Duration::from_secs(3600),
             commit_interval,
             metrics: Arc::new(Metrics::default()),
+            max_record_bytes: 1_000_000,
             failed: Failure::new(),
         };
         let core = std::thread::spawn(move || core.run());
@@ -355,6 +442,7 @@ mod tests {
             offsets: BTreeMap::from([(("alarms".to_owned(), 0), next)]),
             refused: Vec::new(),
             resyncs: Vec::new(),
+            topology: Vec::new(),
         };
         // Due transactions keep gathering while the output is busy: the core goes on.
         for next in 1..=3 {

@@ -90,9 +90,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads the configured topology file and starts.
+    /// Loads the configured topology file and starts (with none, from an empty topology
+    /// the topology feed fills).
     pub async fn start(config: &Config) -> Result<Engine, StartError> {
-        let topology = topology_file::load(&config.topology.file)?;
+        let topology = if config.topology.file.as_os_str().is_empty() {
+            Topology::from_records(Vec::new())
+                .map_err(|source| TopologyFileError::Invalid { path: String::new(), source })?
+        } else {
+            topology_file::load(&config.topology.file)?
+        };
         Engine::start_with(config, Arc::new(topology)).await
     }
 
@@ -104,6 +110,7 @@ impl Engine {
             topics.push(kafka_config.incidents_topic.clone());
             topics.push(kafka_config.dead_letter_topic.clone());
             topics.push(kafka_config.state_topic.clone());
+            topics.extend(kafka_config.topology_topic().map(str::to_owned));
             Some(EmbeddedKafka::start(&topics, kafka_config.partitions).map_err(StartError::Kafka)?)
         } else {
             None
@@ -143,6 +150,25 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "state restored from the changelog"
         );
+        // An empty topology topic gets the topology as it now is (the file's, with the
+        // changes the changelog kept): consuming it then changes nothing.
+        if kafka_config.topology_topic().is_some() {
+            let (seed_config, brokers, topology) =
+                (kafka_config.clone(), brokers.clone(), correlator.topology().clone());
+            let seeded = tokio::task::spawn_blocking(move || {
+                kafka::topology_feed::seed(&seed_config, &brokers, &topology, restore_timeout)
+            })
+            .await
+            .map_err(|e| StartError::Kafka(e.to_string()))?
+            .map_err(|e| StartError::Kafka(format!("cannot seed the topology topic: {e}")))?;
+            if seeded > 0 {
+                tracing::info!(
+                    cis = seeded,
+                    topic = kafka_config.topology_topic,
+                    "topology topic was empty: seeded with the topology"
+                );
+            }
+        }
         let consumer = Arc::new(
             ingest::consumer(kafka_config, &brokers, embedded.is_some())
                 .map_err(|e| StartError::Kafka(format!("cannot subscribe: {e}")))?,
@@ -177,6 +203,7 @@ impl Engine {
             idle_clock: Duration::from_millis(config.correlation.idle_clock_millis),
             commit_interval: Duration::from_millis(kafka_config.commit_interval_ms),
             metrics: metrics.clone(),
+            max_record_bytes: kafka_config.max_record_bytes,
             failed: failed.clone(),
         };
         let core = std::thread::Builder::new().name("correlation-core".into()).spawn(move || core.run())?;
@@ -188,6 +215,8 @@ impl Engine {
             max_batch: kafka_config.max_batch,
             max_event_time_ahead_ms: (kafka_config.max_event_time_ahead_secs as EpochMillis).saturating_mul(1000),
             max_clock_skew_ms: config.correlation.max_clock_skew_millis as EpochMillis,
+            topology_topic: kafka_config.topology_topic().map(str::to_owned),
+            max_ci_record_bytes: grpc::max_ci_record_bytes(kafka_config.max_record_bytes),
             metrics: metrics.clone(),
         }
         .spawn(batch_tx, stop_consuming.clone(), failed.clone())?;

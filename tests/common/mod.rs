@@ -136,6 +136,8 @@ pub fn config_on(broker: &broker::KafkaBroker, name: &str) -> Config {
         .unwrap()
         .with("kafka.state_topic", format!("state-{suffix}"))
         .unwrap()
+        .with("kafka.topology_topic", format!("topology-{suffix}"))
+        .unwrap()
 }
 
 /// `GET /metrics` over a plain HTTP/1.1 connection, as a Prometheus server does it.

@@ -1,0 +1,174 @@
+//! The topology feed's edge: records of the CMDB's compacted topic (`kafka.topology_topic`)
+//! decoded into CI changes for the core ([`crate::correlate::feed`] applies them), and, at
+//! start, an empty topic seeded with the engine's topology.
+//!
+//! A record's key is the CI id; its value the CI record of the topology file format (one
+//! JSON object) or a protobuf `faultline.v1.ConfigurationItem`, told apart by the first byte
+//! (`{` opens JSON; it is no valid protobuf field tag); a tombstone (null value, or empty)
+//! deletes the CI. A record whose id is missing takes the key's; one whose id differs from
+//! its key is refused: compaction keeps one record per key, so a key naming another CI
+//! would keep the wrong one.
+
+use crate::config::KafkaConfig;
+use crate::model::topology::{CiChange, CiRecord, Topology};
+use crate::proto::{self, v1};
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// Why a feed record is refused: a stable code (the dead-letter reason) and a readable detail.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+fn refused(reason: &'static str, detail: String) -> Refusal {
+    Refusal { reason, detail }
+}
+
+/// The change a feed record asks for. `max_bytes`: the largest CI record the engine keeps
+/// (the changelog must hold it).
+pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>, max_bytes: usize) -> Result<CiChange, Refusal> {
+    let key = match key.map(std::str::from_utf8) {
+        None => return Err(refused("missing_key", "a topology record needs its CI id as key".to_owned())),
+        Some(Err(_)) => return Err(refused("invalid_key", "the key is not UTF-8".to_owned())),
+        Some(Ok(key)) if key.trim().is_empty() => {
+            return Err(refused("missing_key", "a topology record needs its CI id as key".to_owned()));
+        }
+        Some(Ok(key)) => key,
+    };
+    let payload = payload.unwrap_or_default();
+    if payload.is_empty() {
+        return Ok(CiChange::Delete(key.to_owned()));
+    }
+    if payload.len() > max_bytes {
+        return Err(refused(
+            "oversized",
+            format!("CI record of {} bytes exceeds the limit of {max_bytes} bytes", payload.len()),
+        ));
+    }
+    let mut record: CiRecord = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice(payload)
+            .map_err(|e| refused("undecodable", format!("not a CI record (JSON): {e}")))?,
+        _ => {
+            let message = v1::ConfigurationItem::decode(payload).map_err(|e| {
+                refused("undecodable", format!("not a CI record (JSON object or faultline.v1.ConfigurationItem): {e}"))
+            })?;
+            proto::record_from_proto(message).map_err(|e| refused("invalid", e))?
+        }
+    };
+    if record.id.is_empty() {
+        record.id = key.to_owned();
+    } else if record.id != key {
+        return Err(refused(
+            "key_mismatch",
+            format!("the record is of CI `{}` but its key is `{key}`: the key must be the CI id", record.id),
+        ));
+    }
+    Ok(CiChange::Upsert(record))
+}
+
+/// Writes every CI of `topology` to the topology topic when that topic holds no record at
+/// all (its first start): the CMDB's tools and other readers find the whole topology there.
+/// The engine has all of it already: its group's offsets on the topic are set past the seed,
+/// so that it does not consume the seed and undo a change made between the seed and its
+/// consumption. A topic that has ever held a record is left alone. Returns the CIs written.
+pub fn seed(kafka: &KafkaConfig, brokers: &str, topology: &Topology, timeout: Duration) -> Result<usize, String> {
+    let Some(topic) = kafka.topology_topic() else { return Ok(0) };
+    if topology.is_empty() {
+        return Ok(0);
+    }
+    // The engine's group, not joined: used to commit its offsets on the topic.
+    let consumer: BaseConsumer = super::client_config(kafka, brokers, &[("group.id", kafka.group_id.as_str())])
+        .create()
+        .map_err(|e| format!("cannot create a consumer: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| format!("cannot read the metadata of topic {topic}: {e}"))?;
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let watermarks = |deadline: Instant| -> Result<Vec<(i32, i64)>, String> {
+        partitions
+            .iter()
+            .map(|&partition| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition, left)
+                    .map_err(|e| format!("cannot read the offsets of topic {topic}: {e}"))?;
+                Ok((partition, high))
+            })
+            .collect()
+    };
+    if watermarks(deadline)?.iter().any(|&(_, high)| high > 0) {
+        return Ok(0);
+    }
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        super::client_config(kafka, brokers, &[("enable.idempotence", "true"), ("linger.ms", "20")])
+            .create()
+            .map_err(|e| format!("cannot create a producer: {e}"))?;
+    let mut written = 0;
+    let mut value = Vec::new();
+    for (idx, ci) in topology.iter() {
+        value.clear();
+        serde_json::to_writer(&mut value, &topology.record(idx)).map_err(|e| e.to_string())?;
+        super::send_waiting(&producer, BaseRecord::to(topic).key(&*ci.id).payload(&value))
+            .map_err(|e| format!("cannot write to topic {topic}: {e}"))?;
+        written += 1;
+    }
+    let flushed = Instant::now() + timeout;
+    producer.flush(timeout).map_err(|e| format!("cannot write to topic {topic}: {e}"))?;
+    let mut offsets = TopicPartitionList::new();
+    for (partition, high) in watermarks(flushed)? {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(high)).map_err(|e| e.to_string())?;
+    }
+    // Refused when a member of the group is still registered (an instance killed moments
+    // ago): the engine then consumes the seed, which changes nothing but what changed since.
+    if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+        tracing::warn!(%error, topic, "cannot set the group's offsets past the topology seed; it will be consumed");
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::topology::CiClass;
+
+    const MAX: usize = 4096;
+
+    #[test]
+    fn records_decode_from_json_and_protobuf_and_tombstones_delete() {
+        let json = br#"{"id":"p1","class":"port","depends_on":["c1"]}"#;
+        let Ok(CiChange::Upsert(record)) = decode(Some(b"p1"), Some(json), MAX) else { panic!() };
+        assert_eq!((record.class, record.depends_on.as_slice()), (CiClass::Port, &["c1".to_owned()][..]));
+
+        let message = v1::ConfigurationItem { class: v1::CiClass::Card as i32, ..Default::default() };
+        let Ok(CiChange::Upsert(record)) = decode(Some(b"c1"), Some(&message.encode_to_vec()), MAX) else { panic!() };
+        assert_eq!((record.id.as_str(), record.class), ("c1", CiClass::Card), "an id left out is the key's");
+
+        assert_eq!(decode(Some(b"p1"), None, MAX), Ok(CiChange::Delete("p1".into())));
+        assert_eq!(decode(Some(b"p1"), Some(b""), MAX), Ok(CiChange::Delete("p1".into())));
+    }
+
+    #[test]
+    fn bad_records_are_refused_with_a_reason() {
+        let reason = |key: Option<&[u8]>, payload: &[u8]| decode(key, Some(payload), MAX).unwrap_err().reason;
+        assert_eq!(reason(None, b"{}"), "missing_key");
+        assert_eq!(reason(Some(b" "), b"{}"), "missing_key");
+        assert_eq!(reason(Some(&[0xff, 0xfe]), b"{}"), "invalid_key");
+        assert_eq!(reason(Some(b"p1"), br#"{"id":"p2","class":"port"}"#), "key_mismatch");
+        assert_eq!(reason(Some(b"p1"), br#"{"id":"p1","class":"router"}"#), "undecodable");
+        assert_eq!(reason(Some(b"p1"), br#"{"id":"p1","class":"port","colour":"red"}"#), "undecodable");
+        assert_eq!(reason(Some(b"p1"), &[0x0a, 0xff]), "undecodable");
+        let classless = v1::ConfigurationItem { id: "p1".into(), ..Default::default() };
+        assert_eq!(reason(Some(b"p1"), &classless.encode_to_vec()), "invalid");
+        let big = format!(r#"{{"id":"p1","class":"port","name":"{}"}}"#, "x".repeat(MAX));
+        assert_eq!(reason(Some(b"p1"), big.as_bytes()), "oversized");
+        let at_limit = format!(r#"{{"id":"p1","class":"port","name":"{}"}}"#, "x".repeat(MAX - 36));
+        assert_eq!(at_limit.len(), MAX);
+        assert!(decode(Some(b"p1"), Some(at_limit.as_bytes()), MAX).is_ok());
+    }
+}
