@@ -6,6 +6,7 @@ use crate::correlate::alarm_stage::{AlarmPolicy, MaxAges};
 use crate::correlate::incidents::IncidentPolicy;
 use crate::correlate::priority::PriorityPolicy;
 use crate::correlate::{CorrelatorConfig, FeedPolicy};
+use crate::model::EpochMillis;
 use crate::model::state::Effect;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -139,6 +140,8 @@ pub struct TopologyConfig {
     pub file: PathBuf,
     /// Topology feed changes held at most while they wait for another CI's change.
     pub max_held: usize,
+    /// How long (stream time) a feed change is held at most.
+    pub max_held_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -271,14 +274,14 @@ impl Config {
         }
         let mut topics: Vec<&str> = self.kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
         topics.extend([&*self.kafka.incidents_topic, &*self.kafka.dead_letter_topic, &*self.kafka.state_topic]);
-        if let Some(topic) = self.kafka.topology_topic() {
-            topics.push(topic);
-        }
         let distinct: std::collections::BTreeSet<&str> = topics.iter().copied().collect();
         if distinct.len() != topics.len() {
+            return invalid("kafka.state_topic", "input, incidents, dead-letter and state topics must all differ");
+        }
+        if self.kafka.topology_topic().is_some_and(|t| distinct.contains(t)) {
             return invalid(
-                "kafka.state_topic",
-                "input, topology, incidents, dead-letter and state topics must all differ",
+                "kafka.topology_topic",
+                "must differ from the input, incidents, dead-letter and state topics",
             );
         }
         if self.topology.max_held == 0 {
@@ -387,7 +390,10 @@ impl Config {
                 max_roots: c.incident_max_roots,
                 max_alarms: c.incident_max_alarms,
             },
-            feed: FeedPolicy { max_held: self.topology.max_held },
+            feed: FeedPolicy {
+                max_held: self.topology.max_held,
+                max_held_ms: (self.topology.max_held_secs as EpochMillis).saturating_mul(1000),
+            },
         }
     }
 

@@ -1081,8 +1081,8 @@ async fn the_topology_topic_is_seeded_and_its_records_change_the_live_topology()
     // Bad records go to the dead-letter topic with their reason; nothing stalls.
     produce(&producer, "faultline.topology", "par-r1/9/8", br#"{"id":"par-r1/9/7","class":"port"}"#).await;
     produce(&producer, "faultline.topology", "par-r1/9/6", b"{not json").await;
-    let cycle = br#"{"id":"par-r1","class":"device","depends_on":["par-r1/9/9"]}"#;
-    produce(&producer, "faultline.topology", "par-r1", cycle).await;
+    let quorum = br#"{"id":"rfs-q","class":"rfs","depends_on":["par-r1/9/9"],"rule":{"quorum":3}}"#;
+    produce(&producer, "faultline.topology", "rfs-q", quorum).await;
     // A tombstone deletes the service.
     producer
         .send(
@@ -1110,20 +1110,20 @@ async fn the_topology_topic_is_seeded_and_its_records_change_the_live_topology()
     }
     assert_eq!(refused["par-r1/9/8"].0, "key_mismatch");
     assert_eq!(refused["par-r1/9/6"], ("undecodable".to_string(), b"{not json".to_vec()));
-    assert_eq!(refused["par-r1"], ("dependency-cycle".to_string(), cycle.to_vec()), "the original bytes");
+    assert_eq!(refused["rfs-q"], ("impossible_quorum".to_string(), quorum.to_vec()), "the original bytes");
     let deleted = topology_version_until(&mut topology, |v| v.version == 2).await;
     assert_eq!(deleted.cis, cis as u64 + 1);
     let gone = topology.get_ci(v1::GetCiRequest { id: "cfs-acme-new".into() }).await.unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 
-    // The seed was not consumed back (the group's offsets were set past it); the records were counted.
+    // The engine skipped its own seed; the records were counted.
     let metrics = scrape(engine.metrics_addr()).await;
     for line in [
         r#"faultline_topology_records_total{outcome="applied"} 3"#,
         r#"faultline_topology_records_total{outcome="unchanged"} 0"#,
         r#"faultline_topology_records_total{outcome="held"} 1"#,
         r#"faultline_dead_letters_total{format="topology",reason="key_mismatch"} 1"#,
-        r#"faultline_dead_letters_total{format="topology",reason="dependency-cycle"} 1"#,
+        r#"faultline_dead_letters_total{format="topology",reason="impossible_quorum"} 1"#,
         "faultline_topology_held 0",
     ] {
         assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");

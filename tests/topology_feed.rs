@@ -77,9 +77,15 @@ fn records_sent_before_what_they_name_wait_for_it_then_apply() {
     assert_eq!(held.since, START + 1_000);
     assert!(correlator.topology().lookup("cfs-new").is_none());
     let version = correlator.topology().version();
+    assert!(correlator.take_changes().is_some_and(|c| c.held.len() == 1), "the held change is written");
 
     let outcome = correlator.apply_feed(feed(vec![transport]), START + 2_000, &mut out);
-    assert_eq!((outcome.applied, outcome.held), (0, 2), "the service again, and the transport for its port");
+    assert_eq!((outcome.applied, outcome.held), (0, 1), "the transport waits for its port");
+    assert_eq!(correlator.held().len(), 2, "the service still for the transport");
+    assert!(
+        correlator.take_changes().is_some_and(|c| c.held.len() == 1),
+        "only the transport's is written, not the service's again"
+    );
     assert_eq!(correlator.topology().version(), version, "nothing applied, no version");
 
     out.clear();
@@ -121,35 +127,65 @@ fn a_tombstone_sent_before_its_dependents_moved_waits_for_them() {
 }
 
 #[test]
-fn invalid_records_are_refused_and_the_rest_of_the_batch_applies() {
+fn records_wrong_in_themselves_are_refused_and_what_another_may_mend_waits_a_while() {
     let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
     let mut out = Vec::new();
     let version = correlator.topology().version();
-    // The card made to depend on its own port: a cycle. A service sold to a port. A new
-    // port, valid.
+    // The card made to depend on its own port: a cycle (a record still to come might
+    // break it). A service sold to a port (the port might be made a customer). A quorum
+    // of 3 over one dependency: wrong whatever comes. A new port, valid.
     let cycle = up(record("par-r1/card-1", CiClass::Card, &["par-r1", "par-r1/1/1"], None));
     let not_a_customer = up(record("cfs-odd", CiClass::Cfs, &["rfs-par-lyo-transport"], Some("par-r1/1/1")));
+    let mut quorum = record("rfs-q", CiClass::Rfs, &["par-r1/1/1"], None);
+    quorum.rule = Rule::Quorum(3);
     let valid = up(record("port-ok", CiClass::Port, &["par-r1/card-1"], None));
-    let outcome = correlator.apply_feed(feed(vec![cycle, not_a_customer, valid]), START, &mut out);
-    assert_eq!((outcome.applied, outcome.held, outcome.refused), (1, 0, 2));
+    let outcome = correlator.apply_feed(feed(vec![cycle, not_a_customer, up(quorum), valid]), START, &mut out);
+    assert_eq!((outcome.applied, outcome.held, outcome.refused), (1, 2, 1));
     assert_eq!(correlator.topology().version(), version + 1);
     assert!(correlator.topology().lookup("port-ok").is_some());
     assert!(correlator.topology().lookup("cfs-odd").is_none());
     let card = correlator.topology().lookup("par-r1/card-1").unwrap();
     assert_eq!(correlator.topology().dependencies(card).len(), 1, "the card as it was");
-
-    let mut refusals = correlator.take_refusals();
-    refusals.sort_by_key(|r| r.index);
+    let refusals = correlator.take_refusals();
     let found: Vec<_> = refusals.iter().map(|r| (r.index, r.reason, r.source.as_str())).collect();
-    assert_eq!(
-        found,
-        vec![
-            (Some(0), "dependency-cycle", "faultline.topology/0/0"),
-            (Some(1), "not-a-customer", "faultline.topology/0/1")
-        ]
-    );
-    assert!(refusals[1].detail.contains("cfs-odd"), "{}", refusals[1].detail);
+    assert_eq!(found, vec![(Some(2), "impossible_quorum", "faultline.topology/0/2")]);
+    assert!(refusals[0].detail.contains("rfs-q"), "{}", refusals[0].detail);
     assert!(correlator.take_refusals().is_empty(), "taken once");
+    for id in ["par-r1/card-1", "cfs-odd"] {
+        let held = correlator.held().get(id).unwrap();
+        assert_eq!(held.waits_for, "par-r1/1/1", "{held:?}");
+    }
+    assert!(correlator.held().get("par-r1/card-1").unwrap().reason.contains("cycle"));
+
+    // Nothing mends them within the hour: refused then, saying why they waited.
+    correlator.tick(START + 3_600_000, &mut out);
+    assert_eq!(correlator.held().len(), 2, "not before the hour is over");
+    correlator.tick(START + 3_600_001, &mut out);
+    assert!(correlator.held().is_empty());
+    let mut refusals = correlator.take_refusals();
+    refusals.sort_by(|a, b| a.change.id().cmp(b.change.id()));
+    let found: Vec<_> = refusals.iter().map(|r| (r.index, r.reason, r.change.id())).collect();
+    assert_eq!(found, vec![(None, "held_too_long", "cfs-odd"), (None, "held_too_long", "par-r1/card-1")]);
+    assert!(refusals[0].detail.contains("not a customer"), "{}", refusals[0].detail);
+    assert!(refusals[1].detail.contains("cycle"), "{}", refusals[1].detail);
+}
+
+#[test]
+fn a_dependency_reversed_in_two_records_applies_whichever_comes_first() {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut out = Vec::new();
+    let x = |deps: &[&str]| up(record("x", CiClass::Rfs, deps, None));
+    let y = |deps: &[&str]| up(record("y", CiClass::Rfs, deps, None));
+    correlator.apply_feed(feed(vec![x(&["par-r1/1/1"]), y(&["x"])]), START, &mut out);
+    // The CMDB turns it round: y under the port, x over y. x comes first.
+    let outcome = correlator.apply_feed(feed(vec![x(&["y"])]), START + 1, &mut out);
+    assert_eq!((outcome.applied, outcome.held, outcome.refused), (0, 1, 0));
+    assert_eq!(correlator.held().get("x").unwrap().waits_for, "y");
+    let outcome = correlator.apply_feed(feed(vec![y(&["par-r1/1/1"])]), START + 2, &mut out);
+    assert_eq!((outcome.applied, outcome.held, outcome.refused), (2, 0, 0));
+    let topology = correlator.topology();
+    assert_eq!(topology.record(topology.lookup("x").unwrap()).depends_on, vec!["y".to_owned()]);
+    assert!(correlator.held().is_empty());
 }
 
 #[test]
@@ -186,7 +222,8 @@ fn the_whole_cmdb_sent_again_changes_nothing() {
 
 #[test]
 fn held_changes_are_bounded_the_oldest_refused() {
-    let config = CorrelatorConfig { feed: FeedPolicy { max_held: 2 }, ..CorrelatorConfig::default() };
+    let config =
+        CorrelatorConfig { feed: FeedPolicy { max_held: 2, ..FeedPolicy::default() }, ..CorrelatorConfig::default() };
     let mut correlator = Correlator::new(sample(), config);
     let mut out = Vec::new();
     for i in 0..3 {
@@ -197,7 +234,7 @@ fn held_changes_are_bounded_the_oldest_refused() {
     assert!(correlator.held().get("svc-0").is_none(), "the oldest went");
     let refusals = correlator.take_refusals();
     assert_eq!(refusals.len(), 1);
-    assert_eq!((refusals[0].reason, refusals[0].index, refusals[0].change.id()), ("held-too-long", None, "svc-0"));
+    assert_eq!((refusals[0].reason, refusals[0].index, refusals[0].change.id()), ("held_too_long", None, "svc-0"));
     assert!(refusals[0].detail.contains("missing-0"), "{}", refusals[0].detail);
     assert_eq!(correlator.stats().topology_held, 2);
 }
@@ -210,6 +247,16 @@ fn a_newer_record_replaces_the_held_one_and_a_grpc_batch_releases_what_waits() {
     correlator.apply_feed(feed(vec![up(record("rfs-x", CiClass::Rfs, &["port-b"], None))]), START + 1, &mut out);
     assert_eq!(correlator.held().len(), 1);
     assert_eq!(correlator.held().get("rfs-x").unwrap().waits_for, "port-b", "the newer record waits, alone");
+
+    // An operator changes rfs-z over gRPC while the feed's change of it waits: the
+    // operator's, newer, wins; the feed's is refused as superseded.
+    correlator.apply_feed(feed(vec![up(record("rfs-z", CiClass::Rfs, &["port-d"], None))]), START + 1, &mut out);
+    let operator = up(record("rfs-z", CiClass::Rfs, &["par-r1/1/1"], None));
+    correlator.apply_topology(vec![operator], START + 1, &mut out).unwrap();
+    assert!(correlator.held().get("rfs-z").is_none());
+    let refusals = correlator.take_refusals();
+    assert_eq!(refusals.iter().map(|r| (r.reason, r.change.id())).collect::<Vec<_>>(), vec![("superseded", "rfs-z")]);
+    assert!(correlator.topology().lookup("rfs-z").is_some());
 
     // An operator adds port-b over gRPC: what waited for it applies after the batch.
     let port = up(record("port-b", CiClass::Port, &["par-r1/card-1"], None));
@@ -257,4 +304,26 @@ fn held_changes_survive_a_restore_and_apply_as_they_would_have() {
     let (straight, restarted) = (run(false), run(true));
     assert_eq!(straight.2, Some(State::Down));
     assert_eq!(straight, restarted);
+}
+
+#[test]
+fn a_restore_on_a_topology_that_has_what_a_change_waits_for_applies_it() {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut out = Vec::new();
+    let [_, transport, port] = provisioning();
+    correlator.apply_feed(feed(vec![transport]), START, &mut out);
+    let mut log = CoreSnapshot::default();
+    log.fold(correlator.take_changes().unwrap());
+    assert_eq!(log.held.len(), 1);
+
+    // The next start's topology file has the port.
+    let CiChange::Upsert(port) = port else { unreachable!() };
+    let mut records: Vec<CiRecord> = sample().iter().map(|(idx, _)| sample().record(idx)).collect();
+    records.push(port);
+    let file = Arc::new(Topology::from_records(records).unwrap());
+    let (mut restored, _) = Correlator::restore(file, CorrelatorConfig::default(), log);
+    assert_eq!(restored.held().len(), 1, "as written");
+    restored.tick(START + 1_000, &mut out);
+    assert!(restored.held().is_empty(), "tried again as the clock moves on");
+    assert!(restored.topology().lookup("rfs-new").is_some());
 }

@@ -29,11 +29,13 @@ pub struct FeedPolicy {
     /// Feed changes held at most, waiting for another CI's change; past it the oldest is
     /// refused.
     pub max_held: usize,
+    /// How long (stream time) a change is held at most; then it is refused.
+    pub max_held_ms: EpochMillis,
 }
 
 impl Default for FeedPolicy {
     fn default() -> Self {
-        FeedPolicy { max_held: 100_000 }
+        FeedPolicy { max_held: 100_000, max_held_ms: 3_600_000 }
     }
 }
 
@@ -157,8 +159,12 @@ impl Correlator {
                 self.mark_cleared(&aged, now, TimelineKind::Aged, "no longer repeated by its source: aged out", out);
             }
         }
-        if std::mem::take(&mut self.reconcile) {
+        let restored = std::mem::take(&mut self.reconcile);
+        if restored {
             self.incidents.reconcile(&self.impact, self.clock, out);
+        }
+        if !self.held.is_empty() {
+            self.settle_held(self.clock, out, restored);
         }
         self.clock
     }
@@ -387,9 +393,11 @@ impl Correlator {
     /// Applies a batch of topology changes at `now`, all or nothing (see
     /// [`Topology::apply`]), and follows it: alarms of deleted CIs become unmapped, those
     /// of CIs added come to them, impact is evaluated again where the batch touched the
-    /// graph and propagated from there, and incidents follow as they do for alarms. Feed
-    /// changes held for a CI the batch changed are tried again after it (their refusals
-    /// are taken by [`Correlator::take_refusals`]).
+    /// graph and propagated from there, and incidents follow as they do for alarms.
+    ///
+    /// Feed changes held for a CI the batch names are dropped (the batch is newer; they
+    /// are refused as `superseded`), and those waiting for a CI it changed are tried after
+    /// it; refusals are taken by [`Correlator::take_refusals`].
     pub fn apply_topology(
         &mut self,
         batch: Vec<CiChange>,
@@ -397,20 +405,30 @@ impl Correlator {
         out: &mut Vec<IncidentChange>,
     ) -> Result<Applied, TopologyError> {
         let now = self.advance(now, out);
+        let ids: Vec<Arc<str>> = batch.iter().map(|c| Arc::from(c.id())).collect();
         let applied = self.apply_topology_now(batch, now, out)?;
         if !self.held.is_empty() {
+            let mut outcome = FeedOutcome::default();
+            for id in ids {
+                if let Some(held) = self.held.remove(&id) {
+                    let detail =
+                        format!("CI `{id}` was changed over gRPC after this change was held ({})", held.reason);
+                    let candidate = Candidate { change: held.change, source: held.source, index: None, held: None };
+                    self.refuse(candidate, "superseded", detail, &mut outcome);
+                }
+            }
             let topology = self.impact.topology();
             let touched = applied.added.iter().chain(&applied.changed).chain(&applied.deleted);
             let woken = touched.map(|&slot| topology.ci(slot).id.clone()).collect();
-            self.settle_feed(Candidates::default(), woken, now, out, &mut FeedOutcome::default());
+            self.settle_feed(Candidates::default(), woken, now, out, &mut outcome);
         }
         Ok(applied)
     }
 
     /// Applies records of the topology feed at `now`, in the order they came (see
-    /// [`feed`]): what can apply does, as one topology batch; what waits for another CI's
-    /// change is held, and what it released is tried with it; what is invalid is refused,
-    /// for the core to dead-letter ([`Correlator::take_refusals`]).
+    /// [`feed`]): what can apply does, as one topology batch, with the held changes that
+    /// waited for a CI it changes; what waits for another CI's change is held; what is
+    /// invalid is refused, for the core to dead-letter ([`Correlator::take_refusals`]).
     pub fn apply_feed(
         &mut self,
         records: Vec<FeedChange>,
@@ -418,15 +436,26 @@ impl Correlator {
         out: &mut Vec<IncidentChange>,
     ) -> FeedOutcome {
         let now = self.advance(now, out);
+        let mut outcome = FeedOutcome::default();
         let mut candidates = Candidates::default();
         for (index, FeedChange { change, source }) in records.into_iter().enumerate() {
             let id: Arc<str> = Arc::from(change.id());
-            // A newer record of a CI replaces the change held for it.
-            self.held.remove(&id);
+            if candidates.contains(&id) {
+                outcome.superseded += 1;
+            }
             candidates.push(id, Candidate { change, source, index: Some(index), held: None });
         }
+        // A newer record of a CI replaces the change held for it.
+        for id in candidates.ids() {
+            if self.held.remove(&id).is_some() {
+                outcome.superseded += 1;
+            }
+        }
+        let topology = self.impact.topology();
+        let before = candidates.len();
+        candidates.retain(|c| !topology.is_current(&c.change));
+        outcome.unchanged += before - candidates.len();
         let woken = candidates.ids();
-        let mut outcome = FeedOutcome::default();
         self.settle_feed(candidates, woken, now, out, &mut outcome);
         outcome
     }
@@ -441,8 +470,40 @@ impl Correlator {
         &self.held
     }
 
+    /// Tries every held change again (a restore: the topology it runs on may have what
+    /// they wait for), and refuses those held longer than the policy allows.
+    fn settle_held(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>, all: bool) {
+        let mut outcome = FeedOutcome::default();
+        loop {
+            let expired = self
+                .held
+                .oldest()
+                .next()
+                .filter(|(_, oldest)| now.saturating_sub(oldest.since) > self.feed.max_held_ms);
+            let Some(id) = expired.map(|(id, _)| id.clone()) else { break };
+            let held = self.held.remove(&id).expect("held");
+            let detail = format!(
+                "held for {} s waiting for `{}` ({}), longer than topology.max_held_secs",
+                now.saturating_sub(held.since) / 1000,
+                held.waits_for,
+                held.reason
+            );
+            let candidate = Candidate { change: held.change, source: held.source, index: None, held: None };
+            self.refuse(candidate, "held_too_long", detail, &mut outcome);
+        }
+        if all && !self.held.is_empty() {
+            let mut candidates = Candidates::default();
+            for (id, held) in self.held.oldest() {
+                candidates.push(id.clone(), Candidate::held(held));
+            }
+            let woken = candidates.ids();
+            self.settle_feed(candidates, woken, now, out, &mut outcome);
+        }
+    }
+
     /// Tries `candidates`, with the held changes waiting for a CI in `woken` (and those
-    /// waiting for them), as one topology batch.
+    /// waiting for them), as one topology batch. A held change tried again stays held, as it
+    /// was, unless it applies, is refused, or waits for another CI now.
     fn settle_feed(
         &mut self,
         mut candidates: Candidates,
@@ -452,49 +513,46 @@ impl Correlator {
         outcome: &mut FeedOutcome,
     ) {
         while let Some(id) = woken.pop() {
-            for (held_id, held) in self.held.take_waiting_for(&id) {
-                woken.push(held_id.clone());
-                if !candidates.contains(&held_id) {
-                    let candidate = Candidate {
-                        change: held.change,
-                        source: held.source,
-                        index: None,
-                        held: Some((held.since, held.order)),
-                    };
-                    candidates.push(held_id, candidate);
+            for (held_id, held) in self.held.waiting_for(&id) {
+                if !candidates.contains(held_id) {
+                    woken.push(held_id.clone());
+                    candidates.push(held_id.clone(), Candidate::held(held));
                 }
             }
         }
-        let topology = self.impact.topology();
-        let before = candidates.len();
-        candidates.retain(|c| !topology.is_current(&c.change));
-        outcome.unchanged += before - candidates.len();
         // What names a CI neither there nor coming is held at once, to a fixed point: the
         // usual case of a feed out of order, found without validating the batch each time.
+        // So is the deletion of a CI that a CI the batch leaves alone depends on.
         loop {
             let topology = self.impact.topology();
             let known = |id: &str| match candidates.get(id) {
                 Some(c) => matches!(c.change, CiChange::Upsert(_)),
                 None => topology.lookup(id).is_some(),
             };
-            let missing: Vec<(Arc<str>, String)> = candidates
+            let blocked: Vec<(Arc<str>, String, String)> = candidates
                 .iter()
                 .filter_map(|(id, c)| match &c.change {
-                    CiChange::Upsert(record) => record
-                        .depends_on
-                        .iter()
-                        .chain(&record.customer)
-                        .find(|named| !known(named))
-                        .map(|named| (id.clone(), named.clone())),
-                    CiChange::Delete(_) => None,
+                    CiChange::Upsert(record) => {
+                        record.depends_on.iter().chain(&record.customer).find(|named| !known(named)).map(|named| {
+                            let reason = format!("CI `{id}` names `{named}`, which the topology does not have");
+                            (id.clone(), named.clone(), reason)
+                        })
+                    }
+                    CiChange::Delete(_) => {
+                        let idx = topology.lookup(id)?;
+                        let dependents = topology.dependents(idx).iter();
+                        dependents.map(|&d| &topology.ci(d).id).find(|d| !candidates.contains(d)).map(|d| {
+                            let reason = format!("CI `{id}` cannot be deleted: `{d}` still depends on it");
+                            (id.clone(), d.to_string(), reason)
+                        })
+                    }
                 })
                 .collect();
-            if missing.is_empty() {
+            if blocked.is_empty() {
                 break;
             }
-            for (id, waits_for) in missing {
+            for (id, waits_for, reason) in blocked {
                 let candidate = candidates.remove(&id).expect("a candidate");
-                let reason = format!("CI `{id}` names `{waits_for}`, which the topology does not have");
                 self.hold(id, candidate, waits_for, reason, now, outcome);
             }
         }
@@ -506,20 +564,35 @@ impl Correlator {
                     outcome.applied += candidates.len();
                     let first = outcome.versions.map_or(applied.version, |(first, _)| first);
                     outcome.versions = Some((first, applied.version));
+                    for (id, candidate) in candidates.drain() {
+                        if candidate.held.is_some() {
+                            self.held.remove(&id);
+                        }
+                    }
                     break;
                 }
                 Err(error) => {
                     let Some((id, candidate)) = error.ci().and_then(|id| candidates.remove_entry(id)) else {
-                        for (_, candidate) in candidates.drain() {
-                            self.refuse(candidate, "invalid-ci", error.to_string(), outcome);
+                        // Validation names a CI of the batch; should it not, nothing is lost
+                        // for it: the batch is tried one change at a time.
+                        if candidates.len() == 1 {
+                            for (_, candidate) in candidates.drain() {
+                                self.refuse(candidate, "invalid_ci", error.to_string(), outcome);
+                            }
+                            break;
+                        }
+                        let single: Vec<(Arc<str>, Candidate)> = candidates.drain().collect();
+                        for (id, candidate) in single {
+                            let mut alone = Candidates::default();
+                            alone.push(id, candidate);
+                            self.settle_feed(alone, Vec::new(), now, out, outcome);
                         }
                         break;
                     };
+                    let detail = error.to_string();
                     match feed::verdict(&error) {
-                        Verdict::Hold { waits_for } => {
-                            self.hold(id, candidate, waits_for, error.to_string(), now, outcome)
-                        }
-                        Verdict::Refuse { reason } => self.refuse(candidate, reason, error.to_string(), outcome),
+                        Verdict::Hold { waits_for } => self.hold(id, candidate, waits_for, detail, now, outcome),
+                        Verdict::Refuse { reason } => self.refuse(candidate, reason, detail, outcome),
                     }
                 }
             }
@@ -527,31 +600,50 @@ impl Correlator {
         while self.held.len() > self.feed.max_held {
             let Some((_, held)) = self.held.take_oldest() else { break };
             let detail = format!(
-                "held since {} waiting for `{}` ({}); more than {} changes were waiting",
+                "held since {} waiting for `{}` ({}); more than topology.max_held ({}) changes were waiting",
                 held.since, held.waits_for, held.reason, self.feed.max_held
             );
             let candidate = Candidate { change: held.change, source: held.source, index: None, held: None };
-            self.refuse(candidate, "held-too-long", detail, outcome);
+            self.refuse(candidate, "held_too_long", detail, outcome);
         }
     }
 
+    /// Holds a change until `waits_for` changes. One held already, waiting for the same
+    /// CI, stays as it is (nothing to write again); one held anew takes the next arrival
+    /// number, one held again keeps its own.
     fn hold(
         &mut self,
         id: Arc<str>,
         candidate: Candidate,
         waits_for: String,
-        reason: String,
+        mut reason: String,
         now: EpochMillis,
         outcome: &mut FeedOutcome,
     ) {
+        if self.held.get(&id).is_some_and(|held| held.waits_for == waits_for) {
+            return;
+        }
+        if candidate.held.is_none() {
+            outcome.held += 1;
+        }
+        // Bounded, so that the changelog record of a held change fits where its CI's does.
+        if reason.len() > feed::MAX_REASON {
+            let mut cut = feed::MAX_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
         let (since, order) = candidate.held.unwrap_or_else(|| (now, self.held.next_order()));
         let change = HeldChange { change: candidate.change, waits_for, reason, since, order, source: candidate.source };
         self.held.insert(id, change);
-        outcome.held += 1;
     }
 
     fn refuse(&mut self, candidate: Candidate, reason: &'static str, detail: String, outcome: &mut FeedOutcome) {
-        let Candidate { change, source, index, .. } = candidate;
+        let Candidate { change, source, index, held } = candidate;
+        if held.is_some() {
+            self.held.remove(change.id());
+        }
         self.refusals.push(Refusal { index, change, reason, detail, source });
         outcome.refused += 1;
     }

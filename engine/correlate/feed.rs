@@ -61,8 +61,10 @@ pub struct FeedOutcome {
     pub applied: usize,
     /// Changes that left the topology as it was (the CMDB sending a CI again).
     pub unchanged: usize,
-    /// Changes held this time (new or held again).
+    /// Changes held this time (not counting those held before and held again).
     pub held: usize,
+    /// Records replaced by a later one of the same CI (in the batch, or held) before being tried.
+    pub superseded: usize,
     /// Changes refused this time (dead-lettered by the core).
     pub refused: usize,
     /// The topology versions the batch made, first and last.
@@ -141,10 +143,10 @@ impl Held {
         Some(change)
     }
 
-    /// Takes out the changes waiting for `id`.
-    pub fn take_waiting_for(&mut self, id: &str) -> Vec<(Arc<str>, HeldChange)> {
-        let Some(ids) = self.waiting.remove(id) else { return Vec::new() };
-        ids.into_iter().filter_map(|held| self.remove(&held).map(|change| (held, change))).collect()
+    /// The changes waiting for `id`.
+    pub fn waiting_for(&self, id: &str) -> Vec<(&Arc<str>, &HeldChange)> {
+        let Some(ids) = self.waiting.get(id) else { return Vec::new() };
+        ids.iter().filter_map(|held| self.changes.get_key_value(held)).collect()
     }
 
     /// Takes out the oldest change.
@@ -170,6 +172,20 @@ pub(super) struct Candidate {
     pub held: Option<(EpochMillis, u64)>,
 }
 
+impl Candidate {
+    pub(super) fn held(held: &HeldChange) -> Candidate {
+        Candidate {
+            change: held.change.clone(),
+            source: held.source.clone(),
+            index: None,
+            held: Some((held.since, held.order)),
+        }
+    }
+}
+
+/// The longest reason a held change keeps (it names two CIs, which may be long).
+pub(super) const MAX_REASON: usize = 1024;
+
 /// How the feed treats a change the topology refused: hold it until the named CI changes,
 /// or refuse it for good.
 pub(super) enum Verdict {
@@ -177,16 +193,22 @@ pub(super) enum Verdict {
     Refuse { reason: &'static str },
 }
 
+/// What the feed makes of a validation error: a change another CI's change may mend (a
+/// name not there yet, a deletion still depended on, a customer not yet a customer, a
+/// cycle another record of the same CMDB change breaks) is held, for a while
+/// (`topology.max_held_secs`); one wrong in itself is refused at once.
 pub(super) fn verdict(error: &TopologyError) -> Verdict {
     match error {
         TopologyError::UnknownDependency { dependency, .. } => Verdict::Hold { waits_for: dependency.clone() },
-        TopologyError::UnknownCustomer { customer, .. } => Verdict::Hold { waits_for: customer.clone() },
+        TopologyError::UnknownCustomer { customer, .. } | TopologyError::NotACustomer { customer, .. } => {
+            Verdict::Hold { waits_for: customer.clone() }
+        }
         TopologyError::StillDependedOn { dependent, .. } => Verdict::Hold { waits_for: dependent.clone() },
         TopologyError::StillCustomerOf { service, .. } => Verdict::Hold { waits_for: service.clone() },
-        TopologyError::NotACustomer { .. } => Verdict::Refuse { reason: "not-a-customer" },
-        TopologyError::QuorumTooLarge { .. } => Verdict::Refuse { reason: "impossible-quorum" },
-        TopologyError::Cycle(_) => Verdict::Refuse { reason: "dependency-cycle" },
-        TopologyError::DuplicateId(_) | TopologyError::EmptyId => Verdict::Refuse { reason: "invalid-ci" },
+        TopologyError::Cycle { through: Some(through), .. } => Verdict::Hold { waits_for: through.clone() },
+        TopologyError::Cycle { through: None, .. } => Verdict::Refuse { reason: "dependency_cycle" },
+        TopologyError::QuorumTooLarge { .. } => Verdict::Refuse { reason: "impossible_quorum" },
+        TopologyError::DuplicateId(_) | TopologyError::EmptyId => Verdict::Refuse { reason: "invalid_ci" },
     }
 }
 
@@ -212,9 +234,11 @@ mod tests {
         h.insert("b".into(), held("p", 3));
         h.insert("c".into(), held("q", 4));
         assert_eq!(h.len(), 3);
-        let woken: Vec<_> = h.take_waiting_for("p").into_iter().map(|(id, _)| id).collect();
+        let woken: Vec<_> = h.waiting_for("p").into_iter().map(|(id, _)| id.clone()).collect();
         assert_eq!(woken, vec![Arc::from("a"), Arc::from("b")]);
-        assert!(h.take_waiting_for("p").is_empty());
+        h.remove("a");
+        h.remove("b");
+        assert!(h.waiting_for("p").is_empty());
         h.insert("d".into(), held("r", 1));
         assert_eq!(h.take_oldest().map(|(id, _)| id), Some("d".into()));
         assert_eq!(h.take_oldest().map(|(id, _)| id), Some("c".into()));
@@ -222,10 +246,11 @@ mod tests {
         // Replacing a held change drops its old wait.
         h.insert("a".into(), held("p", 7));
         h.insert("a".into(), held("q", 8));
-        assert!(h.take_waiting_for("p").is_empty());
-        assert_eq!(h.take_waiting_for("q").len(), 1);
+        assert!(h.waiting_for("p").is_empty());
+        assert_eq!(h.waiting_for("q").len(), 1);
         let dirty = h.take_dirty();
-        assert!(dirty.iter().all(|(_, change)| change.is_none()), "{dirty:?}");
+        assert!(dirty.iter().all(|(id, change)| change.is_some() == (&**id == "a")), "{dirty:?}");
+        assert!(h.take_dirty().is_empty());
     }
 
     #[test]

@@ -168,6 +168,8 @@ pub struct Ingest {
     pub max_clock_skew_ms: EpochMillis,
     /// The topology feed's topic, and the largest CI record it takes.
     pub topology_topic: Option<String>,
+    /// The consumer group: records of the topology topic this group seeded are skipped.
+    pub group_id: String,
     pub max_ci_record_bytes: usize,
     pub metrics: Arc<Metrics>,
 }
@@ -277,6 +279,9 @@ impl Ingest {
 
 impl Ingest {
     fn take_topology(&self, message: &rdkafka::message::BorrowedMessage<'_>, at: &mut Stamping<'_>, batch: &mut Batch) {
+        if super::topology_feed::is_own_seed(message, &self.group_id) {
+            return;
+        }
         let time = at.stamp(message, &self.metrics);
         match super::topology_feed::decode(message.key(), message.payload(), self.max_ci_record_bytes) {
             Ok(change) => {

@@ -13,9 +13,13 @@ use crate::config::KafkaConfig;
 use crate::model::topology::{CiChange, CiRecord, Topology};
 use crate::proto::{self, v1};
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why a feed record is refused: a stable code (the dead-letter reason) and a readable detail.
@@ -50,15 +54,23 @@ pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>, max_bytes: usize) -> R
             format!("CI record of {} bytes exceeds the limit of {max_bytes} bytes", payload.len()),
         ));
     }
-    let mut record: CiRecord = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => serde_json::from_slice(payload)
+    let protobuf = |json_error: Option<serde_json::Error>| -> Result<CiRecord, Refusal> {
+        let message = v1::ConfigurationItem::decode(payload).map_err(|e| {
+            let json = json_error.map(|j| format!(" (as JSON: {j})")).unwrap_or_default();
+            refused("undecodable", format!("not a CI record: not a faultline.v1.ConfigurationItem: {e}{json}"))
+        })?;
+        proto::record_from_proto(message).map_err(|e| refused("invalid", e))
+    };
+    // `{` first is JSON: no protobuf field has that tag. Whitespace first may open either
+    // (a protobuf whose first field's id is 9 to 13 or 32 bytes long starts so).
+    let mut record: CiRecord = match payload.iter().position(|b| !b.is_ascii_whitespace()) {
+        Some(0) if payload[0] == b'{' => serde_json::from_slice(payload)
             .map_err(|e| refused("undecodable", format!("not a CI record (JSON): {e}")))?,
-        _ => {
-            let message = v1::ConfigurationItem::decode(payload).map_err(|e| {
-                refused("undecodable", format!("not a CI record (JSON object or faultline.v1.ConfigurationItem): {e}"))
-            })?;
-            proto::record_from_proto(message).map_err(|e| refused("invalid", e))?
-        }
+        Some(at) if payload[at] == b'{' => match serde_json::from_slice(payload) {
+            Ok(record) => record,
+            Err(e) => protobuf(Some(e))?,
+        },
+        _ => protobuf(None)?,
     };
     if record.id.is_empty() {
         record.id = key.to_owned();
@@ -71,63 +83,86 @@ pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>, max_bytes: usize) -> R
     Ok(CiChange::Upsert(record))
 }
 
+/// The header that marks a record the engine wrote to seed the topic, naming its consumer
+/// group: that engine has the topology already and skips these records; any other reader
+/// (another deployment, a tool) takes them as any record.
+pub const SEEDED_BY_HEADER: &str = "faultline.seeded-by";
+
+/// Whether a consumed record is the seed this engine's group wrote.
+pub fn is_own_seed(message: &impl Message, group_id: &str) -> bool {
+    message.headers().is_some_and(|headers| {
+        headers.iter().any(|h| h.key == SEEDED_BY_HEADER && h.value == Some(group_id.as_bytes()))
+    })
+}
+
+/// Counts the seed's records the brokers refused.
+#[derive(Default)]
+struct SeedContext {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for SeedContext {}
+
+impl ProducerContext for SeedContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
 /// Writes every CI of `topology` to the topology topic when that topic holds no record at
-/// all (its first start): the CMDB's tools and other readers find the whole topology there.
-/// The engine has all of it already: its group's offsets on the topic are set past the seed,
-/// so that it does not consume the seed and undo a change made between the seed and its
-/// consumption. A topic that has ever held a record is left alone. Returns the CIs written.
+/// all (its first start), so that the CMDB's tools and other readers find the whole
+/// topology there. The records carry [`SEEDED_BY_HEADER`]: the engine, which has all of it
+/// already, skips them, so a change made between the seed and its consumption is not
+/// undone by it. They are partitioned as Kafka's Java clients partition (murmur2), so that
+/// a CMDB producing the same keys later lands on the same partitions and compaction keeps
+/// its records, not the seed's. A topic that has ever held a record is left alone.
+/// Returns the CIs written.
 pub fn seed(kafka: &KafkaConfig, brokers: &str, topology: &Topology, timeout: Duration) -> Result<usize, String> {
     let Some(topic) = kafka.topology_topic() else { return Ok(0) };
     if topology.is_empty() {
         return Ok(0);
     }
-    // The engine's group, not joined: used to commit its offsets on the topic.
-    let consumer: BaseConsumer = super::client_config(kafka, brokers, &[("group.id", kafka.group_id.as_str())])
-        .create()
-        .map_err(|e| format!("cannot create a consumer: {e}"))?;
+    let consumer: BaseConsumer =
+        super::client_config(kafka, brokers, &[]).create().map_err(|e| format!("cannot create a consumer: {e}"))?;
     let deadline = Instant::now() + timeout;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| format!("cannot read the metadata of topic {topic}: {e}"))?;
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    let watermarks = |deadline: Instant| -> Result<Vec<(i32, i64)>, String> {
-        partitions
-            .iter()
-            .map(|&partition| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, partition, left)
-                    .map_err(|e| format!("cannot read the offsets of topic {topic}: {e}"))?;
-                Ok((partition, high))
-            })
-            .collect()
-    };
-    if watermarks(deadline)?.iter().any(|&(_, high)| high > 0) {
-        return Ok(0);
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition.id(), left)
+            .map_err(|e| format!("cannot read the offsets of topic {topic}: {e}"))?;
+        if high > 0 {
+            return Ok(0);
+        }
     }
-    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        super::client_config(kafka, brokers, &[("enable.idempotence", "true"), ("linger.ms", "20")])
-            .create()
-            .map_err(|e| format!("cannot create a producer: {e}"))?;
+    let defaults = [("enable.idempotence", "true"), ("linger.ms", "20"), ("partitioner", "murmur2_random")];
+    let producer: ThreadedProducer<SeedContext> = super::client_config(kafka, brokers, &defaults)
+        .create_with_context(SeedContext::default())
+        .map_err(|e| format!("cannot create a producer: {e}"))?;
+    let headers = OwnedHeaders::new().insert(Header { key: SEEDED_BY_HEADER, value: Some(kafka.group_id.as_str()) });
     let mut written = 0;
     let mut value = Vec::new();
     for (idx, ci) in topology.iter() {
         value.clear();
         serde_json::to_writer(&mut value, &topology.record(idx)).map_err(|e| e.to_string())?;
-        super::send_waiting(&producer, BaseRecord::to(topic).key(&*ci.id).payload(&value))
-            .map_err(|e| format!("cannot write to topic {topic}: {e}"))?;
+        let record = BaseRecord::to(topic).key(&*ci.id).payload(&value).headers(headers.clone());
+        super::send_waiting(&producer, record).map_err(|e| format!("cannot write to topic {topic}: {e}"))?;
         written += 1;
     }
-    let flushed = Instant::now() + timeout;
     producer.flush(timeout).map_err(|e| format!("cannot write to topic {topic}: {e}"))?;
-    let mut offsets = TopicPartitionList::new();
-    for (partition, high) in watermarks(flushed)? {
-        offsets.add_partition_offset(topic, partition, Offset::Offset(high)).map_err(|e| e.to_string())?;
-    }
-    // Refused when a member of the group is still registered (an instance killed moments
-    // ago): the engine then consumes the seed, which changes nothing but what changed since.
-    if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
-        tracing::warn!(%error, topic, "cannot set the group's offsets past the topology seed; it will be consumed");
+    let context = producer.context();
+    let failed = context.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let error = context.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+        return Err(format!("{failed} of {written} records not written to topic {topic}: {error}"));
     }
     Ok(written)
 }
@@ -148,6 +183,17 @@ mod tests {
         let message = v1::ConfigurationItem { class: v1::CiClass::Card as i32, ..Default::default() };
         let Ok(CiChange::Upsert(record)) = decode(Some(b"c1"), Some(&message.encode_to_vec()), MAX) else { panic!() };
         assert_eq!((record.id.as_str(), record.class), ("c1", CiClass::Card), "an id left out is the key's");
+
+        // A protobuf whose bytes open with whitespace, then `{`: an id 10 bytes long.
+        let odd =
+            v1::ConfigurationItem { id: "{port-0001".into(), class: v1::CiClass::Port as i32, ..Default::default() };
+        let bytes = odd.encode_to_vec();
+        assert_eq!(&bytes[..3], b"\n\n{");
+        let Ok(CiChange::Upsert(record)) = decode(Some(b"{port-0001"), Some(&bytes), MAX) else { panic!() };
+        assert_eq!(record.class, CiClass::Port);
+        // JSON after whitespace is JSON.
+        let spaced = b"  \n{\"id\":\"p1\",\"class\":\"port\"}";
+        assert!(matches!(decode(Some(b"p1"), Some(spaced), MAX), Ok(CiChange::Upsert(_))));
 
         assert_eq!(decode(Some(b"p1"), None, MAX), Ok(CiChange::Delete("p1".into())));
         assert_eq!(decode(Some(b"p1"), Some(b""), MAX), Ok(CiChange::Delete("p1".into())));

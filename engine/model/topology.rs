@@ -144,8 +144,12 @@ pub enum TopologyError {
     StillCustomerOf { ci: String, service: String },
     #[error("CI `{ci}` has rule quorum {k} but only {deps} dependencies")]
     QuorumTooLarge { ci: String, k: u32, deps: usize },
-    #[error("dependency cycle through CI `{0}`")]
-    Cycle(String),
+    #[error("dependency cycle through CI `{ci}`{}", through.as_ref().map(|t| format!(" (its dependency `{t}` depends on it)")).unwrap_or_default())]
+    Cycle {
+        ci: String,
+        /// Its dependency on the cycle, when known.
+        through: Option<String>,
+    },
     #[error("CI id must not be empty")]
     EmptyId,
 }
@@ -154,7 +158,7 @@ impl TopologyError {
     /// The CI the error is about, if it names one.
     pub fn ci(&self) -> Option<&str> {
         match self {
-            TopologyError::DuplicateId(ci) | TopologyError::Cycle(ci) => Some(ci),
+            TopologyError::DuplicateId(ci) | TopologyError::Cycle { ci, .. } => Some(ci),
             TopologyError::UnknownDependency { ci, .. }
             | TopologyError::UnknownCustomer { ci, .. }
             | TopologyError::NotACustomer { ci, .. }
@@ -410,8 +414,8 @@ impl Topology {
             }
         }
 
-        let rank =
-            ranks(&dependencies, &dependents, cis.len()).map_err(|i| TopologyError::Cycle(cis[i].id.to_string()))?;
+        let rank = ranks(&dependencies, &dependents, cis.len())
+            .map_err(|i| TopologyError::Cycle { ci: cis[i].id.to_string(), through: None })?;
         let present = cis.len();
         Ok(Topology { cis, index, dependencies, dependents, rank, present, version: 0 })
     }
@@ -891,12 +895,23 @@ impl Topology {
                     Some(next) if pruned(next) => {}
                     Some(next) => match marks.get(&next) {
                         Some(1) => {
-                            let id = if next & STAGED != 0 {
-                                staged[(next & !STAGED) as usize].id().to_owned()
-                            } else {
-                                self.cis[next as usize].id.to_string()
+                            // The cycle: the path from `next` to here, and back to `next`. It
+                            // is named by the CI on it closest to here whose dependencies the
+                            // batch sets (there is one: the topology had no cycle), with its
+                            // dependency on the cycle.
+                            let id = |node: CiIdx| {
+                                if node & STAGED != 0 {
+                                    staged[(node & !STAGED) as usize].id().to_owned()
+                                } else {
+                                    self.cis[node as usize].id.to_string()
+                                }
                             };
-                            return Err(TopologyError::Cycle(id));
+                            let from = stack.iter().rposition(|(n, _)| *n == next).unwrap_or(0);
+                            let path: Vec<CiIdx> = stack[from..].iter().map(|(n, _)| *n).chain([next]).collect();
+                            let staged_at =
+                                |node: CiIdx| node & STAGED != 0 || by_id.contains_key(&*self.cis[node as usize].id);
+                            let at = (0..path.len() - 1).rev().find(|&i| staged_at(path[i])).unwrap_or(path.len() - 2);
+                            return Err(TopologyError::Cycle { ci: id(path[at]), through: Some(id(path[at + 1])) });
                         }
                         Some(_) => {}
                         None => {
@@ -1016,7 +1031,7 @@ mod tests {
             record("a", CiClass::Device, &["b"], Rule::Any),
             record("b", CiClass::Device, &["a"], Rule::Any),
         ]);
-        assert!(matches!(cycle, Err(TopologyError::Cycle(_))));
+        assert!(matches!(cycle, Err(TopologyError::Cycle { .. })));
         let unknown = Topology::from_records(vec![record("a", CiClass::Device, &["nope"], Rule::Any)]);
         assert_eq!(
             unknown.unwrap_err(),
@@ -1119,7 +1134,8 @@ mod tests {
         let cases: Vec<(Vec<CiChange>, TopologyError)> = vec![
             (
                 vec![upsert("c", CiClass::Port, &["b"]), upsert("a", CiClass::Device, &["c"])],
-                TopologyError::Cycle("c".into()),
+                // Named by the changed CI whose new dependency closes it.
+                TopologyError::Cycle { ci: "a".into(), through: Some("c".into()) },
             ),
             (
                 vec![upsert("x", CiClass::Port, &["nope"])],

@@ -232,6 +232,8 @@ impl CoreLoop {
                 if last_input.elapsed() >= self.idle_clock {
                     let behind = self.idle_clock.as_millis() as EpochMillis;
                     self.correlator.tick(wall_clock() - behind, &mut changes);
+                    // Held topology changes past their time are refused as the clock moves.
+                    self.dead_letter_refusals(&[]);
                 }
                 for change in changes.drain(..) {
                     self.publisher.publish(&change);
@@ -283,6 +285,7 @@ impl CoreLoop {
             }
         }
         self.metrics.apply_batch.observe(started.elapsed());
+        self.dead_letter_refusals(&[]);
         self.correlator.count_refused(batch.refused.len() as u64);
         let open = &mut self.publisher.open;
         for refused in batch.refused {
@@ -303,7 +306,7 @@ impl CoreLoop {
             })
             .collect();
         let outcome = self.correlator.apply_feed(records, time, changes);
-        self.metrics.topology_outcome(outcome.applied, outcome.unchanged, outcome.held);
+        self.metrics.topology_outcome(outcome.applied, outcome.unchanged + outcome.superseded, outcome.held);
         if outcome.applied + outcome.held > 0 {
             tracing::debug!(
                 applied = outcome.applied,

@@ -216,6 +216,7 @@ impl Engine {
             max_event_time_ahead_ms: (kafka_config.max_event_time_ahead_secs as EpochMillis).saturating_mul(1000),
             max_clock_skew_ms: config.correlation.max_clock_skew_millis as EpochMillis,
             topology_topic: kafka_config.topology_topic().map(str::to_owned),
+            group_id: kafka_config.group_id.clone(),
             max_ci_record_bytes: grpc::max_ci_record_bytes(kafka_config.max_record_bytes),
             metrics: metrics.clone(),
         }
