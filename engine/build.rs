@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "proto/faultline/v1/topology.proto",
     "proto/faultline/v1/incident.proto",
     "proto/faultline/v1/changelog.proto",
+    "proto/faultline/v1/maintenance.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

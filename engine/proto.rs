@@ -481,3 +481,75 @@ pub fn alarm_to_proto(a: &Alarm) -> v1::Alarm {
         resync: None,
     }
 }
+
+/// A maintenance window as the API and the changelog carry it.
+pub fn window_to_proto(window: &crate::correlate::maintenance::Window) -> v1::MaintenanceWindow {
+    use crate::correlate::maintenance::{Scope, WindowState};
+    let spec = &window.spec;
+    v1::MaintenanceWindow {
+        change: spec.change.clone(),
+        reason: spec.reason.clone(),
+        ci_ids: spec.cis.clone(),
+        scope: match spec.scope {
+            Scope::Ci => v1::MaintenanceScope::Ci,
+            Scope::Dependents => v1::MaintenanceScope::Dependents,
+        } as i32,
+        start_time: Some(timestamp(spec.start)),
+        end_time: Some(timestamp(spec.end)),
+        state: match window.state {
+            WindowState::Scheduled => v1::MaintenanceState::Scheduled,
+            WindowState::Active => v1::MaintenanceState::Active,
+            WindowState::Ended => v1::MaintenanceState::Ended,
+            WindowState::Cancelled => v1::MaintenanceState::Cancelled,
+        } as i32,
+        created_by: spec.by.clone(),
+        create_time: Some(timestamp(window.created)),
+        started_time: window.started.map(timestamp),
+        finished_time: window.finished.map(timestamp),
+        finished_by: window.finished_by.clone(),
+    }
+}
+
+/// What a window asked for says: the change, its CIs, scope and times. `Err` names what
+/// is missing or wrong.
+pub fn window_spec_from_proto(
+    window: &v1::MaintenanceWindow,
+) -> Result<crate::correlate::maintenance::WindowSpec, String> {
+    use crate::correlate::maintenance::{Scope, WindowSpec};
+    let scope = match v1::MaintenanceScope::try_from(window.scope) {
+        Ok(v1::MaintenanceScope::Unspecified | v1::MaintenanceScope::Ci) => Scope::Ci,
+        Ok(v1::MaintenanceScope::Dependents) => Scope::Dependents,
+        Err(_) => return Err(format!("unknown maintenance scope {}", window.scope)),
+    };
+    let start = window.start_time.as_ref().map(millis).ok_or("start_time is required")?;
+    let end = window.end_time.as_ref().map(millis).ok_or("end_time is required")?;
+    Ok(WindowSpec {
+        change: window.change.clone(),
+        reason: window.reason.clone(),
+        cis: window.ci_ids.clone(),
+        scope,
+        start,
+        end,
+        by: window.created_by.clone(),
+    })
+}
+
+/// A window as the changelog kept it.
+pub fn window_from_proto(window: &v1::MaintenanceWindow) -> Result<crate::correlate::maintenance::Window, String> {
+    use crate::correlate::maintenance::{Window, WindowState};
+    let state = match v1::MaintenanceState::try_from(window.state) {
+        Ok(v1::MaintenanceState::Scheduled) => WindowState::Scheduled,
+        Ok(v1::MaintenanceState::Active) => WindowState::Active,
+        Ok(v1::MaintenanceState::Ended) => WindowState::Ended,
+        Ok(v1::MaintenanceState::Cancelled) => WindowState::Cancelled,
+        _ => return Err(format!("unknown maintenance state {}", window.state)),
+    };
+    Ok(Window {
+        spec: window_spec_from_proto(window)?,
+        state,
+        created: window.create_time.as_ref().map(millis).unwrap_or_default(),
+        started: window.started_time.as_ref().map(millis),
+        finished: window.finished_time.as_ref().map(millis),
+        finished_by: window.finished_by.clone(),
+    })
+}

@@ -4,6 +4,7 @@
 //! The format is documented in `tests/scenarios/README.md`.
 
 use faultline::correlate::incidents::IncidentPolicy;
+use faultline::correlate::maintenance::{Scope, WindowSpec};
 use faultline::correlate::{Correlator, CorrelatorConfig};
 use faultline::model::EpochMillis;
 use faultline::model::alarm::{Alarm, Severity};
@@ -24,8 +25,10 @@ fn duration(text: &str) -> EpochMillis {
         s.parse::<EpochMillis>().expect("seconds") * 1000
     } else if let Some(m) = text.strip_suffix('m') {
         m.parse::<EpochMillis>().expect("minutes") * 60_000
+    } else if let Some(h) = text.strip_suffix('h') {
+        h.parse::<EpochMillis>().expect("hours") * 3_600_000
     } else {
-        panic!("bad duration `{text}` (use 500ms, 10s or 2m)")
+        panic!("bad duration `{text}` (use 500ms, 10s, 2m or 1h)")
     }
 }
 
@@ -119,6 +122,38 @@ fn step(r: &mut Run, line: usize, text: &str, words: &[&str]) {
                     r.correlator.apply(&Alarm::clear(resource, alarm_type, now), now, &mut r.changes);
                 }
                 ["tick"] => {}
+                // `maintenance CHANGE cis=A,B [scope=ci|dependents] start=DURATION end=DURATION`
+                ["maintenance", change, pairs @ ..] => {
+                    let mut spec =
+                        WindowSpec { change: change.to_string(), by: "scenario".into(), ..Default::default() };
+                    for pair in pairs {
+                        match pair.split_once('=') {
+                            Some(("cis", cis)) => spec.cis = set(cis).into_iter().collect(),
+                            Some(("scope", scope)) => {
+                                spec.scope =
+                                    Scope::parse(scope).unwrap_or_else(|| r.fail(line, text, "bad scope".into()))
+                            }
+                            Some(("start", at)) => spec.start = duration(at),
+                            Some(("end", at)) => spec.end = duration(at),
+                            _ => r.fail(line, text, format!("bad maintenance setting `{pair}`")),
+                        }
+                    }
+                    r.correlator
+                        .create_window(spec, false, now, &mut r.changes)
+                        .unwrap_or_else(|e| r.fail(line, text, e.to_string()));
+                }
+                ["maintenance-extend", change, end] => {
+                    let end = duration(end.strip_prefix("end=").unwrap_or(end));
+                    r.correlator
+                        .extend_window(change, end, now, &mut r.changes)
+                        .unwrap_or_else(|e| r.fail(line, text, e.to_string()));
+                }
+                [verb @ ("maintenance-end" | "maintenance-cancel"), change, by] => {
+                    let cancel = *verb == "maintenance-cancel";
+                    r.correlator
+                        .finish_window(change, cancel, by, now, &mut r.changes)
+                        .unwrap_or_else(|e| r.fail(line, text, e.to_string()));
+                }
                 ["ack", id, by] => {
                     let change = r
                         .correlator
@@ -175,6 +210,41 @@ fn expect(r: &Run, line: usize, text: &str, words: &[&str]) {
                 r.correlator.impact().roots(idx).iter().map(|x| topology.ci(x).id.to_string()).collect();
             if actual != set(roots) {
                 r.fail(line, text, format!("roots of {ci} are {actual:?}"));
+            }
+        }
+        // The services whose impact active maintenance windows suppress (no incident).
+        ["suppressed", services @ ..] => {
+            let topology = r.correlator.topology();
+            let actual: BTreeSet<String> = r.correlator.suppressed().map(|s| topology.ci(s).id.to_string()).collect();
+            if actual != set(services.first().copied().unwrap_or_default()) {
+                r.fail(line, text, format!("suppressed: {actual:?}"));
+            }
+        }
+        // The active windows covering a CI.
+        ["maintenance", ci, changes @ ..] => {
+            let topology = r.correlator.topology();
+            let idx = topology.lookup(ci).unwrap_or_else(|| r.fail(line, text, format!("unknown CI {ci}")));
+            let actual: BTreeSet<String> =
+                r.correlator.maintenance().covering(idx).iter().map(|c| c.to_string()).collect();
+            if actual != set(changes.first().copied().unwrap_or_default()) {
+                r.fail(line, text, format!("{ci} is covered by {actual:?}"));
+            }
+        }
+        ["window", change, state] => {
+            let window = r.correlator.maintenance().get(change);
+            let actual = window.map_or("none", |w| w.state.as_str());
+            if actual != *state {
+                r.fail(line, text, format!("window {change} is {actual}"));
+            }
+        }
+        // `timeline INC KIND TEXT...`: the incident has an entry of that kind holding the text.
+        ["timeline", id, kind, words @ ..] => {
+            let incident = r.incident(line, text, id);
+            let wanted = words.join(" ");
+            if !incident.timeline.iter().any(|e| e.kind.as_str() == *kind && e.text.contains(&wanted)) {
+                let entries: Vec<String> =
+                    incident.timeline.iter().map(|e| format!("{}: {}", e.kind.as_str(), e.text)).collect();
+                r.fail(line, text, format!("no such entry in {entries:#?}"));
             }
         }
         ["stats", pairs @ ..] => {

@@ -17,6 +17,7 @@ use super::feed::HeldChange;
 use super::impact::ImpactStage;
 use super::impacted::Impacted;
 use super::incidents::{IncidentBook, Tracked};
+use super::maintenance::Window;
 use crate::model::EpochMillis;
 use crate::model::alarm::AlarmRef;
 use crate::model::incident::{Incident, IncidentId};
@@ -127,6 +128,8 @@ pub struct CoreChanges {
     pub topology: Vec<(Arc<str>, TopologyEntry)>,
     /// Each CI whose held feed change was set (`Some`) or dropped (`None`).
     pub held: Vec<(Arc<str>, Option<HeldChange>)>,
+    /// Each maintenance window set (`Some`) or forgotten (`None`), by change reference.
+    pub windows: Vec<(Arc<str>, Option<Window>)>,
     pub meta: CoreMeta,
 }
 
@@ -141,6 +144,8 @@ pub struct CoreSnapshot {
     pub topology: BTreeMap<Arc<str>, TopologyEntry>,
     /// Feed changes held, by CI id.
     pub held: BTreeMap<Arc<str>, HeldChange>,
+    /// Maintenance windows, by change reference.
+    pub windows: BTreeMap<Arc<str>, Window>,
     pub meta: CoreMeta,
 }
 
@@ -166,6 +171,12 @@ impl CoreSnapshot {
             match held {
                 Some(held) => self.held.insert(id, held),
                 None => self.held.remove(&id),
+            };
+        }
+        for (id, window) in changes.windows {
+            match window {
+                Some(window) => self.windows.insert(id, window),
+                None => self.windows.remove(&id),
             };
         }
         self.meta = changes.meta;

@@ -8,6 +8,7 @@ use super::changelog::{CoreChanges, CoreMeta, CoreSnapshot, ResourceRecord, Rest
 use super::feed::{self, Candidate, FeedChange, FeedOutcome, Held, HeldChange, Refusal, Verdict};
 use super::impact::{Changes, ImpactStage, Landed};
 use super::incidents::{CoreError, IncidentBook, IncidentPolicy, IncidentStats};
+use super::maintenance::{Maintenance, MaintenanceError, Transition, WindowSpec, WindowState};
 use crate::model::EpochMillis;
 use crate::model::alarm::{Alarm, Resync};
 use crate::model::incident::{Incident, IncidentChange, IncidentId, Priority, TimelineKind};
@@ -118,6 +119,8 @@ pub struct Correlator {
     feed: FeedPolicy,
     /// Feed changes refused since the last [`Correlator::take_refusals`].
     refusals: Vec<Refusal>,
+    /// Maintenance windows.
+    maintenance: Maintenance,
 }
 
 impl Correlator {
@@ -135,6 +138,7 @@ impl Correlator {
             held: Held::default(),
             feed: config.feed,
             refusals: Vec::new(),
+            maintenance: Maintenance::default(),
         }
     }
 
@@ -148,6 +152,10 @@ impl Correlator {
     fn advance(&mut self, now: EpochMillis, out: &mut Vec<IncidentChange>) -> EpochMillis {
         if now > self.clock {
             self.clock = now;
+            if self.maintenance.due(now) {
+                let transitions = self.maintenance.advance(now);
+                self.follow_windows(&transitions, now, out);
+            }
             self.alarms.forget_expired(now);
             self.incidents.tick(&self.impact, now, out);
             if self.alarms.ageing_due(now) {
@@ -224,6 +232,14 @@ impl Correlator {
         correlator.exported_meta = correlator.meta();
         correlator.reconcile = true;
         correlator.held = Held::restore(snapshot.held);
+        correlator.maintenance = Maintenance::restore(snapshot.windows.into_values());
+        if correlator.maintenance.any_active() {
+            // What the windows cover, before the reconcile follows the unowned impacts.
+            let topology = correlator.impact.topology().clone();
+            correlator.maintenance.cover(&topology);
+            let covered = correlator.maintenance.covered().collect();
+            correlator.incidents.follow_maintenance(&correlator.impact, covered, &[], "", clock, &mut Vec::new());
+        }
         let summary = RestoreSummary {
             active_alarms: correlator.alarms.active_count(),
             incidents,
@@ -275,17 +291,19 @@ impl Correlator {
             })
             .collect();
         let held = self.held.take_dirty();
+        let windows = self.maintenance.take_dirty();
         let meta = self.meta();
         if resources.is_empty()
             && incidents.is_empty()
             && topology_entries.is_empty()
             && held.is_empty()
+            && windows.is_empty()
             && meta == self.exported_meta
         {
             return None;
         }
         self.exported_meta = meta;
-        Some(CoreChanges { resources, incidents, topology: topology_entries, held, meta })
+        Some(CoreChanges { resources, incidents, topology: topology_entries, held, windows, meta })
     }
 
     /// Counts input messages the edges refused, so that accounting stays in one place.
@@ -458,6 +476,125 @@ impl Correlator {
         let woken = candidates.ids();
         self.settle_feed(candidates, woken, now, out, &mut outcome);
         outcome
+    }
+
+    /// The maintenance windows.
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
+    }
+
+    /// The impacted services active maintenance windows suppress.
+    pub fn suppressed(&self) -> impl Iterator<Item = CiIdx> + '_ {
+        self.incidents.suppressed()
+    }
+
+    /// Creates a maintenance window at `now` (see [`Maintenance::create`]); one whose start
+    /// has come starts at once.
+    pub fn create_window(
+        &mut self,
+        spec: WindowSpec,
+        replace: bool,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) -> Result<(), MaintenanceError> {
+        let now = self.advance(now, out);
+        let topology = self.impact.topology().clone();
+        let change = spec.change.clone();
+        let was_active = self.maintenance.get(&change).is_some_and(|w| w.state == WindowState::Active);
+        self.maintenance.create(spec, replace, &topology, now)?;
+        let transitions = self.maintenance.advance(now);
+        if was_active {
+            // Replaced while active (the changes topic): what it covers may have moved.
+            let finished = [Transition::Finished(change)];
+            self.follow_windows(&finished, now, out);
+        }
+        self.follow_windows(&transitions, now, out);
+        Ok(())
+    }
+
+    /// Moves the end of a window not over yet.
+    pub fn extend_window(
+        &mut self,
+        change: &str,
+        end: EpochMillis,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) -> Result<(), MaintenanceError> {
+        let now = self.advance(now, out);
+        self.maintenance.extend(change, end, now)
+    }
+
+    /// Ends an active window now, or cancels one (`cancel`): what it suppressed with the
+    /// fault still there opens its incidents.
+    pub fn finish_window(
+        &mut self,
+        change: &str,
+        cancel: bool,
+        by: &str,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) -> Result<(), MaintenanceError> {
+        let now = self.advance(now, out);
+        if self.maintenance.finish(change, cancel, by, now)? {
+            self.follow_windows(&[Transition::Finished(change.to_owned())], now, out);
+        }
+        Ok(())
+    }
+
+    /// Incident management follows windows that started and finished.
+    fn follow_windows(&mut self, transitions: &[Transition], now: EpochMillis, out: &mut Vec<IncidentChange>) {
+        if transitions.is_empty() {
+            return;
+        }
+        let started: Vec<&str> = transitions
+            .iter()
+            .filter_map(|t| match t {
+                Transition::Started(change) => Some(change.as_str()),
+                Transition::Finished(_) => None,
+            })
+            .collect();
+        let finished: Vec<String> = transitions
+            .iter()
+            .filter_map(|t| match t {
+                Transition::Finished(change) => {
+                    let window = self.maintenance.get(change);
+                    let how = match window.map(|w| (w.state, w.finished_by.as_str())) {
+                        Some((WindowState::Cancelled, by)) if !by.is_empty() => format!("cancelled by {by}"),
+                        Some((WindowState::Cancelled, _)) => "cancelled".to_owned(),
+                        Some((_, by)) if !by.is_empty() => format!("ended early by {by}"),
+                        _ => "ended".to_owned(),
+                    };
+                    Some(format!("maintenance {change} {how} with the fault still present"))
+                }
+                Transition::Started(_) => None,
+            })
+            .collect();
+        self.cover_windows_noting(&started, &finished.join("; "), now, out);
+    }
+
+    /// Works out again what active windows cover and lets incident management follow.
+    fn cover_windows(&mut self, started: &[&str], now: EpochMillis, out: &mut Vec<IncidentChange>) {
+        self.cover_windows_noting(started, "maintenance ended with the fault still present", now, out);
+    }
+
+    fn cover_windows_noting(
+        &mut self,
+        started: &[&str],
+        released: &str,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) {
+        let topology = self.impact.topology().clone();
+        let gained = self.maintenance.cover(&topology);
+        let covered: rustc_hash::FxHashSet<CiIdx> = self.maintenance.covered().collect();
+        let annotated: Vec<(CiIdx, String)> = gained
+            .into_iter()
+            .filter_map(|ci| {
+                let change = self.maintenance.covering(ci).iter().find(|c| started.contains(&&***c))?;
+                Some((ci, change.to_string()))
+            })
+            .collect();
+        self.incidents.follow_maintenance(&self.impact, covered, &annotated, released, now, out);
     }
 
     /// Feed changes refused since the last call, for the dead-letter topic.
@@ -669,6 +806,10 @@ impl Correlator {
         };
         let attached = self.alarms.relocate(topology, &applied);
         self.topology_dirty.extend(applied.added.iter().chain(&applied.changed).chain(&applied.deleted));
+        if self.maintenance.any_active() {
+            // What a window of dependents covers follows the graph.
+            self.cover_windows(&[], now, out);
+        }
         self.changed.clear();
         self.impact.follow_topology(&applied, attached, &mut self.changed);
         self.incidents.on_topology(&self.impact, &self.changed, &applied, now, out);

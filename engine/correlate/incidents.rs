@@ -400,6 +400,11 @@ pub struct IncidentBook {
     /// reopened incident is dropped then. Lets [`IncidentBook::tick`] run before every
     /// alarm at the cost of one comparison, and look only at the incidents due.
     pub(super) timers: BinaryHeap<Reverse<(EpochMillis, IncidentId)>>,
+    /// The CIs active maintenance windows cover (see [`super::maintenance`]).
+    in_maintenance: FxHashSet<CiIdx>,
+    /// Impacted services no incident follows because every root cause of theirs lies in
+    /// active maintenance windows.
+    suppressed: BTreeSet<CiIdx>,
 }
 
 impl IncidentBook {
@@ -420,7 +425,67 @@ impl IncidentBook {
             stats: IncidentStats::default(),
             dirty: BTreeSet::new(),
             timers: BinaryHeap::new(),
+            in_maintenance: FxHashSet::default(),
+            suppressed: BTreeSet::new(),
         }
+    }
+
+    /// The impacted services active maintenance windows suppress (no incident).
+    pub fn suppressed(&self) -> impl Iterator<Item = CiIdx> + '_ {
+        self.suppressed.iter().copied()
+    }
+
+    /// Whether every root cause of an impacted service lies in active maintenance windows.
+    fn in_maintenance(&self, impact: &ImpactStage, service: CiIdx) -> bool {
+        if self.in_maintenance.is_empty() {
+            return false;
+        }
+        let roots = impact.roots(service);
+        !roots.is_empty() && roots.iter().all(|root| self.in_maintenance.contains(&root))
+    }
+
+    /// Takes the CIs active maintenance windows now cover. Incidents naming a CI covered
+    /// anew among their roots are annotated (`why` says by which change); they stay open.
+    /// Services suppressed whose roots are no longer all covered are followed again: their
+    /// incidents open now, saying why (`released`).
+    pub(super) fn follow_maintenance(
+        &mut self,
+        impact: &ImpactStage,
+        covered: FxHashSet<CiIdx>,
+        started: &[(CiIdx, String)],
+        released: &str,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) {
+        self.in_maintenance = covered;
+        if !started.is_empty() {
+            let roots: Vec<(CiIdx, String)> = started
+                .iter()
+                .filter(|(ci, _)| self.by_root.contains_key(ci) || self.members.contains_key(ci))
+                .cloned()
+                .collect();
+            let why = "in a maintenance window now; the incident stays open";
+            let topology = impact.topology();
+            let labelled: Vec<(CiIdx, String)> =
+                roots.into_iter().map(|(ci, change)| (ci, format!("{} ({change})", topology.ci(ci).name))).collect();
+            self.annotate(&labelled, now, TimelineKind::Maintenance, why, out);
+        }
+        let released_services: Vec<(CiIdx, State)> = self
+            .suppressed
+            .iter()
+            .copied()
+            .filter(|&service| !self.in_maintenance(impact, service))
+            .map(|service| (service, State::Up))
+            .collect();
+        if released_services.is_empty() {
+            return;
+        }
+        for &(service, _) in &released_services {
+            self.suppressed.remove(&service);
+        }
+        let impacted: Vec<(CiIdx, State)> =
+            released_services.into_iter().filter(|&(service, _)| !impact.state(service).effective.is_up()).collect();
+        self.follow_as_changed_noting(impact, impacted, Some(released), now, out);
     }
 
     /// Sets every incident's timer from its state (after a restore).
@@ -718,6 +783,9 @@ impl IncidentBook {
         let state = impact.state(service);
         let name = &topology.ci(service).name;
         if state.effective.is_up() {
+            if !self.suppressed.is_empty() {
+                self.suppressed.remove(&service);
+            }
             let Some(id) = self.service_owner(service) else { return };
             if let Some(t) = self.incidents.get_mut(&id)
                 && t.incident.state.is_active()
@@ -733,12 +801,20 @@ impl IncidentBook {
 
         let id = match self.choose(impact, service) {
             Some(id) => id,
+            // Planned works explain all of it: no incident, while they last.
+            None if self.in_maintenance(impact, service) => {
+                self.suppressed.insert(service);
+                return;
+            }
             None => {
                 let id = self.open(now);
                 touch(kinds, id).kind = ChangeKind::Opened;
                 id
             }
         };
+        if !self.suppressed.is_empty() {
+            self.suppressed.remove(&service);
+        }
         let previous = self.set_service_owner(service, Some(id));
         if previous != Some(id) {
             // It follows the service now and the previous owner no longer does, whether or
@@ -1276,11 +1352,38 @@ impl IncidentBook {
         now: EpochMillis,
         out: &mut Vec<IncidentChange>,
     ) {
+        self.follow_as_changed_noting(impact, services, None, now, out);
+    }
+
+    /// [`IncidentBook::follow_as_changed`], with a timeline entry (`note`, of kind
+    /// maintenance) on each incident that takes one of the services.
+    fn follow_as_changed_noting(
+        &mut self,
+        impact: &ImpactStage,
+        services: Vec<(CiIdx, State)>,
+        note: Option<&str>,
+        now: EpochMillis,
+        out: &mut Vec<IncidentChange>,
+    ) {
         let topology = impact.topology().clone();
         let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
         for (service, was) in services {
             let change = Change { ci: service, was, gained: &[], lost: &[] };
             self.follow_service(&topology, impact, change, now, &mut kinds);
+        }
+        if let Some(note) = note {
+            for &id in kinds.keys() {
+                if let Some(t) = self.incidents.get_mut(&id) {
+                    push_timeline(
+                        &mut t.incident,
+                        &self.policy,
+                        now,
+                        TimelineKind::Maintenance,
+                        format_args!("{note}"),
+                    );
+                    self.dirty.insert(id);
+                }
+            }
         }
         for (id, touched) in kinds {
             if let Some(change) = self.refresh(&topology, impact, id, touched, now) {

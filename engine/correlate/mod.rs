@@ -19,6 +19,7 @@ pub mod feed;
 pub mod impact;
 mod impacted;
 pub mod incidents;
+pub mod maintenance;
 pub mod priority;
 pub mod roots;
 pub mod sizes;

@@ -3,8 +3,8 @@
 //! written in the same transaction as the incident snapshots and the input offsets; and, at
 //! start, the whole topic read back (read_committed) into a [`CoreSnapshot`].
 //!
-//! Keys: `resource/<ci id>`, `incident/<INC-…>`, `ci/<ci id>`, `held/<ci id>`, `meta`, and
-//! the owner's claim ([`super::owner`]). A tombstone deletes a key, so the compacted topic
+//! Keys: `resource/<ci id>`, `incident/<INC-…>`, `ci/<ci id>`, `held/<ci id>`,
+//! `window/<change>`, `meta`, and the owner's claim ([`super::owner`]). A tombstone deletes a key, so the compacted topic
 //! holds just the live state: its size follows the active alarms and open incidents, not
 //! the history.
 
@@ -32,6 +32,7 @@ const INCIDENT: &str = "incident/";
 const META: &str = "meta";
 const CI: &str = "ci/";
 const HELD: &str = "held/";
+const WINDOW: &str = "window/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangelogError {
@@ -207,6 +208,21 @@ pub fn encode<'a>(
         }
         emit(&key, Some(&value));
     }
+    for (id, window) in &changes.windows {
+        key.clear();
+        key.push_str(WINDOW);
+        key.push_str(id);
+        let Some(window) = window else {
+            emit(&key, None);
+            continue;
+        };
+        value.clear();
+        v1::WindowEntry { window: Some(proto::window_to_proto(window)) }
+            .encode(&mut value)
+            .expect("a Vec grows as needed");
+        // Bounded where windows come in (CIs, reference and reason lengths).
+        emit(&key, Some(&value));
+    }
     value.clear();
     meta_to_proto(&changes.meta).encode(&mut value).expect("a Vec grows as needed");
     emit(META, Some(&value));
@@ -341,6 +357,18 @@ pub fn fold(snapshot: &mut CoreSnapshot, key: &[u8], value: Option<&[u8]>) -> Re
                 let held = held_from_proto(message)
                     .map_err(|reason| ChangelogError::Topology { key: key.to_string(), reason })?;
                 snapshot.held.insert(id.into(), held);
+            }
+        }
+    } else if let Some(id) = key.strip_prefix(WINDOW) {
+        match value {
+            None => {
+                snapshot.windows.remove(id);
+            }
+            Some(bytes) => {
+                let message = v1::WindowEntry::decode(bytes).map_err(decode_error)?;
+                let window = proto::window_from_proto(&message.window.unwrap_or_default())
+                    .map_err(|reason| ChangelogError::Topology { key: key.to_string(), reason })?;
+                snapshot.windows.insert(id.into(), window);
             }
         }
     } else if key == META {
@@ -677,12 +705,58 @@ mod tests {
             let changes = correlator.take_changes().expect("a batch changes something");
             write_and_fold(changes, &mut read_back, &mut expected);
         }
+        // A feed change held, then released; another held; maintenance windows set, ended.
+        use crate::correlate::feed::FeedChange;
+        use crate::correlate::maintenance::{Scope, WindowSpec};
+        let feed = |record: CiRecord| vec![FeedChange { change: CiChange::Upsert(record), source: "t/0/1".into() }];
+        let waiting = |id: &str, dep: &str| CiRecord {
+            id: id.into(),
+            class: CiClass::Rfs,
+            name: String::new(),
+            depends_on: vec![dep.into()],
+            rule: Default::default(),
+            customer: None,
+            sla: None,
+            incidents: None,
+            attributes: Default::default(),
+        };
+        correlator.apply_feed(feed(waiting("rfs-a", "port-x")), 11_000, &mut out);
+        correlator.apply_feed(feed(waiting("rfs-b", "port-y")), 11_000, &mut out);
+        let window = |change: &str, scope| WindowSpec {
+            change: change.into(),
+            reason: "card swap".into(),
+            cis: vec!["mrs-r1/card-2".into()],
+            scope,
+            start: 11_000,
+            end: 50_000,
+            by: "alice".into(),
+        };
+        correlator.create_window(window("CHG1", Scope::Ci), false, 11_000, &mut out).unwrap();
+        correlator.create_window(window("CHG2", Scope::Dependents), false, 11_000, &mut out).unwrap();
+        write_and_fold(correlator.take_changes().unwrap(), &mut read_back, &mut expected);
+        let port_x = CiRecord { id: "port-x".into(), class: CiClass::Port, ..waiting("port-x", "mrs-r1/card-2") };
+        correlator.apply_feed(feed(port_x), 12_000, &mut out);
+        correlator.finish_window("CHG1", true, "bob", 12_000, &mut out).unwrap();
+        write_and_fold(correlator.take_changes().unwrap(), &mut read_back, &mut expected);
+        assert_eq!(expected.held.keys().map(|k| &**k).collect::<Vec<_>>(), ["rfs-b"]);
+        let states: Vec<_> = expected.windows.values().map(|w| w.state.as_str()).collect();
+        assert_eq!(states, ["cancelled", "active"]);
+
         assert_eq!(read_back, expected);
         assert!(!expected.incidents.is_empty() && expected.resources.contains_key("unknown-box"));
         assert_eq!(expected.meta.stats.alarms_in, steps.len() as u64);
-        assert_eq!(expected.meta.topology_version, 2);
+        assert_eq!(expected.meta.topology_version, 3);
         let entries: Vec<(&str, bool)> = expected.topology.iter().map(|(id, e)| (&**id, e.deleted)).collect();
-        assert_eq!(entries, [("cfs-umbrella-backup", false), ("mrs-r1", false), ("mrs-r1/9/9", true)]);
+        assert_eq!(
+            entries,
+            [
+                ("cfs-umbrella-backup", false),
+                ("mrs-r1", false),
+                ("mrs-r1/9/9", true),
+                ("port-x", false),
+                ("rfs-a", false)
+            ]
+        );
     }
 
     /// An incident whose bookkeeping alone passes the record limit (a national outage: 100,000

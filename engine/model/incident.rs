@@ -103,10 +103,12 @@ pub enum TimelineKind {
     Aged,
     /// The priority rose: an acknowledged incident is open again, to be acknowledged anew.
     Escalated,
+    /// A maintenance window began over its root causes, or ended with the fault still there.
+    Maintenance,
 }
 
 impl TimelineKind {
-    const ALL: [TimelineKind; 13] = [
+    const ALL: [TimelineKind; 14] = [
         TimelineKind::Opened,
         TimelineKind::Impact,
         TimelineKind::RootCause,
@@ -120,6 +122,7 @@ impl TimelineKind {
         TimelineKind::Resync,
         TimelineKind::Aged,
         TimelineKind::Escalated,
+        TimelineKind::Maintenance,
     ];
 
     /// The kind named by [`TimelineKind::as_str`].
@@ -142,6 +145,7 @@ impl TimelineKind {
             TimelineKind::Resync => "resync",
             TimelineKind::Aged => "aged",
             TimelineKind::Escalated => "escalated",
+            TimelineKind::Maintenance => "maintenance",
         }
     }
 }
