@@ -74,6 +74,10 @@ pub struct KafkaConfig {
     /// none, the topology file is the whole topology.
     #[serde(deserialize_with = "text")]
     pub topology_topic: String,
+    /// Maintenance windows from change management (key: change reference; a tombstone
+    /// cancels); empty: none, windows come over gRPC alone.
+    #[serde(deserialize_with = "text")]
+    pub changes_topic: String,
     /// Unique per running instance: names its transactional producer and its static group
     /// membership, so a restarted instance fences its predecessor and takes over at once.
     #[serde(deserialize_with = "text")]
@@ -104,6 +108,11 @@ const RECORD_FRAMING: usize = 1024;
 impl KafkaConfig {
     pub fn embedded(&self) -> bool {
         self.brokers.trim().is_empty()
+    }
+
+    /// The changes topic, if one is configured.
+    pub fn changes_topic(&self) -> Option<&str> {
+        Some(self.changes_topic.trim()).filter(|t| !t.is_empty())
     }
 
     /// The topology feed's topic, if one is configured.

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use faultline::cli::{bench, demo, generate, soak, topology, watch};
+use faultline::cli::{bench, demo, generate, maintenance, soak, topology, watch};
 use faultline::config::{AlarmFormat, Config, Overrides};
 use faultline::generate::scenario::Kind;
 use faultline::proto::v1;
@@ -99,6 +99,9 @@ enum Command {
     /// The live topology of a running engine: apply a file's CIs to it, show a CI.
     #[command(subcommand)]
     Topology(TopologyCommand),
+    /// Maintenance windows of a running engine: planned works that page no one.
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// What failing these CIs would do to services and customers, on top of the live
     /// state of a running engine; changes nothing.
     WhatIf {
@@ -106,6 +109,77 @@ enum Command {
         #[arg(required = true)]
         cis: Vec<String>,
         /// gRPC address of the engine.
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaintenanceCommand {
+    /// Create a window; shows what its works would take down.
+    Create {
+        /// The change reference (CHG0012345): the window's identity.
+        change: String,
+        /// CIs under maintenance (repeat the flag for more).
+        #[arg(long = "ci", required = true, value_name = "CI")]
+        cis: Vec<String>,
+        /// Cover what depends on the CIs too.
+        #[arg(long)]
+        dependents: bool,
+        /// `now`, `+30m` (from now), or an RFC 3339 time.
+        #[arg(long, default_value = "now", value_parser = maintenance::parse_time)]
+        start: i64,
+        /// `+2h` (from now), or an RFC 3339 time.
+        #[arg(long, value_parser = maintenance::parse_time)]
+        end: i64,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Who asks for it.
+        #[arg(long, default_value = "")]
+        by: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
+    /// List the windows (finished ones too, the latest).
+    List {
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
+    /// Show a window.
+    Get {
+        change: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
+    /// Move a window's end.
+    Extend {
+        change: String,
+        /// `+2h` (from now), or an RFC 3339 time.
+        #[arg(long, value_parser = maintenance::parse_time)]
+        end: i64,
+        #[arg(long, default_value = "")]
+        by: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
+    /// End an active window now: what it kept quiet and still fails opens its incident.
+    End {
+        change: String,
+        #[arg(long, default_value = "")]
+        by: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
+    /// Call a window off.
+    Cancel {
+        change: String,
+        #[arg(long, default_value = "")]
+        by: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+        addr: String,
+    },
+    /// The impacts active windows keep from opening incidents.
+    Suppressed {
         #[arg(long, default_value = "http://127.0.0.1:50051", value_name = "URL")]
         addr: String,
     },
@@ -301,6 +375,28 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Topology(TopologyCommand::Apply { file, prune, dry_run, addr }) => {
             topology::apply(&addr, &file, prune, dry_run, std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::Maintenance(command) => {
+            let out = std::io::stdout();
+            match command {
+                MaintenanceCommand::Create { change, cis, dependents, start, end, reason, by, addr } => {
+                    let asked = maintenance::Create { change, cis, dependents, start, end, reason, by };
+                    maintenance::create(&addr, asked, out).await?
+                }
+                MaintenanceCommand::List { addr } => maintenance::list(&addr, out).await?,
+                MaintenanceCommand::Get { change, addr } => maintenance::get(&addr, &change, out).await?,
+                MaintenanceCommand::Extend { change, end, by, addr } => {
+                    maintenance::extend(&addr, &change, end, &by, out).await?
+                }
+                MaintenanceCommand::End { change, by, addr } => {
+                    maintenance::finish(&addr, &change, &by, false, out).await?
+                }
+                MaintenanceCommand::Cancel { change, by, addr } => {
+                    maintenance::finish(&addr, &change, &by, true, out).await?
+                }
+                MaintenanceCommand::Suppressed { addr } => maintenance::suppressed(&addr, out).await?,
+            }
             Ok(())
         }
         Command::WhatIf { cis, addr } => {

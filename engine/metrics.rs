@@ -107,8 +107,13 @@ impl Metrics {
 
     /// A topology feed record refused to the dead-letter topic.
     pub fn refused_topology(&self, reason: &'static str) {
+        self.refused_as("topology", reason);
+    }
+
+    /// A record of a topic that is not an alarm input (`topology`, `changes`) refused.
+    pub fn refused_as(&self, topic: &'static str, reason: &'static str) {
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        *refused.entry(("topology", reason)).or_default() += 1;
+        *refused.entry((topic, reason)).or_default() += 1;
     }
 
     /// Topology feed records the core applied, found unchanged, or held.

@@ -375,6 +375,7 @@ pub fn incident_to_proto(i: &Incident) -> v1::Incident {
                 name: s.name.to_string(),
                 impact: state_to_proto(s.impact) as i32,
                 customer_id: s.customer.as_deref().unwrap_or_default().to_owned(),
+                in_maintenance: false,
             })
             .collect(),
         impacted_customers: i

@@ -231,6 +231,7 @@ fn every_key_is_settable_from_its_environment_variable() {
         ("KAFKA__DEAD_LETTER_TOPIC", "dlq", "kafka.dead_letter_topic = \"dlq\""),
         ("KAFKA__STATE_TOPIC", "state", "kafka.state_topic = \"state\""),
         ("KAFKA__TOPOLOGY_TOPIC", "cmdb", "kafka.topology_topic = \"cmdb\""),
+        ("KAFKA__CHANGES_TOPIC", "chg", "kafka.changes_topic = \"chg\""),
         ("KAFKA__COMMIT_INTERVAL_MS", "250", "kafka.commit_interval_ms = 250"),
         ("KAFKA__RESTORE_TIMEOUT_SECS", "30", "kafka.restore_timeout_secs = 30"),
         ("KAFKA__MAX_MESSAGE_BYTES", "65536", "kafka.max_message_bytes = 65536"),
@@ -398,6 +399,61 @@ fn topology_apply_shows_the_diff_and_applies_it_as_one_batch() {
     assert!(!ok && err.contains("cfs-x") && err.contains("nowhere"), "{err}");
     let (ok, _, err) = topology(&["get", "cfs-x"]);
     assert!(!ok && err.contains("cfs-x"), "{err}");
+
+    Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while run.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "still running 20 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `faultline maintenance`: a window created on a running engine with the change
+/// assessment shown, listed, then ended (nothing left suppressed); bad windows and a second
+/// end refused with the reason.
+#[test]
+fn maintenance_windows_are_created_listed_and_ended_from_the_command_line() {
+    let (mut run, started, _log) = run_sample();
+    let at = started.find(" grpc_addr=").expect("the gRPC address is logged") + " grpc_addr=".len();
+    let addr = format!("http://{}", started[at..].split_whitespace().next().unwrap());
+    let maintenance = |args: &[&str]| {
+        let output = faultline().arg("maintenance").args(args).args(["--addr", &addr]).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = maintenance(&[
+        "create",
+        "CHG0012345",
+        "--ci",
+        "mrs-r1/card-1",
+        "--end",
+        "+2h",
+        "--reason",
+        "line card swap",
+        "--by",
+        "alice",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("CHG0012345 active"), "{out}");
+    assert!(out.contains("reason: line card swap"), "{out}");
+    assert!(out.contains("this change would take down 3 services and degrade 1 more"), "{out}");
+    let (ok, out, _) = maintenance(&["list"]);
+    assert!(ok && out.contains("CHG0012345 active"), "{out}");
+
+    let (ok, _, err) = maintenance(&["create", "CHG9", "--ci", "nowhere", "--end", "+1h"]);
+    assert!(!ok && err.contains("nowhere"), "{err}");
+    let (ok, _, err) = maintenance(&["create", "CHG9", "--ci", "mrs-r1", "--end", "yesterday"]);
+    assert!(!ok && err.contains("yesterday"), "{err}");
+
+    let (ok, out, _) = maintenance(&["end", "CHG0012345", "--by", "bob"]);
+    assert!(ok && out.contains("CHG0012345 ended") && out.contains("by bob"), "{out}");
+    let (ok, out, _) = maintenance(&["suppressed"]);
+    assert!(ok && out.contains("no impact in maintenance"), "{out}");
+    let (ok, _, err) = maintenance(&["end", "CHG0012345"]);
+    assert!(!ok && err.contains("over"), "{err}");
 
     Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

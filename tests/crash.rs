@@ -150,6 +150,7 @@ incidents_topic = "incidents-{suffix}"
 dead_letter_topic = "dead-letter-{suffix}"
 state_topic = "state-{suffix}"
 topology_topic = "topology-{suffix}"
+changes_topic = "changes-{suffix}"
 partitions = 4
 commit_interval_ms = 100
 

@@ -1131,3 +1131,142 @@ async fn the_topology_topic_is_seeded_and_its_records_change_the_live_topology()
     drop((producer, dead));
     engine.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_windows_over_grpc_and_the_changes_topic_suppress_and_then_open() {
+    use v1::maintenance_service_client::MaintenanceServiceClient;
+    let engine = start(&test_config()).await;
+    let endpoint = format!("http://{}", engine.grpc_addr());
+    let mut maintenance = MaintenanceServiceClient::connect(endpoint.clone()).await.unwrap();
+    let mut topology = TopologyServiceClient::connect(endpoint.clone()).await.unwrap();
+    let mut incidents = IncidentServiceClient::connect(endpoint).await.unwrap();
+    let now = faultline::clock::wall_clock();
+    let window = |change: &str, ci: &str, end: i64| v1::MaintenanceWindow {
+        change: change.into(),
+        reason: "line card swap".into(),
+        ci_ids: vec![ci.into()],
+        scope: v1::MaintenanceScope::Dependents as i32,
+        start_time: Some(proto::timestamp(now - 1_000)),
+        end_time: Some(proto::timestamp(end)),
+        created_by: "alice".into(),
+        ..Default::default()
+    };
+    // Created, answered with what the works would take down.
+    let created = maintenance
+        .create_maintenance_window(v1::CreateMaintenanceWindowRequest {
+            window: Some(window("CHG0012345", "mrs-r1/card-1", now + 3_600_000)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.window.as_ref().unwrap().state, v1::MaintenanceState::Active as i32);
+    let assessment = created.assessment.unwrap();
+    let hit: Vec<&str> = assessment.newly_impacted.iter().map(|s| s.service_id.as_str()).collect();
+    assert!(hit.contains(&"cfs-globex-vpn") && hit.contains(&"cfs-initech-internet"), "{hit:?}");
+    assert!(assessment.summary.contains("take down 3 services and degrade 1"), "{}", assessment.summary);
+    // Bad windows are refused naming what is wrong; the same window again is no error.
+    let unknown = maintenance
+        .create_maintenance_window(v1::CreateMaintenanceWindowRequest {
+            window: Some(window("CHG0012346", "mrs-r1/card-9", now + 3_600_000)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(unknown.message().contains("mrs-r1/card-9"), "{unknown:?}");
+    let other = maintenance
+        .create_maintenance_window(v1::CreateMaintenanceWindowRequest {
+            window: Some(window("CHG0012345", "mrs-r1/card-2", now + 3_600_000)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists);
+
+    // The card fails inside the window: no incident, the impact is suppressed and shown so.
+    let producer = producer(engine.brokers());
+    produce_alarm(&producer, &Alarm::raise("mrs-r1/card-1", "EQPT_FAIL", Severity::Critical, now)).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let suppressed = loop {
+        let list = maintenance.list_suppressed_impacts(v1::ListSuppressedImpactsRequest {}).await.unwrap().into_inner();
+        if list.impacts.len() == 3 {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "not suppressed: {list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(suppressed.impacts.iter().all(|i| i.changes == ["CHG0012345"] && i.root_causes == ["mrs-r1/card-1"]));
+    let status = topology.get_ci(v1::GetCiRequest { id: "cfs-globex-vpn".into() }).await.unwrap().into_inner();
+    assert_eq!(status.state, v1::ServiceState::Down as i32);
+    assert!(status.suppressed);
+    assert_eq!(status.maintenance, ["CHG0012345"]);
+    let impact = topology.get_impact(v1::GetImpactRequest { resource: "mrs-r1/card-1".into() }).await.unwrap();
+    let impact = impact.into_inner();
+    assert_eq!(impact.maintenance, ["CHG0012345"]);
+    assert!(impact.services.iter().all(|s| s.in_maintenance), "{:?}", impact.services);
+    let listed = incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.total_size, 0, "no incident pages the SOC");
+
+    // Ended early by an operator with the card still down: the incident opens, naming it.
+    let ended = maintenance
+        .end_maintenance_window(v1::EndMaintenanceWindowRequest { change: "CHG0012345".into(), by: "bob".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ended.state, ended.finished_by.as_str()), (v1::MaintenanceState::Ended as i32, "bob"));
+    let listed = incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.total_size, 1, "opened before the answer");
+    let timeline = &listed.incidents[0].timeline;
+    assert!(timeline.iter().any(|e| e.kind == "maintenance" && e.text.contains("CHG0012345 ended early by bob")));
+
+    // The changes topic: a window from change management, then its tombstone cancels it.
+    let changes = format!(
+        r#"{{"reason":"fibre works","cis":["par-r1/1/1"],"start":{},"end":{},"by":"cab"}}"#,
+        now - 1_000,
+        now + 3_600_000
+    );
+    let topic = &test_config().kafka.changes_topic;
+    produce(&producer, topic, "CHG0020001", changes.as_bytes()).await;
+    produce(&producer, topic, "CHG0020002", br#"{"cis":["par-r1/1/1"],"start":1,"end":"soon"}"#).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = maintenance.get_maintenance_window(v1::GetMaintenanceWindowRequest { change: "CHG0020001".into() });
+        if let Ok(window) = got.await {
+            let window = window.into_inner();
+            assert_eq!((window.state, window.created_by.as_str()), (v1::MaintenanceState::Active as i32, "cab"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the window from the topic never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    producer
+        .send(rdkafka::producer::FutureRecord::<str, [u8]>::to(topic).key("CHG0020001"), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let window = maintenance
+            .get_maintenance_window(v1::GetMaintenanceWindowRequest { change: "CHG0020001".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if window.state == v1::MaintenanceState::Cancelled as i32 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the tombstone never cancelled it: {window:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = reader(engine.brokers(), "faultline.dead-letter");
+    let refused = read_until(&dead, WAIT, |m| m.key() == Some(b"CHG0020002")).await;
+    let reason = refused.headers().unwrap().iter().find(|h| h.key == "faultline.reason").and_then(|h| h.value);
+    assert_eq!(reason, Some(&b"invalid_window"[..]));
+    let listed = maintenance
+        .list_maintenance_windows(v1::ListMaintenanceWindowsRequest {
+            states: vec![v1::MaintenanceState::Cancelled as i32],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.windows.iter().map(|w| w.change.as_str()).collect::<Vec<_>>(), ["CHG0020001"]);
+    drop((producer, dead));
+    engine.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -197,6 +197,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         .with("kafka.state_topic", format!("faultline-bench.{run}.state"))?
         // Alarms alone are measured: no topology topic to seed with the whole network.
         .with("kafka.topology_topic", "")?
+        .with("kafka.changes_topic", "")?
         .with("kafka.group_id", format!("faultline-bench-{run}"))?
         .with("kafka.partitions", options.partitions)?
         .with("grpc.addr", "127.0.0.1:0")?

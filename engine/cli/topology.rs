@@ -168,7 +168,7 @@ fn class_name(record: &CiRecord) -> String {
     serde_json::to_value(record.class).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-fn state(state: i32) -> &'static str {
+pub(crate) fn state(state: i32) -> &'static str {
     match v1::ServiceState::try_from(state) {
         Ok(v1::ServiceState::Down) => "down",
         Ok(v1::ServiceState::Degraded) => "degraded",
@@ -223,6 +223,12 @@ pub async fn get<W: Write>(addr: &str, id: &str, mut out: W) -> Result<(), Topol
 pub async fn what_if<W: Write>(addr: &str, cis: Vec<String>, mut out: W) -> Result<(), TopologyCliError> {
     let mut client = connect(addr).await?;
     let answer = client.simulate_impact(v1::SimulateImpactRequest { fail: cis }).await?.into_inner();
+    print_simulation(&answer, &mut out);
+    Ok(())
+}
+
+/// A simulation's answer, a line a service: its summary first.
+pub(crate) fn print_simulation(answer: &v1::SimulateImpactResponse, out: &mut impl Write) {
     let _ = writeln!(out, "{}", answer.summary);
     let tier = |t: i32| match v1::SlaTier::try_from(t) {
         Ok(v1::SlaTier::Gold) => "gold",
@@ -250,5 +256,4 @@ pub async fn what_if<W: Write>(addr: &str, cis: Vec<String>, mut out: W) -> Resu
         let _ = writeln!(out, "  would worsen {}", answer.escalated_incidents.join(", "));
     }
     let _ = writeln!(out, "  topology version {}", answer.topology_version);
-    Ok(())
 }

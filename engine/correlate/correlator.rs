@@ -488,6 +488,17 @@ impl Correlator {
         self.incidents.suppressed()
     }
 
+    pub fn is_suppressed(&self, service: CiIdx) -> bool {
+        self.incidents.is_suppressed(service)
+    }
+
+    /// Whether a CI is impacted and every root cause of its impact lies in active
+    /// maintenance windows.
+    pub fn in_maintenance(&self, ci: CiIdx) -> bool {
+        let roots = self.impact.roots(ci);
+        !roots.is_empty() && roots.iter().all(|root| self.maintenance.covers(root))
+    }
+
     /// Creates a maintenance window at `now` (see [`Maintenance::create`]); one whose start
     /// has come starts at once.
     pub fn create_window(
@@ -503,10 +514,10 @@ impl Correlator {
         let was_active = self.maintenance.get(&change).is_some_and(|w| w.state == WindowState::Active);
         self.maintenance.create(spec, replace, &topology, now)?;
         let transitions = self.maintenance.advance(now);
-        if was_active {
+        if was_active && transitions.is_empty() {
             // Replaced while active (the changes topic): what it covers may have moved.
-            let finished = [Transition::Finished(change)];
-            self.follow_windows(&finished, now, out);
+            let note = format!("maintenance {change} changed and no longer covers the fault");
+            self.cover_windows_noting(&[], &note, now, out);
         }
         self.follow_windows(&transitions, now, out);
         Ok(())

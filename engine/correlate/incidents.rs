@@ -435,6 +435,11 @@ impl IncidentBook {
         self.suppressed.iter().copied()
     }
 
+    /// Whether a service's impact is suppressed by maintenance.
+    pub fn is_suppressed(&self, service: CiIdx) -> bool {
+        self.suppressed.contains(&service)
+    }
+
     /// Whether every root cause of an impacted service lies in active maintenance windows.
     fn in_maintenance(&self, impact: &ImpactStage, service: CiIdx) -> bool {
         if self.in_maintenance.is_empty() {

@@ -143,6 +143,8 @@ pub struct Maintenance {
     next_due: Option<EpochMillis>,
     /// Windows set or forgotten since the changelog last took them.
     dirty: BTreeSet<Arc<str>>,
+    /// Moves with every change of a window: an operator's answer waits for its commit.
+    revision: u64,
 }
 
 impl Maintenance {
@@ -165,6 +167,11 @@ impl Maintenance {
 
     pub fn get(&self, change: &str) -> Option<&Window> {
         self.windows.get(change)
+    }
+
+    /// Moves whenever a window changes.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// Every window, by change reference.
@@ -234,10 +241,16 @@ impl Maintenance {
         topology: &Topology,
         now: EpochMillis,
     ) -> Result<(), MaintenanceError> {
+        if replace && self.windows.get(spec.change.as_str()).is_some_and(|w| w.state.is_finished()) {
+            return Ok(());
+        }
         self.check(&spec, topology, now)?;
         let open = self.windows.values().filter(|w| !w.state.is_finished()).count();
         match self.windows.get_mut(spec.change.as_str()) {
-            Some(window) if window.state.is_finished() && !replace => {
+            // A change reference names one window: once over, it stays over (the changes
+            // topic may send its record again).
+            Some(window) if window.state.is_finished() && replace => Ok(()),
+            Some(window) if window.state.is_finished() => {
                 Err(MaintenanceError::Exists(spec.change, "and is over: use another change reference"))
             }
             Some(window) if !window.state.is_finished() => {
@@ -255,7 +268,7 @@ impl Maintenance {
                     window.spec = spec;
                 }
                 let id = Arc::from(window.spec.change.as_str());
-                self.dirty.insert(id);
+                self.mark(id);
                 self.schedule();
                 Ok(())
             }
@@ -269,7 +282,7 @@ impl Maintenance {
                 self.finished.retain(|f| *f != id);
                 let window = Window { spec, created: now, ..Window::default() };
                 self.windows.insert(id.clone(), window);
-                self.dirty.insert(id);
+                self.mark(id);
                 self.schedule();
                 Ok(())
             }
@@ -285,7 +298,7 @@ impl Maintenance {
             )));
         }
         window.spec.end = end;
-        self.dirty.insert(Arc::from(change));
+        self.mark(Arc::from(change));
         self.schedule();
         Ok(())
     }
@@ -316,12 +329,12 @@ impl Maintenance {
     }
 
     fn finished_now(&mut self, id: Arc<str>) {
-        self.dirty.insert(id.clone());
+        self.mark(id.clone());
         self.finished.push_back(id);
         while self.finished.len() > FINISHED_KEPT {
             if let Some(old) = self.finished.pop_front() {
                 self.windows.remove(&old);
-                self.dirty.insert(old);
+                self.mark(old);
             }
         }
         self.schedule();
@@ -346,7 +359,7 @@ impl Maintenance {
                 if starts {
                     window.state = WindowState::Active;
                     window.started = Some(at);
-                    self.dirty.insert(id.clone());
+                    self.mark(id.clone());
                     transitions.push(Transition::Started(id.to_string()));
                 } else {
                     window.state = WindowState::Ended;
@@ -397,6 +410,11 @@ impl Maintenance {
         gained.sort_unstable();
         self.covered = covered;
         gained
+    }
+
+    fn mark(&mut self, id: Arc<str>) {
+        self.revision += 1;
+        self.dirty.insert(id);
     }
 
     /// The windows set or forgotten (`None`) since the last call, for the changelog.

@@ -1,10 +1,12 @@
-//! The gRPC edge: `faultline.v1.IncidentService`, `TopologyService` and `AlarmService`, standard health
+//! The gRPC edge: `faultline.v1.IncidentService`, `TopologyService`, `MaintenanceService` and
+//! `AlarmService`, standard health
 //! checking (`grpc.health.v1`) and server reflection, so `grpcurl` works with no proto files.
 //! Handlers run their work on the core thread through [`EngineHandle`] and never block.
 
 mod alarms;
 mod filter;
 mod incidents;
+mod maintenance;
 mod status;
 mod topology;
 pub mod wire;
@@ -31,6 +33,7 @@ pub use topology::{ci_status, impact_of, max_ci_record_bytes, what_if};
 const INCIDENT_SERVICE: &str = "faultline.v1.IncidentService";
 const TOPOLOGY_SERVICE: &str = "faultline.v1.TopologyService";
 const ALARM_SERVICE: &str = "faultline.v1.AlarmService";
+const MAINTENANCE_SERVICE: &str = "faultline.v1.MaintenanceService";
 
 /// What the live stream needs beyond the engine handle.
 pub struct Subscribers {
@@ -61,7 +64,7 @@ pub async fn serve(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            for service in ["", INCIDENT_SERVICE, TOPOLOGY_SERVICE, ALARM_SERVICE] {
+            for service in ["", INCIDENT_SERVICE, TOPOLOGY_SERVICE, ALARM_SERVICE, MAINTENANCE_SERVICE] {
                 health.set_service_status(service, status).await;
             }
             if kafka_up.changed().await.is_err() {
@@ -100,6 +103,12 @@ pub async fn serve(
             server::topology_service_server::TopologyServiceServer::new(topology::TopologyApi::new(
                 handle.clone(),
                 max_ci_record_bytes,
+            ))
+            .max_decoding_message_size(status::MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            server::maintenance_service_server::MaintenanceServiceServer::new(maintenance::MaintenanceApi::new(
+                handle.clone(),
             ))
             .max_decoding_message_size(status::MAX_REQUEST_BYTES),
         )

@@ -270,6 +270,8 @@ pub fn ci_status(correlator: &Correlator, id: &str) -> Result<v1::CiStatus, Stat
         // Live from the alarm stage, so tallies include the latest repeats.
         active_alarms: correlator.alarms().active_alarms(id).iter().map(proto::alarm_ref_to_proto).collect(),
         topology_version: topology.version(),
+        maintenance: super::maintenance::covering(correlator, idx),
+        suppressed: correlator.is_suppressed(idx),
     })
 }
 
@@ -299,11 +301,13 @@ pub fn impact_of(correlator: &Correlator, id: &str) -> Result<v1::GetImpactRespo
                     name: ci.name.to_string(),
                     impact: proto::state_to_proto(impact.state(s).effective) as i32,
                     customer_id: ci.customer.map(|c| topology.ci(c).id.to_string()).unwrap_or_default(),
+                    in_maintenance: correlator.in_maintenance(s),
                 }
             })
             .collect(),
         customers: customers.iter().map(|(&c, &state)| customer_to_proto(topology, c, state)).collect(),
         topology_version: topology.version(),
+        maintenance: super::maintenance::covering(correlator, idx),
     })
 }
 

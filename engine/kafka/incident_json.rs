@@ -129,6 +129,7 @@ pub fn from_json(bytes: &[u8]) -> Option<v1::Incident> {
                 name: text(s, "name"),
                 impact: service_state(s),
                 customer_id: text(s, "customer_id"),
+                in_maintenance: false,
             })
             .collect(),
         impacted_customers: list("impacted_customers")
@@ -209,6 +210,7 @@ mod tests {
                 name: "ACME VPN".into(),
                 impact: v1::ServiceState::Down as i32,
                 customer_id: "cust-acme".into(),
+                in_maintenance: false,
             }],
             impacted_customers: vec![v1::ImpactedCustomer {
                 customer_id: "cust-acme".into(),

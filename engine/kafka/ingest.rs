@@ -4,6 +4,7 @@
 //! behind, polling waits. Offsets are never committed here: the core commits them in the
 //! transaction that writes their effects ([`super::output`]).
 
+use super::changes_feed::WindowCommand;
 use super::dead_letter::Refused;
 use crate::clock::{TimeBound, wall_clock};
 use crate::config::{AlarmFormat, KafkaConfig};
@@ -39,6 +40,21 @@ pub struct Batch {
     pub resyncs: Vec<(Resync, std::ops::Range<usize>, EpochMillis)>,
     /// Records of the topology feed, in order, each applied before `alarms[at]`.
     pub topology: Vec<TopologyRecord>,
+    /// Records of the changes topic, in order, each applied before `alarms[at]` (after the
+    /// topology records there).
+    pub windows: Vec<WindowRecord>,
+}
+
+/// A record of the changes topic on its way to the core.
+#[derive(Clone, Debug)]
+pub struct WindowRecord {
+    pub at: usize,
+    pub time: EpochMillis,
+    pub command: WindowCommand,
+    pub source: String,
+    /// The original key and value, for the dead-letter topic should the core refuse it.
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
 }
 
 /// A record of the topology feed on its way to the core, which applies it in its place
@@ -122,6 +138,7 @@ pub fn consumer(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Result<Al
     .create_with_context(IngestContext)?;
     let mut topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
     topics.extend(kafka.topology_topic());
+    topics.extend(kafka.changes_topic());
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
@@ -168,6 +185,8 @@ pub struct Ingest {
     pub max_clock_skew_ms: EpochMillis,
     /// The topology feed's topic, and the largest CI record it takes.
     pub topology_topic: Option<String>,
+    /// The changes topic (maintenance windows).
+    pub changes_topic: Option<String>,
     /// The consumer group: records of the topology topic this group seeded are skipped.
     pub group_id: String,
     pub max_ci_record_bytes: usize,
@@ -225,7 +244,8 @@ impl Ingest {
                 Err(error) if is_fatal(&error) => return Err(error),
                 Err(error) => tracing::warn!(%error, "kafka consumer error"),
             }
-            if batch.alarms.len() + batch.refused.len() + batch.resyncs.len() + batch.topology.len() >= self.max_batch {
+            let taken = batch.alarms.len() + batch.refused.len() + batch.resyncs.len();
+            if taken + batch.topology.len() + batch.windows.len() >= self.max_batch {
                 break;
             }
             next = self.consumer.poll(Duration::ZERO);
@@ -240,6 +260,9 @@ impl Ingest {
         batch.offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
         if self.topology_topic.as_deref() == Some(message.topic()) {
             return self.take_topology(message, at, batch);
+        }
+        if self.changes_topic.as_deref() == Some(message.topic()) {
+            return self.take_window(message, at, batch);
         }
         let format = self.formats.get(message.topic()).copied().unwrap_or(AlarmFormat::Protobuf);
         let received = at.stamp(message, &self.metrics);
@@ -278,6 +301,25 @@ impl Ingest {
 }
 
 impl Ingest {
+    fn take_window(&self, message: &rdkafka::message::BorrowedMessage<'_>, at: &mut Stamping<'_>, batch: &mut Batch) {
+        let time = at.stamp(message, &self.metrics);
+        match super::changes_feed::decode(message.key(), message.payload(), self.max_ci_record_bytes) {
+            Ok(command) => batch.windows.push(WindowRecord {
+                at: batch.alarms.len(),
+                time,
+                command,
+                source: format!("{}/{}/{}", message.topic(), message.partition(), message.offset()),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().unwrap_or_default().to_vec(),
+            }),
+            Err(refusal) => {
+                tracing::debug!(reason = refusal.reason, detail = %refusal.detail, "changes record refused to the dead-letter topic");
+                batch.refused.push(Refused::new(message, refusal.reason, refusal.detail, self.max_record_bytes));
+                self.metrics.refused_as("changes", refusal.reason);
+            }
+        }
+    }
+
     fn take_topology(&self, message: &rdkafka::message::BorrowedMessage<'_>, at: &mut Stamping<'_>, batch: &mut Batch) {
         if super::topology_feed::is_own_seed(message, &self.group_id) {
             return;

@@ -7,6 +7,7 @@
 //! starts librdkafka's mock cluster and the same code runs against it.
 
 pub mod changelog;
+pub mod changes_feed;
 pub mod dead_letter;
 pub mod embedded;
 pub mod history;

@@ -25,7 +25,7 @@ pub async fn ensure(kafka: &KafkaConfig, brokers: &str) -> Result<(), String> {
     topics.push(written(&kafka.dead_letter_topic));
     topics.push(written(&kafka.incidents_topic).set("cleanup.policy", "compact"));
     topics.push(written(&kafka.state_topic).set("cleanup.policy", "compact"));
-    if let Some(topic) = kafka.topology_topic() {
+    for topic in [kafka.topology_topic(), kafka.changes_topic()].into_iter().flatten() {
         topics.push(NewTopic::new(topic, partitions, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact"));
     }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -15,7 +15,7 @@ use crate::clock::wall_clock;
 use crate::correlate::{Correlator, Stats};
 use crate::grpc::wire::PublishedChange;
 use crate::kafka::dead_letter::Refused;
-use crate::kafka::ingest::{Batch, TopologyRecord};
+use crate::kafka::ingest::{Batch, TopologyRecord, WindowRecord};
 use crate::kafka::output::{OutputError, Transaction};
 use crate::metrics::Metrics;
 use crate::model::EpochMillis;
@@ -254,8 +254,10 @@ impl CoreLoop {
         let started = Instant::now();
         let mut resyncs = batch.resyncs.iter().peekable();
         let mut feed = batch.topology.into_iter().peekable();
+        let mut windows = batch.windows.into_iter().peekable();
         let mut next = 0;
-        while next < batch.alarms.len() || resyncs.peek().is_some() || feed.peek().is_some() {
+        while next < batch.alarms.len() || resyncs.peek().is_some() || feed.peek().is_some() || windows.peek().is_some()
+        {
             // Topology records consumed before the next alarm: applied before it, as one batch.
             let mut group = Vec::new();
             while let Some(record) = feed.next_if(|record| record.at == next) {
@@ -263,6 +265,13 @@ impl CoreLoop {
             }
             if !group.is_empty() {
                 self.apply_feed(group, changes);
+                for change in changes.drain(..) {
+                    self.publisher.publish(&change);
+                }
+                continue;
+            }
+            if let Some(record) = windows.next_if(|record| record.at == next) {
+                self.apply_window(record, changes);
                 for change in changes.drain(..) {
                     self.publisher.publish(&change);
                 }
@@ -292,6 +301,44 @@ impl CoreLoop {
             open.dead_letter(refused);
         }
         open.consumed(&batch.offsets);
+    }
+
+    /// Applies a record of the changes topic; dead-letters it if the core refuses it.
+    fn apply_window(&mut self, record: WindowRecord, changes: &mut Vec<IncidentChange>) {
+        use crate::kafka::changes_feed::WindowCommand;
+        let result = match record.command {
+            WindowCommand::Put(spec) => self.correlator.create_window(spec, true, record.time, changes),
+            WindowCommand::Finish { change, cancel, by } => {
+                let active = self.correlator.maintenance().get(&change).map(|w| w.state);
+                match active {
+                    // Over already, or never heard of: nothing to do (a compacted topic
+                    // sends a window's last record again).
+                    None => Ok(()),
+                    Some(state) if state.is_finished() => Ok(()),
+                    Some(state) => {
+                        let cancel = cancel || state != crate::correlate::maintenance::WindowState::Active;
+                        self.correlator.finish_window(&change, cancel, &by, record.time, changes)
+                    }
+                }
+            }
+        };
+        if let Err(error) = result {
+            let reason = match error {
+                crate::correlate::maintenance::MaintenanceError::Invalid(_) => "invalid_window",
+                _ => "window_refused",
+            };
+            tracing::warn!(source = %record.source, %error, "maintenance window refused to the dead-letter topic");
+            self.metrics.refused_as("changes", reason);
+            self.correlator.count_refused(1);
+            let refused = Refused::cut(
+                (record.key.as_deref(), &record.payload),
+                reason,
+                error.to_string(),
+                record.source,
+                self.max_record_bytes,
+            );
+            self.publisher.open.dead_letter(refused);
+        }
     }
 
     /// Applies records of the topology feed; dead-letters what the core refuses.
@@ -366,14 +413,17 @@ impl CoreLoop {
     fn on_job(&mut self, job: Job) -> Result<(), OutputError> {
         let published = self.publisher.published + self.publisher.replayed;
         let topology = self.correlator.topology().version();
+        let windows = self.correlator.maintenance().revision();
         let mut ctx =
             CoreContext { correlator: &mut self.correlator, now: wall_clock(), publisher: &mut self.publisher };
         let reply = job(&mut ctx);
         // Feed changes a topology batch released and the core refused.
         self.dead_letter_refusals(&[]);
-        // A topology batch is answered once committed, whether or not it moved incidents.
+        // A topology batch or a window change is answered once committed, whether or not
+        // it moved incidents.
         if self.publisher.published + self.publisher.replayed == published
             && self.correlator.topology().version() == topology
+            && self.correlator.maintenance().revision() == windows
         {
             reply();
             return Ok(());
@@ -446,6 +496,7 @@ mod tests {
             refused: Vec::new(),
             resyncs: Vec::new(),
             topology: Vec::new(),
+            windows: Vec::new(),
         };
         // Due transactions keep gathering while the output is busy: the core goes on.
         for next in 1..=3 {

@@ -111,6 +111,7 @@ impl Engine {
             topics.push(kafka_config.dead_letter_topic.clone());
             topics.push(kafka_config.state_topic.clone());
             topics.extend(kafka_config.topology_topic().map(str::to_owned));
+            topics.extend(kafka_config.changes_topic().map(str::to_owned));
             Some(EmbeddedKafka::start(&topics, kafka_config.partitions).map_err(StartError::Kafka)?)
         } else {
             None
@@ -216,6 +217,7 @@ impl Engine {
             max_event_time_ahead_ms: (kafka_config.max_event_time_ahead_secs as EpochMillis).saturating_mul(1000),
             max_clock_skew_ms: config.correlation.max_clock_skew_millis as EpochMillis,
             topology_topic: kafka_config.topology_topic().map(str::to_owned),
+            changes_topic: kafka_config.changes_topic().map(str::to_owned),
             group_id: kafka_config.group_id.clone(),
             max_ci_record_bytes: grpc::max_ci_record_bytes(kafka_config.max_record_bytes),
             metrics: metrics.clone(),

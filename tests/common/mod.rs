@@ -138,6 +138,8 @@ pub fn config_on(broker: &broker::KafkaBroker, name: &str) -> Config {
         .unwrap()
         .with("kafka.topology_topic", format!("topology-{suffix}"))
         .unwrap()
+        .with("kafka.changes_topic", format!("changes-{suffix}"))
+        .unwrap()
 }
 
 /// `GET /metrics` over a plain HTTP/1.1 connection, as a Prometheus server does it.
