@@ -59,6 +59,19 @@ fn demo_plays_the_storm_and_watch_sees_it_live() {
         output.lines().any(|l| l.contains("INC-000002") && l.contains("mrs-r1/card-1") && l.contains("2/2")),
         "card with two symptoms:\n{output}"
     );
+    // The service the CMDB provisions on the failed transport joins the outage at once.
+    let provisioned = output.lines().position(|l| l.contains("the CMDB provisions")).expect("the provisioning");
+    assert!(
+        output.lines().skip(provisioned).take(3).any(|l| l.contains("INC-000001") && l.contains("2 down")),
+        "the new service joins INC-000001:\n{output}"
+    );
+    // The card fails inside its maintenance window: its incident opens only as the window
+    // ends, the card still down.
+    let position = |text: &str| output.lines().position(|l| l.contains(text)).unwrap_or_else(|| panic!("no `{text}`"));
+    let failed = position("line card mrs-r1 slot 1 fails, inside the window");
+    let ends = position("the card's window ends at 14 s");
+    let opened = output.lines().position(|l| l.contains("opened") && l.contains("INC-000002")).unwrap();
+    assert!(failed < ends && ends < opened, "INC-000002 opened before its window ended:\n{output}");
 
     // The summary counts what the storm did: 21 notifications, 6 repeats, one severity
     // change, 7 clears, 2 incidents opened and resolved, the card's 2 port alarms as symptoms.

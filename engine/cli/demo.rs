@@ -1,8 +1,10 @@
 //! `faultline demo`: the engine on the embedded Kafka cluster with the sample network, and
 //! a scripted storm played into the alarms topic: a fibre cut on one of two redundant routes
-//! (degraded), then on the second (outage), a card failure whose ports raise symptom alarms,
-//! repeats, a severity change, then the clears that restore everything. Incident changes are
-//! printed as they arrive over gRPC; a summary ends the run.
+//! (degraded), then on the second (outage), a service provisioned by the CMDB on the failed
+//! transport (it joins the incident), a card failure during planned works on it (no incident
+//! until the window ends, the card still down), its ports' symptom alarms, repeats, a
+//! severity change, then the clears that restore everything. Incident changes are printed as
+//! they arrive over gRPC; a summary ends the run.
 
 use super::watch::{WatchOptions, watch};
 use crate::clock::wall_clock;
@@ -31,9 +33,14 @@ enum Action {
     Say(&'static str),
     Raise(&'static str, &'static str, Severity, &'static str),
     Clear(&'static str, &'static str),
+    /// A CI record from the CMDB, on the topology topic: (id, record).
+    Provision(&'static str, &'static str),
+    /// A maintenance window from change management, on the changes topic: the change
+    /// reference (the cycle's number is appended), the CI, and how long from now it lasts.
+    Maintenance(&'static str, &'static str, u64),
 }
 
-use Action::{Clear, Raise, Say};
+use Action::{Clear, Maintenance, Provision, Raise, Say};
 use Severity::{Critical, Major};
 
 const SCRIPT: &[(u64, Action)] = &[
@@ -48,11 +55,24 @@ const SCRIPT: &[(u64, Action)] = &[
     (6_000, Say("fibre cut on route B: Paris-Lyon is down")),
     (6_000, Raise("par-r1/2/1", "LOS", Critical, "loss of signal")),
     (6_050, Raise("lyo-r1/2/1", "LOS", Critical, "loss of signal")),
-    (10_000, Say("line card mrs-r1 slot 1 fails; its ports follow")),
+    (7_500, Say("the CMDB provisions ACME's backup VPN on the failed transport: it joins the outage")),
+    (
+        7_500,
+        Provision(
+            "cfs-acme-backup",
+            r#"{"id":"cfs-acme-backup","class":"cfs","name":"ACME backup VPN","customer":"cust-acme","depends_on":["rfs-par-lyo-transport"]}"#,
+        ),
+    ),
+    (9_000, Say("planned works on mrs-r1 slot 1 for 5 s (change CHG-DEMO-n): its failure pages no one meanwhile")),
+    (9_000, Maintenance("CHG-DEMO-", "mrs-r1/card-1", 5_000)),
+    (10_000, Say("line card mrs-r1 slot 1 fails, inside the window; its ports follow")),
     (10_000, Raise("mrs-r1/card-1", "EQPT_FAIL", Critical, "card failure")),
     (10_300, Raise("mrs-r1/1/1", "LOS", Major, "loss of signal")),
     (10_300, Raise("mrs-r1/1/2", "LOS", Major, "loss of signal")),
-    (13_000, Say("more repeats, and a severity change on route A")),
+    (
+        13_000,
+        Say("more repeats, and a severity change on route A; the card's window ends at 14 s, the card still down"),
+    ),
     (13_000, Raise("mrs-r1/card-1", "EQPT_FAIL", Critical, "card failure")),
     (13_000, Raise("mrs-r1/1/1", "LOS", Major, "loss of signal")),
     (13_000, Raise("par-r1/1/1", "LOS", Major, "loss of signal")),
@@ -92,6 +112,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let topology = Arc::new(topology_file::parse(SAMPLE_NETWORK, "sample network")?);
     let engine = Engine::start_with(&config, topology).await?;
     let alarms_topic = config.kafka.inputs[0].topic.clone();
+    let topology_topic = config.kafka.topology_topic.clone();
+    let changes_topic = config.kafka.changes_topic.clone();
     println!("faultline demo: embedded Kafka at {}, gRPC on {}", engine.brokers(), engine.grpc_addr());
     println!("  watch from another terminal:  faultline watch --addr http://{}", engine.grpc_addr());
     println!("  or list the API:              grpcurl -plaintext {} list", engine.grpc_addr());
@@ -116,12 +138,35 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     };
     let play = async {
         let mut cycle_start = started;
+        let mut cycle = 0;
         loop {
+            cycle += 1;
             for (offset, action) in SCRIPT {
                 tokio::time::sleep_until(cycle_start + Duration::from_millis(*offset)).await;
                 let alarm = match action {
                     Say(text) => {
                         println!("── {text}");
+                        continue;
+                    }
+                    Provision(id, record) => {
+                        let record = FutureRecord::to(&topology_topic).key(*id).payload(*record);
+                        if let Err((error, _)) = producer.send(record, Duration::from_secs(5)).await {
+                            eprintln!("demo: could not produce a CI record: {error}");
+                        }
+                        continue;
+                    }
+                    Maintenance(change, ci, lasts) => {
+                        let now = wall_clock();
+                        let change = format!("{change}{cycle}");
+                        let window = serde_json::json!({
+                            "reason": "line card swap", "cis": [ci], "start": now,
+                            "end": now + *lasts as i64, "by": "demo-cab",
+                        })
+                        .to_string();
+                        let record = FutureRecord::to(&changes_topic).key(&change).payload(&window);
+                        if let Err((error, _)) = producer.send(record, Duration::from_secs(5)).await {
+                            eprintln!("demo: could not produce a maintenance window: {error}");
+                        }
                         continue;
                     }
                     Raise(resource, alarm_type, severity, text) => {

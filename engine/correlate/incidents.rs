@@ -671,68 +671,81 @@ impl IncidentBook {
         }
         let mut owners = std::mem::take(&mut self.owners_buffer);
         for &ci in changes.cis() {
-            let state = impact.state(ci);
-            let symptom = !state.alarms.is_empty() && !impact.is_root(ci);
-            // A symptom of several incidents' roots is owned by the last root's incident;
-            // each of them lists it. Ownership is settled once the roots are walked: an
-            // owner passed on the way and left again has nothing new to write.
-            let owner = if symptom { self.by_symptom.get(&ci).copied() } else { None };
-            let mut settled = owner;
-            // A CI with no alarms that no incident names (a service, a port down with its
-            // card) has no part in any alarm list: its owners refresh, but need not look
-            // at it. Most changed CIs are such.
-            let listed = !state.alarms.is_empty() || self.members.contains_key(&ci);
-            // The incidents owning its roots, in the roots' order: for a CI with many
-            // roots, from their counts, as long as the order cannot matter (not a symptom,
-            // or a single owner).
-            owners.clear();
-            match self.wide.get(&ci) {
-                Some(wide) if !symptom || wide.len() <= 1 => owners.extend(wide.iter().map(|&(id, _)| id)),
-                _ => owners.extend(impact.roots(ci).iter().filter_map(|root| self.by_root.get(&root).copied())),
-            }
-            for &id in &owners {
-                let touched = touch(&mut kinds, id);
-                if listed {
-                    touched.cis.push(ci);
-                }
-                if symptom && settled != Some(id) {
-                    settled = Some(id);
-                    if let Some(t) = self.incidents.get_mut(&id)
-                        && t.symptoms.insert(ci)
-                    {
-                        join(&mut self.members, ci, id);
-                        self.dirty.insert(id);
-                    }
-                }
-            }
-            if let Some(id) = settled
-                && settled != owner
-            {
-                // Its owned symptoms changed, and the previous owner's too, even if nothing
-                // either publishes did: the changelog must hear of it.
-                self.by_symptom.insert(ci, id);
-                self.dirty.insert(id);
-                self.dirty.extend(owner);
-            }
-            for owner in [self.by_root.get(&ci), self.by_symptom.get(&ci)].into_iter().flatten() {
-                let touched = touch(&mut kinds, *owner);
-                if listed {
-                    touched.cis.push(ci);
-                }
-            }
-            // Every incident naming the CI brings its part up to date at its next refresh;
-            // only the owners refresh now.
-            for owner in self.members.get(&ci).into_iter().flatten() {
-                if let Some(t) = self.incidents.get_mut(owner) {
-                    t.stale.insert(ci);
-                }
-            }
+            self.follow_member(impact, ci, &mut owners, &mut kinds);
         }
         self.owners_buffer = owners;
         for (id, touched) in kinds {
             if let Some(change) = self.refresh(&topology, impact, id, touched, now) {
                 self.dirty.insert(id);
                 out.push(change);
+            }
+        }
+    }
+
+    /// Follows one CI whose state or roots changed: the incidents owning its roots (and
+    /// those naming it) refresh its part, and a symptom joins the incident of its roots.
+    #[inline]
+    fn follow_member(
+        &mut self,
+        impact: &ImpactStage,
+        ci: CiIdx,
+        owners: &mut Vec<IncidentId>,
+        kinds: &mut BTreeMap<IncidentId, Touch>,
+    ) {
+        let state = impact.state(ci);
+        let symptom = !state.alarms.is_empty() && !impact.is_root(ci);
+        // A symptom of several incidents' roots is owned by the last root's incident;
+        // each of them lists it. Ownership is settled once the roots are walked: an
+        // owner passed on the way and left again has nothing new to write.
+        let owner = if symptom { self.by_symptom.get(&ci).copied() } else { None };
+        let mut settled = owner;
+        // A CI with no alarms that no incident names (a service, a port down with its
+        // card) has no part in any alarm list: its owners refresh, but need not look
+        // at it. Most changed CIs are such.
+        let listed = !state.alarms.is_empty() || self.members.contains_key(&ci);
+        // The incidents owning its roots, in the roots' order: for a CI with many
+        // roots, from their counts, as long as the order cannot matter (not a symptom,
+        // or a single owner).
+        owners.clear();
+        match self.wide.get(&ci) {
+            Some(wide) if !symptom || wide.len() <= 1 => owners.extend(wide.iter().map(|&(id, _)| id)),
+            _ => owners.extend(impact.roots(ci).iter().filter_map(|root| self.by_root.get(&root).copied())),
+        }
+        for &id in owners.iter() {
+            let touched = touch(kinds, id);
+            if listed {
+                touched.cis.push(ci);
+            }
+            if symptom && settled != Some(id) {
+                settled = Some(id);
+                if let Some(t) = self.incidents.get_mut(&id)
+                    && t.symptoms.insert(ci)
+                {
+                    join(&mut self.members, ci, id);
+                    self.dirty.insert(id);
+                }
+            }
+        }
+        if let Some(id) = settled
+            && settled != owner
+        {
+            // Its owned symptoms changed, and the previous owner's too, even if nothing
+            // either publishes did: the changelog must hear of it.
+            self.by_symptom.insert(ci, id);
+            self.dirty.insert(id);
+            self.dirty.extend(owner);
+        }
+        for owner in [self.by_root.get(&ci), self.by_symptom.get(&ci)].into_iter().flatten() {
+            let touched = touch(kinds, *owner);
+            if listed {
+                touched.cis.push(ci);
+            }
+        }
+        // Every incident naming the CI brings its part up to date at its next refresh;
+        // only the owners refresh now.
+        for owner in self.members.get(&ci).into_iter().flatten() {
+            if let Some(t) = self.incidents.get_mut(owner) {
+                t.stale.insert(ci);
             }
         }
     }
@@ -1372,9 +1385,20 @@ impl IncidentBook {
     ) {
         let topology = impact.topology().clone();
         let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
+        // Maintenance kept the symptoms under these services' roots out of any incident:
+        // they join as the services do.
+        let symptoms =
+            if note.is_some() { symptoms_above(impact, services.iter().map(|&(s, _)| s)) } else { Vec::new() };
         for (service, was) in services {
             let change = Change { ci: service, was, gained: &[], lost: &[] };
             self.follow_service(&topology, impact, change, now, &mut kinds);
+        }
+        if !symptoms.is_empty() {
+            let mut owners = std::mem::take(&mut self.owners_buffer);
+            for ci in symptoms {
+                self.follow_member(impact, ci, &mut owners, &mut kinds);
+            }
+            self.owners_buffer = owners;
         }
         if let Some(note) = note {
             for &id in kinds.keys() {
@@ -1703,6 +1727,27 @@ impl IncidentBook {
             out.push(publish(&mut t.incident, ChangeKind::Updated, now));
         }
     }
+}
+
+/// The CIs with alarms of their own that the roots of `services` explain (their symptoms):
+/// found going up from each root, in slot order.
+fn symptoms_above(impact: &ImpactStage, services: impl Iterator<Item = CiIdx>) -> Vec<CiIdx> {
+    let topology = impact.topology();
+    let mut seen = FxHashSet::default();
+    let mut stack: Vec<CiIdx> = Vec::new();
+    for service in services {
+        stack.extend(impact.roots(service).iter().filter(|&root| seen.insert(root)));
+    }
+    let mut symptoms = Vec::new();
+    while let Some(ci) = stack.pop() {
+        let state = impact.state(ci);
+        if !state.alarms.is_empty() && !impact.is_root(ci) {
+            symptoms.push(ci);
+        }
+        stack.extend(topology.dependents(ci).iter().copied().filter(|&d| seen.insert(d)));
+    }
+    symptoms.sort_unstable();
+    symptoms
 }
 
 fn publish(incident: &mut Arc<Incident>, kind: ChangeKind, now: EpochMillis) -> IncidentChange {

@@ -133,7 +133,7 @@ mod tests {
     fn windows_decode_from_json_and_protobuf_and_tombstones_cancel() {
         let json = br#"{"reason":"card swap","cis":["c1"],"scope":"dependents","start":"2026-11-26T22:00:00Z","end":1795816800000}"#;
         let Ok(WindowCommand::Put(spec)) = decode(Some(b"CHG1"), Some(json), 4096) else { panic!() };
-        assert_eq!((spec.change.as_str(), spec.scope, spec.start), ("CHG1", Scope::Dependents, 1_795_788_000_000));
+        assert_eq!((spec.change.as_str(), spec.scope, spec.start), ("CHG1", Scope::Dependents, 1_795_730_400_000));
         assert_eq!(spec.end, 1_795_816_800_000);
 
         let window = v1::MaintenanceWindow {
