@@ -132,3 +132,43 @@ fn windows_naming_what_the_topology_lacks_are_refused() {
     assert!(correlator.maintenance().is_empty());
     assert!(correlator.take_changes().is_none_or(|c| c.windows.is_empty()));
 }
+
+#[test]
+fn a_window_that_ended_while_the_engine_was_down_opens_its_incident_naming_it() {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut log = CoreSnapshot::default();
+    let mut out = Vec::new();
+    let spec = window("CHG0012345", &["mrs-r1/card-1"], Scope::Ci, START, START + 10 * MINUTE);
+    correlator.create_window(spec, false, START, &mut out).unwrap();
+    correlator.apply(&Alarm::raise("mrs-r1/card-1", "EQPT_FAIL", Severity::Critical, START), START + MINUTE, &mut out);
+    log.fold(correlator.take_changes().unwrap());
+    let (mut restored, _) = Correlator::restore(sample(), CorrelatorConfig::default(), log);
+    assert_eq!(suppressed(&restored).len(), 3, "suppressed again before any input");
+    // The first input after the restart is past the window's end.
+    restored.tick(START + 30 * MINUTE, &mut out);
+    let incidents: Vec<&Incident> = restored.incidents().collect();
+    assert_eq!(incidents.len(), 1);
+    let named =
+        incidents[0].timeline.iter().any(|e| e.kind == TimelineKind::Maintenance && e.text.contains("CHG0012345"));
+    assert!(named, "{:?}", incidents[0].timeline);
+}
+
+#[test]
+fn change_management_closing_a_change_at_its_actual_end_ends_the_window() {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut out = Vec::new();
+    let spec = window("CHG5", &["mrs-r1/card-1"], Scope::Ci, START, START + 60 * MINUTE);
+    correlator.create_window(spec.clone(), true, START, &mut out).unwrap();
+    correlator.apply(&Alarm::raise("mrs-r1/card-1", "EQPT_FAIL", Severity::Critical, START), START + MINUTE, &mut out);
+    assert_eq!(correlator.incidents().count(), 0);
+    // The changes topic sends the change again, its end now the actual end: past.
+    let closed = WindowSpec { end: START + 2 * MINUTE, ..spec };
+    correlator.create_window(closed, true, START + 3 * MINUTE, &mut out).unwrap();
+    assert_eq!(correlator.maintenance().get("CHG5").unwrap().state, WindowState::Ended);
+    assert_eq!(correlator.incidents().count(), 1, "the card is still down");
+    // Windows without bound, or with a padded reference, are refused.
+    let long = window("CHG6", &["mrs-r1"], Scope::Ci, START, START + 91 * 24 * 60 * MINUTE);
+    assert!(correlator.create_window(long, false, START + 3 * MINUTE, &mut out).is_err());
+    let padded = window(" CHG7", &["mrs-r1"], Scope::Ci, START, START + MINUTE * 10);
+    assert!(correlator.create_window(padded, false, START + 3 * MINUTE, &mut out).is_err());
+}

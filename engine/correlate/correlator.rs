@@ -239,6 +239,7 @@ impl Correlator {
             correlator.maintenance.cover(&topology);
             let covered = correlator.maintenance.covered().collect();
             correlator.incidents.follow_maintenance(&correlator.impact, covered, &[], "", clock, &mut Vec::new());
+            correlator.incidents.restore_suppressed(&correlator.impact);
         }
         let summary = RestoreSummary {
             active_alarms: correlator.alarms.active_count(),
@@ -512,6 +513,11 @@ impl Correlator {
         let topology = self.impact.topology().clone();
         let change = spec.change.clone();
         let was_active = self.maintenance.get(&change).is_some_and(|w| w.state == WindowState::Active);
+        if replace && was_active && spec.end <= now {
+            // Change management closing the change at its actual end: it ends now.
+            let by = spec.by.clone();
+            return self.finish_window(&change, false, &by, now, out);
+        }
         self.maintenance.create(spec, replace, &topology, now)?;
         let transitions = self.maintenance.advance(now);
         if was_active && transitions.is_empty() {
@@ -583,11 +589,9 @@ impl Correlator {
         self.cover_windows_noting(&started, &finished.join("; "), now, out);
     }
 
-    /// Works out again what active windows cover and lets incident management follow.
-    fn cover_windows(&mut self, started: &[&str], now: EpochMillis, out: &mut Vec<IncidentChange>) {
-        self.cover_windows_noting(started, "maintenance ended with the fault still present", now, out);
-    }
-
+    /// Works out again what active windows cover and lets incident management follow:
+    /// incidents naming what a window started to cover are annotated, impacts no longer
+    /// covered open their incidents, saying `released`.
     fn cover_windows_noting(
         &mut self,
         started: &[&str],
@@ -817,13 +821,15 @@ impl Correlator {
         };
         let attached = self.alarms.relocate(topology, &applied);
         self.topology_dirty.extend(applied.added.iter().chain(&applied.changed).chain(&applied.deleted));
-        if self.maintenance.any_active() {
-            // What a window of dependents covers follows the graph.
-            self.cover_windows(&[], now, out);
-        }
         self.changed.clear();
         self.impact.follow_topology(&applied, attached, &mut self.changed);
         self.incidents.on_topology(&self.impact, &self.changed, &applied, now, out);
+        if self.maintenance.any_active() {
+            // What a window of dependents covers follows the graph: an impact moved out of
+            // it, still failing, opens its incident now.
+            let note = "no longer in maintenance after a topology change, the fault still present";
+            self.cover_windows_noting(&[], note, now, out);
+        }
         Ok(applied)
     }
 

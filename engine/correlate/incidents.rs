@@ -435,6 +435,25 @@ impl IncidentBook {
         self.suppressed.iter().copied()
     }
 
+    /// After a restore, with the coverage of the windows restored: the impacted services no
+    /// incident follows whose roots all lie in maintenance are suppressed again (the set is
+    /// not written; it follows from the rest).
+    pub(super) fn restore_suppressed(&mut self, impact: &ImpactStage) {
+        if self.in_maintenance.is_empty() {
+            return;
+        }
+        let topology = impact.topology().clone();
+        for (service, ci) in topology.iter() {
+            if ci.incidents
+                && !impact.state(service).effective.is_up()
+                && self.service_owner(service).is_none()
+                && self.in_maintenance(impact, service)
+            {
+                self.suppressed.insert(service);
+            }
+        }
+    }
+
     /// Whether a service's impact is suppressed by maintenance.
     pub fn is_suppressed(&self, service: CiIdx) -> bool {
         self.suppressed.contains(&service)
@@ -475,6 +494,12 @@ impl IncidentBook {
                 roots.into_iter().map(|(ci, change)| (ci, format!("{} ({change})", topology.ci(ci).name))).collect();
             self.annotate(&labelled, now, TimelineKind::Maintenance, why, out);
         }
+        let topology = impact.topology();
+        // Services no longer opening incidents (deleted, or their flag turned off) just leave.
+        self.suppressed.retain(|&service| {
+            let ci = topology.ci(service);
+            ci.present && ci.incidents && !impact.state(service).effective.is_up()
+        });
         let released_services: Vec<(CiIdx, State)> = self
             .suppressed
             .iter()
@@ -488,8 +513,7 @@ impl IncidentBook {
         for &(service, _) in &released_services {
             self.suppressed.remove(&service);
         }
-        let impacted: Vec<(CiIdx, State)> =
-            released_services.into_iter().filter(|&(service, _)| !impact.state(service).effective.is_up()).collect();
+        let impacted = released_services;
         self.follow_as_changed_noting(impact, impacted, Some(released), now, out);
     }
 
@@ -817,13 +841,24 @@ impl IncidentBook {
             return;
         }
 
-        let id = match self.choose(impact, service) {
-            Some(id) => id,
-            // Planned works explain all of it: no incident, while they last.
-            None if self.in_maintenance(impact, service) => {
+        // Planned works explain all of it: no incident, while they last; none opened, joined
+        // or reopened, whatever else holds its roots. Only an incident already following the
+        // service (open before the works began) goes on following it.
+        if !self.in_maintenance.is_empty() && self.in_maintenance(impact, service) {
+            let following = self.service_owner(service).is_some_and(|id| {
+                self.incidents.get(&id).is_some_and(|t| {
+                    t.incident.state.is_active()
+                        && t.incident.state != IncidentState::Resolved
+                        && t.services.get(service).is_some_and(|s| !s.is_up())
+                })
+            });
+            if !following {
                 self.suppressed.insert(service);
                 return;
             }
+        }
+        let id = match self.choose(impact, service) {
+            Some(id) => id,
             None => {
                 let id = self.open(now);
                 touch(kinds, id).kind = ChangeKind::Opened;

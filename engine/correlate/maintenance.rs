@@ -130,6 +130,12 @@ pub const MAX_CHANGE: usize = 256;
 pub const MAX_REASON: usize = 4_096;
 /// Windows scheduled or active at once at most.
 pub const MAX_OPEN: usize = 10_000;
+/// What one window's CI ids and texts take at most, so that its changelog record fits any
+/// record limit the engine allows.
+pub const MAX_BYTES: usize = 48 * 1024;
+/// The longest window (from now, for one started already): longer works are planned as
+/// several changes, and no CI stays out of incident management for good.
+pub const MAX_LENGTH_MS: EpochMillis = 90 * 86_400_000;
 
 /// Every window the engine knows, and what the active ones cover.
 #[derive(Clone, Debug, Default)]
@@ -207,6 +213,19 @@ impl Maintenance {
         let invalid = |m: String| Err(MaintenanceError::Invalid(m));
         if spec.change.trim().is_empty() {
             return invalid("a maintenance window needs its change reference".into());
+        }
+        if spec.change.trim() != spec.change {
+            return invalid(format!("change reference `{}` has spaces around it", spec.change));
+        }
+        let bytes = spec.cis.iter().map(String::len).sum::<usize>() + spec.change.len() + spec.reason.len();
+        if bytes > MAX_BYTES {
+            return invalid(format!(
+                "maintenance window `{}` takes {bytes} bytes of CI ids and text, over {MAX_BYTES}",
+                spec.change
+            ));
+        }
+        if spec.end.saturating_sub(spec.start.max(now)) > MAX_LENGTH_MS {
+            return invalid(format!("maintenance window `{}` lasts longer than 90 days", spec.change));
         }
         if spec.change.len() > MAX_CHANGE || spec.reason.len() > MAX_REASON {
             return invalid(format!(
@@ -297,6 +316,11 @@ impl Maintenance {
                 "maintenance window `{change}` cannot end before it starts or in the past"
             )));
         }
+        if end.saturating_sub(window.spec.start.max(now)) > MAX_LENGTH_MS {
+            return Err(MaintenanceError::Invalid(format!(
+                "maintenance window `{change}` would last longer than 90 days"
+            )));
+        }
         window.spec.end = end;
         self.mark(Arc::from(change));
         self.schedule();
@@ -358,7 +382,8 @@ impl Maintenance {
                 let window = self.windows.get_mut(&id).expect("a window");
                 if starts {
                     window.state = WindowState::Active;
-                    window.started = Some(at);
+                    // Created after its start: it started when created.
+                    window.started = Some(at.max(window.created));
                     self.mark(id.clone());
                     transitions.push(Transition::Started(id.to_string()));
                 } else {
