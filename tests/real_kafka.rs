@@ -268,3 +268,91 @@ fn bench_measures_throughput_against_raw_consumption_and_latency_to_subscribers(
     // Every alarm produced went through the engine.
     assert!(stdout.contains("engine: 4600 alarms in"), "{stdout}");
 }
+
+/// The CMDB's topic and change management over a real broker: a window from the changes
+/// topic suppresses a card's impact, a service record waits for its port, and a second
+/// engine carries both on (window active, impact suppressed, record held) until the port
+/// comes and the window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_records_and_maintenance_windows_survive_a_takeover_on_a_real_broker() {
+    use v1::maintenance_service_client::MaintenanceServiceClient;
+    let broker = KafkaBroker::start();
+    let config = config_on(&broker, "cmdb");
+    let (input, topology_topic, changes_topic) =
+        (config.kafka.inputs[0].topic.clone(), config.kafka.topology_topic.clone(), config.kafka.changes_topic.clone());
+    let producer = producer(broker.bootstrap());
+    let first = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+
+    // Both topics created compacted; the topology topic seeded with every CI.
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+    for topic in [&topology_topic, &changes_topic] {
+        let configs = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()).await.unwrap();
+        let resource = configs.into_iter().next().unwrap().unwrap();
+        assert_eq!(resource.get("cleanup.policy").and_then(|e| e.value.as_deref()), Some("compact"), "{topic}");
+    }
+    let seeded: i64 = committed(&config, &broker, &topology_topic).iter().map(|&(_, high)| high).sum();
+    assert_eq!(seeded, sample_topology().len() as i64);
+
+    let now = faultline::clock::wall_clock();
+    let window = format!(
+        r#"{{"reason":"card swap","cis":["mrs-r1/card-1"],"start":{},"end":{},"by":"cab"}}"#,
+        now - 1_000,
+        now + 3_600_000
+    );
+    produce(&producer, &changes_topic, "CHG0050001", window.as_bytes()).await;
+    let service = r#"{"id":"cfs-rb-new","class":"cfs","customer":"cust-acme","depends_on":["par-r1/7/7"]}"#;
+    produce(&producer, &topology_topic, "cfs-rb-new", service.as_bytes()).await;
+    let card = r#"{"resource":"mrs-r1/card-1","alarm_type":"FAIL","severity":"critical"}"#;
+    produce(&producer, &input, "mrs-r1/card-1", card.as_bytes()).await;
+
+    let endpoint = format!("http://{}", first.grpc_addr());
+    let mut maintenance = MaintenanceServiceClient::connect(endpoint.clone()).await.unwrap();
+    let mut topology = TopologyServiceClient::connect(endpoint).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let suppressed = maintenance.list_suppressed_impacts(v1::ListSuppressedImpactsRequest {}).await.unwrap();
+        let version = topology.get_topology_version(v1::GetTopologyVersionRequest {}).await.unwrap().into_inner();
+        if suppressed.into_inner().impacts.len() == 3 && version.held_changes == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "window, alarm and held record never all taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.stop(Duration::from_secs(20)).await.unwrap();
+
+    let second = Engine::start_with(&config, sample_topology()).await.expect("engine starts");
+    let endpoint = format!("http://{}", second.grpc_addr());
+    let mut maintenance = MaintenanceServiceClient::connect(endpoint.clone()).await.unwrap();
+    let mut topology = TopologyServiceClient::connect(endpoint.clone()).await.unwrap();
+    let mut incidents = IncidentServiceClient::connect(endpoint).await.unwrap();
+    let window = maintenance
+        .get_maintenance_window(v1::GetMaintenanceWindowRequest { change: "CHG0050001".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(window.state, v1::MaintenanceState::Active as i32);
+    let suppressed = maintenance.list_suppressed_impacts(v1::ListSuppressedImpactsRequest {}).await.unwrap();
+    assert_eq!(suppressed.into_inner().impacts.len(), 3, "still suppressed after the takeover");
+    let version = topology.get_topology_version(v1::GetTopologyVersionRequest {}).await.unwrap().into_inner();
+    assert_eq!((version.held_changes, version.held[0].waits_for.as_str()), (1, "par-r1/7/7"));
+    let listed = incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.total_size, 0);
+
+    // The port arrives: the held service applies. The window ends: the card's incident opens.
+    let port = r#"{"id":"par-r1/7/7","class":"port","depends_on":["par-r1/card-1"]}"#;
+    produce(&producer, &topology_topic, "par-r1/7/7", port.as_bytes()).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while topology.get_ci(v1::GetCiRequest { id: "cfs-rb-new".into() }).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the held service never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    maintenance
+        .end_maintenance_window(v1::EndMaintenanceWindowRequest { change: "CHG0050001".into(), by: "bob".into() })
+        .await
+        .unwrap();
+    let list = until_listed(&mut incidents, |list| list.len() == 1).await;
+    assert!(list[0].timeline.iter().any(|e| e.kind == "maintenance" && e.text.contains("CHG0050001")));
+    drop(producer);
+    second.stop(Duration::from_secs(20)).await.unwrap();
+}
