@@ -29,6 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use v1::incident_service_client::IncidentServiceClient;
+use v1::maintenance_service_client::MaintenanceServiceClient;
 use v1::topology_service_client::TopologyServiceClient;
 
 const KILLS: usize = 4;
@@ -136,6 +137,8 @@ struct Run {
     group: String,
     incidents_topic: String,
     state_topic: String,
+    topology_topic: String,
+    changes_topic: String,
 }
 
 fn write_config(dir: &Path, name: &str, broker: &str, input: &str, topology: &Path) -> Run {
@@ -182,6 +185,8 @@ idle_clock_millis = 600000
         group: format!("faultline-{suffix}"),
         incidents_topic: format!("incidents-{suffix}"),
         state_topic: format!("state-{suffix}"),
+        topology_topic: format!("topology-{suffix}"),
+        changes_topic: format!("changes-{suffix}"),
     }
 }
 
@@ -580,6 +585,97 @@ async fn sigkill_over_several_partitions_ends_in_the_reference_state() {
     let expected = open_impact(&incidents(&crashed.uninterrupted.grpc).await);
     let actual = open_impact(&incidents(&crashed.victim.grpc).await);
     assert_eq!(actual, expected, "services under open incidents differ after the topology batches\n{history}");
+
+    // The CMDB's topic and change management's, the victim SIGKILLed while they flow: each
+    // service sent before its port (held), half the ports at once, the rest at the end, a
+    // maintenance window on a card each time. Both engines end alike.
+    let cards: Vec<&str> = records.iter().filter(|r| r["class"] == "card").map(|r| r["id"].as_str().unwrap()).collect();
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", crashed.broker.bootstrap()).create().unwrap();
+    let send = |topic: String, key: String, value: String| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(FutureRecord::to(&topic).key(&key).payload(&value), Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    };
+    let now = faultline::clock::wall_clock();
+    let port = |k: usize| format!(r#"{{"id":"feed-port-{k}","class":"port","depends_on":["{}"]}}"#, cards[k]);
+    let mut rng = Rng::new(7);
+    for k in 0..4 {
+        let customer = services[k]["customer"].as_str().unwrap();
+        let service =
+            format!(r#"{{"id":"feed-svc-{k}","class":"cfs","customer":"{customer}","depends_on":["feed-port-{k}"]}}"#);
+        let window = format!(
+            r#"{{"reason":"works","cis":["{}"],"scope":"dependents","start":{},"end":{}}}"#,
+            cards[20 + k],
+            now - 1_000,
+            now + 3_600_000
+        );
+        for run in [&crashed.reference, &crashed.crashing] {
+            send(run.topology_topic.clone(), format!("feed-svc-{k}"), service.clone()).await;
+            if k % 2 == 0 {
+                send(run.topology_topic.clone(), format!("feed-port-{k}"), port(k)).await;
+            }
+            send(run.changes_topic.clone(), format!("CHG-{k}"), window.clone()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(400) as u64)).await;
+        kill_and_restart(&mut crashed.victim, &crashed.crashing.config, &mut crashed.history);
+    }
+    for k in [1, 3] {
+        for run in [&crashed.reference, &crashed.crashing] {
+            send(run.topology_topic.clone(), format!("feed-port-{k}"), port(k)).await;
+        }
+    }
+    kill_and_restart(&mut crashed.victim, &crashed.crashing.config, &mut crashed.history);
+    let settled = |grpc: String| async move {
+        let mut client = TopologyServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+        let mut windows = MaintenanceServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let version = client.get_topology_version(v1::GetTopologyVersionRequest {}).await.unwrap().into_inner();
+            let listed = windows.list_maintenance_windows(v1::ListMaintenanceWindowsRequest::default()).await;
+            let listed = listed.unwrap().into_inner().windows;
+            if version.held_changes == 0 && client.get_ci(v1::GetCiRequest { id: "feed-svc-3".into() }).await.is_ok() {
+                if listed.len() == 4 {
+                    let mut suppressed: Vec<String> = windows
+                        .list_suppressed_impacts(v1::ListSuppressedImpactsRequest {})
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .impacts
+                        .into_iter()
+                        .map(|i| format!("{i:?}"))
+                        .collect();
+                    suppressed.sort();
+                    let listed: Vec<(String, i32)> = listed.into_iter().map(|w| (w.change, w.state)).collect();
+                    return (listed, suppressed);
+                }
+            }
+            assert!(Instant::now() < deadline, "the topics never settled on {grpc}: {version:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let expected_windows = settled(crashed.uninterrupted.grpc.clone()).await;
+    let actual_windows = settled(crashed.victim.grpc.clone()).await;
+    let history = crashed.history.join("\n");
+    assert!(expected_windows.0.iter().all(|(_, state)| *state == v1::MaintenanceState::Active as i32));
+    assert_eq!(actual_windows, expected_windows, "windows and suppressed impacts\n{history}");
+    let expected = topology_states(&crashed.uninterrupted.grpc).await;
+    let actual = topology_states(&crashed.victim.grpc).await;
+    assert!(expected.contains_key("feed-svc-3") && expected.contains_key("feed-port-3"));
+    assert_eq!(expected.len(), actual.len(), "CIs after the topology topic\n{history}");
+    for (id, (_, record, summary)) in &expected {
+        // Versions count batches, which follow the polls: records and states must agree.
+        let (_, actual_record, actual_summary) = &actual[id];
+        assert_eq!((actual_record, actual_summary), (record, summary), "{id} differs\n{history}");
+    }
+    let expected = open_impact(&incidents(&crashed.uninterrupted.grpc).await);
+    let actual = open_impact(&incidents(&crashed.victim.grpc).await);
+    assert_eq!(actual, expected, "services under open incidents differ after the topics\n{history}");
 
     crashed.stop();
 }
