@@ -639,21 +639,20 @@ async fn sigkill_over_several_partitions_ends_in_the_reference_state() {
             let version = client.get_topology_version(v1::GetTopologyVersionRequest {}).await.unwrap().into_inner();
             let listed = windows.list_maintenance_windows(v1::ListMaintenanceWindowsRequest::default()).await;
             let listed = listed.unwrap().into_inner().windows;
-            if version.held_changes == 0 && client.get_ci(v1::GetCiRequest { id: "feed-svc-3".into() }).await.is_ok() {
-                if listed.len() == 4 {
-                    let mut suppressed: Vec<String> = windows
-                        .list_suppressed_impacts(v1::ListSuppressedImpactsRequest {})
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .impacts
-                        .into_iter()
-                        .map(|i| format!("{i:?}"))
-                        .collect();
-                    suppressed.sort();
-                    let listed: Vec<(String, i32)> = listed.into_iter().map(|w| (w.change, w.state)).collect();
-                    return (listed, suppressed);
-                }
+            let applied = client.get_ci(v1::GetCiRequest { id: "feed-svc-3".into() }).await.is_ok();
+            if version.held_changes == 0 && applied && listed.len() == 4 {
+                let mut suppressed: Vec<String> = windows
+                    .list_suppressed_impacts(v1::ListSuppressedImpactsRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .impacts
+                    .into_iter()
+                    .map(|i| format!("{i:?}"))
+                    .collect();
+                suppressed.sort();
+                let listed: Vec<(String, i32)> = listed.into_iter().map(|w| (w.change, w.state)).collect();
+                return (listed, suppressed);
             }
             assert!(Instant::now() < deadline, "the topics never settled on {grpc}: {version:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
