@@ -22,6 +22,7 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use faultline::correlate::alarm_stage::{AlarmPolicy, AlarmStage, ResourceUpdate};
+use faultline::correlate::feed::FeedChange;
 use faultline::correlate::impact::{Changes, ImpactStage};
 use faultline::correlate::incidents::IncidentPolicy;
 use faultline::correlate::{Correlator, CorrelatorConfig};
@@ -256,6 +257,48 @@ fn topology_apply(c: &mut Criterion) {
             },
             BatchSize::PerIteration,
         )
+    });
+    // The same changes as records of the topology topic, in polls of 1,024: the feed's own
+    // cost (unchanged records dropped, names checked, held changes looked up) on top.
+    let records: Vec<FeedChange> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, change)| FeedChange { change: change.clone(), source: format!("faultline.topology/0/{i}") })
+        .collect();
+    group.bench_function("feed/10000-records-1000000-cis", |b| {
+        b.iter_batched(
+            || {
+                let mut correlator = Correlator::new(Arc::new((*topology).clone()), config());
+                let outage = Alarm::raise("g0-s0", "MAINS_FAIL", faultline::model::alarm::Severity::Critical, START);
+                correlator.apply(&outage, START, &mut Vec::new());
+                (correlator, records.clone())
+            },
+            |(mut correlator, records)| {
+                let mut out = Vec::new();
+                for poll in records.chunks(1024) {
+                    let outcome = correlator.apply_feed(poll.to_vec(), START + 1_000, &mut out);
+                    assert_eq!(outcome.refused + outcome.held, 0);
+                }
+                correlator
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // A CMDB sending its whole inventory again: every record unchanged, nothing applied.
+    let everything: Vec<FeedChange> = topology
+        .iter()
+        .map(|(i, _)| FeedChange { change: CiChange::Upsert(topology.record(i)), source: String::new() })
+        .collect();
+    group.throughput(Throughput::Elements(everything.len() as u64));
+    let mut correlator = Correlator::new(Arc::new((*topology).clone()), config());
+    group.bench_function("feed/resend-1000000-cis-unchanged", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            for poll in everything.chunks(1024) {
+                let outcome = correlator.apply_feed(poll.to_vec(), START, &mut out);
+                assert_eq!(outcome.unchanged, poll.len());
+            }
+        })
     });
     group.finish();
 }
