@@ -1084,14 +1084,7 @@ async fn the_topology_topic_is_seeded_and_its_records_change_the_live_topology()
     let quorum = br#"{"id":"rfs-q","class":"rfs","depends_on":["par-r1/9/9"],"rule":{"quorum":3}}"#;
     produce(&producer, "faultline.topology", "rfs-q", quorum).await;
     // A tombstone deletes the service.
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::<str, [u8]>::to("faultline.topology").key("cfs-acme-new"),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    produce_tombstone(&producer, "faultline.topology", "cfs-acme-new").await;
     let dead = reader(engine.brokers(), "faultline.dead-letter");
     let mut refused = std::collections::BTreeMap::new();
     while refused.len() < 3 {
@@ -1237,11 +1230,7 @@ async fn maintenance_windows_over_grpc_and_the_changes_topic_suppress_and_then_o
         assert!(std::time::Instant::now() < deadline, "the window from the topic never came");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    producer
-        .send(rdkafka::producer::FutureRecord::<str, [u8]>::to(topic).key("CHG0020001"), Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    produce_tombstone(&producer, topic, "CHG0020001").await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let window = maintenance

@@ -8,6 +8,7 @@
 //! "state": "cancelled" | "ended"}`; times RFC 3339 or epoch milliseconds; `change`
 //! defaults to the key, `scope` to `ci`; `state` (optional) ends or cancels the window.
 
+use super::dead_letter::{Refusal, keyed, refused};
 use crate::correlate::maintenance::{Scope, WindowSpec};
 use crate::proto::{self, v1};
 use prost::Message as _;
@@ -20,17 +21,6 @@ pub enum WindowCommand {
     Put(WindowSpec),
     /// End it now if it is active (else cancel it), or cancel it.
     Finish { change: String, cancel: bool, by: String },
-}
-
-/// Why a record is refused: a stable code and a readable detail.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: &'static str,
-    pub detail: String,
-}
-
-fn refused(reason: &'static str, detail: impl Into<String>) -> Refusal {
-    Refusal { reason, detail: detail.into() }
 }
 
 #[derive(Deserialize)]
@@ -65,18 +55,10 @@ fn time(value: &serde_json::Value, field: &str) -> Result<i64, Refusal> {
 
 /// The command a record carries. `max_bytes`: the largest value taken.
 pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>, max_bytes: usize) -> Result<WindowCommand, Refusal> {
-    let key = match key.map(std::str::from_utf8) {
-        Some(Ok(key)) if !key.trim().is_empty() => key,
-        Some(Err(_)) => return Err(refused("invalid_key", "the key is not UTF-8")),
-        _ => return Err(refused("missing_key", "a changes record needs its change reference as key")),
+    let (key, payload) = match keyed(key, payload, max_bytes, "its change reference")? {
+        (key, None) => return Ok(WindowCommand::Finish { change: key.to_owned(), cancel: true, by: String::new() }),
+        (key, Some(payload)) => (key, payload),
     };
-    let payload = payload.unwrap_or_default();
-    if payload.is_empty() {
-        return Ok(WindowCommand::Finish { change: key.to_owned(), cancel: true, by: String::new() });
-    }
-    if payload.len() > max_bytes {
-        return Err(refused("oversized", format!("record of {} bytes exceeds {max_bytes} bytes", payload.len())));
-    }
     let (spec, state) = if payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         let json: JsonWindow = serde_json::from_slice(payload)
             .map_err(|e| refused("undecodable", format!("not a maintenance window (JSON): {e}")))?;

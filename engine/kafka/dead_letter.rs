@@ -17,6 +17,40 @@ const HEADERS_ROOM: usize = 4096;
 /// Keys longer than this are cut (a key is only a partitioning hint for a dead letter).
 const MAX_KEY: usize = 1024;
 
+/// Why a record of a keyed topic (topology, changes) is refused: a stable, low-cardinality
+/// code (the dead-letter reason) and a readable detail.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+pub fn refused(reason: &'static str, detail: impl Into<String>) -> Refusal {
+    Refusal { reason, detail: detail.into() }
+}
+
+/// A record of a compacted topic keyed by what it names: its key as text (required: `names`
+/// says what it must be), and its value, `None` for a tombstone (null or empty). A value
+/// over `max_bytes` is refused as `oversized`.
+pub fn keyed<'a>(
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    max_bytes: usize,
+    names: &str,
+) -> Result<(&'a str, Option<&'a [u8]>), Refusal> {
+    let key = match key.map(std::str::from_utf8) {
+        Some(Ok(key)) if !key.trim().is_empty() => key,
+        Some(Err(_)) => return Err(refused("invalid_key", "the key is not UTF-8")),
+        _ => return Err(refused("missing_key", format!("the record needs {names} as key"))),
+    };
+    match payload.filter(|p| !p.is_empty()) {
+        Some(p) if p.len() > max_bytes => {
+            Err(refused("oversized", format!("a value of {} bytes exceeds the limit of {max_bytes} bytes", p.len())))
+        }
+        value => Ok((key, value)),
+    }
+}
+
 /// An input message the decoder refused, on its way from the consumer thread to the core
 /// thread, which writes it inside its transaction.
 #[derive(Clone, Debug)]

@@ -9,6 +9,7 @@
 //! its key is refused: compaction keeps one record per key, so a key naming another CI
 //! would keep the wrong one.
 
+use super::dead_letter::{Refusal, keyed, refused};
 use crate::config::KafkaConfig;
 use crate::model::topology::{CiChange, CiRecord, Topology};
 use crate::proto::{self, v1};
@@ -22,38 +23,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Why a feed record is refused: a stable code (the dead-letter reason) and a readable detail.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: &'static str,
-    pub detail: String,
-}
-
-fn refused(reason: &'static str, detail: String) -> Refusal {
-    Refusal { reason, detail }
-}
-
 /// The change a feed record asks for. `max_bytes`: the largest CI record the engine keeps
 /// (the changelog must hold it).
 pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>, max_bytes: usize) -> Result<CiChange, Refusal> {
-    let key = match key.map(std::str::from_utf8) {
-        None => return Err(refused("missing_key", "a topology record needs its CI id as key".to_owned())),
-        Some(Err(_)) => return Err(refused("invalid_key", "the key is not UTF-8".to_owned())),
-        Some(Ok(key)) if key.trim().is_empty() => {
-            return Err(refused("missing_key", "a topology record needs its CI id as key".to_owned()));
-        }
-        Some(Ok(key)) => key,
+    let (key, payload) = match keyed(key, payload, max_bytes, "its CI id")? {
+        (key, None) => return Ok(CiChange::Delete(key.to_owned())),
+        (key, Some(payload)) => (key, payload),
     };
-    let payload = payload.unwrap_or_default();
-    if payload.is_empty() {
-        return Ok(CiChange::Delete(key.to_owned()));
-    }
-    if payload.len() > max_bytes {
-        return Err(refused(
-            "oversized",
-            format!("CI record of {} bytes exceeds the limit of {max_bytes} bytes", payload.len()),
-        ));
-    }
     let protobuf = |json_error: Option<serde_json::Error>| -> Result<CiRecord, Refusal> {
         let message = v1::ConfigurationItem::decode(payload).map_err(|e| {
             let json = json_error.map(|j| format!(" (as JSON: {j})")).unwrap_or_default();

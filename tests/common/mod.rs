@@ -74,6 +74,15 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload:
         .expect("produce");
 }
 
+/// Produces a tombstone (a record with no value) for `key`: on a compacted topic, a delete.
+pub async fn produce_tombstone(producer: &FutureProducer, topic: &str, key: &str) {
+    producer
+        .send(FutureRecord::<str, [u8]>::to(topic).key(key), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}
+
 /// Produces `alarm` in protobuf to `faultline.alarms`, keyed by its resource.
 pub async fn produce_alarm(producer: &FutureProducer, alarm: &faultline::model::alarm::Alarm) {
     let bytes = prost::Message::encode_to_vec(&faultline::proto::alarm_to_proto(alarm));
