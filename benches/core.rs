@@ -29,7 +29,7 @@ use faultline::correlate::{Correlator, CorrelatorConfig};
 use faultline::generate::scenario::{Kind, Storm};
 use faultline::generate::{carrier, fan_in};
 use faultline::model::alarm::Alarm;
-use faultline::model::topology::{CiChange, CiClass, CiIdx, Topology};
+use faultline::model::topology::{CiChange, CiClass, CiIdx, CiRecord, Topology};
 use faultline::topology_file;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -303,6 +303,66 @@ fn topology_apply(c: &mut Criterion) {
     group.finish();
 }
 
+/// A CMDB's churn on the 1M-CI network: 1,000,000 changes in batches of 10,000, each a
+/// third new customer-facing services (copies of existing ones under new ids), a third
+/// moved onto another service's resources, a third ceased (the oldest first), so that the
+/// network keeps its size. The bytes live per CI present, before and after, are printed:
+/// replaced and deleted CIs must not make the engine grow.
+fn topology_churn(c: &mut Criterion) {
+    let topology = network(1_000_000);
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut correlator = Correlator::new(Arc::new((*topology).clone()), config());
+    let start = LIVE.load(Ordering::Relaxed) - before;
+    let present = correlator.topology().len() as isize;
+    let mut services: std::collections::VecDeque<CiRecord> = topology
+        .iter()
+        .filter(|(i, ci)| ci.class == CiClass::Cfs && topology.dependents(*i).is_empty())
+        .map(|(i, _)| topology.record(i))
+        .collect();
+    drop(topology);
+    let (batch, third) = (10_000, 3_333);
+    let mut changes = 0usize;
+    let mut round = 0usize;
+    let mut out = Vec::new();
+    while changes < 1_000_000 {
+        let mut changes_now = Vec::with_capacity(batch);
+        for _ in 0..third {
+            let ceased = services.pop_front().expect("services");
+            changes_now.push(CiChange::Delete(ceased.id));
+        }
+        for k in 0..third {
+            let mut record = services[k * 7 % services.len()].clone();
+            record.id = format!("churn-{round}-{k}");
+            services.push_back(record.clone());
+            changes_now.push(CiChange::Upsert(record));
+        }
+        for k in 0..batch - 2 * third {
+            let (a, b) = (k * 13 % services.len(), (k * 13 + 1) % services.len());
+            let mut record = services[a].clone();
+            record.depends_on = services[b].depends_on.clone();
+            services[a] = record.clone();
+            changes_now.push(CiChange::Upsert(record));
+        }
+        changes += changes_now.len();
+        correlator.apply_topology(changes_now, START + round as i64, &mut out).expect("a valid batch");
+        out.clear();
+        round += 1;
+    }
+    let after = LIVE.load(Ordering::Relaxed) - before;
+    let now_present = correlator.topology().len() as isize;
+    let _ = c;
+    let sizes = correlator.sizes();
+    println!(
+        "topology/churn: {changes} CI changes in batches of {batch}: {} CIs present ({} slots, {} released and free, {} deleted not yet released); {} bytes per CI all-in before, {} after",
+        now_present,
+        sizes.topology_slots,
+        sizes.free_slots,
+        sizes.deleted_cis,
+        start / present,
+        after / now_present
+    );
+}
+
 fn queries(c: &mut Criterion) {
     let mut group = c.benchmark_group("query");
     let topology = network(1_000_000);
@@ -332,5 +392,5 @@ fn queries(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, core, core_fan_in, impact_fan_in, topology_load, topology_apply, queries);
+criterion_group!(benches, core, core_fan_in, impact_fan_in, topology_load, topology_apply, topology_churn, queries);
 criterion_main!(benches);

@@ -357,6 +357,10 @@ proptest! {
         prop_assert_eq!(a.version(), b.version());
         let records = |t: &Topology| t.iter().map(|(i, _)| (i, t.record(i))).collect::<Vec<_>>();
         prop_assert_eq!(records(a), records(b));
+        // Deleted CIs and released slots in their places too.
+        let slots = |t: &Topology| (0..t.slots() as u32).map(|i| (t.ci(i).id.clone(), t.ci(i).present)).collect::<Vec<_>>();
+        prop_assert_eq!(slots(a), slots(b));
+        prop_assert_eq!(a.free_slots(), b.free_slots());
         prop_assert_eq!(impact_view(&original), impact_view(&restored));
         let before: Vec<_> = original.incidents().cloned().collect();
         let after: Vec<_> = restored.incidents().cloned().collect();

@@ -12,6 +12,11 @@
 //!    hdrhistogram; the warm-up is left out. Subscribers decode only that timestamp
 //!    ([`ChangeProbe`]); each has its own connection.
 //!
+//!    With `--replace-topology`, a second latency run follows, the same load offered while
+//!    the whole topology is replaced through the topology topic: every CI's record sent
+//!    again, changed (an attribute), spread evenly over the run. Its percentiles are
+//!    printed beside those of the first run: what a CMDB's bulk update costs the alarms.
+//!
 //! 3. **Overload** (`--overload D`). Twice the throughput measured in 1 is offered for `D`,
 //!    then `--rate` again until the backlog has drained; a row a second shows what was
 //!    offered and applied, the backlog in Kafka, the engine's state, memory and latency.
@@ -89,6 +94,10 @@ pub struct BenchOptions {
     /// unknown resources, operator actions).
     #[arg(long, default_value_t = 1.0)]
     pub load: f64,
+    /// Then a second latency run while every CI's record is sent again, changed, through
+    /// the topology topic (which the engine seeds with the network at start).
+    #[arg(long, conflicts_with = "soak")]
+    pub replace_topology: bool,
     /// With --soak: alarms not repeated for this long are aged out (`alarm_max_age_secs`
     /// for every source); 0s for none, the engine's default.
     #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
@@ -195,8 +204,12 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         .with("kafka.incidents_topic", format!("faultline-bench.{run}.incidents"))?
         .with("kafka.dead_letter_topic", format!("faultline-bench.{run}.dead-letter"))?
         .with("kafka.state_topic", format!("faultline-bench.{run}.state"))?
-        // Alarms alone are measured: no topology topic to seed with the whole network.
-        .with("kafka.topology_topic", "")?
+        // Alarms alone are measured, unless the topology is to be replaced: no topology
+        // topic to seed with the whole network otherwise.
+        .with(
+            "kafka.topology_topic",
+            if options.replace_topology { format!("faultline-bench.{run}.topology") } else { String::new() },
+        )?
         .with("kafka.changes_topic", "")?
         .with("kafka.group_id", format!("faultline-bench-{run}"))?
         .with("kafka.partitions", options.partitions)?
@@ -244,48 +257,37 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         engine_per_sec / raw_per_sec
     );
 
-    let latency =
-        if options.rate > 0.0 { Some(latency(&engine, &config, &topic, &topology, options).await?) } else { None };
-    if let Some(l) = &latency {
-        let h = &l.histogram;
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        println!();
-        println!(
-            "latency (alarm's Kafka timestamp to incident change at a gRPC subscriber), {:.0} alarms/s offered for {} s, {} subscriber(s) ({:?} view), first {} s left out",
-            l.offered,
-            options.duration.as_secs(),
-            options.subscribers,
-            options.view,
-            options.warmup.as_secs()
-        );
-        println!(
-            "  alarms sent {}   incident changes timed {} ({} to {} a subscriber), {:.2} KB each on average",
-            l.sent,
-            l.changes,
-            l.per_subscriber.0,
-            l.per_subscriber.1,
-            l.bytes as f64 / l.changes.max(1) as f64 / 1024.0
-        );
-        println!(
-            "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            ms(0.999),
-            h.max() as f64 / 1000.0
-        );
-        let k = &l.kafka_alone;
-        let ms = |q: f64| k.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "  Kafka alone (a plain consumer of the same topic, at the same time): p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            ms(0.999),
-            k.max() as f64 / 1000.0
-        );
+    let base = if options.rate > 0.0 {
+        Some(latency(&engine, &config, &topic, &topology, options, false).await?)
+    } else {
+        None
+    };
+    if let Some(l) = &base {
+        print_latency(l, options, "");
     }
-    let mut sent = options.count + latency.as_ref().map_or(0, |l| l.sent);
+    let mut sent = options.count + base.as_ref().map_or(0, |l| l.sent);
+    if options.replace_topology && options.rate > 0.0 {
+        let before =
+            engine.handle().call(|ctx| ctx.correlator.topology().version()).await.map_err(anyhow::Error::msg)?;
+        let replaced = latency(&engine, &config, &topic, &topology, options, true).await?;
+        sent += replaced.sent;
+        engine_rate(&engine, sent).await?;
+        let topic = config.kafka.topology_topic().unwrap_or_default().to_owned();
+        let cis = topology.len() as u64;
+        let applied = applied_versions(&engine, before, &topic, cis).await?;
+        let title = format!(
+            "while the topology is replaced: each of the {cis} CI records sent again, changed, at {:.0}/s over the run, to {topic}; {applied} topology batches applied",
+            cis as f64 / options.duration.as_secs_f64()
+        );
+        print_latency(&replaced, options, &title);
+        if let Some(base) = &base {
+            let p99 = |h: &Histogram<u64>| h.value_at_quantile(0.99) as f64;
+            println!(
+                "  p99 while the topology is replaced: {:.2} x the run without topology traffic",
+                p99(&replaced.histogram) / p99(&base.histogram).max(1.0)
+            );
+        }
+    }
     let overload = if options.overload > Duration::ZERO {
         let run = overload(&engine, &config, &topic, &topology, options, engine_per_sec).await?;
         sent += run.iter().map(|s| s.offered).sum::<u64>();
@@ -293,6 +295,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     } else {
         Vec::new()
     };
+
     // Everything produced has been applied before the totals are read.
     engine_rate(&engine, sent).await?;
     let stats = engine.handle().call(|ctx| ctx.stats()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -325,7 +328,51 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         kb(summary)
     );
     engine.stop(Duration::from_secs(30)).await?;
-    Ok(Report { raw_per_sec, engine_per_sec, produce_per_sec, mean_bytes, latency, overload })
+    Ok(Report { raw_per_sec, engine_per_sec, produce_per_sec, mean_bytes, latency: base, overload })
+}
+
+/// Prints a latency run's figures, under `title` (the run's conditions) if given.
+fn print_latency(l: &Latency, options: &BenchOptions, title: &str) {
+    let h = &l.histogram;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!();
+    println!(
+        "latency (alarm's Kafka timestamp to incident change at a gRPC subscriber), {:.0} alarms/s offered for {} s, {} subscriber(s) ({:?} view), first {} s left out",
+        l.offered,
+        options.duration.as_secs(),
+        options.subscribers,
+        options.view,
+        options.warmup.as_secs()
+    );
+    if !title.is_empty() {
+        println!("  {title}");
+    }
+    println!(
+        "  alarms sent {}   incident changes timed {} ({} to {} a subscriber), {:.2} KB each on average",
+        l.sent,
+        l.changes,
+        l.per_subscriber.0,
+        l.per_subscriber.1,
+        l.bytes as f64 / l.changes.max(1) as f64 / 1024.0
+    );
+    println!(
+        "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    );
+    let k = &l.kafka_alone;
+    let ms = |q: f64| k.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  Kafka alone (a plain consumer of the same topic, at the same time): p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        k.max() as f64 / 1000.0
+    );
 }
 
 pub(super) fn machine() -> String {
@@ -709,12 +756,73 @@ async fn engine_rate(engine: &Engine, count: u64) -> anyhow::Result<f64> {
     }
 }
 
+/// Waits until the engine's topology version stops moving (two seconds alike, at most
+/// five minutes); returns how many batches it moved past `before`.
+async fn applied_versions(engine: &Engine, before: u64, topic: &str, cis: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let version =
+        || async { engine.handle().call(|ctx| ctx.correlator.topology().version()).await.map_err(anyhow::Error::msg) };
+    let mut last = version().await?;
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(2) {
+        anyhow::ensure!(Instant::now() < deadline, "the engine was still applying {cis} records of {topic}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = version().await?;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    Ok(last - before)
+}
+
+/// Sends every CI's record of `topology` to `topic` again, changed (attribute
+/// `bench-revision`), keyed by id, spread evenly over `length`; waits for every delivery.
+fn replace_topology(
+    config: &Config,
+    topic: &str,
+    topology: &crate::model::topology::Topology,
+    length: Duration,
+) -> anyhow::Result<u64> {
+    let producer: rdkafka::producer::ThreadedProducer<super::generate::Deliveries> = kafka::client_config(
+        &config.kafka,
+        &config.kafka.brokers,
+        &[("enable.idempotence", "true"), ("linger.ms", "5"), ("partitioner", "murmur2_random")],
+    )
+    .create_with_context(Default::default())
+    .context("cannot create the topology producer")?;
+    let rate = topology.len() as f64 / length.as_secs_f64();
+    let started = Instant::now();
+    let mut value = Vec::new();
+    let mut sent = 0u64;
+    for (idx, ci) in topology.iter() {
+        let due = Duration::from_secs_f64(sent as f64 / rate);
+        if let Some(wait) = due.checked_sub(started.elapsed())
+            && wait > Duration::from_micros(500)
+        {
+            std::thread::sleep(wait);
+        }
+        let mut record = topology.record(idx);
+        record.attributes.insert("bench-revision".into(), "2".into());
+        value.clear();
+        serde_json::to_writer(&mut value, &record)?;
+        let message = rdkafka::producer::BaseRecord::to(topic).key(&*ci.id).payload(&value);
+        kafka::send_waiting(&producer, message).context("cannot send to Kafka")?;
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(60)).context("cannot flush to Kafka")?;
+    anyhow::ensure!(producer.context().delivered.load(Ordering::Relaxed) == sent, "topology records not delivered");
+    Ok(sent)
+}
+
+/// A latency run; with `replace`, the whole topology replaced through the topology topic
+/// meanwhile ([`replace_topology`]).
 async fn latency(
     engine: &Engine,
     config: &Config,
     topic: &str,
     topology: &Arc<crate::model::topology::Topology>,
     options: &BenchOptions,
+    replace: bool,
 ) -> anyhow::Result<Latency> {
     let (endpoint, view) = (format!("http://{}", engine.grpc_addr()), options.view);
     let measuring = Arc::new(AtomicBool::new(false));
@@ -766,6 +874,14 @@ async fn latency(
             Ok(histogram)
         })
     };
+    let replacer = match config.kafka.topology_topic().filter(|_| replace) {
+        Some(target) => {
+            let (config, target, topology, length) =
+                (config.clone(), target.to_owned(), topology.clone(), options.duration);
+            Some(tokio::task::spawn_blocking(move || replace_topology(&config, &target, &topology, length)))
+        }
+        None => None,
+    };
     let producer = producer(&config.kafka, &config.kafka.brokers)?;
     let (rate, warmup, duration, topic) = (options.rate, options.warmup, options.duration, topic.to_owned());
     let (topology, scenario, seed) = (topology.clone(), options.scenario, options.seed.wrapping_add(1));
@@ -780,6 +896,9 @@ async fn latency(
         Ok(total)
     })
     .await??;
+    if let Some(replacer) = replacer {
+        replacer.await??;
+    }
     // Let the last changes arrive, then close the streams by stopping the measurement.
     tokio::time::sleep(Duration::from_secs(1)).await;
     measuring.store(false, Ordering::Relaxed);

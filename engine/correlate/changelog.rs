@@ -112,8 +112,12 @@ pub struct TopologyEntry {
     /// The CI's record; for a deleted one, its last (incidents may still name it).
     pub record: CiRecord,
     pub deleted: bool,
-    /// Its slot in the topology that wrote it: a restore adds CIs in this order, so that
-    /// they come back at the same places and everything ordered by slot stays as it was.
+    /// Deleted, and its slot released (taken by another CI perhaps): a restore leaves the
+    /// CI out, and its slot to whoever else names it. Kept only for CIs of the topology
+    /// file (a restore would take them back from it); others' entries are deleted.
+    pub released: bool,
+    /// Its slot in the topology that wrote it: a restore puts it back there, so that
+    /// everything indexed or ordered by slot stays as it was.
     pub slot: CiIdx,
 }
 
@@ -124,8 +128,9 @@ pub struct CoreChanges {
     pub resources: Vec<(Arc<str>, ResourceRecord)>,
     /// Each changed incident; `None` once it has closed and left memory.
     pub incidents: Vec<(IncidentId, Option<IncidentRecord>)>,
-    /// Each CI a topology batch added, changed or deleted.
-    pub topology: Vec<(Arc<str>, TopologyEntry)>,
+    /// Each CI a topology batch added, changed or deleted; `None` once released and
+    /// forgotten.
+    pub topology: Vec<(Arc<str>, Option<TopologyEntry>)>,
     /// Each CI whose held feed change was set (`Some`) or dropped (`None`).
     pub held: Vec<(Arc<str>, Option<HeldChange>)>,
     /// Each maintenance window set (`Some`) or forgotten (`None`), by change reference.
@@ -165,7 +170,10 @@ impl CoreSnapshot {
             };
         }
         for (id, entry) in changes.topology {
-            self.topology.insert(id, entry);
+            match entry {
+                Some(entry) => self.topology.insert(id, entry),
+                None => self.topology.remove(&id),
+            };
         }
         for (id, held) in changes.held {
             match held {

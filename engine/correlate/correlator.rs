@@ -14,7 +14,7 @@ use crate::model::alarm::{Alarm, Resync};
 use crate::model::incident::{Incident, IncidentChange, IncidentId, Priority, TimelineKind};
 use crate::model::state::State;
 use crate::model::topology::{Applied, CiChange, CiClass, CiIdx, CiRecord, Rule, SlaTier, Topology, TopologyError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
@@ -121,10 +121,47 @@ pub struct Correlator {
     refusals: Vec<Refusal>,
     /// Maintenance windows.
     maintenance: Maintenance,
+    /// Deleted CIs whose slots are not released yet: each is released, for a new CI to
+    /// take, once nothing the core keeps names it (see [`Correlator::release_quiet`]).
+    deleted: BTreeSet<CiIdx>,
+    /// Slots (a bit each) whose CI is one the topology this start read has: its entry in
+    /// the changelog stays once it is released, or a restore would take it back from the
+    /// file; a CI that came at run time has its entry deleted.
+    from_file: Vec<u64>,
+    /// Ids released since the last [`Correlator::take_changes`], with their slots and
+    /// whether their entries stay.
+    released: Vec<(Arc<str>, CiIdx, bool)>,
+}
+
+fn bit(bits: &[u64], i: CiIdx) -> bool {
+    bits.get(i as usize / 64).is_some_and(|word| word & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(bits: &mut Vec<u64>, i: CiIdx, on: bool) {
+    let at = i as usize / 64;
+    if bits.len() <= at {
+        bits.resize(at + 1, 0);
+    }
+    if on {
+        bits[at] |= 1 << (i % 64);
+    } else {
+        bits[at] &= !(1 << (i % 64));
+    }
 }
 
 impl Correlator {
     pub fn new(topology: Arc<Topology>, config: CorrelatorConfig) -> Correlator {
+        let mut from_file = Vec::new();
+        let mut deleted = BTreeSet::new();
+        for slot in 0..topology.slots() as CiIdx {
+            let ci = topology.ci(slot);
+            if !ci.id.is_empty() {
+                set_bit(&mut from_file, slot, true);
+                if !ci.present {
+                    deleted.insert(slot);
+                }
+            }
+        }
         Correlator {
             alarms: AlarmStage::with_topology(config.alarms, topology.clone()),
             incidents: IncidentBook::new(config.incidents, topology.slots()),
@@ -139,6 +176,9 @@ impl Correlator {
             feed: config.feed,
             refusals: Vec::new(),
             maintenance: Maintenance::default(),
+            deleted,
+            from_file,
+            released: Vec::new(),
         }
     }
 
@@ -187,10 +227,10 @@ impl Correlator {
     ) -> (Correlator, RestoreSummary) {
         // The topology as the changelog's writer had it: what the batches it applied
         // changed, over the topology this start has.
-        let mut topology = topology;
-        let topology_rejected =
-            restore_topology(Arc::make_mut(&mut topology), &snapshot.topology, snapshot.meta.topology_version);
-        let mut correlator = Correlator::new(topology, config);
+        let (topology, from_file, topology_rejected) =
+            restore_topology(topology, &snapshot.topology, snapshot.meta.topology_version);
+        let mut correlator = Correlator::new(Arc::new(topology), config);
+        correlator.from_file = from_file;
         let alarms = snapshot.resources.values().flat_map(|record| {
             let notifications = record.notifications.iter().copied().chain(std::iter::repeat(0));
             let sequences = record.sequences.iter().copied().chain(std::iter::repeat(0));
@@ -284,13 +324,35 @@ impl Correlator {
         let mut touched = std::mem::take(&mut self.topology_dirty);
         touched.sort_unstable();
         touched.dedup();
-        let topology_entries: Vec<_> = touched
-            .into_iter()
-            .map(|slot| {
-                let ci = topology.ci(slot);
-                (ci.id.clone(), TopologyEntry { record: topology.record(slot), deleted: !ci.present, slot })
+        // Released ids first (unless back since, in a slot of their own): a CI in a slot
+        // one of them had is written after, under its own key.
+        let released = std::mem::take(&mut self.released).into_iter().filter(|(id, _, _)| topology.slot(id).is_none());
+        let mut topology_entries: Vec<_> = released
+            .map(|(id, slot, keep)| {
+                let entry = keep.then(|| TopologyEntry {
+                    record: CiRecord {
+                        id: id.to_string(),
+                        class: CiClass::Device,
+                        name: String::new(),
+                        depends_on: Vec::new(),
+                        rule: Rule::Any,
+                        customer: None,
+                        sla: None,
+                        incidents: None,
+                        attributes: Default::default(),
+                    },
+                    deleted: true,
+                    released: true,
+                    slot,
+                });
+                (id, entry)
             })
             .collect();
+        topology_entries.extend(touched.into_iter().filter(|&slot| !topology.ci(slot).id.is_empty()).map(|slot| {
+            let ci = topology.ci(slot);
+            let entry = TopologyEntry { record: topology.record(slot), deleted: !ci.present, released: false, slot };
+            (ci.id.clone(), Some(entry))
+        }));
         let held = self.held.take_dirty();
         let windows = self.maintenance.take_dirty();
         let meta = self.meta();
@@ -807,10 +869,18 @@ impl Correlator {
         now: EpochMillis,
         out: &mut Vec<IncidentChange>,
     ) -> Result<Applied, TopologyError> {
+        let quiet = self.quiet_deleted();
         // The alarm stage's share let go of, the topology changes in place, never copied
         // (unless someone outside the core still holds it).
         self.alarms.release_topology();
-        let result = Arc::make_mut(self.impact.topology_mut()).apply(batch);
+        let topology = Arc::make_mut(self.impact.topology_mut());
+        for (id, slot) in topology.release(&quiet) {
+            self.deleted.remove(&slot);
+            let keep = bit(&self.from_file, slot);
+            set_bit(&mut self.from_file, slot, false);
+            self.released.push((id, slot, keep));
+        }
+        let result = topology.apply(batch);
         let topology = self.impact.topology().clone();
         let applied = match result {
             Ok(applied) => applied,
@@ -821,6 +891,11 @@ impl Correlator {
         };
         let attached = self.alarms.relocate(topology, &applied);
         self.topology_dirty.extend(applied.added.iter().chain(&applied.changed).chain(&applied.deleted));
+        for &slot in &applied.added {
+            // Back in its slot before it was released.
+            self.deleted.remove(&slot);
+        }
+        self.deleted.extend(&applied.deleted);
         self.changed.clear();
         self.impact.follow_topology(&applied, attached, &mut self.changed);
         self.incidents.on_topology(&self.impact, &self.changed, &applied, now, out);
@@ -831,6 +906,28 @@ impl Correlator {
             self.cover_windows_noting(&[], note, now, out);
         }
         Ok(applied)
+    }
+
+    /// The deleted CIs whose slots can be released: nothing the core keeps names them any
+    /// more (no alarm, state or root in the impact stage, no incident, no maintenance
+    /// window, no deleted CI naming it as its customer). Looked for before each topology
+    /// batch, so that the batch's new CIs take their slots; the incidents in memory are
+    /// scanned only when some deleted CI passes the cheaper checks.
+    fn quiet_deleted(&self) -> Vec<CiIdx> {
+        let mut quiet: Vec<CiIdx> = self
+            .deleted
+            .iter()
+            .copied()
+            .filter(|&ci| self.impact.is_quiet(ci) && self.incidents.is_quiet(ci) && !self.maintenance.covers(ci))
+            .collect();
+        if quiet.is_empty() {
+            return quiet;
+        }
+        let mut named = self.incidents.named();
+        let topology = self.impact.topology();
+        named.extend(self.deleted.iter().filter_map(|&ci| topology.ci(ci).customer));
+        quiet.retain(|ci| !named.contains(ci));
+        quiet
     }
 
     /// What failing `failed` would do to services and customers on top of the live state,
@@ -967,19 +1064,100 @@ impl Correlator {
     /// [`super::sizes::CoreSizes`]). Walks the incidents held and the per-service table:
     /// for sampling, not for every alarm.
     pub fn sizes(&self) -> super::sizes::CoreSizes {
-        super::sizes::CoreSizes::of(&self.alarms, &self.impact, &self.incidents)
+        let topology = self.impact.topology();
+        super::sizes::CoreSizes {
+            topology_slots: topology.slots(),
+            free_slots: topology.free_slots(),
+            deleted_cis: self.deleted.len(),
+            ..super::sizes::CoreSizes::of(&self.alarms, &self.impact, &self.incidents)
+        }
     }
 }
 
-/// Applies the CIs a changelog kept (`entries`, from batches applied at run time) over the
-/// topology a start has: their records first, in the slot order they had (so that they
-/// come back at the same places), then the deletions; the topology then takes the version
-/// the changelog recorded. A CI deleted at run time comes back as a deleted slot with its
-/// last name and customer (incidents still show them). When the topology no longer takes
-/// the records as one batch (the file changed under them: a dependency gone), they are
-/// applied one by one, and those it still refuses are left out, logged and counted in the
-/// return value; a CI whose deletion is refused stays as the topology had it.
-fn restore_topology(topology: &mut Topology, entries: &BTreeMap<Arc<str>, TopologyEntry>, version: u64) -> usize {
+/// The topology a changelog's writer had: the CIs its topology batches changed (`entries`),
+/// over `file`, the topology this start read; with the bits of the slots whose CIs `file`
+/// has (see `Correlator::from_file`), and how many entries no longer apply.
+///
+/// Every CI goes back to the slot it had, released slots stay released, and the version is
+/// the one the changelog recorded: the correlator goes on exactly as the writer would have.
+/// When the file changed under the entries so that this cannot be (a CI of the file where
+/// an entry's CI was, a dependency gone), the entries are applied over the file as changes
+/// instead: one batch, or one by one, leaving out (logged and counted) what no longer
+/// applies; a CI whose deletion is refused stays as the file has it.
+fn restore_topology(
+    file: Arc<Topology>,
+    entries: &BTreeMap<Arc<str>, TopologyEntry>,
+    version: u64,
+) -> (Topology, Vec<u64>, usize) {
+    let mut from_file = Vec::new();
+    if entries.is_empty() {
+        for slot in 0..file.slots() as CiIdx {
+            set_bit(&mut from_file, slot, !file.ci(slot).id.is_empty());
+        }
+        let mut topology = Arc::unwrap_or_clone(file);
+        topology.set_version(version);
+        return (topology, from_file, 0);
+    }
+    if let Some((mut topology, from_file)) = restore_slots(&file, entries) {
+        topology.set_version(version);
+        return (topology, from_file, 0);
+    }
+    tracing::warn!(
+        "the topology file changed under the topology changes kept in the state changelog: they are applied over it again, CIs may take other slots"
+    );
+    let mut topology = Arc::unwrap_or_clone(file);
+    let rejected = apply_entries(&mut topology, entries);
+    for slot in 0..topology.slots() as CiIdx {
+        let id = &topology.ci(slot).id;
+        set_bit(&mut from_file, slot, !id.is_empty() && !entries.contains_key(id));
+    }
+    topology.set_version(version);
+    (topology, from_file, rejected)
+}
+
+/// The writer's topology, each CI in its slot, if the entries and the file agree on slots:
+/// CIs of the file keep theirs unless an entry moves or releases them, entries' CIs take
+/// theirs, and no slot is claimed twice.
+fn restore_slots(file: &Topology, entries: &BTreeMap<Arc<str>, TopologyEntry>) -> Option<(Topology, Vec<u64>)> {
+    let mut slots: Vec<Option<(CiRecord, bool)>> = (0..file.slots() as CiIdx)
+        .map(|slot| {
+            let ci = file.ci(slot);
+            (!ci.id.is_empty()).then(|| (file.record(slot), ci.present))
+        })
+        .collect();
+    for id in entries.keys() {
+        if let Some(slot) = file.slot(id) {
+            slots[slot as usize] = None;
+        }
+    }
+    for entry in entries.values().filter(|entry| !entry.released) {
+        let at = entry.slot as usize;
+        if slots.len() <= at {
+            slots.resize(at + 1, None);
+        }
+        if slots[at].is_some() {
+            return None;
+        }
+        slots[at] = Some((entry.record.clone(), !entry.deleted));
+    }
+    let mut from_file = Vec::new();
+    for (slot, entry) in slots.iter().enumerate() {
+        let of_file = entry.as_ref().is_some_and(|(record, _)| file.slot(&record.id).is_some());
+        set_bit(&mut from_file, slot as CiIdx, of_file);
+    }
+    match Topology::from_slots(slots) {
+        Ok(topology) => Some((topology, from_file)),
+        Err(error) => {
+            tracing::warn!(%error, "the topology changes kept in the state changelog do not fit the topology file as they were");
+            None
+        }
+    }
+}
+
+/// The entries applied over `topology` as changes: their records first, in slot order,
+/// then the deletions (released CIs are deleted and their slots released). Returns how
+/// many no longer apply.
+fn apply_entries(topology: &mut Topology, entries: &BTreeMap<Arc<str>, TopologyEntry>) -> usize {
     let mut ordered: Vec<&TopologyEntry> = entries.values().collect();
     ordered.sort_by_key(|entry| entry.slot);
     // Deleted CIs the topology has: as it has them, should their deletion be refused.
@@ -991,6 +1169,7 @@ fn restore_topology(topology: &mut Topology, entries: &BTreeMap<Arc<str>, Topolo
         .collect();
     let upserts: Vec<CiChange> = ordered
         .iter()
+        .filter(|entry| !entry.released)
         .map(|entry| {
             let mut record = entry.record.clone();
             if entry.deleted {
@@ -1034,7 +1213,9 @@ fn restore_topology(topology: &mut Topology, entries: &BTreeMap<Arc<str>, Topolo
             let _ = topology.apply(vec![CiChange::Upsert(record)]);
         }
     }
-    topology.set_version(version);
+    let released: Vec<CiIdx> =
+        ordered.iter().filter(|entry| entry.released).filter_map(|entry| topology.slot(&entry.record.id)).collect();
+    topology.release(&released);
     rejected
 }
 

@@ -14,7 +14,7 @@ use super::alarm_stage::ResourceUpdate;
 use super::roots::{Entry, LargeSets, Roots, Transition};
 use crate::model::alarm::AlarmRef;
 use crate::model::state::State;
-use crate::model::topology::{Applied, CiClass, CiIdx, Rule, Topology};
+use crate::model::topology::{Applied, CiClass, CiIdx, Rule, Topology, grow_table};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -260,6 +260,12 @@ impl ImpactStage {
         &self.states[idx as usize]
     }
 
+    /// Whether the stage keeps nothing for this CI: up, no alarms, no roots, no counts.
+    pub(super) fn is_quiet(&self, idx: CiIdx) -> bool {
+        self.states.get(idx as usize).is_none_or(|state| *state == CiState::default())
+            && !self.wide_counts.contains_key(&idx)
+    }
+
     /// The root causes that explain the CI's state, sorted; empty when it is up.
     pub fn roots(&self, idx: CiIdx) -> Roots<'_> {
         debug_assert_eq!(
@@ -288,8 +294,8 @@ impl ImpactStage {
     /// touched and those their moves reach are evaluated.
     pub fn follow_topology(&mut self, applied: &Applied, attached: Vec<ResourceUpdate>, changes: &mut Changes) {
         let n = self.topology.slots();
-        self.states.resize_with(n, CiState::default);
-        self.queued.resize(n, false);
+        grow_table(&mut self.states, n, CiState::default());
+        grow_table(&mut self.queued, n, false);
         for &idx in &applied.deleted {
             let state = &mut self.states[idx as usize];
             state.own = State::Up;

@@ -154,6 +154,14 @@ impl Impacted {
         self.services.iter().map(|s| (s.ci, s.state))
     }
 
+    /// Every CI this names: its services, their customers, and those pending publication.
+    pub(super) fn cis(&self) -> impl Iterator<Item = CiIdx> + '_ {
+        let services = self.services.iter().flat_map(|s| std::iter::once(s.ci).chain(s.customer));
+        let customers = self.customers.iter().map(|c| c.ci);
+        let pending = self.pending.iter().flat_map(|&(ci, _, customer)| std::iter::once(ci).chain(customer));
+        services.chain(customers).chain(pending)
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.services.is_empty()
     }

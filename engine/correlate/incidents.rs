@@ -590,7 +590,7 @@ impl IncidentBook {
         out: &mut Vec<IncidentChange>,
     ) {
         let topology = impact.topology().clone();
-        self.by_service.resize(topology.slots(), 0);
+        crate::model::topology::grow_table(&mut self.by_service, topology.slots(), 0);
         let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
         let changed: FxHashSet<CiIdx> =
             applied.changed.iter().chain(&applied.deleted).chain(&applied.added).copied().collect();
@@ -969,6 +969,31 @@ impl IncidentBook {
     }
 
     /// The incident a service is impacted under, if any.
+    /// Whether nothing the book keeps beside its incidents names this CI (what they name
+    /// is [`IncidentBook::named`]).
+    pub(super) fn is_quiet(&self, ci: CiIdx) -> bool {
+        self.by_service.get(ci as usize).is_none_or(|&id| id == 0)
+            && !self.by_root.contains_key(&ci)
+            && !self.orphaned.contains(&ci)
+            && !self.weak.contains(&ci)
+            && !self.wide.contains_key(&ci)
+            && !self.by_symptom.contains_key(&ci)
+            && !self.members.contains_key(&ci)
+            && !self.in_maintenance.contains(&ci)
+            && !self.suppressed.contains(&ci)
+    }
+
+    /// Every CI the incidents in memory name: roots, symptoms, services and their
+    /// customers, and those waiting for a refresh.
+    pub(super) fn named(&self) -> FxHashSet<CiIdx> {
+        let mut named = FxHashSet::default();
+        for t in self.incidents.values() {
+            named.extend(t.roots.iter().chain(&t.registered_roots).chain(&t.symptoms).chain(&t.stale).copied());
+            named.extend(t.services.cis());
+        }
+        named
+    }
+
     pub(super) fn service_owner(&self, service: CiIdx) -> Option<IncidentId> {
         Some(self.by_service[service as usize]).filter(|&id| id != 0).map(IncidentId)
     }

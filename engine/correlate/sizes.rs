@@ -74,6 +74,11 @@ pub struct CoreSizes {
     pub notes: usize,
     pub root_cause_alarms: usize,
     pub symptom_alarms: usize,
+    /// Topology: slots (the length of every table indexed by CI), those released and
+    /// waiting for a new CI, and deleted CIs whose slots are not released yet.
+    pub topology_slots: usize,
+    pub free_slots: usize,
+    pub deleted_cis: usize,
 }
 
 /// What the incidents held keep beside what they publish, summed over them.

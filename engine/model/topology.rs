@@ -3,7 +3,11 @@
 //! topology topic's value) and validated; then changed by batches of upserts and deletes
 //! ([`Topology::apply`]), each validated as a whole and applied all or nothing, each one
 //! version. CIs are addressed by a dense index (a slot) so that propagation walks vectors,
-//! not hash maps; a deleted CI keeps its slot, and its id, to come back to.
+//! not hash maps. A deleted CI keeps its slot, and its id, to come back to, until its owner
+//! (the correlator, once nothing names the slot any more) releases it
+//! ([`Topology::release`]): a CI new to the topology then takes the lowest released slot
+//! before the tables grow, so that a CMDB's churn (services provisioned and ceased every
+//! day) does not make them grow.
 
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
@@ -100,7 +104,8 @@ pub struct Ci {
     /// The CI's own tier, as its record gives it.
     pub own_sla: Option<SlaTier>,
     pub incidents: bool,
-    /// False once deleted: the slot stays, with its id, for the CI to come back to.
+    /// False once deleted: the slot stays, with its id, for the CI to come back to (until
+    /// released: then its id is empty).
     pub present: bool,
     /// Boxed: most CIs have none, and an empty map would still take 24 bytes in each.
     pub attributes: Option<Box<BTreeMap<String, String>>>,
@@ -125,6 +130,12 @@ impl Ci {
 
     pub fn attributes(&self) -> impl Iterator<Item = (&String, &String)> {
         self.attributes.iter().flat_map(|a| a.iter())
+    }
+
+    /// A released slot: no id, nothing kept.
+    fn released() -> Ci {
+        static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+        Ci::vacant(EMPTY.clone())
     }
 }
 
@@ -241,6 +252,17 @@ impl Adjacency {
     }
 }
 
+/// Grows a table indexed by slot to `len` entries: when it must reallocate, by a sixteenth
+/// more, not double. The topology's slots grow a few at a time (CIs added faster than
+/// deleted ones' slots are released), and doubling a million-slot table for them would
+/// leave nearly half of it unused.
+pub fn grow_table<T: Clone>(table: &mut Vec<T>, len: usize, fill: T) {
+    if len > table.capacity() {
+        table.reserve_exact(len + len / 16 - table.len());
+    }
+    table.resize(len.max(table.len()), fill);
+}
+
 fn hash(id: &str) -> u64 {
     FxBuildHasher.hash_one(id)
 }
@@ -302,6 +324,8 @@ pub struct Topology {
     present: usize,
     /// Batches applied since the topology was built.
     version: u64,
+    /// Released slots, for CIs new to the topology to take, the lowest first.
+    free: std::collections::BTreeSet<CiIdx>,
 }
 
 /// A CI from its record, its relations resolved by `lookup`.
@@ -417,7 +441,55 @@ impl Topology {
         let rank = ranks(&dependencies, &dependents, cis.len())
             .map_err(|i| TopologyError::Cycle { ci: cis[i].id.to_string(), through: None })?;
         let present = cis.len();
-        Ok(Topology { cis, index, dependencies, dependents, rank, present, version: 0 })
+        Ok(Topology { cis, index, dependencies, dependents, rank, present, version: 0, free: Default::default() })
+    }
+
+    /// A topology with each CI in a given slot: how a restore puts back the slots a
+    /// running engine had (tables indexed by slot, and everything ordered by slot, stay as
+    /// they were). `slots[i]` is slot `i`'s record and whether its CI is present (a deleted
+    /// one keeps its id and name, with no dependencies), or `None` for a released slot.
+    /// Validated as [`Topology::from_records`] validates.
+    pub fn from_slots(slots: Vec<Option<(CiRecord, bool)>>) -> Result<Topology, TopologyError> {
+        let mut deletes = Vec::new();
+        let mut placeholders = Vec::new();
+        let records: Vec<CiRecord> = slots
+            .into_iter()
+            .enumerate()
+            .map(|(slot, entry)| match entry {
+                Some((record, true)) => record,
+                Some((mut record, false)) => {
+                    record.depends_on.clear();
+                    record.rule = Rule::Any;
+                    deletes.push(CiChange::Delete(record.id.clone()));
+                    record
+                }
+                None => {
+                    // An id no record can have: ids are never empty, and this one is
+                    // checked against the others as theirs are.
+                    let id = format!("\0released-{slot}");
+                    deletes.push(CiChange::Delete(id.clone()));
+                    placeholders.push(slot as CiIdx);
+                    CiRecord {
+                        id,
+                        class: CiClass::Device,
+                        name: String::new(),
+                        depends_on: Vec::new(),
+                        rule: Rule::Any,
+                        customer: None,
+                        sla: None,
+                        incidents: None,
+                        attributes: BTreeMap::new(),
+                    }
+                }
+            })
+            .collect();
+        let mut topology = Topology::from_records(records)?;
+        if !deletes.is_empty() {
+            topology.apply(deletes)?;
+            topology.release(&placeholders);
+            topology.version = 0;
+        }
+        Ok(topology)
     }
 
     /// CIs present.
@@ -429,9 +501,40 @@ impl Topology {
         self.present == 0
     }
 
-    /// Slots, deleted CIs' included: the length of a table indexed by [`CiIdx`].
+    /// Slots, deleted CIs' and released ones included: the length of a table indexed by
+    /// [`CiIdx`].
     pub fn slots(&self) -> usize {
         self.cis.len()
+    }
+
+    /// Released slots, waiting for new CIs.
+    pub fn free_slots(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Releases deleted CIs' slots: their ids are forgotten (a CI with one of them comes
+    /// back as a new CI, in another slot perhaps) and the slots taken by the next CIs new
+    /// to the topology, the lowest first. The caller vouches that nothing it keeps names
+    /// these slots any more. Slots of CIs present, or already released, are left alone;
+    /// returns the ids released, with their slots.
+    pub fn release(&mut self, slots: &[CiIdx]) -> Vec<(Arc<str>, CiIdx)> {
+        let mut released = Vec::new();
+        for &slot in slots {
+            let ci = &self.cis[slot as usize];
+            if ci.present || ci.id.is_empty() {
+                continue;
+            }
+            debug_assert!(self.dependencies.of(slot).is_empty() && self.dependents.of(slot).is_empty());
+            let id = ci.id.clone();
+            let cis = &self.cis;
+            if let Ok(entry) = self.index.find_entry(hash(&id), |&j| Arc::ptr_eq(&cis[j as usize].id, &id)) {
+                entry.remove();
+            }
+            self.cis[slot as usize] = Ci::released();
+            self.free.insert(slot);
+            released.push((id, slot));
+        }
+        released
     }
 
     /// Batches applied since the topology was built.
@@ -564,12 +667,22 @@ impl Topology {
             let slot = match self.slot(change.id()) {
                 Some(slot) => Some(slot),
                 None if matches!(change, CiChange::Upsert(_)) => {
-                    let slot = self.cis.len() as CiIdx;
                     let id: Arc<str> = Arc::from(change.id());
                     let h = hash(&id);
                     let ci = Ci::vacant(id);
-                    self.cis.push(ci);
-                    self.rank.push(0);
+                    let slot = match self.free.pop_first() {
+                        Some(slot) => {
+                            self.cis[slot as usize] = ci;
+                            self.rank[slot as usize] = 0;
+                            slot
+                        }
+                        None => {
+                            let slot = self.cis.len();
+                            grow_table(&mut self.cis, slot + 1, ci);
+                            grow_table(&mut self.rank, slot + 1, 0);
+                            slot as CiIdx
+                        }
+                    };
                     let cis = &self.cis;
                     self.index.insert_unique(h, slot, |&j| hash(&cis[j as usize].id));
                     Some(slot)
@@ -1120,6 +1233,35 @@ mod tests {
     }
 
     #[test]
+    fn a_released_slot_is_taken_by_the_next_new_ci_and_its_id_forgotten() {
+        let mut topo = Topology::from_records(vec![
+            record("dev", CiClass::Device, &[], Rule::Any),
+            record("card-1", CiClass::Card, &["dev"], Rule::Any),
+            record("card-2", CiClass::Card, &["dev"], Rule::Any),
+        ])
+        .unwrap();
+        // Present CIs are not released.
+        assert!(topo.release(&[1]).is_empty());
+        topo.apply(vec![CiChange::Delete("card-1".into())]).unwrap();
+        // Deleted and not yet released: it comes back to its slot.
+        assert_eq!(topo.slot("card-1"), Some(1));
+        let released = topo.release(&[1, 1]);
+        assert_eq!(released, [(Arc::from("card-1"), 1)]);
+        assert_eq!((topo.slot("card-1"), topo.lookup("card-1")), (None, None));
+        assert_eq!((topo.slots(), topo.free_slots(), topo.len()), (3, 1, 2));
+        // The next new CI takes the slot; the tables do not grow.
+        let applied = topo.apply(vec![CiChange::Upsert(record("card-3", CiClass::Card, &["dev"], Rule::Any))]).unwrap();
+        assert_eq!(applied.added, [1]);
+        assert_eq!((topo.slots(), topo.free_slots(), topo.len()), (3, 0, 3));
+        assert_eq!(topo.lookup("card-3"), Some(1));
+        assert_eq!(ids(&topo, topo.dependents(0)), ["card-3", "card-2"]);
+        // The released id comes back as a new CI, past the end now.
+        let applied = topo.apply(vec![CiChange::Upsert(record("card-1", CiClass::Card, &["dev"], Rule::Any))]).unwrap();
+        assert_eq!(applied.added, [3]);
+        assert_eq!(topo.rank(3), 1);
+    }
+
+    #[test]
     fn a_batch_is_refused_whole_naming_the_ci() {
         let mut topo = Topology::from_records(vec![
             record("acme", CiClass::Customer, &[], Rule::Any),
@@ -1236,6 +1378,31 @@ mod tests {
             Ok(())
         }
 
+        /// The topology [`Topology::from_slots`] builds from this one's slots is the same,
+        /// CI by CI and slot by slot, released slots included.
+        fn check_restored(topo: &Topology) -> Result<(), TestCaseError> {
+            let slots = (0..topo.slots() as CiIdx)
+                .map(|i| {
+                    let ci = topo.ci(i);
+                    (!ci.id.is_empty()).then(|| (topo.record(i), ci.present))
+                })
+                .collect();
+            let restored = Topology::from_slots(slots).expect("a topology's own slots");
+            prop_assert_eq!(restored.slots(), topo.slots());
+            prop_assert_eq!(restored.len(), topo.len());
+            prop_assert_eq!(restored.free_slots(), topo.free_slots());
+            for i in 0..topo.slots() as CiIdx {
+                prop_assert_eq!(&restored.ci(i).id, &topo.ci(i).id);
+                prop_assert_eq!(restored.ci(i).present, topo.ci(i).present);
+                if topo.ci(i).present {
+                    prop_assert_eq!(restored.record(i), topo.record(i));
+                    prop_assert_eq!(restored.rank(i), topo.rank(i));
+                    prop_assert_eq!(restored.dependents(i), topo.dependents(i));
+                }
+            }
+            Ok(())
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -1243,11 +1410,18 @@ mod tests {
             /// give, or refuses a batch exactly when that file would be invalid.
             #[test]
             fn batches_give_what_a_file_of_the_result_gives(
-                batches in proptest::collection::vec((proptest::collection::vec(change(), 1..6), any::<bool>()), 1..12)
+                batches in proptest::collection::vec(
+                    (proptest::collection::vec(change(), 1..6), any::<bool>(), any::<bool>()),
+                    1..12
+                )
             ) {
                 let mut topo = Topology::default();
                 let mut model: BTreeMap<String, CiRecord> = BTreeMap::new();
-                for (batch, pack) in batches {
+                for (batch, pack, release) in batches {
+                    if release {
+                        let deleted: Vec<CiIdx> = (0..topo.slots() as CiIdx).collect();
+                        topo.release(&deleted);
+                    }
                     let mut next = model.clone();
                     for change in &batch {
                         match change {
@@ -1272,6 +1446,7 @@ mod tests {
                         topo.pack();
                     }
                     check_same(&topo, &model)?;
+                    check_restored(&topo)?;
                 }
             }
         }
