@@ -312,6 +312,30 @@ fn an_incident_whose_service_is_deleted_says_so() {
     );
 }
 
+/// A CMDB sending a service again with an attribute changed leaves its incident as it is
+/// (no new version, nothing published); renamed, the incident shows the new name.
+#[test]
+fn an_attribute_change_leaves_incidents_alone_and_a_rename_shows() {
+    let mut correlator = Correlator::new(sample(), CorrelatorConfig::default());
+    let mut out = Vec::new();
+    correlator.apply(&Alarm::raise("mrs-r1", "EQPT_FAIL", Severity::Critical, START), START, &mut out);
+    let incident = incident_of(&correlator, "cfs-initech-internet").expect("Initech is down");
+    let (id, version) = (incident.id, incident.version);
+    let topology = correlator.topology().clone();
+    let mut record = topology.record(topology.lookup("cfs-initech-internet").unwrap());
+    record.attributes.insert("contract".into(), "C-42".into());
+    out.clear();
+    let applied = correlator.apply_topology(vec![CiChange::Upsert(record.clone())], START + 1_000, &mut out).unwrap();
+    assert_eq!((applied.changed.len(), applied.relabelled.len()), (1, 0));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(correlator.incident(id).unwrap().version, version);
+    record.name = "Initech Marseille fibre".into();
+    correlator.apply_topology(vec![CiChange::Upsert(record)], START + 2_000, &mut out).unwrap();
+    let incident = correlator.incident(id).unwrap();
+    assert!(incident.version > version);
+    assert!(incident.services.iter().any(|s| &*s.name == "Initech Marseille fibre"), "{:?}", incident.services);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
 
@@ -353,14 +377,27 @@ proptest! {
         }
         let (mut restored, summary) = Correlator::restore(sample(), CorrelatorConfig::default(), log);
         prop_assert_eq!(summary.topology_rejected, 0);
+        // A restart first deletes the entries of released CIs the file does not have
+        // (nothing would take them back), and writes nothing else.
+        if let Some(cleanup) = restored.take_changes() {
+            prop_assert!(cleanup.resources.is_empty() && cleanup.incidents.is_empty() && cleanup.held.is_empty());
+            prop_assert!(!cleanup.topology.is_empty() && cleanup.topology.iter().all(|(_, entry)| entry.is_none()));
+        }
         let (a, b) = (original.topology(), restored.topology());
         prop_assert_eq!(a.version(), b.version());
         let records = |t: &Topology| t.iter().map(|(i, _)| (i, t.record(i))).collect::<Vec<_>>();
         prop_assert_eq!(records(a), records(b));
-        // Deleted CIs and released slots in their places too.
-        let slots = |t: &Topology| (0..t.slots() as u32).map(|i| (t.ci(i).id.clone(), t.ci(i).present)).collect::<Vec<_>>();
+        // Deleted CIs and released slots in their places too; released slots past the
+        // last one taken may be missing after a restore (a new CI takes the lowest free
+        // slot, or the next past the end: the same one).
+        let slots = |t: &Topology| {
+            let mut slots: Vec<_> = (0..t.slots() as u32).map(|i| (t.ci(i).id.clone(), t.ci(i).present)).collect();
+            while slots.last().is_some_and(|(id, _)| id.is_empty()) {
+                slots.pop();
+            }
+            slots
+        };
         prop_assert_eq!(slots(a), slots(b));
-        prop_assert_eq!(a.free_slots(), b.free_slots());
         prop_assert_eq!(impact_view(&original), impact_view(&restored));
         let before: Vec<_> = original.incidents().cloned().collect();
         let after: Vec<_> = restored.incidents().cloned().collect();
@@ -411,4 +448,223 @@ fn a_restore_on_a_changed_file_keeps_what_still_applies() {
     assert!(topology.lookup("port-y").is_some() && topology.lookup("port-x").is_none());
     let card = topology.lookup("card-1").expect("card-1 stays: the new file needs it");
     assert_eq!(topology.record(card), after[2], "as the file has it, not emptied");
+}
+
+/// Deleted CIs' slots released and taken again, across restarts.
+mod released_slots {
+    use super::START;
+    use faultline::correlate::changelog::CoreSnapshot;
+    use faultline::correlate::{Correlator, CorrelatorConfig};
+    use faultline::model::alarm::{Alarm, Severity};
+    use faultline::model::topology::{CiChange, CiClass, CiRecord, Rule, Topology};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn node(id: &str, class: CiClass, deps: &[&str]) -> CiRecord {
+        CiRecord {
+            id: id.into(),
+            class,
+            name: String::new(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            rule: Rule::Any,
+            customer: None,
+            sla: None,
+            incidents: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    fn file() -> Vec<CiRecord> {
+        vec![
+            node("site", CiClass::Site, &[]),
+            node("dev", CiClass::Device, &["site"]),
+            node("card-1", CiClass::Card, &["dev"]),
+            node("card-2", CiClass::Card, &["dev"]),
+        ]
+    }
+
+    /// A CI of the topology file, released, added back at run time, deleted and released
+    /// again: a restart does not take it back from the file.
+    #[test]
+    fn a_file_ci_released_twice_comes_back_from_the_file() {
+        let topo = || Arc::new(Topology::from_records(file()).unwrap());
+        let mut c = Correlator::new(topo(), CorrelatorConfig::default());
+        let mut out = Vec::new();
+        let mut log = CoreSnapshot::default();
+        let mut step = |c: &mut Correlator, batch: Vec<CiChange>, log: &mut CoreSnapshot| {
+            c.apply_topology(batch, START, &mut out).unwrap();
+            if let Some(changes) = c.take_changes() {
+                log.fold(changes);
+            }
+        };
+        step(&mut c, vec![CiChange::Delete("card-2".into())], &mut log);
+        // card-2 released before this batch, then added back (a new CI to the topology).
+        step(&mut c, vec![CiChange::Upsert(node("card-2", CiClass::Card, &["dev"]))], &mut log);
+        step(&mut c, vec![CiChange::Delete("card-2".into())], &mut log);
+        // Released again: this time its entry is a tombstone.
+        step(&mut c, vec![CiChange::Upsert(node("port-x", CiClass::Port, &["card-1"]))], &mut log);
+        assert_eq!(c.topology().lookup("card-2"), None);
+        let (restored, _) = Correlator::restore(topo(), CorrelatorConfig::default(), log);
+        assert_eq!(restored.topology().lookup("card-2"), None, "card-2, deleted at run time, is back after a restart");
+    }
+
+    /// Same, with a restart in between or not: the changelog ends the same.
+    #[test]
+    fn the_entry_written_for_a_release_depends_on_whether_the_engine_restarted() {
+        let topo = || Arc::new(Topology::from_records(file()).unwrap());
+        let mut out = Vec::new();
+        let run = |restart: bool, out: &mut Vec<_>| {
+            let mut c = Correlator::new(topo(), CorrelatorConfig::default());
+            let mut log = CoreSnapshot::default();
+            let batches = vec![
+                vec![CiChange::Delete("card-2".into())],
+                vec![CiChange::Upsert(node("card-2", CiClass::Card, &["dev"]))],
+                vec![CiChange::Delete("card-2".into())],
+                vec![CiChange::Upsert(node("port-x", CiClass::Port, &["card-1"]))],
+            ];
+            for (i, batch) in batches.into_iter().enumerate() {
+                c.apply_topology(batch, START, out).unwrap();
+                if let Some(changes) = c.take_changes() {
+                    log.fold(changes);
+                }
+                if restart && i == 1 {
+                    c = Correlator::restore(topo(), CorrelatorConfig::default(), log.clone()).0;
+                }
+            }
+            log.topology.get("card-2").cloned()
+        };
+        assert_eq!(run(false, &mut out), run(true, &mut out));
+    }
+
+    /// After a restart whose file changed (slots conflict: the entries are applied as changes),
+    /// a file CI deleted at run time and released stays deleted across the next restart.
+    #[test]
+    fn after_a_fallback_restore_a_file_ci_deleted_at_run_time_comes_back() {
+        let mut c = Correlator::new(Arc::new(Topology::from_records(file()).unwrap()), CorrelatorConfig::default());
+        let mut out = Vec::new();
+        let mut log = CoreSnapshot::default();
+        // A run-time CI in slot 4, and card-2 (of the file) deleted.
+        c.apply_topology(vec![CiChange::Upsert(node("port-x", CiClass::Port, &["card-1"]))], START, &mut out).unwrap();
+        c.apply_topology(vec![CiChange::Delete("card-2".into())], START, &mut out).unwrap();
+        log.fold(c.take_changes().unwrap());
+        // The file gains a CI: slot 4 is now the file's, the entries no longer fit: fallback.
+        let mut new_file = file();
+        new_file.push(node("card-3", CiClass::Card, &["dev"]));
+        let new_topo = || Arc::new(Topology::from_records(new_file.clone()).unwrap());
+        let (mut c, summary) = Correlator::restore(new_topo(), CorrelatorConfig::default(), log.clone());
+        assert_eq!(summary.topology_rejected, 0);
+        assert_eq!(c.topology().lookup("card-2"), None);
+        // Any batch: card-2 (quiet) is released.
+        c.apply_topology(vec![CiChange::Upsert(node("port-y", CiClass::Port, &["card-1"]))], START, &mut out).unwrap();
+        log.fold(c.take_changes().unwrap());
+        let (restored, _) = Correlator::restore(new_topo(), CorrelatorConfig::default(), log);
+        assert_eq!(restored.topology().lookup("card-2"), None, "card-2, deleted at run time, is back after a restart");
+    }
+
+    /// A deleted service still named by an incident keeps its customer; the customer is then
+    /// made a non-customer (allowed: only present CIs are checked). A restart puts every slot
+    /// back as it was, the deleted service and its customer included.
+    #[test]
+    fn a_deleted_service_whose_customer_changed_class_breaks_the_slot_restore() {
+        let mut svc = node("svc", CiClass::Cfs, &["dev"]);
+        svc.customer = Some("cust".into());
+        let records = vec![
+            node("site", CiClass::Site, &[]),
+            node("dev", CiClass::Device, &["site"]),
+            node("cust", CiClass::Customer, &[]),
+        ];
+        let topo = || Arc::new(Topology::from_records(records.clone()).unwrap());
+        let mut c = Correlator::new(topo(), CorrelatorConfig::default());
+        let mut out = Vec::new();
+        let mut log = CoreSnapshot::default();
+        c.apply_topology(vec![CiChange::Upsert(svc)], START, &mut out).unwrap();
+        c.apply(&Alarm::raise("dev", "LOS", Severity::Critical, START), START, &mut out);
+        assert_eq!(c.incidents().count(), 1);
+        c.apply_topology(vec![CiChange::Delete("svc".into())], START + 1, &mut out).unwrap();
+        c.apply_topology(vec![CiChange::Upsert(node("cust", CiClass::Device, &[]))], START + 2, &mut out).unwrap();
+        log.fold(c.take_changes().unwrap());
+        let (restored, summary) = Correlator::restore(topo(), CorrelatorConfig::default(), log);
+        let slots =
+            |t: &Topology| (0..t.slots() as u32).map(|i| (t.ci(i).id.to_string(), t.ci(i).present)).collect::<Vec<_>>();
+        assert_eq!(slots(restored.topology()), slots(c.topology()));
+        assert_eq!(summary.topology_rejected, 0);
+        assert_eq!(summary.unknown_cis, 0);
+    }
+
+    /// A restart with a held feed change retries it: a topology batch attempt, so one more
+    /// round of releases than the uninterrupted engine does. Releases are taken whole (a
+    /// deleted customer with the deleted service naming it), so the new CIs take the same
+    /// slots and the incidents list their roots in the same order.
+    #[test]
+    fn a_restart_with_a_held_change_releases_one_round_early() {
+        use faultline::correlate::feed::FeedChange;
+        let records = vec![
+            node("site", CiClass::Site, &[]),
+            node("dev", CiClass::Device, &["site"]),
+            node("card-1", CiClass::Card, &["dev"]),
+        ];
+        let topo = || Arc::new(Topology::from_records(records.clone()).unwrap());
+        let run = |restart: bool| {
+            let mut c = Correlator::new(topo(), CorrelatorConfig::default());
+            let mut out = Vec::new();
+            let mut log = CoreSnapshot::default();
+            let mut commit = |c: &mut Correlator, log: &mut CoreSnapshot| {
+                if let Some(ch) = c.take_changes() {
+                    log.fold(ch);
+                }
+            };
+            let mut svc = node("svc", CiClass::Cfs, &["dev"]);
+            svc.customer = Some("cust2".into());
+            c.apply_topology(vec![CiChange::Upsert(node("cust2", CiClass::Customer, &[]))], START, &mut out).unwrap();
+            c.apply_topology(vec![CiChange::Upsert(svc)], START, &mut out).unwrap();
+            // Held: its customer is no customer.
+            let mut x = node("x", CiClass::Port, &["card-1"]);
+            x.customer = Some("dev".into());
+            c.apply_feed(vec![FeedChange { change: CiChange::Upsert(x), source: String::new() }], START, &mut out);
+            assert_eq!(c.held().len(), 1);
+            c.apply_topology(vec![CiChange::Delete("svc".into()), CiChange::Delete("cust2".into())], START, &mut out)
+                .unwrap();
+            commit(&mut c, &mut log);
+            if restart {
+                c = Correlator::restore(topo(), CorrelatorConfig::default(), log.clone()).0;
+            }
+            c.tick(START + 1, &mut out);
+            c.apply_topology(vec![CiChange::Upsert(node("p-a", CiClass::Port, &["card-1"]))], START + 1, &mut out)
+                .unwrap();
+            c.apply_topology(vec![CiChange::Upsert(node("p-b", CiClass::Port, &["card-1"]))], START + 1, &mut out)
+                .unwrap();
+            c.apply_topology(vec![CiChange::Upsert(node("svc2", CiClass::Cfs, &["p-a", "p-b"]))], START + 1, &mut out)
+                .unwrap();
+            out.clear();
+            c.apply(&Alarm::raise("p-a", "LOS", Severity::Critical, START + 2), START + 2, &mut out);
+            c.apply(&Alarm::raise("p-b", "LOS", Severity::Critical, START + 2), START + 2, &mut out);
+            let t = c.topology();
+            let slots = (t.lookup("p-a"), t.lookup("p-b"));
+            let roots = c.incidents().map(|i| i.root_causes.clone()).collect::<Vec<_>>();
+            (slots, roots)
+        };
+        assert_eq!(run(true), run(false));
+    }
+
+    /// A customer CI that names itself as its customer (nothing forbids it) is released once
+    /// deleted, as any other.
+    #[test]
+    fn a_deleted_self_customer_is_never_released() {
+        let topo = Arc::new(Topology::from_records(file()).unwrap());
+        let mut c = Correlator::new(topo, CorrelatorConfig::default());
+        let mut out = Vec::new();
+        let mut me = node("cust-self", CiClass::Customer, &[]);
+        me.customer = Some("cust-self".into());
+        c.apply_topology(vec![CiChange::Upsert(me)], START, &mut out).unwrap();
+        c.apply_topology(vec![CiChange::Delete("cust-self".into())], START, &mut out).unwrap();
+        for i in 0..5 {
+            c.apply_topology(
+                vec![CiChange::Upsert(node(&format!("p{i}"), CiClass::Port, &["card-1"]))],
+                START,
+                &mut out,
+            )
+            .unwrap();
+        }
+        assert_eq!(c.sizes().deleted_cis, 0, "still deleted, never released: {:?}", c.sizes());
+    }
 }

@@ -247,7 +247,9 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         let (config, topic, count) = (config.clone(), topic.clone(), options.count);
         tokio::task::spawn_blocking(move || raw_consume(&config, &topic, count)).await??
     };
-    let engine = Engine::start_with(&config, topology.clone()).await?;
+    // The engine owns its topology, as when it reads a file: one shared with the bench
+    // would be copied whole at every topology batch (copy on write).
+    let engine = Engine::start_with(&config, Arc::new((*topology).clone())).await?;
     let engine_per_sec = engine_rate(&engine, options.count).await?;
     println!();
     println!("throughput (as fast as possible, {} alarms)", options.count);

@@ -124,44 +124,17 @@ pub struct Correlator {
     /// Deleted CIs whose slots are not released yet: each is released, for a new CI to
     /// take, once nothing the core keeps names it (see [`Correlator::release_quiet`]).
     deleted: BTreeSet<CiIdx>,
-    /// Slots (a bit each) whose CI is one the topology this start read has: its entry in
-    /// the changelog stays once it is released, or a restore would take it back from the
-    /// file; a CI that came at run time has its entry deleted.
-    from_file: Vec<u64>,
-    /// Ids released since the last [`Correlator::take_changes`], with their slots and
-    /// whether their entries stay.
+    /// Ids released since the last [`Correlator::take_changes`], with their slots, whose
+    /// entries the changelog marks released (`true`) or deletes (`false`: a restore found
+    /// that the topology file does not have them, so nothing would take them back).
     released: Vec<(Arc<str>, CiIdx, bool)>,
-}
-
-fn bit(bits: &[u64], i: CiIdx) -> bool {
-    bits.get(i as usize / 64).is_some_and(|word| word & (1 << (i % 64)) != 0)
-}
-
-fn set_bit(bits: &mut Vec<u64>, i: CiIdx, on: bool) {
-    let at = i as usize / 64;
-    if bits.len() <= at {
-        bits.resize(at + 1, 0);
-    }
-    if on {
-        bits[at] |= 1 << (i % 64);
-    } else {
-        bits[at] &= !(1 << (i % 64));
-    }
 }
 
 impl Correlator {
     pub fn new(topology: Arc<Topology>, config: CorrelatorConfig) -> Correlator {
-        let mut from_file = Vec::new();
-        let mut deleted = BTreeSet::new();
-        for slot in 0..topology.slots() as CiIdx {
-            let ci = topology.ci(slot);
-            if !ci.id.is_empty() {
-                set_bit(&mut from_file, slot, true);
-                if !ci.present {
-                    deleted.insert(slot);
-                }
-            }
-        }
+        let deleted = (0..topology.slots() as CiIdx)
+            .filter(|&slot| !topology.ci(slot).present && !topology.ci(slot).id.is_empty())
+            .collect();
         Correlator {
             alarms: AlarmStage::with_topology(config.alarms, topology.clone()),
             incidents: IncidentBook::new(config.incidents, topology.slots()),
@@ -177,7 +150,6 @@ impl Correlator {
             refusals: Vec::new(),
             maintenance: Maintenance::default(),
             deleted,
-            from_file,
             released: Vec::new(),
         }
     }
@@ -227,10 +199,13 @@ impl Correlator {
     ) -> (Correlator, RestoreSummary) {
         // The topology as the changelog's writer had it: what the batches it applied
         // changed, over the topology this start has.
-        let (topology, from_file, topology_rejected) =
-            restore_topology(topology, &snapshot.topology, snapshot.meta.topology_version);
-        let mut correlator = Correlator::new(Arc::new(topology), config);
-        correlator.from_file = from_file;
+        let restored = restore_topology(topology, &snapshot.topology, snapshot.meta.topology_version);
+        let topology_rejected = restored.rejected;
+        let mut correlator = Correlator::new(Arc::new(restored.topology), config);
+        // Released CIs the file does not have: nothing would take them back, their entries go.
+        correlator.released = restored.forget.into_iter().map(|(id, slot)| (id, slot, false)).collect();
+        // Where CIs took other slots than their entries say, the entries are written again.
+        correlator.topology_dirty = restored.moved;
         let alarms = snapshot.resources.values().flat_map(|record| {
             let notifications = record.notifications.iter().copied().chain(std::iter::repeat(0));
             let sequences = record.sequences.iter().copied().chain(std::iter::repeat(0));
@@ -876,9 +851,7 @@ impl Correlator {
         let topology = Arc::make_mut(self.impact.topology_mut());
         for (id, slot) in topology.release(&quiet) {
             self.deleted.remove(&slot);
-            let keep = bit(&self.from_file, slot);
-            set_bit(&mut self.from_file, slot, false);
-            self.released.push((id, slot, keep));
+            self.released.push((id, slot, true));
         }
         let result = topology.apply(batch);
         let topology = self.impact.topology().clone();
@@ -910,24 +883,40 @@ impl Correlator {
 
     /// The deleted CIs whose slots can be released: nothing the core keeps names them any
     /// more (no alarm, state or root in the impact stage, no incident, no maintenance
-    /// window, no deleted CI naming it as its customer). Looked for before each topology
-    /// batch, so that the batch's new CIs take their slots; the incidents in memory are
-    /// scanned only when some deleted CI passes the cheaper checks.
+    /// window, no deleted CI that stays naming it as its customer). Looked for before each
+    /// topology batch, so that the batch's new CIs take their slots; the incidents in memory
+    /// are scanned only when some deleted CI passes the cheaper checks.
+    ///
+    /// Nothing names a deleted CI anew, so once releasable a slot stays so: the set is
+    /// taken whole (to a fixed point: a customer is released with the deleted services
+    /// naming it), and which slots are free when a batch comes does not depend on how many
+    /// times this ran before it (a restart retries held changes, and runs it once more).
     fn quiet_deleted(&self) -> Vec<CiIdx> {
-        let mut quiet: Vec<CiIdx> = self
+        let mut quiet: BTreeSet<CiIdx> = self
             .deleted
             .iter()
             .copied()
             .filter(|&ci| self.impact.is_quiet(ci) && self.incidents.is_quiet(ci) && !self.maintenance.covers(ci))
             .collect();
         if quiet.is_empty() {
-            return quiet;
+            return Vec::new();
         }
-        let mut named = self.incidents.named();
-        let topology = self.impact.topology();
-        named.extend(self.deleted.iter().filter_map(|&ci| topology.ci(ci).customer));
+        let named = self.incidents.named();
         quiet.retain(|ci| !named.contains(ci));
-        quiet
+        let topology = self.impact.topology();
+        loop {
+            let kept: rustc_hash::FxHashSet<CiIdx> = self
+                .deleted
+                .iter()
+                .filter(|ci| !quiet.contains(ci))
+                .filter_map(|&ci| topology.ci(ci).customer)
+                .collect();
+            let before = quiet.len();
+            quiet.retain(|ci| !kept.contains(ci));
+            if quiet.len() == before {
+                return quiet.into_iter().collect();
+            }
+        }
     }
 
     /// What failing `failed` would do to services and customers on top of the live state,
@@ -1074,9 +1063,19 @@ impl Correlator {
     }
 }
 
+/// What [`restore_topology`] gives back.
+struct RestoredTopology {
+    topology: Topology,
+    /// Entries no longer applying, left out.
+    rejected: usize,
+    /// Released CIs the file does not have, with their slots: their entries can go.
+    forget: Vec<(Arc<str>, CiIdx)>,
+    /// CIs in other slots than their entries say (the file changed under them).
+    moved: Vec<CiIdx>,
+}
+
 /// The topology a changelog's writer had: the CIs its topology batches changed (`entries`),
-/// over `file`, the topology this start read; with the bits of the slots whose CIs `file`
-/// has (see `Correlator::from_file`), and how many entries no longer apply.
+/// over `file`, the topology this start read.
 ///
 /// Every CI goes back to the slot it had, released slots stay released, and the version is
 /// the one the changelog recorded: the correlator goes on exactly as the writer would have.
@@ -1088,37 +1087,36 @@ fn restore_topology(
     file: Arc<Topology>,
     entries: &BTreeMap<Arc<str>, TopologyEntry>,
     version: u64,
-) -> (Topology, Vec<u64>, usize) {
-    let mut from_file = Vec::new();
+) -> RestoredTopology {
+    let forget = entries
+        .iter()
+        .filter(|(id, entry)| entry.released && file.slot(id).is_none())
+        .map(|(id, entry)| (id.clone(), entry.slot))
+        .collect();
     if entries.is_empty() {
-        for slot in 0..file.slots() as CiIdx {
-            set_bit(&mut from_file, slot, !file.ci(slot).id.is_empty());
-        }
         let mut topology = Arc::unwrap_or_clone(file);
         topology.set_version(version);
-        return (topology, from_file, 0);
+        return RestoredTopology { topology, rejected: 0, forget, moved: Vec::new() };
     }
-    if let Some((mut topology, from_file)) = restore_slots(&file, entries) {
+    if let Some(mut topology) = restore_slots(&file, entries) {
         topology.set_version(version);
-        return (topology, from_file, 0);
+        return RestoredTopology { topology, rejected: 0, forget, moved: Vec::new() };
     }
     tracing::warn!(
         "the topology file changed under the topology changes kept in the state changelog: they are applied over it again, CIs may take other slots"
     );
     let mut topology = Arc::unwrap_or_clone(file);
     let rejected = apply_entries(&mut topology, entries);
-    for slot in 0..topology.slots() as CiIdx {
-        let id = &topology.ci(slot).id;
-        set_bit(&mut from_file, slot, !id.is_empty() && !entries.contains_key(id));
-    }
+    let moved = entries.iter().filter_map(|(id, entry)| topology.slot(id).filter(|&slot| slot != entry.slot)).collect();
     topology.set_version(version);
-    (topology, from_file, rejected)
+    RestoredTopology { topology, rejected, forget, moved }
 }
 
 /// The writer's topology, each CI in its slot, if the entries and the file agree on slots:
 /// CIs of the file keep theirs unless an entry moves or releases them, entries' CIs take
-/// theirs, and no slot is claimed twice.
-fn restore_slots(file: &Topology, entries: &BTreeMap<Arc<str>, TopologyEntry>) -> Option<(Topology, Vec<u64>)> {
+/// theirs, and no slot is claimed twice. Slots no one claims are released (a released CI's
+/// entry, when kept, only says that the file's CI is gone).
+fn restore_slots(file: &Topology, entries: &BTreeMap<Arc<str>, TopologyEntry>) -> Option<Topology> {
     let mut slots: Vec<Option<(CiRecord, bool)>> = (0..file.slots() as CiIdx)
         .map(|slot| {
             let ci = file.ci(slot);
@@ -1140,13 +1138,8 @@ fn restore_slots(file: &Topology, entries: &BTreeMap<Arc<str>, TopologyEntry>) -
         }
         slots[at] = Some((entry.record.clone(), !entry.deleted));
     }
-    let mut from_file = Vec::new();
-    for (slot, entry) in slots.iter().enumerate() {
-        let of_file = entry.as_ref().is_some_and(|(record, _)| file.slot(&record.id).is_some());
-        set_bit(&mut from_file, slot as CiIdx, of_file);
-    }
     match Topology::from_slots(slots) {
-        Ok(topology) => Some((topology, from_file)),
+        Ok(topology) => Some(topology),
         Err(error) => {
             tracing::warn!(%error, "the topology changes kept in the state changelog do not fit the topology file as they were");
             None

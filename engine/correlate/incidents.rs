@@ -592,8 +592,10 @@ impl IncidentBook {
         let topology = impact.topology().clone();
         crate::model::topology::grow_table(&mut self.by_service, topology.slots(), 0);
         let mut kinds: BTreeMap<IncidentId, Touch> = BTreeMap::new();
+        // What incidents show of a CI (names, customers, tiers) moved for these: attributes
+        // or relations alone change nothing in an incident's lists.
         let changed: FxHashSet<CiIdx> =
-            applied.changed.iter().chain(&applied.deleted).chain(&applied.added).copied().collect();
+            applied.relabelled.iter().chain(&applied.deleted).chain(&applied.added).copied().collect();
         if !changed.is_empty() {
             for (&id, t) in self.incidents.iter_mut() {
                 let names_changed = t.services.iter().any(|(service, _)| {
@@ -611,7 +613,7 @@ impl IncidentBook {
             }
         }
         // A root renamed: the titles naming it are written again.
-        for &ci in &applied.changed {
+        for &ci in &applied.relabelled {
             for &id in self.members.get(&ci).into_iter().flatten() {
                 if let Some(t) = self.incidents.get_mut(&id)
                     && find_root(&t.roots, ci).is_ok()

@@ -752,10 +752,19 @@ mod tests {
         assert!(!expected.incidents.is_empty() && expected.resources.contains_key("unknown-box"));
         assert_eq!(expected.meta.stats.alarms_in, steps.len() as u64);
         assert_eq!(expected.meta.topology_version, 3);
-        // The port deleted at run time was released at the next batch (nothing named it)
-        // and, not being the file's, forgotten: its entry deleted.
-        let entries: Vec<(&str, bool)> = expected.topology.iter().map(|(id, e)| (&**id, e.deleted)).collect();
-        assert_eq!(entries, [("cfs-umbrella-backup", false), ("mrs-r1", false), ("port-x", false), ("rfs-a", false)]);
+        // The port deleted at run time was released at the next batch (nothing named it).
+        let entries: Vec<(&str, bool, bool)> =
+            expected.topology.iter().map(|(id, e)| (&**id, e.deleted, e.released)).collect();
+        assert_eq!(
+            entries,
+            [
+                ("cfs-umbrella-backup", false, false),
+                ("mrs-r1", false, false),
+                ("mrs-r1/9/9", true, true),
+                ("port-x", false, false),
+                ("rfs-a", false, false)
+            ]
+        );
     }
 
     /// An incident whose bookkeeping alone passes the record limit (a national outage: 100,000

@@ -299,6 +299,10 @@ pub struct Applied {
     /// CIs present after the batch whose dependencies are not what they were (every added
     /// one with dependencies among them), and the deleted ones that had some.
     pub rewired: Vec<CiIdx>,
+    /// Of `changed`, those whose name, class, customer, tier or incidents flag moved: what
+    /// incidents show of a CI. (Attributes and relations alone leave incidents' lists as
+    /// they are.)
+    pub relabelled: Vec<CiIdx>,
 }
 
 impl Applied {
@@ -452,6 +456,9 @@ impl Topology {
     pub fn from_slots(slots: Vec<Option<(CiRecord, bool)>>) -> Result<Topology, TopologyError> {
         let mut deletes = Vec::new();
         let mut placeholders = Vec::new();
+        // A deleted CI's customer is put back as it was, unchecked: the CI it names may
+        // have changed since (batches check the CIs present only).
+        let mut customers = Vec::new();
         let records: Vec<CiRecord> = slots
             .into_iter()
             .enumerate()
@@ -460,6 +467,9 @@ impl Topology {
                 Some((mut record, false)) => {
                     record.depends_on.clear();
                     record.rule = Rule::Any;
+                    if let Some(customer) = record.customer.take() {
+                        customers.push((slot, customer));
+                    }
                     deletes.push(CiChange::Delete(record.id.clone()));
                     record
                 }
@@ -488,6 +498,13 @@ impl Topology {
             topology.apply(deletes)?;
             topology.release(&placeholders);
             topology.version = 0;
+        }
+        for (slot, customer) in customers {
+            let customer = topology.slot(&customer);
+            let tier = customer.and_then(|c| topology.cis[c as usize].own_sla);
+            let ci = &mut topology.cis[slot];
+            ci.customer = customer;
+            ci.sla = ci.own_sla.or(tier);
         }
         Ok(topology)
     }
@@ -751,13 +768,38 @@ impl Topology {
             }
         }
         for (slot, before, unwired) in upserted {
+            let after = &self.cis[slot as usize];
             if !before.present {
                 applied.added.push(slot);
-            } else if !unwired || before != self.cis[slot as usize] {
+            } else if !unwired || before != *after {
                 applied.changed.push(slot);
+                fn shown(ci: &Ci) -> (CiClass, &str, Option<CiIdx>, Option<SlaTier>, bool) {
+                    (ci.class, &ci.name, ci.customer, ci.sla, ci.incidents)
+                }
+                if shown(&before) != shown(after) {
+                    applied.relabelled.push(slot);
+                }
             }
         }
-        for list in [&mut applied.added, &mut applied.changed, &mut applied.deleted, &mut applied.rewired] {
+        if tiers_moved {
+            // Services took their customers' new tiers: their incidents show them.
+            applied.relabelled.extend(
+                self.cis
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, ci)| ci.present && ci.customer.is_some())
+                    .map(|(i, _)| i as CiIdx),
+            );
+            applied.relabelled.sort_unstable();
+            applied.relabelled.dedup();
+        }
+        for list in [
+            &mut applied.added,
+            &mut applied.changed,
+            &mut applied.deleted,
+            &mut applied.rewired,
+            &mut applied.relabelled,
+        ] {
             list.sort_unstable();
         }
         self.rerank(&applied.rewired);
