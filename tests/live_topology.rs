@@ -608,7 +608,7 @@ mod released_slots {
             let mut c = Correlator::new(topo(), CorrelatorConfig::default());
             let mut out = Vec::new();
             let mut log = CoreSnapshot::default();
-            let mut commit = |c: &mut Correlator, log: &mut CoreSnapshot| {
+            let commit = |c: &mut Correlator, log: &mut CoreSnapshot| {
                 if let Some(ch) = c.take_changes() {
                     log.fold(ch);
                 }
