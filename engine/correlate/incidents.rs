@@ -647,7 +647,7 @@ impl IncidentBook {
         // incidents (their record says so now, or they are no longer services).
         let deleted = applied.deleted.iter().map(|&ci| (ci, "deleted from the topology"));
         let unfollowed = applied
-            .changed
+            .relabelled
             .iter()
             .filter(|&&ci| !topology.ci(ci).incidents)
             .map(|&ci| (ci, "no longer followed by incidents (topology change)"));
@@ -667,7 +667,7 @@ impl IncidentBook {
         let newly: Vec<(CiIdx, State)> = applied
             .added
             .iter()
-            .chain(&applied.changed)
+            .chain(&applied.relabelled)
             .copied()
             .filter(|&ci| {
                 topology.ci(ci).incidents && !impact.state(ci).effective.is_up() && self.service_owner(ci).is_none()
