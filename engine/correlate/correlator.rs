@@ -305,17 +305,7 @@ impl Correlator {
         let mut topology_entries: Vec<_> = released
             .map(|(id, slot, keep)| {
                 let entry = keep.then(|| TopologyEntry {
-                    record: CiRecord {
-                        id: id.to_string(),
-                        class: CiClass::Device,
-                        name: String::new(),
-                        depends_on: Vec::new(),
-                        rule: Rule::Any,
-                        customer: None,
-                        sla: None,
-                        incidents: None,
-                        attributes: Default::default(),
-                    },
+                    record: CiRecord::bare(id.to_string()),
                     deleted: true,
                     released: true,
                     slot,

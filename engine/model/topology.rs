@@ -91,6 +91,24 @@ pub struct CiRecord {
     pub attributes: BTreeMap<String, String>,
 }
 
+impl CiRecord {
+    /// A record with an id and nothing else (a device with no relations): what stands for
+    /// a CI whose record no longer matters.
+    pub fn bare(id: String) -> CiRecord {
+        CiRecord {
+            id,
+            class: CiClass::Device,
+            name: String::new(),
+            depends_on: Vec::new(),
+            rule: Rule::Any,
+            customer: None,
+            sla: None,
+            incidents: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
 /// A validated CI inside a [`Topology`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ci {
@@ -479,17 +497,7 @@ impl Topology {
                     let id = format!("\0released-{slot}");
                     deletes.push(CiChange::Delete(id.clone()));
                     placeholders.push(slot as CiIdx);
-                    CiRecord {
-                        id,
-                        class: CiClass::Device,
-                        name: String::new(),
-                        depends_on: Vec::new(),
-                        rule: Rule::Any,
-                        customer: None,
-                        sla: None,
-                        incidents: None,
-                        attributes: BTreeMap::new(),
-                    }
+                    CiRecord::bare(id)
                 }
             })
             .collect();
